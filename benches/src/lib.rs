@@ -1,0 +1,1 @@
+//! trovedb benchmark helpers.

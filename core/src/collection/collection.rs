@@ -1,0 +1,721 @@
+//! The collection handle: validated writes through the WAL, reads over a consistent
+//! view, sealing, recovery.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::{Mutex, RwLock};
+use rayon::prelude::*;
+
+use super::options::{DbOptions, Durability};
+use super::state::{SealedSegment, State};
+use crate::distance::{normalize, Kernels};
+use crate::error::{Error, Result};
+use crate::filter::bitset::Bitset;
+use crate::filter::value::{validate_payload, Payload};
+use crate::storage::manifest::{DeleteMeta, Manifest, SegmentMeta};
+use crate::storage::segment::reader::SegmentReader;
+use crate::storage::segment::writer::{write_segment, SegmentData};
+use crate::storage::wal::record::{encode_delete, encode_upsert, KIND_DELETE, KIND_UPSERT};
+use crate::storage::wal::replay::{list_files, replay};
+use crate::storage::wal::writer::{GroupSync, WalWriter};
+use crate::storage::wal::MAX_RECORD_BYTES;
+use crate::storage::{deletes, fsutil, manifest, segment};
+use crate::types::{CollectionConfig, Metric, SearchParams};
+
+/// A stored point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// The point's id.
+    pub id: u64,
+    /// The vector as stored (unit-normalised for cosine collections).
+    pub vector: Vec<f32>,
+    /// The payload.
+    pub payload: Payload,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// The point's id.
+    pub id: u64,
+    /// Distance to the query under the collection's metric (smaller is nearer).
+    pub distance: f32,
+    /// The payload, when asked for with [`SearchParams::include_payload`].
+    pub payload: Option<Payload>,
+}
+
+/// Per-segment statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentStats {
+    /// Segment id.
+    pub id: u64,
+    /// Rows in the file.
+    pub rows: usize,
+    /// Rows deleted since it was sealed.
+    pub deleted: usize,
+    /// File size.
+    pub bytes: u64,
+    /// Index kind over this segment.
+    pub index: String,
+}
+
+/// A snapshot of a collection's size and layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectionStats {
+    /// Live points.
+    pub rows: usize,
+    /// Rows in the appendable (in-memory) segment, live or not.
+    pub appendable_rows: usize,
+    /// Sealed segments.
+    pub segments: Vec<SegmentStats>,
+    /// Deleted rows still occupying sealed segments.
+    pub deleted: usize,
+    /// Bytes of all files in the collection directory.
+    pub bytes_on_disk: u64,
+    /// Last LSN written to the log.
+    pub last_lsn: u64,
+    /// LSN covered by the sealed segments.
+    pub checkpoint_lsn: u64,
+}
+
+#[derive(Debug)]
+struct WriteState {
+    wal: WalWriter,
+    next_lsn: u64,
+    manifest: Manifest,
+    poisoned: Option<String>,
+}
+
+/// A named set of points with a fixed dimension and metric. `Send + Sync`; share it
+/// with `Arc` across threads.
+#[derive(Debug)]
+pub struct Collection {
+    name: String,
+    dir: PathBuf,
+    config: CollectionConfig,
+    options: DbOptions,
+    kernels: &'static Kernels,
+    write: Mutex<WriteState>,
+    state: RwLock<State>,
+    sync: Arc<GroupSync>,
+    closed: AtomicBool,
+}
+
+fn wal_dir(dir: &Path) -> PathBuf {
+    dir.join("wal")
+}
+
+impl Collection {
+    /// Create the on-disk layout of a new collection in `dir` (which must not exist),
+    /// atomically: built under a temp name, then renamed into place.
+    pub(crate) fn create_files(dir: &Path, config: &CollectionConfig) -> Result<()> {
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("collection");
+        let tmp = parent.join(format!(".tmp-{name}"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(wal_dir(&tmp)).map_err(|e| Error::io(&tmp, e))?;
+        Manifest::new(config.clone()).store(&tmp)?;
+        WalWriter::create(&wal_dir(&tmp), 1)?;
+        fsutil::sync_dir(&tmp)?;
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+        fsutil::sync_dir(parent)
+    }
+
+    /// Open (recover) the collection stored in `dir`.
+    pub(crate) fn open(name: &str, dir: &Path, options: &DbOptions) -> Result<Arc<Collection>> {
+        let manifest = Manifest::load(dir)?;
+        let config = manifest.config.clone();
+        let mut sealed = Vec::with_capacity(manifest.segments.len());
+        for m in &manifest.segments {
+            let reader = SegmentReader::open(&dir.join(&m.file), config.dim, config.metric)?;
+            if reader.rows() as u64 != m.rows {
+                return Err(Error::corruption(
+                    dir.join(manifest::FILE_NAME),
+                    16,
+                    format!(
+                        "manifest says {} rows for {}, the file has {}",
+                        m.rows,
+                        m.file,
+                        reader.rows()
+                    ),
+                ));
+            }
+            let deleted = match &m.deletes {
+                Some(d) => deletes::read_file(&dir.join(&d.file), m.id, reader.rows())?,
+                None => Bitset::new(reader.rows()),
+            };
+            sealed.push(SealedSegment {
+                id: m.id,
+                reader: Arc::new(reader),
+                deleted,
+                dirty: false,
+            });
+        }
+        let mut state = State::new(config.dim, sealed);
+        let wdir = wal_dir(dir);
+        let outcome = replay(&wdir, manifest.checkpoint_lsn, |_, op| {
+            state.apply(op);
+            Ok(())
+        })?;
+        // Files left by a crash mid-seal, and logs wholly covered by the checkpoint.
+        remove_orphans(dir, &manifest)?;
+        let files = &outcome.files;
+        for w in files.windows(2) {
+            if w[1].0 <= manifest.checkpoint_lsn + 1 {
+                fsutil::remove_if_exists(&w[0].1)?;
+            }
+        }
+        let next_lsn = outcome.last_lsn + 1;
+        let wal = match outcome.tail {
+            Some(t) => WalWriter::reopen(&t.path, t.seed, t.first_lsn, t.valid_len)?,
+            None => WalWriter::create(&wdir, next_lsn)?,
+        };
+        let sync = Arc::new(GroupSync::new(&wal, outcome.last_lsn));
+        let c = Arc::new(Collection {
+            name: name.to_owned(),
+            dir: dir.to_path_buf(),
+            config,
+            options: options.clone(),
+            kernels: Kernels::best(),
+            write: Mutex::new(WriteState {
+                wal,
+                next_lsn,
+                manifest,
+                poisoned: None,
+            }),
+            state: RwLock::new(state),
+            sync,
+            closed: AtomicBool::new(false),
+        });
+        if let Durability::Batch(every) = options.durability {
+            spawn_syncer(Arc::downgrade(&c.sync), every);
+        }
+        Ok(c)
+    }
+
+    /// The collection's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The collection's configuration.
+    pub fn config(&self) -> &CollectionConfig {
+        &self.config
+    }
+
+    /// Vector dimension.
+    pub fn dim(&self) -> usize {
+        self.config.dim
+    }
+
+    /// Distance metric.
+    pub fn metric(&self) -> Metric {
+        self.config.metric
+    }
+
+    /// Number of live points.
+    pub fn len(&self) -> usize {
+        self.state.read().len()
+    }
+
+    /// Whether the collection holds no live point.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Validate one vector; returns it normalised for cosine collections.
+    fn prepare_vector<'a>(
+        &self,
+        id: u64,
+        v: &'a [f32],
+        buf: &'a mut Vec<f32>,
+    ) -> Result<&'a [f32]> {
+        if v.len() != self.config.dim {
+            return Err(Error::DimensionMismatch {
+                expected: self.config.dim,
+                got: v.len(),
+            });
+        }
+        if let Some(index) = v.iter().position(|x| !x.is_finite()) {
+            return Err(Error::NonFiniteValue { id, index });
+        }
+        if self.config.metric != Metric::Cosine {
+            return Ok(v);
+        }
+        buf.clear();
+        buf.extend_from_slice(v);
+        if !normalize(buf) {
+            return Err(Error::invalid(
+                "vectors",
+                format!("vector for id {id} has zero length; cosine distance is undefined"),
+            ));
+        }
+        Ok(buf)
+    }
+
+    /// Insert or replace points. `vectors` holds `ids.len() * dim` floats, row-major;
+    /// `payloads` is empty (no payloads) or has one entry per id. Within a batch a repeated
+    /// id keeps its last occurrence. The batch is validated as a whole first: on any error
+    /// nothing is written. On return the points are searchable and, under
+    /// [`Durability::Always`], durable.
+    pub fn upsert(&self, ids: &[u64], vectors: &[f32], payloads: &[Payload]) -> Result<()> {
+        self.check_open()?;
+        let n = ids.len();
+        let dim = self.config.dim;
+        if n == 0 {
+            return if vectors.is_empty() && payloads.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::invalid("ids", "no ids given for a non-empty batch"))
+            };
+        }
+        if vectors.len() != n * dim {
+            return Err(if vectors.len().is_multiple_of(n) {
+                Error::DimensionMismatch {
+                    expected: dim,
+                    got: vectors.len() / n,
+                }
+            } else {
+                Error::invalid(
+                    "vectors",
+                    format!(
+                        "{} floats cannot be {n} vectors of dim {dim}",
+                        vectors.len()
+                    ),
+                )
+            });
+        }
+        if !payloads.is_empty() && payloads.len() != n {
+            return Err(Error::invalid(
+                "payloads",
+                format!("{} payloads for {n} ids", payloads.len()),
+            ));
+        }
+        payloads.iter().try_for_each(validate_payload)?;
+        let mut body = Vec::with_capacity(8 + n * (12 + 4 * dim));
+        let stored: std::borrow::Cow<'_, [f32]> = if self.config.metric == Metric::Cosine {
+            let mut out = Vec::with_capacity(vectors.len());
+            let mut buf = Vec::with_capacity(dim);
+            for (i, v) in vectors.chunks_exact(dim).enumerate() {
+                out.extend_from_slice(self.prepare_vector(ids[i], v, &mut buf)?);
+            }
+            out.into()
+        } else {
+            let mut buf = Vec::new();
+            for (i, v) in vectors.chunks_exact(dim).enumerate() {
+                self.prepare_vector(ids[i], v, &mut buf)?;
+            }
+            vectors.into()
+        };
+        encode_upsert(&mut body, dim, ids, &stored, payloads);
+        if body.len() > MAX_RECORD_BYTES {
+            return Err(Error::invalid(
+                "batch",
+                format!(
+                    "batch encodes to {} bytes; split it below {MAX_RECORD_BYTES}",
+                    body.len()
+                ),
+            ));
+        }
+        self.log_and_apply(KIND_UPSERT, &body, |st| {
+            let empty = Payload::new();
+            for (i, id) in ids.iter().enumerate() {
+                st.remove(*id);
+                st.appendable.push(
+                    *id,
+                    &stored[i * dim..(i + 1) * dim],
+                    payloads.get(i).unwrap_or(&empty).clone(),
+                );
+            }
+        })
+    }
+
+    /// Insert or replace a list of points.
+    pub fn upsert_points(&self, points: &[Point]) -> Result<()> {
+        let ids: Vec<u64> = points.iter().map(|p| p.id).collect();
+        let mut vectors = Vec::with_capacity(points.len() * self.config.dim);
+        for p in points {
+            if p.vector.len() != self.config.dim {
+                return Err(Error::DimensionMismatch {
+                    expected: self.config.dim,
+                    got: p.vector.len(),
+                });
+            }
+            vectors.extend_from_slice(&p.vector);
+        }
+        let payloads: Vec<Payload> = points.iter().map(|p| p.payload.clone()).collect();
+        self.upsert(&ids, &vectors, &payloads)
+    }
+
+    /// Delete points by id. Returns how many existed. Unknown ids are ignored.
+    pub fn delete(&self, ids: &[u64]) -> Result<usize> {
+        self.check_open()?;
+        let mut ws = self.write.lock();
+        let present: Vec<u64> = {
+            let st = self.state.read();
+            let mut seen = std::collections::HashSet::new();
+            ids.iter()
+                .copied()
+                .filter(|id| seen.insert(*id) && st.locate(*id).is_some())
+                .collect()
+        };
+        if present.is_empty() {
+            return Ok(0);
+        }
+        let mut body = Vec::with_capacity(4 + 8 * present.len());
+        encode_delete(&mut body, &present);
+        let lsn = self.append_locked(&mut ws, KIND_DELETE, &body)?;
+        {
+            let mut st = self.state.write();
+            for id in &present {
+                st.remove(*id);
+            }
+        }
+        drop(ws);
+        self.wait_durable(lsn)?;
+        Ok(present.len())
+    }
+
+    fn append_locked(&self, ws: &mut WriteState, kind: u8, body: &[u8]) -> Result<u64> {
+        self.check_open()?;
+        if let Some(first) = ws.poisoned.clone().or_else(|| self.sync.failure()) {
+            return Err(Error::Poisoned { first });
+        }
+        let lsn = ws.next_lsn;
+        if let Err(e) = ws.wal.append(lsn, kind, body) {
+            ws.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        ws.next_lsn += 1;
+        self.sync.note_written(lsn);
+        Ok(lsn)
+    }
+
+    fn log_and_apply(&self, kind: u8, body: &[u8], apply: impl FnOnce(&mut State)) -> Result<()> {
+        let mut ws = self.write.lock();
+        let lsn = self.append_locked(&mut ws, kind, body)?;
+        let full = {
+            let mut st = self.state.write();
+            apply(&mut st);
+            st.appendable.live_count() >= self.options.seal_threshold_rows
+        };
+        if full {
+            self.seal_locked(&mut ws)?;
+        }
+        drop(ws);
+        self.wait_durable(lsn)
+    }
+
+    fn wait_durable(&self, lsn: u64) -> Result<()> {
+        match self.options.durability {
+            Durability::Always => self.sync.wait_durable(lsn),
+            Durability::Batch(_) | Durability::Off => Ok(()),
+        }
+    }
+
+    /// The point with this id, if it exists.
+    pub fn get(&self, id: u64) -> Result<Option<Point>> {
+        self.check_open()?;
+        Ok(self.state.read().get(id)?.map(|(vector, payload)| Point {
+            id,
+            vector,
+            payload,
+        }))
+    }
+
+    fn prepare_query<'a>(
+        &self,
+        q: &'a [f32],
+        buf: &'a mut Vec<f32>,
+        k: usize,
+    ) -> Result<&'a [f32]> {
+        if k == 0 {
+            return Err(Error::invalid("k", "k must be at least 1"));
+        }
+        self.prepare_vector(0, q, buf)
+    }
+
+    /// The `k` nearest points to `query`, nearest first. Fewer than `k` are returned when
+    /// the collection holds fewer live points.
+    pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
+        self.check_open()?;
+        let mut buf = Vec::new();
+        let q = self.prepare_query(query, &mut buf, k)?;
+        let st = self.state.read();
+        let found = st.search_flat(self.kernels, &self.config, q, k);
+        found
+            .into_iter()
+            .map(|(id, distance)| {
+                let payload = if params.include_payload {
+                    Some(st.payload_of(id)?)
+                } else {
+                    None
+                };
+                Ok(Hit {
+                    id,
+                    distance,
+                    payload,
+                })
+            })
+            .collect()
+    }
+
+    /// Search many queries (row-major, `nq * dim` floats) in parallel over rayon.
+    pub fn search_batch(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<Vec<Hit>>> {
+        self.check_open()?;
+        let dim = self.config.dim;
+        if !queries.len().is_multiple_of(dim) {
+            return Err(Error::invalid(
+                "queries",
+                format!(
+                    "{} floats are not a whole number of dim-{dim} queries",
+                    queries.len()
+                ),
+            ));
+        }
+        queries
+            .par_chunks_exact(dim)
+            .map(|q| self.search(q, k, params))
+            .collect()
+    }
+
+    /// Seal the appendable segment now (even if below the threshold) and checkpoint.
+    pub fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        let mut ws = self.write.lock();
+        if let Some(first) = ws.poisoned.clone() {
+            return Err(Error::Poisoned { first });
+        }
+        self.seal_locked(&mut ws)
+    }
+
+    fn seal_locked(&self, ws: &mut WriteState) -> Result<()> {
+        let r = self.seal_inner(ws);
+        if let Err(e) = &r {
+            ws.poisoned = Some(e.to_string());
+        }
+        r
+    }
+
+    /// Seal: write the segment and deletion files, publish the manifest, then rotate the
+    /// log and remove what the new manifest no longer needs (FORMAT.md §Commit).
+    fn seal_inner(&self, ws: &mut WriteState) -> Result<()> {
+        let last = ws.next_lsn - 1;
+        let mut st = self.state.write();
+        let dirty = st.sealed.iter().any(|s| s.dirty);
+        if st.appendable.rows() == 0 && !dirty && last == ws.manifest.checkpoint_lsn {
+            return Ok(());
+        }
+        let mut m = ws.manifest.clone();
+        let mut garbage = Vec::new();
+        let mut new_reader = None;
+        let a = &st.appendable;
+        if a.live_count() > 0 {
+            let rows: Vec<usize> = a.live_rows().collect();
+            let ids: Vec<u64> = rows.iter().map(|r| a.ids[*r]).collect();
+            let mut vectors = Vec::with_capacity(rows.len() * self.config.dim);
+            for r in &rows {
+                vectors.extend_from_slice(a.vector(*r));
+            }
+            let payloads: Vec<&Payload> = rows.iter().map(|r| &a.payloads[*r]).collect();
+            let id = m.next_segment_id;
+            let name = segment::file_name(id);
+            write_segment(
+                &self.dir,
+                &name,
+                &SegmentData {
+                    segment_id: id,
+                    metric: self.config.metric,
+                    dim: self.config.dim,
+                    ids: &ids,
+                    vectors: &vectors,
+                    payloads: &payloads,
+                },
+            )?;
+            let reader =
+                SegmentReader::open(&self.dir.join(&name), self.config.dim, self.config.metric)?;
+            m.next_segment_id += 1;
+            m.segments.push(SegmentMeta {
+                id,
+                file: name,
+                rows: ids.len() as u64,
+                deletes: None,
+            });
+            new_reader = Some((id, reader));
+        }
+        let mut keep = Vec::with_capacity(st.sealed.len());
+        for s in &st.sealed {
+            let meta_pos = m.segments.iter().position(|x| x.id == s.id);
+            let Some(pos) = meta_pos else { continue };
+            if s.live_count() == 0 {
+                let old = m.segments.remove(pos);
+                garbage.push(old.file);
+                garbage.extend(old.deletes.map(|d| d.file));
+                continue;
+            }
+            keep.push(s.id);
+            if s.dirty {
+                let name = deletes::file_name(s.id, last);
+                deletes::write(&self.dir.join(&name), s.id, &s.deleted)?;
+                let old = m.segments[pos].deletes.replace(DeleteMeta {
+                    file: name,
+                    count: s.deleted.count_ones() as u64,
+                });
+                garbage.extend(old.map(|d| d.file));
+            }
+        }
+        m.checkpoint_lsn = last;
+        m.store(&self.dir)?;
+        // Published. Now bring memory in line with the manifest.
+        st.sealed.retain(|s| keep.contains(&s.id));
+        for s in &mut st.sealed {
+            s.dirty = false;
+        }
+        if let Some((id, reader)) = new_reader {
+            let rows = reader.rows();
+            st.sealed.push(SealedSegment {
+                id,
+                reader: Arc::new(reader),
+                deleted: Bitset::new(rows),
+                dirty: false,
+            });
+        }
+        st.appendable = super::appendable::AppendableSegment::new(self.config.dim);
+        drop(st);
+        ws.manifest = m;
+        self.rotate_wal(ws, last)?;
+        for f in garbage {
+            fsutil::remove_if_exists(&self.dir.join(f))?;
+        }
+        Ok(())
+    }
+
+    fn rotate_wal(&self, ws: &mut WriteState, checkpoint: u64) -> Result<()> {
+        ws.wal.sync()?;
+        if ws.wal.first_lsn() <= checkpoint {
+            ws.wal = WalWriter::create(&wal_dir(&self.dir), checkpoint + 1)?;
+        }
+        self.sync.rotated(&ws.wal);
+        for (first, path) in list_files(&wal_dir(&self.dir))? {
+            if first <= checkpoint {
+                fsutil::remove_if_exists(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Statistics: rows, segments, deletions, bytes on disk.
+    pub fn stats(&self) -> Result<CollectionStats> {
+        let ws = self.write.lock();
+        let st = self.state.read();
+        let segments = st
+            .sealed
+            .iter()
+            .map(|s| SegmentStats {
+                id: s.id,
+                rows: s.reader.rows(),
+                deleted: s.deleted.count_ones(),
+                bytes: s.reader.file_bytes(),
+                index: self.config.index.name().to_owned(),
+            })
+            .collect::<Vec<_>>();
+        Ok(CollectionStats {
+            rows: st.len(),
+            appendable_rows: st.appendable.rows(),
+            deleted: segments.iter().map(|s| s.deleted).sum(),
+            segments,
+            bytes_on_disk: dir_bytes(&self.dir)?,
+            last_lsn: ws.next_lsn - 1,
+            checkpoint_lsn: ws.manifest.checkpoint_lsn,
+        })
+    }
+
+    /// Check every checksum of every sealed segment (reads all files).
+    pub fn verify(&self) -> Result<()> {
+        let st = self.state.read();
+        for s in &st.sealed {
+            s.reader.verify()?;
+        }
+        Ok(())
+    }
+
+    /// Sync the log and refuse further calls.
+    pub(crate) fn close(&self) -> Result<()> {
+        let ws = self.write.lock();
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        ws.wal.sync()
+    }
+
+    /// The collection's directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for (_, p) in fsutil::list(dir)? {
+        let md = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?;
+        total += if md.is_dir() {
+            dir_bytes(&p)?
+        } else {
+            md.len()
+        };
+    }
+    Ok(total)
+}
+
+/// Remove segment, deletion and temp files that the manifest does not reference.
+fn remove_orphans(dir: &Path, m: &Manifest) -> Result<()> {
+    let mut live: Vec<&str> = vec![manifest::FILE_NAME];
+    for s in &m.segments {
+        live.push(&s.file);
+        if let Some(d) = &s.deletes {
+            live.push(&d.file);
+        }
+    }
+    for (name, path) in fsutil::list(dir)? {
+        let ext = Path::new(&name).extension().and_then(|e| e.to_str());
+        let ours = matches!(ext, Some("seg" | "del" | "tmp"));
+        if ours && !live.contains(&name.as_str()) {
+            fsutil::remove_if_exists(&path)?;
+        }
+    }
+    Ok(())
+}
+
+fn spawn_syncer(sync: Weak<GroupSync>, every: std::time::Duration) {
+    std::thread::Builder::new()
+        .name("trovedb-wal-sync".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            match sync.upgrade() {
+                Some(s) => s.sync_pending(),
+                None => return,
+            }
+        })
+        .map(drop)
+        .unwrap_or_default();
+}

@@ -1,0 +1,190 @@
+//! The database handle: a directory of collections behind an advisory lock.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::collection::Collection;
+use super::options::DbOptions;
+use crate::error::{Error, IoContext, Result};
+use crate::storage::fsutil::{self, LockFile};
+use crate::types::CollectionConfig;
+
+const COLLECTIONS_DIR: &str = "collections";
+const LOCK_FILE: &str = "LOCK";
+
+/// An open database directory. One handle per directory at a time (a second opener,
+/// in this process or another, gets [`Error::Locked`]).
+#[derive(Debug)]
+pub struct Database {
+    root: PathBuf,
+    options: DbOptions,
+    lock: Mutex<Option<LockFile>>,
+    open: Mutex<HashMap<String, Arc<Collection>>>,
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "name",
+            format!("collection names are 1-128 chars of [A-Za-z0-9_.-], not starting with '.'; got `{name}`"),
+        ))
+    }
+}
+
+impl Database {
+    /// Open the database at `path`, creating the directory if it does not exist.
+    pub fn open(path: impl AsRef<Path>, options: DbOptions) -> Result<Database> {
+        let root = path.as_ref().to_path_buf();
+        let cdir = root.join(COLLECTIONS_DIR);
+        std::fs::create_dir_all(&cdir).at(&cdir)?;
+        let lock = LockFile::acquire(&root.join(LOCK_FILE))?;
+        // Leftovers of an interrupted create or drop.
+        for (name, p) in fsutil::list(&cdir)? {
+            if name.starts_with(".tmp-") || name.starts_with(".drop-") {
+                std::fs::remove_dir_all(&p).at(&p)?;
+            }
+        }
+        Ok(Database {
+            root,
+            options,
+            lock: Mutex::new(Some(lock)),
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Open with default options.
+    pub fn open_default(path: impl AsRef<Path>) -> Result<Database> {
+        Self::open(path, DbOptions::default())
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &DbOptions {
+        &self.options
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.lock.lock().is_some() {
+            Ok(())
+        } else {
+            Err(Error::Closed)
+        }
+    }
+
+    fn dir_of(&self, name: &str) -> PathBuf {
+        self.root.join(COLLECTIONS_DIR).join(name)
+    }
+
+    /// Create a collection. Fails with [`Error::CollectionExists`] if the name is taken.
+    pub fn create_collection(
+        &self,
+        name: &str,
+        config: &CollectionConfig,
+    ) -> Result<Arc<Collection>> {
+        self.check_open()?;
+        validate_name(name)?;
+        config.validate()?;
+        let mut open = self.open.lock();
+        let dir = self.dir_of(name);
+        if open.contains_key(name) || dir.exists() {
+            return Err(Error::CollectionExists {
+                name: name.to_owned(),
+            });
+        }
+        Collection::create_files(&dir, config)?;
+        let c = Collection::open(name, &dir, &self.options)?;
+        open.insert(name.to_owned(), Arc::clone(&c));
+        Ok(c)
+    }
+
+    /// Open an existing collection (recovering it from its log on first use).
+    pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
+        self.check_open()?;
+        validate_name(name)?;
+        let mut open = self.open.lock();
+        if let Some(c) = open.get(name) {
+            return Ok(Arc::clone(c));
+        }
+        let dir = self.dir_of(name);
+        if !dir.is_dir() {
+            return Err(Error::CollectionNotFound {
+                name: name.to_owned(),
+            });
+        }
+        let c = Collection::open(name, &dir, &self.options)?;
+        open.insert(name.to_owned(), Arc::clone(&c));
+        Ok(c)
+    }
+
+    /// Names of all collections, sorted.
+    pub fn list_collections(&self) -> Result<Vec<String>> {
+        self.check_open()?;
+        Ok(fsutil::list(&self.root.join(COLLECTIONS_DIR))?
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| !n.starts_with('.'))
+            .collect())
+    }
+
+    /// Delete a collection and its files. Existing handles to it return [`Error::Closed`].
+    pub fn drop_collection(&self, name: &str) -> Result<()> {
+        self.check_open()?;
+        validate_name(name)?;
+        let mut open = self.open.lock();
+        let dir = self.dir_of(name);
+        if !dir.is_dir() {
+            return Err(Error::CollectionNotFound {
+                name: name.to_owned(),
+            });
+        }
+        if let Some(c) = open.remove(name) {
+            c.close()?;
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let trash = self
+            .root
+            .join(COLLECTIONS_DIR)
+            .join(format!(".drop-{name}-{nanos}"));
+        std::fs::rename(&dir, &trash).at(&dir)?;
+        fsutil::sync_dir(&self.root.join(COLLECTIONS_DIR))?;
+        std::fs::remove_dir_all(&trash).at(&trash)
+    }
+
+    /// Sync and close every collection and release the lock. Later calls on this
+    /// handle or its collections return [`Error::Closed`]. Also done on drop.
+    pub fn close(&self) -> Result<()> {
+        let mut lock = self.lock.lock();
+        let mut first_err = None;
+        for (_, c) in self.open.lock().drain() {
+            if let Err(e) = c.close() {
+                first_err.get_or_insert(e);
+            }
+        }
+        *lock = None;
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        // Errors here have nowhere to go; `close()` reports them to callers who care.
+        let _ = self.close();
+    }
+}

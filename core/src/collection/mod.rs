@@ -1,0 +1,13 @@
+//! The API boundary: [`Database`], [`Collection`], options, results. Everything below
+//! this module is `pub(crate)`.
+
+mod appendable;
+#[allow(clippy::module_inception)]
+mod collection;
+mod db;
+mod options;
+mod state;
+
+pub use collection::{Collection, CollectionStats, Hit, Point, SegmentStats};
+pub use db::Database;
+pub use options::{DbOptions, Durability};

@@ -1,0 +1,214 @@
+//! Distance kernels: squared L2 and inner product, with a scalar reference and SIMD
+//! versions chosen once at runtime by CPU feature detection.
+//!
+//! This module depends on nothing else in the crate. Cosine distance is `1 - dot` over
+//! unit-normalised vectors (collections normalise cosine vectors on the way in).
+#![expect(
+    unsafe_code,
+    reason = "calls the SIMD kernels through checked function pointers"
+)]
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+use std::sync::OnceLock;
+
+use crate::types::Metric;
+
+/// An instruction set a kernel is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Isa {
+    /// Portable Rust.
+    Scalar,
+    /// x86_64 AVX2 with FMA.
+    Avx2,
+    /// x86_64 AVX-512F.
+    Avx512,
+    /// aarch64 NEON.
+    Neon,
+}
+
+type RawKernel = unsafe fn(&[f32], &[f32]) -> f32;
+
+/// A pair of kernels for one ISA. Obtain one with [`Kernels::best`] or [`Kernels::for_isa`].
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    isa: Isa,
+    l2: RawKernel,
+    dot: RawKernel,
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernels")
+            .field("isa", &self.isa)
+            .finish_non_exhaustive()
+    }
+}
+
+// Safe functions coerce to `unsafe fn` pointers; the scalar ones have no obligations.
+const SCALAR: Kernels = Kernels {
+    isa: Isa::Scalar,
+    l2: scalar::l2_sq,
+    dot: scalar::dot,
+};
+
+impl Kernels {
+    /// The kernels for `isa`, or `None` when this CPU cannot run them.
+    pub fn for_isa(isa: Isa) -> Option<Kernels> {
+        match isa {
+            Isa::Scalar => Some(SCALAR),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+                .then_some(Kernels {
+                    isa,
+                    l2: x86_64::avx2::l2_sq,
+                    dot: x86_64::avx2::dot,
+                }),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => is_x86_feature_detected!("avx512f").then_some(Kernels {
+                isa,
+                l2: x86_64::avx512::l2_sq,
+                dot: x86_64::avx512::dot,
+            }),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => Some(Kernels {
+                isa,
+                l2: aarch64::neon::l2_sq,
+                dot: aarch64::neon::dot,
+            }),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// Every ISA this CPU can run, best last.
+    pub fn available() -> Vec<Kernels> {
+        [Isa::Scalar, Isa::Neon, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter_map(Kernels::for_isa)
+            .collect()
+    }
+
+    /// The fastest kernels for this CPU, detected once per process. The environment
+    /// variable `TROVEDB_ISA` (`scalar`, `avx2`, `avx512`, `neon`) caps the choice, for
+    /// benchmarks and for ruling out a kernel bug.
+    pub fn best() -> &'static Kernels {
+        static BEST: OnceLock<Kernels> = OnceLock::new();
+        BEST.get_or_init(|| {
+            let all = Kernels::available();
+            let want = std::env::var("TROVEDB_ISA").ok();
+            let pick = want.and_then(|w| {
+                all.iter()
+                    .find(|k| format!("{:?}", k.isa).eq_ignore_ascii_case(&w))
+                    .copied()
+            });
+            pick.or_else(|| all.last().copied()).unwrap_or(SCALAR)
+        })
+    }
+
+    /// Which ISA these kernels use.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Squared Euclidean distance. Panics if the lengths differ (a caller bug, never
+    /// reachable from validated API input).
+    #[inline]
+    pub fn l2_sq(&self, a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "distance kernels need equal lengths");
+        // SAFETY: lengths are equal (checked above) and the ISA was verified by
+        // `for_isa` when this `Kernels` was built.
+        unsafe { (self.l2)(a, b) }
+    }
+
+    /// Inner product. Panics if the lengths differ.
+    #[inline]
+    pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "distance kernels need equal lengths");
+        // SAFETY: as in `l2_sq`.
+        unsafe { (self.dot)(a, b) }
+    }
+
+    /// The distance under `metric` (smaller is nearer). Cosine assumes unit vectors.
+    #[inline]
+    pub fn distance(&self, metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+        match metric {
+            Metric::L2 => self.l2_sq(a, b),
+            Metric::Cosine => 1.0 - self.dot(a, b),
+            Metric::Dot => -self.dot(a, b),
+        }
+    }
+}
+
+/// Scale `v` to unit length in place. Returns false (and leaves `v` alone) for a zero vector.
+pub fn normalize(v: &mut [f32]) -> bool {
+    let norm = scalar::dot(v, v).sqrt();
+    if norm == 0.0 || !norm.is_finite() {
+        return false;
+    }
+    let inv = 1.0 / norm;
+    for x in v.iter_mut() {
+        *x *= inv;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    #[test]
+    fn every_isa_matches_scalar_for_every_dim() {
+        let mut seed = 42u64;
+        for k in Kernels::available() {
+            for dim in (1..=257).chain([383, 384, 385, 512, 767, 768, 1023, 1024, 1536]) {
+                let a: Vec<f32> = (0..dim).map(|_| lcg(&mut seed)).collect();
+                let b: Vec<f32> = (0..dim).map(|_| lcg(&mut seed)).collect();
+                let (l2r, dotr) = (scalar::l2_sq(&a, &b), scalar::dot(&a, &b));
+                let tol = 1e-4 * (dim as f32).sqrt() * 4.0;
+                assert!(
+                    (k.l2_sq(&a, &b) - l2r).abs() <= tol * l2r.abs().max(1.0),
+                    "{:?} l2 dim {dim}",
+                    k.isa()
+                );
+                assert!(
+                    (k.dot(&a, &b) - dotr).abs() <= tol * dotr.abs().max(1.0),
+                    "{:?} dot dim {dim}",
+                    k.isa()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn scalar_matches_f64_definition() {
+        let a = [1.0f32, 2.0, 3.0, -4.0, 0.5];
+        let b = [0.0f32, -1.0, 3.0, 2.0, 0.25];
+        assert!((scalar::l2_sq(&a, &b) - (1.0 + 9.0 + 0.0 + 36.0 + 0.0625)).abs() < 1e-6);
+        assert!((scalar::dot(&a, &b) - (0.0 - 2.0 + 9.0 - 8.0 + 0.125)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn distance_per_metric() {
+        let k = Kernels::best();
+        let mut a = vec![3.0f32, 4.0];
+        let mut b = vec![4.0f32, 3.0];
+        assert!((k.distance(Metric::L2, &a, &b) - 2.0).abs() < 1e-6);
+        assert!((k.distance(Metric::Dot, &a, &b) + 24.0).abs() < 1e-6);
+        assert!(normalize(&mut a) && normalize(&mut b));
+        assert!((k.distance(Metric::Cosine, &a, &b) - (1.0 - 24.0 / 25.0)).abs() < 1e-6);
+        assert!(!normalize(&mut [0.0, 0.0]));
+    }
+}

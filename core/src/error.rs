@@ -1,0 +1,134 @@
+//! The crate's error type. One public [`Error`], whose variants carry named fields so a
+//! caller can branch on the condition rather than parse a message.
+
+use std::path::PathBuf;
+
+/// `Result` with trovedb's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a trovedb call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A vector had the wrong number of components.
+    #[error("dimension mismatch: expected {expected}, got {got}")]
+    DimensionMismatch {
+        /// The collection's dimension.
+        expected: usize,
+        /// The length that was passed.
+        got: usize,
+    },
+    /// A vector component was NaN or infinite.
+    #[error("vector for id {id} has a non-finite value at component {index}")]
+    NonFiniteValue {
+        /// The point id whose vector is bad (0 for a query).
+        id: u64,
+        /// The component index.
+        index: usize,
+    },
+    /// Any other argument that is out of range or malformed.
+    #[error("invalid argument `{name}`: {reason}")]
+    InvalidArgument {
+        /// The parameter at fault.
+        name: &'static str,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A named collection does not exist.
+    #[error("collection `{name}` not found")]
+    CollectionNotFound {
+        /// The name that was asked for.
+        name: String,
+    },
+    /// A collection with that name already exists.
+    #[error("collection `{name}` already exists")]
+    CollectionExists {
+        /// The name that was asked for.
+        name: String,
+    },
+    /// Another handle (in this or another process) holds the database lock.
+    #[error("database at {path} is locked by another handle")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// Bytes on disk are not what the writer wrote.
+    #[error("corruption in {file} at offset {offset}: {reason}")]
+    Corruption {
+        /// The file holding the bad bytes.
+        file: PathBuf,
+        /// The byte offset where the problem was detected.
+        offset: u64,
+        /// What check failed.
+        reason: String,
+    },
+    /// A file was written by an unsupported format version.
+    #[error("{file} has format version {found}; this build reads {oldest}..={current}")]
+    IncompatibleFormat {
+        /// The file.
+        file: PathBuf,
+        /// The version found on disk.
+        found: u16,
+        /// Oldest supported version.
+        oldest: u16,
+        /// The version this build writes.
+        current: u16,
+    },
+    /// An operating-system I/O error, with the file it concerned.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An earlier write-path I/O error poisoned this handle; reopen the database.
+    #[error("collection is poisoned by an earlier I/O error ({first}); reopen the database")]
+    Poisoned {
+        /// The first error's message.
+        first: String,
+    },
+    /// The handle was closed.
+    #[error("the database handle is closed")]
+    Closed,
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corruption(
+        file: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Corruption {
+            file: file.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn invalid(name: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            name,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Attach a path to `std::io::Result`s.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: &std::path::Path) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

@@ -1,0 +1,87 @@
+//! A fixed-size bitset over segment rows.
+
+/// One bit per row.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Bitset {
+    words: Vec<u64>,
+    len: usize,
+    ones: usize,
+}
+
+impl Bitset {
+    pub(crate) fn new(len: usize) -> Bitset {
+        Bitset {
+            words: vec![0; len.div_ceil(64)],
+            len,
+            ones: 0,
+        }
+    }
+
+    /// Rebuild from stored words; `None` if the words do not fit `len`.
+    pub(crate) fn from_words(words: Vec<u64>, len: usize) -> Option<Bitset> {
+        if words.len() != len.div_ceil(64) {
+            return None;
+        }
+        if !len.is_multiple_of(64) {
+            if let Some(last) = words.last() {
+                if last >> (len % 64) != 0 {
+                    return None;
+                }
+            }
+        }
+        let ones = words.iter().map(|w| w.count_ones() as usize).sum();
+        Some(Bitset { words, len, ones })
+    }
+
+    pub(crate) fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn count_ones(&self) -> usize {
+        self.ones
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> bool {
+        self.words[i / 64] >> (i % 64) & 1 == 1
+    }
+
+    /// Set bit `i`; returns whether it was clear before.
+    pub(crate) fn insert(&mut self, i: usize) -> bool {
+        let w = &mut self.words[i / 64];
+        let bit = 1u64 << (i % 64);
+        let was_clear = *w & bit == 0;
+        *w |= bit;
+        self.ones += usize::from(was_clear);
+        was_clear
+    }
+
+    /// Grow to `len` bits (new bits clear).
+    pub(crate) fn grow(&mut self, len: usize) {
+        if len > self.len {
+            self.words.resize(len.div_ceil(64), 0);
+            self.len = len;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_get_count_and_restore() {
+        let mut b = Bitset::new(130);
+        assert!(b.insert(0) && b.insert(129) && !b.insert(129));
+        assert!(b.get(0) && b.get(129) && !b.get(64));
+        assert_eq!(b.count_ones(), 2);
+        let c = Bitset::from_words(b.words().to_vec(), 130).expect("fits");
+        assert_eq!(b, c);
+        assert!(Bitset::from_words(vec![u64::MAX; 3], 130).is_none());
+        assert!(Bitset::from_words(vec![0; 2], 130).is_none());
+    }
+}

@@ -1,0 +1,5 @@
+//! Payload values, row bitsets and (as they land) filter expressions, payload indexes
+//! and the planner. This module never touches the file system.
+
+pub(crate) mod bitset;
+pub mod value;

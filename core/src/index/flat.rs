@@ -1,0 +1,42 @@
+//! Exact search by a full scan: the oracle every other index is tested against.
+
+use super::topk::TopK;
+use crate::distance::Kernels;
+use crate::types::Metric;
+
+/// Scan `vectors` (row-major, `dim` wide) and push every allowed row into `top`,
+/// keyed by `key(row)`.
+// PERF: the metric is matched once outside the loop so the loop body is one kernel
+// call and a compare; rows that cannot enter the heap never touch it.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a hot kernel; a struct would add indirection"
+)]
+pub(crate) fn scan(
+    kernels: &Kernels,
+    metric: Metric,
+    dim: usize,
+    vectors: &[f32],
+    query: &[f32],
+    allow: impl Fn(usize) -> bool,
+    key: impl Fn(usize) -> u64,
+    top: &mut TopK,
+) {
+    macro_rules! run {
+        ($dist:expr) => {{
+            let mut thr = top.threshold();
+            for (row, v) in vectors.chunks_exact(dim).enumerate() {
+                let d = $dist(v);
+                if d <= thr && allow(row) {
+                    top.push(d, key(row));
+                    thr = top.threshold();
+                }
+            }
+        }};
+    }
+    match metric {
+        Metric::L2 => run!(|v| kernels.l2_sq(query, v)),
+        Metric::Cosine => run!(|v| 1.0 - kernels.dot(query, v)),
+        Metric::Dot => run!(|v| -kernels.dot(query, v)),
+    }
+}

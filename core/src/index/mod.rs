@@ -1,0 +1,5 @@
+//! Vector indexes. Each index receives vectors as slices (from a map or from memory),
+//! never paths; it depends only on `distance` and `types`.
+
+pub(crate) mod flat;
+pub(crate) mod topk;

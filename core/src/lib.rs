@@ -1,0 +1,38 @@
+//! # trovedb
+//!
+//! An embedded vector database: one directory on disk, no server, crash-safe writes
+//! through a write-ahead log, memory-mapped immutable segments, exact and approximate
+//! nearest-neighbour search.
+//!
+//! ```
+//! use trovedb::{Database, DbOptions, CollectionConfig, Metric, SearchParams};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let db = Database::open(dir.path(), DbOptions::default())?;
+//! let docs = db.create_collection("docs", &CollectionConfig::new(3, Metric::L2))?;
+//! docs.upsert(&[1, 2], &[0.0, 0.0, 1.0, 5.0, 5.0, 5.0], &[])?;
+//! let hits = docs.search(&[0.0, 0.0, 0.9], 1, &SearchParams::default())?;
+//! assert_eq!(hits[0].id, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The design is described in `DESIGN.md`, the byte layout of every file in `FORMAT.md`.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod collection;
+pub mod distance;
+mod error;
+pub mod filter;
+mod index;
+mod storage;
+mod types;
+
+pub use collection::{
+    Collection, CollectionStats, Database, DbOptions, Durability, Hit, Point, SegmentStats,
+};
+pub use error::{Error, Result};
+pub use filter::value::{payload_from_json, payload_to_json, Payload, Value};
+pub use types::{CollectionConfig, IndexConfig, Metric, SearchParams, MAX_DIM};

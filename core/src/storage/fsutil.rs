@@ -1,0 +1,167 @@
+//! Small file-system helpers: durable writes, atomic replace, the lock file, framed files.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+/// fsync a directory so that renames and creations in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).at(dir)?.sync_all().at(dir)
+}
+
+/// Write `bytes` to `path` through a temp file: write, fsync, rename, fsync the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp).at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+    }
+    fs::rename(&tmp, path).at(path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// An exclusive advisory lock on a file, held until dropped.
+#[derive(Debug)]
+pub(crate) struct LockFile {
+    _file: File,
+}
+
+impl LockFile {
+    pub(crate) fn acquire(path: &Path) -> Result<LockFile> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .at(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(LockFile { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(Error::Locked {
+                path: path.to_path_buf(),
+            }),
+            Err(fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
+        }
+    }
+}
+
+/// Size of the footer of a framed file.
+const FRAME_FOOTER: usize = 24;
+const FRAME_HEADER: usize = 16;
+
+/// Wrap `body` as `[magic 8][version u16][0u16][0u32] body [body_len u64][crc u32][0u32][magic 8]`.
+/// The CRC covers the header and the body.
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "magic constants are passed as &'static"
+)]
+pub(crate) fn frame(magic: &[u8; 8], version: u16, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + FRAME_HEADER + FRAME_FOOTER);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&[0u8; 6]);
+    out.extend_from_slice(body);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    out.extend_from_slice(magic);
+    out
+}
+
+/// Check and strip the frame written by [`frame`]. Returns the version and the body.
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "magic constants are passed as &'static"
+)]
+pub(crate) fn unframe<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    magic: &[u8; 8],
+    oldest: u16,
+    current: u16,
+) -> Result<(u16, &'a [u8])> {
+    let corrupt = |offset: usize, why: &str| Error::corruption(path, offset as u64, why);
+    if bytes.len() < FRAME_HEADER + FRAME_FOOTER {
+        return Err(corrupt(0, "file is shorter than its frame"));
+    }
+    if &bytes[..8] != magic {
+        return Err(corrupt(0, "bad magic"));
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version < oldest || version > current {
+        return Err(Error::IncompatibleFormat {
+            file: path.to_path_buf(),
+            found: version,
+            oldest,
+            current,
+        });
+    }
+    let foot = bytes.len() - FRAME_FOOTER;
+    let mut len8 = [0u8; 8];
+    len8.copy_from_slice(&bytes[foot..foot + 8]);
+    let body_len = u64::from_le_bytes(len8);
+    if body_len != (foot - FRAME_HEADER) as u64 || &bytes[foot + 16..] != magic {
+        return Err(corrupt(foot, "footer does not match the file length"));
+    }
+    let stored = u32::from_le_bytes([
+        bytes[foot + 8],
+        bytes[foot + 9],
+        bytes[foot + 10],
+        bytes[foot + 11],
+    ]);
+    if crc32fast::hash(&bytes[..foot]) != stored {
+        return Err(corrupt(foot + 8, "checksum mismatch"));
+    }
+    Ok((version, &bytes[FRAME_HEADER..foot]))
+}
+
+/// Read a whole file, naming it in any error.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).at(path)
+}
+
+/// Remove a file; a missing file is not an error.
+pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// The file names in `dir`, sorted.
+pub(crate) fn list(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).at(dir)? {
+        let e = e.at(dir)?;
+        if let Some(name) = e.file_name().to_str() {
+            out.push((name.to_owned(), e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_detects_every_flipped_byte() {
+        let f = frame(b"TESTFRAM", 1, b"hello body");
+        let p = Path::new("x");
+        let (v, body) = unframe(p, &f, b"TESTFRAM", 1, 1).expect("valid");
+        assert_eq!((v, body), (1, &b"hello body"[..]));
+        for i in 0..f.len() {
+            let mut g = f.clone();
+            g[i] ^= 0x40;
+            assert!(unframe(p, &g, b"TESTFRAM", 1, 1).is_err(), "flip at {i}");
+        }
+        for cut in 0..f.len() {
+            assert!(unframe(p, &f[..cut], b"TESTFRAM", 1, 1).is_err());
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Writes a sealed segment file: temp file, fsync, rename, fsync directory.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::layout::{
+    SectionEntry, SegmentFooter, SegmentHeader, FOOTER_BYTES, HEADER_PAGE_BYTES, INDEX_FLAT,
+    MAX_SECTIONS, SECTION_ALIGN, SECTION_IDS, SECTION_ID_INDEX, SECTION_PAYLOAD_BYTES,
+    SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC, SEGMENT_VERSION,
+};
+use crate::error::{IoContext, Result};
+use crate::filter::value::Payload;
+use crate::storage::codec::encode_payload;
+use crate::storage::fsutil::sync_dir;
+use crate::types::Metric;
+
+/// The rows of a segment to be sealed, in row order.
+pub(crate) struct SegmentData<'a> {
+    pub segment_id: u64,
+    pub metric: Metric,
+    pub dim: usize,
+    pub ids: &'a [u64],
+    pub vectors: &'a [f32],
+    pub payloads: &'a [&'a Payload],
+}
+
+struct SectionSink<W: Write> {
+    out: W,
+    pos: u64,
+    sections: Vec<SectionEntry>,
+}
+
+impl<W: Write> SectionSink<W> {
+    fn section(&mut self, path: &Path, kind: u32, bytes: &[u8]) -> Result<()> {
+        let pad = (SECTION_ALIGN as u64 - self.pos % SECTION_ALIGN as u64) % SECTION_ALIGN as u64;
+        self.out
+            .write_all(&[0u8; SECTION_ALIGN][..pad as usize])
+            .at(path)?;
+        self.pos += pad;
+        self.out.write_all(bytes).at(path)?;
+        self.sections.push(SectionEntry {
+            kind,
+            reserved: 0,
+            offset: self.pos,
+            len_bytes: bytes.len() as u64,
+            crc: crc32fast::hash(bytes),
+            reserved2: 0,
+        });
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// Write `data` as `dir/<name>` durably. Returns the path and the file size.
+pub(crate) fn write_segment(
+    dir: &Path,
+    name: &str,
+    data: &SegmentData<'_>,
+) -> Result<(PathBuf, u64)> {
+    let rows = data.ids.len();
+    debug_assert_eq!(data.vectors.len(), rows * data.dim);
+    debug_assert_eq!(data.payloads.len(), rows);
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let file = File::create(&tmp).at(&tmp)?;
+    let mut sink = SectionSink {
+        out: BufWriter::with_capacity(1 << 20, file),
+        pos: HEADER_PAGE_BYTES as u64,
+        sections: Vec::with_capacity(MAX_SECTIONS),
+    };
+    sink.out.write_all(&[0u8; HEADER_PAGE_BYTES]).at(&tmp)?;
+
+    sink.section(&tmp, SECTION_VECTORS, bytemuck::cast_slice(data.vectors))?;
+    sink.section(&tmp, SECTION_IDS, bytemuck::cast_slice(data.ids))?;
+    let mut id_index: Vec<[u64; 2]> = data
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(row, id)| [*id, row as u64])
+        .collect();
+    id_index.sort_unstable();
+    sink.section(&tmp, SECTION_ID_INDEX, bytemuck::cast_slice(&id_index))?;
+    let mut offsets = Vec::with_capacity(rows + 1);
+    let mut payload_bytes = Vec::new();
+    for p in data.payloads {
+        offsets.push(payload_bytes.len() as u64);
+        encode_payload(&mut payload_bytes, p);
+    }
+    offsets.push(payload_bytes.len() as u64);
+    sink.section(
+        &tmp,
+        SECTION_PAYLOAD_OFFSETS,
+        bytemuck::cast_slice(&offsets),
+    )?;
+    sink.section(&tmp, SECTION_PAYLOAD_BYTES, &payload_bytes)?;
+
+    let mut header = SegmentHeader {
+        magic: SEGMENT_MAGIC,
+        version: SEGMENT_VERSION,
+        metric: data.metric.code(),
+        index_kind: INDEX_FLAT,
+        section_count: sink.sections.len() as u32,
+        dim: data.dim as u32,
+        reserved: 0,
+        rows: rows as u64,
+        segment_id: data.segment_id,
+        sections: [bytemuck::Zeroable::zeroed(); MAX_SECTIONS],
+        header_crc: 0,
+        reserved2: 0,
+    };
+    header.sections[..sink.sections.len()].copy_from_slice(&sink.sections);
+    header.header_crc = header.compute_crc();
+    let file_len = sink.pos + FOOTER_BYTES as u64;
+    let footer = SegmentFooter {
+        file_len,
+        header_crc: header.header_crc,
+        version: SEGMENT_VERSION,
+        reserved: 0,
+        magic: SEGMENT_MAGIC,
+    };
+    sink.out.write_all(bytemuck::bytes_of(&footer)).at(&tmp)?;
+    let mut file = sink
+        .out
+        .into_inner()
+        .map_err(|e| crate::error::Error::io(&tmp, e.into_error()))?;
+    file.seek(SeekFrom::Start(0)).at(&tmp)?;
+    file.write_all(bytemuck::bytes_of(&header)).at(&tmp)?;
+    file.sync_all().at(&tmp)?;
+    drop(file);
+    fs::rename(&tmp, &path).at(&path)?;
+    sync_dir(dir)?;
+    Ok((path, file_len))
+}
