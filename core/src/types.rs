@@ -138,3 +138,12 @@ pub struct SearchParams {
     /// Return each hit's payload too.
     pub include_payload: bool,
 }
+
+impl SearchParams {
+    /// Also return each hit's payload.
+    #[must_use]
+    pub fn with_payload(mut self, yes: bool) -> Self {
+        self.include_payload = yes;
+        self
+    }
+}

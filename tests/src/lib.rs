@@ -1,1 +1,205 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for trovedb's integration tests: a seeded RNG, a brute-force oracle,
+//! an in-memory model, dataset readers and the deterministic workload of the crash test.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use trovedb::{Hit, Metric, Payload, Value};
+
+/// xorshift64* — small, seeded, reproducible.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (0 is remapped).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    /// Uniform in [-1, 1).
+    pub fn f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    /// `n` floats in [-1, 1).
+    pub fn vector(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+}
+
+/// The seed for a randomized test: `TROVEDB_SEED` if set, else a fixed default. Printed
+/// so that a failure can be reproduced.
+pub fn seed(default: u64) -> u64 {
+    let s = std::env::var("TROVEDB_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    println!("seed = {s} (set TROVEDB_SEED to reproduce)");
+    s
+}
+
+/// What the database should contain: id -> (stored vector, payload).
+pub type Model = BTreeMap<u64, (Vec<f32>, Payload)>;
+
+/// The vector as a cosine collection stores it.
+pub fn normalized(v: &[f32]) -> Vec<f32> {
+    let n = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
+    v.iter().map(|x| (f64::from(*x) / n) as f32).collect()
+}
+
+/// Distance in f64, as the metric defines it.
+pub fn distance(metric: Metric, a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    match metric {
+        Metric::L2 => a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+            .sum(),
+        Metric::Cosine => {
+            let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+            let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+            1.0 - dot / (na * nb)
+        }
+        _ => -dot,
+    }
+}
+
+/// Exact top-k by brute force over the model, ties broken by the smaller id.
+pub fn oracle(metric: Metric, model: &Model, q: &[f32], k: usize) -> Vec<(u64, f64)> {
+    let mut all: Vec<(u64, f64)> = model
+        .iter()
+        .map(|(id, (v, _))| (*id, distance(metric, q, v)))
+        .collect();
+    all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    all.truncate(k);
+    all
+}
+
+/// Assert `got` is an exact top-k: same length as the oracle's, no duplicates, every
+/// reported distance equal to the true distance of that id, and the distance at every rank
+/// equal to the oracle's (so only ties may be ordered differently).
+pub fn assert_exact(metric: Metric, model: &Model, q: &[f32], got: &[Hit], k: usize) {
+    let want = oracle(metric, model, q, k);
+    assert_eq!(got.len(), want.len(), "result count");
+    let eps = 1e-4;
+    let mut seen = std::collections::HashSet::new();
+    for (i, h) in got.iter().enumerate() {
+        assert!(seen.insert(h.id), "duplicate id {} in results", h.id);
+        let (v, _) = model
+            .get(&h.id)
+            .unwrap_or_else(|| panic!("id {} returned but not in the model", h.id));
+        let true_d = distance(metric, q, v);
+        assert!(
+            (f64::from(h.distance) - true_d).abs() <= eps * true_d.abs().max(1.0),
+            "rank {i}: id {} reported {} but is at {true_d}",
+            h.id,
+            h.distance
+        );
+        assert!(
+            (true_d - want[i].1).abs() <= eps * want[i].1.abs().max(1.0),
+            "rank {i}: got id {} at {true_d}, oracle has id {} at {}",
+            h.id,
+            want[i].0,
+            want[i].1
+        );
+    }
+}
+
+/// Read a TEXMEX `.fvecs` file: `(dim, row-major floats)`.
+pub fn read_fvecs(path: &Path) -> anyhow::Result<(usize, Vec<f32>)> {
+    let bytes = std::fs::read(path)?;
+    anyhow::ensure!(bytes.len() >= 4, "{}: empty", path.display());
+    let dim = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    let rec = 4 + 4 * dim;
+    anyhow::ensure!(
+        bytes.len() % rec == 0,
+        "{}: truncated record",
+        path.display()
+    );
+    let mut out = Vec::with_capacity(bytes.len() / rec * dim);
+    for r in bytes.chunks_exact(rec) {
+        out.extend(
+            r[4..]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+    }
+    Ok((dim, out))
+}
+
+/// The repository root (for `data/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from(".."), Path::to_path_buf)
+}
+
+/// Dimension of the crash-test workload.
+pub const CRASH_DIM: usize = 16;
+/// Ids used by the crash-test workload.
+pub const CRASH_IDS: u64 = 300;
+
+/// One step of the crash-test workload.
+#[derive(Debug, Clone)]
+pub enum CrashOp {
+    /// Upsert these points.
+    Upsert(Vec<(u64, Vec<f32>, Payload)>),
+    /// Delete these ids.
+    Delete(Vec<u64>),
+}
+
+/// Step `i` of the deterministic crash-test workload.
+pub fn crash_op(i: u64) -> CrashOp {
+    let mut rng = Rng::new(i + 1);
+    if i % 5 == 4 {
+        return CrashOp::Delete((0..6).map(|_| rng.below(CRASH_IDS)).collect());
+    }
+    CrashOp::Upsert(
+        (0..8)
+            .map(|j| {
+                let id = rng.below(CRASH_IDS);
+                let mut p = Payload::new();
+                p.insert("batch".into(), Value::Int(i as i64));
+                p.insert("j".into(), Value::Int(j));
+                p.insert("tag".into(), Value::Str(format!("b{i}-{j}")));
+                (id, rng.vector(CRASH_DIM), p)
+            })
+            .collect(),
+    )
+}
+
+/// Apply step `op` to the model.
+pub fn apply_crash_op(model: &mut Model, op: &CrashOp) {
+    match op {
+        CrashOp::Upsert(points) => {
+            for (id, v, p) in points {
+                model.insert(*id, (v.clone(), p.clone()));
+            }
+        }
+        CrashOp::Delete(ids) => {
+            for id in ids {
+                model.remove(id);
+            }
+        }
+    }
+}

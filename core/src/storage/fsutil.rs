@@ -104,7 +104,10 @@ pub(crate) fn unframe<'a>(
     let mut len8 = [0u8; 8];
     len8.copy_from_slice(&bytes[foot..foot + 8]);
     let body_len = u64::from_le_bytes(len8);
-    if body_len != (foot - FRAME_HEADER) as u64 || &bytes[foot + 16..] != magic {
+    if body_len != (foot - FRAME_HEADER) as u64
+        || &bytes[foot + 16..] != magic
+        || bytes[foot + 12..foot + 16] != [0u8; 4]
+    {
         return Err(corrupt(foot, "footer does not match the file length"));
     }
     let stored = u32::from_le_bytes([

@@ -64,6 +64,8 @@ impl SegmentReader {
         let foot_at = map.len() - FOOTER_BYTES;
         let footer: SegmentFooter = bytemuck::pod_read_unaligned(&map[foot_at..]);
         if footer.magic != SEGMENT_MAGIC
+            || footer.reserved != 0
+            || footer.version != header.version
             || footer.file_len != map.len() as u64
             || footer.header_crc != header.header_crc
         {

@@ -1,0 +1,47 @@
+//! Child process of the crash test: runs the deterministic workload of
+//! `trovedb_tests::crash_op` against a database and prints `ack <i>` after step i returns
+//! (durability `always`), until it is killed.
+//!
+//! Usage: `crash_writer <dir> <seal_threshold_rows> [start_step]`
+
+use std::io::Write;
+
+use trovedb::{CollectionConfig, Database, DbOptions, Metric};
+use trovedb_tests::{crash_op, CrashOp, CRASH_DIM};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(
+        args.len() >= 3,
+        "usage: crash_writer <dir> <seal_threshold_rows> [start]"
+    );
+    let seal: usize = args[2].parse()?;
+    let start: u64 = args.get(3).map_or(Ok(0), |s| s.parse())?;
+    let db = Database::open(&args[1], DbOptions::default().seal_threshold_rows(seal))?;
+    let c = match db.collection("crash") {
+        Ok(c) => c,
+        Err(trovedb::Error::CollectionNotFound { .. }) => {
+            db.create_collection("crash", &CollectionConfig::new(CRASH_DIM, Metric::L2))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    for i in start.. {
+        match crash_op(i) {
+            CrashOp::Upsert(points) => {
+                let ids: Vec<u64> = points.iter().map(|p| p.0).collect();
+                let vectors: Vec<f32> = points.iter().flat_map(|p| p.1.clone()).collect();
+                let payloads: Vec<_> = points.iter().map(|p| p.2.clone()).collect();
+                c.upsert(&ids, &vectors, &payloads)?;
+            }
+            CrashOp::Delete(ids) => {
+                c.delete(&ids)?;
+            }
+        }
+        writeln!(out, "ack {i}")?;
+        out.flush()?;
+    }
+    Ok(())
+}
