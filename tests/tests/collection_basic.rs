@@ -17,7 +17,7 @@ fn payload(i: u64) -> Payload {
         "tags".into(),
         Value::Tags(vec!["a".into(), format!("t{}", i % 3)]),
     );
-    p.insert("flag".into(), Value::Bool(i % 2 == 0));
+    p.insert("flag".into(), Value::Bool(i.is_multiple_of(2)));
     p.insert("none".into(), Value::Null);
     p
 }

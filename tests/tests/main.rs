@@ -1,4 +1,5 @@
 //! trovedb integration tests: one binary, one module per area.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
 mod collection_basic;
 mod corruption_detected;

@@ -1,0 +1,298 @@
+//! `trovedb.Collection`.
+
+use std::sync::Arc;
+
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyNotImplementedError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use trovedb::{Collection, Hit, Payload, SearchParams};
+
+use crate::convert::{f32_array, id_array, payload_from_py, payload_to_py};
+use crate::error::IntoPy;
+
+/// Id used to pad results when fewer than k points exist.
+const PAD_ID: u64 = u64::MAX;
+/// Results are returned as dense `(nq, k)` arrays; this bounds their allocation.
+const MAX_K: usize = 1 << 24;
+
+/// A collection of points. Obtain one from `Database.create_collection` or
+/// `Database.get_collection`.
+#[pyclass(name = "Collection", module = "trovedb")]
+pub(crate) struct PyCollection {
+    c: Arc<Collection>,
+}
+
+impl PyCollection {
+    pub(crate) fn new(c: Arc<Collection>) -> Self {
+        PyCollection { c }
+    }
+}
+
+fn parse_search_params(
+    params: Option<&Bound<'_, PyDict>>,
+    include_payload: bool,
+) -> PyResult<SearchParams> {
+    if let Some(p) = params {
+        if let Some((k, _)) = p.iter().next() {
+            return Err(PyValueError::new_err(format!(
+                "unknown search parameter `{}` for this collection's index",
+                k.str()?
+            )));
+        }
+    }
+    Ok(SearchParams::default().with_payload(include_payload))
+}
+
+#[pymethods]
+impl PyCollection {
+    /// Insert or replace points. `ids`: ints; `vectors`: `[n, dim]` float32 (float64 is
+    /// converted); `payloads`: a list of dicts (or None). Searchable on return; durable on
+    /// return under durability "always".
+    #[pyo3(signature = (ids, vectors, payloads = None))]
+    fn upsert(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        vectors: &Bound<'_, PyAny>,
+        payloads: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let ids = id_array(ids)?;
+        let vecs = f32_array(vectors)?;
+        let n = ids.len();
+        let shape = vecs.shape().to_vec();
+        let ok_shape = match shape.as_slice() {
+            [rows, cols] => *rows == n && *cols == self.c.dim(),
+            [cols] => n == 1 && *cols == self.c.dim(),
+            _ => false,
+        };
+        if !ok_shape {
+            return Err(PyValueError::new_err(format!(
+                "vectors must have shape ({n}, {}) for {n} ids; got {shape:?}",
+                self.c.dim()
+            )));
+        }
+        let payloads: Vec<Payload> = match payloads {
+            None => Vec::new(),
+            Some(p) if p.is_none() => Vec::new(),
+            Some(p) => {
+                if p.is_instance_of::<PyDict>() {
+                    return Err(PyTypeError::new_err(
+                        "payloads must be a list of dicts, one per id",
+                    ));
+                }
+                p.try_iter()?
+                    .map(|item| payload_from_py(&item?))
+                    .collect::<PyResult<_>>()?
+            }
+        };
+        let ids_ro = ids.readonly();
+        let vecs_ro = vecs.readonly();
+        let ids_s = ids_ro.as_slice()?;
+        let vecs_s = vecs_ro.as_slice()?;
+        let c = &self.c;
+        py.detach(|| c.upsert(ids_s, vecs_s, &payloads)).py_err()
+    }
+
+    /// Delete points by id; returns how many existed.
+    fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let ids = id_array(ids)?;
+        let ro = ids.readonly();
+        let s = ro.as_slice()?;
+        let c = &self.c;
+        py.detach(|| c.delete(s)).py_err()
+    }
+
+    /// Fetch points. For one int: a dict `{"id", "vector", "payload"}` or None. For a
+    /// sequence: a list with a dict or None per id, in order.
+    fn get<'py>(&self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let single = ids.extract::<u64>().is_ok() && !ids.hasattr("__len__")?;
+        let arr = id_array(ids)?;
+        let ro = arr.readonly();
+        let s = ro.as_slice()?.to_vec();
+        let c = Arc::clone(&self.c);
+        let points = py
+            .detach(move || {
+                s.iter()
+                    .map(|id| c.get(*id))
+                    .collect::<trovedb::Result<Vec<_>>>()
+            })
+            .py_err()?;
+        let mut out = Vec::with_capacity(points.len());
+        for p in points {
+            out.push(match p {
+                None => py.None().into_bound(py),
+                Some(p) => {
+                    let d = PyDict::new(py);
+                    d.set_item("id", p.id)?;
+                    d.set_item("vector", p.vector.into_pyarray(py))?;
+                    d.set_item("payload", payload_to_py(py, &p.payload)?)?;
+                    d.into_any()
+                }
+            });
+        }
+        if single {
+            return Ok(out.pop().unwrap_or_else(|| py.None().into_bound(py)));
+        }
+        Ok(PyList::new(py, out)?.into_any())
+    }
+
+    /// Nearest neighbours of `query` (`[dim]` or `[nq, dim]`). Returns `(ids, distances)`
+    /// as uint64 and float32 arrays of shape `(k,)` or `(nq, k)`, nearest first; with
+    /// `include_payload=True` also a list of payload dicts (a list per query). Rows with
+    /// fewer than k hits are padded with id 2**64-1 and distance +inf (payload None).
+    #[pyo3(signature = (query, k = 10, filter = None, include_payload = false, **search_params))]
+    fn search<'py>(
+        &self,
+        py: Python<'py>,
+        query: &Bound<'py, PyAny>,
+        k: usize,
+        filter: Option<&Bound<'py, PyAny>>,
+        include_payload: bool,
+        search_params: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if filter.is_some_and(|f| !f.is_none()) {
+            return Err(PyNotImplementedError::new_err(
+                "metadata filters are not implemented in this build yet",
+            ));
+        }
+        if k == 0 || k > MAX_K {
+            return Err(PyValueError::new_err(format!(
+                "k must be in 1..={MAX_K}, got {k}"
+            )));
+        }
+        let params = parse_search_params(search_params, include_payload)?;
+        let q = f32_array(query)?;
+        let dim = self.c.dim();
+        let (nq, one) = match q.shape() {
+            [d] if *d == dim => (1, true),
+            [n, d] if *d == dim => (*n, false),
+            s => {
+                return Err(PyValueError::new_err(format!(
+                    "query must have shape ({dim},) or (nq, {dim}); got {s:?}"
+                )))
+            }
+        };
+        let ro = q.readonly();
+        let qs = ro.as_slice()?;
+        let c = &self.c;
+        let results: Vec<Vec<Hit>> = py
+            .detach(|| {
+                if nq == 1 {
+                    c.search(qs, k, &params).map(|h| vec![h])
+                } else {
+                    c.search_batch(qs, k, &params)
+                }
+            })
+            .py_err()?;
+        let width = k;
+        let mut ids = Array2::<u64>::from_elem((nq, width), PAD_ID);
+        let mut dists = Array2::<f32>::from_elem((nq, width), f32::INFINITY);
+        let payloads = PyList::empty(py);
+        for (i, hits) in results.iter().enumerate() {
+            let row = PyList::empty(py);
+            for (j, h) in hits.iter().enumerate() {
+                ids[[i, j]] = h.id;
+                dists[[i, j]] = h.distance;
+                if include_payload {
+                    match &h.payload {
+                        Some(p) => row.append(payload_to_py(py, p)?)?,
+                        None => row.append(py.None())?,
+                    }
+                }
+            }
+            for _ in hits.len()..width {
+                if include_payload {
+                    row.append(py.None())?;
+                }
+            }
+            payloads.append(row)?;
+        }
+        let (ids, dists) = (ids.into_pyarray(py), dists.into_pyarray(py));
+        let (ids, dists, payloads) = if one {
+            (
+                ids.call_method1("reshape", (width,))?,
+                dists.call_method1("reshape", (width,))?,
+                payloads.get_item(0)?,
+            )
+        } else {
+            (ids.into_any(), dists.into_any(), payloads.into_any())
+        };
+        let out = if include_payload {
+            (ids, dists, payloads).into_pyobject(py)?.into_any()
+        } else {
+            (ids, dists).into_pyobject(py)?.into_any()
+        };
+        Ok(out)
+    }
+
+    /// Seal the in-memory segment to disk now and checkpoint the log.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let c = &self.c;
+        py.detach(|| c.flush()).py_err()
+    }
+
+    /// Check every checksum of every sealed segment.
+    fn verify(&self, py: Python<'_>) -> PyResult<()> {
+        let c = &self.c;
+        py.detach(|| c.verify()).py_err()
+    }
+
+    /// Sizes and layout: rows, segments, deleted rows, bytes on disk, index per segment.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.c.stats().py_err()?;
+        let d = PyDict::new(py);
+        d.set_item("rows", s.rows)?;
+        d.set_item("appendable_rows", s.appendable_rows)?;
+        d.set_item("deleted", s.deleted)?;
+        d.set_item("bytes_on_disk", s.bytes_on_disk)?;
+        d.set_item("last_lsn", s.last_lsn)?;
+        d.set_item("checkpoint_lsn", s.checkpoint_lsn)?;
+        d.set_item("index", self.c.config().index.name())?;
+        let segs = PyList::empty(py);
+        for seg in &s.segments {
+            let sd = PyDict::new(py);
+            sd.set_item("id", seg.id)?;
+            sd.set_item("rows", seg.rows)?;
+            sd.set_item("deleted", seg.deleted)?;
+            sd.set_item("bytes", seg.bytes)?;
+            sd.set_item("index", &seg.index)?;
+            segs.append(sd)?;
+        }
+        d.set_item("segments", segs)?;
+        Ok(d)
+    }
+
+    fn __len__(&self) -> usize {
+        self.c.len()
+    }
+
+    /// The collection's name.
+    #[getter]
+    fn name(&self) -> String {
+        self.c.name().to_owned()
+    }
+
+    /// Vector dimension.
+    #[getter]
+    fn dim(&self) -> usize {
+        self.c.dim()
+    }
+
+    /// Metric name: "l2", "cosine" or "dot".
+    #[getter]
+    fn metric(&self) -> &'static str {
+        self.c.metric().name()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Collection(name={:?}, dim={}, metric={:?}, len={})",
+            self.c.name(),
+            self.c.dim(),
+            self.c.metric().name(),
+            self.c.len()
+        )
+    }
+}

@@ -1,0 +1,138 @@
+//! Type conversion at the Python boundary: payload dicts, and NumPy arrays checked for
+//! dtype, shape and contiguity (copied only when they are not already float32/uint64
+//! C-contiguous).
+
+use numpy::{PyArray1, PyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use trovedb::{Payload, Value};
+
+fn numpy(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    PyModule::import(py, "numpy")
+}
+
+fn dtype_kind(arr: &Bound<'_, PyAny>) -> PyResult<String> {
+    arr.getattr("dtype")?.getattr("kind")?.extract()
+}
+
+/// `obj` as a C-contiguous float32 array. float32 C-contiguous input is used as is;
+/// other float or integer dtypes (float64 included) are converted; anything else is a
+/// `TypeError`.
+pub(crate) fn f32_array<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+    if let Ok(a) = obj.cast::<PyArrayDyn<f32>>() {
+        if a.is_c_contiguous() {
+            return Ok(a.clone());
+        }
+    }
+    let np = numpy(obj.py())?;
+    let arr = np.call_method1("asarray", (obj,))?;
+    let kind = dtype_kind(&arr)?;
+    if !matches!(kind.as_str(), "f" | "i" | "u") {
+        return Err(PyTypeError::new_err(format!(
+            "vectors must be a float32 array (float64 and integers are converted); got dtype {}",
+            arr.getattr("dtype")?.str()?
+        )));
+    }
+    let f32t = np.getattr("float32")?;
+    let kwargs = PyDict::new(obj.py());
+    kwargs.set_item("dtype", f32t)?;
+    let out = np.call_method("ascontiguousarray", (arr,), Some(&kwargs))?;
+    Ok(out.cast_into::<PyArrayDyn<f32>>()?)
+}
+
+/// `obj` (an int, a sequence of ints or an integer array) as a 1-D uint64 array.
+pub(crate) fn id_array<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<u64>>> {
+    if let Ok(a) = obj.cast::<PyArray1<u64>>() {
+        if a.is_c_contiguous() {
+            return Ok(a.clone());
+        }
+    }
+    let np = numpy(obj.py())?;
+    let arr = np.call_method1("asarray", (obj,))?;
+    let kind = dtype_kind(&arr)?;
+    let size: usize = arr.getattr("size")?.extract()?;
+    if size > 0 && !matches!(kind.as_str(), "i" | "u") {
+        return Err(PyTypeError::new_err(format!(
+            "ids must be integers; got dtype {}",
+            arr.getattr("dtype")?.str()?
+        )));
+    }
+    if kind == "i" && size > 0 && arr.call_method0("min")?.extract::<i64>()? < 0 {
+        return Err(PyValueError::new_err("ids must be non-negative"));
+    }
+    let flat = arr.call_method1("reshape", (-1,))?;
+    let kwargs = PyDict::new(obj.py());
+    kwargs.set_item("dtype", np.getattr("uint64")?)?;
+    let out = np.call_method("ascontiguousarray", (flat,), Some(&kwargs))?;
+    Ok(out.cast_into::<PyArray1<u64>>()?)
+}
+
+fn value_from_py(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Value> {
+    if v.is_none() {
+        Ok(Value::Null)
+    } else if v.is_instance_of::<PyBool>() {
+        Ok(Value::Bool(v.extract()?))
+    } else if v.is_instance_of::<PyInt>() {
+        v.extract::<i64>().map(Value::Int).map_err(|_| {
+            PyValueError::new_err(format!(
+                "payload field `{key}`: integer does not fit in 64 bits"
+            ))
+        })
+    } else if v.is_instance_of::<PyFloat>() {
+        Ok(Value::Float(v.extract()?))
+    } else if v.is_instance_of::<PyString>() {
+        Ok(Value::Str(v.extract()?))
+    } else if v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>() {
+        let mut tags = Vec::new();
+        for item in v.try_iter()? {
+            let item = item?;
+            if !item.is_instance_of::<PyString>() {
+                return Err(PyTypeError::new_err(format!(
+                    "payload field `{key}`: lists may hold only strings"
+                )));
+            }
+            tags.push(item.extract()?);
+        }
+        Ok(Value::Tags(tags))
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "payload field `{key}`: unsupported type {} (use str, int, float, bool, None or a list of str)",
+            v.get_type().name()?
+        )))
+    }
+}
+
+/// A dict as a payload (`None` is an empty payload).
+pub(crate) fn payload_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Payload> {
+    if obj.is_none() {
+        return Ok(Payload::new());
+    }
+    let d = obj
+        .cast::<PyDict>()
+        .map_err(|_| PyTypeError::new_err("each payload must be a dict or None"))?;
+    let mut p = Payload::new();
+    for (k, v) in d.iter() {
+        let key: String = k
+            .extract()
+            .map_err(|_| PyTypeError::new_err("payload keys must be str"))?;
+        let value = value_from_py(&key, &v)?;
+        p.insert(key, value);
+    }
+    Ok(p)
+}
+
+pub(crate) fn payload_to_py<'py>(py: Python<'py>, p: &Payload) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in p {
+        match v {
+            Value::Bool(b) => d.set_item(k, *b)?,
+            Value::Int(i) => d.set_item(k, *i)?,
+            Value::Float(f) => d.set_item(k, *f)?,
+            Value::Str(s) => d.set_item(k, s)?,
+            Value::Tags(t) => d.set_item(k, PyList::new(py, t)?)?,
+            _ => d.set_item(k, py.None())?,
+        }
+    }
+    Ok(d)
+}

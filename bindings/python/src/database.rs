@@ -1,0 +1,125 @@
+//! `trovedb.Database`.
+
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use trovedb::{CollectionConfig, Database, DbOptions, Durability, IndexConfig, Metric};
+
+use crate::collection::PyCollection;
+use crate::error::IntoPy;
+
+/// An open database directory. Use as a context manager, or call `close()`.
+#[pyclass(name = "Database", module = "trovedb")]
+pub(crate) struct PyDatabase {
+    db: Arc<Database>,
+}
+
+/// Open (creating if needed) the database at `path`.
+///
+/// `durability` is "always" (fsync before each write returns; the default), "batch" or
+/// "batch:<ms>" (fsync in the background), or "off".
+#[pyfunction]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "pyo3 extracts os.PathLike into an owned PathBuf"
+)]
+#[pyo3(signature = (path, durability = "always", seal_threshold_rows = 100_000))]
+pub(crate) fn open(
+    py: Python<'_>,
+    path: std::path::PathBuf,
+    durability: &str,
+    seal_threshold_rows: usize,
+) -> PyResult<PyDatabase> {
+    let d = Durability::parse(durability).py_err()?;
+    if seal_threshold_rows == 0 {
+        return Err(PyValueError::new_err(
+            "seal_threshold_rows must be at least 1",
+        ));
+    }
+    let opts = DbOptions::default()
+        .durability(d)
+        .seal_threshold_rows(seal_threshold_rows);
+    let db = py.detach(|| Database::open(&path, opts)).py_err()?;
+    Ok(PyDatabase { db: Arc::new(db) })
+}
+
+#[pymethods]
+impl PyDatabase {
+    /// Create a collection. `index` is "flat"; index parameters go in `**index_params`.
+    #[pyo3(signature = (name, dim, metric = "cosine", index = "flat", **index_params))]
+    fn create_collection(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        dim: usize,
+        metric: &str,
+        index: &str,
+        index_params: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyCollection> {
+        let metric = Metric::parse(metric).py_err()?;
+        let mut params = Vec::new();
+        if let Some(p) = index_params {
+            for (k, v) in p.iter() {
+                params.push((k.extract::<String>()?, v.extract::<f64>()?));
+            }
+        }
+        let config = CollectionConfig {
+            index: IndexConfig::from_name(index, &params).py_err()?,
+            ..CollectionConfig::new(dim, metric)
+        };
+        let db = Arc::clone(&self.db);
+        let name = name.to_owned();
+        let c = py
+            .detach(move || db.create_collection(&name, &config))
+            .py_err()?;
+        Ok(PyCollection::new(c))
+    }
+
+    /// Open an existing collection.
+    fn get_collection(&self, py: Python<'_>, name: &str) -> PyResult<PyCollection> {
+        let db = Arc::clone(&self.db);
+        let name = name.to_owned();
+        let c = py.detach(move || db.collection(&name)).py_err()?;
+        Ok(PyCollection::new(c))
+    }
+
+    /// Names of all collections, sorted.
+    fn list_collections(&self) -> PyResult<Vec<String>> {
+        self.db.list_collections().py_err()
+    }
+
+    /// Delete a collection and its files.
+    fn drop_collection(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        let db = Arc::clone(&self.db);
+        let name = name.to_owned();
+        py.detach(move || db.drop_collection(&name)).py_err()
+    }
+
+    /// Sync and close every collection and release the directory lock.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let db = Arc::clone(&self.db);
+        py.detach(move || db.close()).py_err()
+    }
+
+    /// The database directory.
+    #[getter]
+    fn path(&self) -> std::path::PathBuf {
+        self.db.path().to_path_buf()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Database({:?})", self.db.path().display().to_string())
+    }
+}

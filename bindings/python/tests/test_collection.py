@@ -1,0 +1,202 @@
+"""Smoke and behaviour tests of the Python API against NumPy brute force."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import trovedb
+
+
+def brute_force(base: np.ndarray, q: np.ndarray, k: int, metric: str) -> np.ndarray:
+    if metric == "l2":
+        d = ((base.astype(np.float64) - q.astype(np.float64)) ** 2).sum(axis=1)
+    elif metric == "cosine":
+        b = base / np.linalg.norm(base, axis=1, keepdims=True)
+        d = 1.0 - b.astype(np.float64) @ (q / np.linalg.norm(q)).astype(np.float64)
+    else:
+        d = -(base.astype(np.float64) @ q.astype(np.float64))
+    return np.argsort(d, kind="stable")[:k]
+
+
+def test_exact_search_on_real_embeddings_and_reopen(tmp_path, minilm):
+    base, queries = minilm
+    ids = np.arange(len(base), dtype=np.uint64)
+    with trovedb.open(tmp_path / "db", seal_threshold_rows=1000) as db:
+        c = db.create_collection("docs", dim=384, metric="cosine")
+        c.upsert(ids, base)
+        assert len(c) == len(base)
+        got, dist = c.search(queries, k=10)
+        assert got.shape == (len(queries), 10) and got.dtype == np.uint64
+        assert dist.dtype == np.float32
+        hits = 0
+        for i, q in enumerate(queries):
+            hits += len(set(got[i].tolist()) & set(brute_force(base, q, 10, "cosine").tolist()))
+        assert hits / (10 * len(queries)) >= 0.999  # exact up to float ties
+        assert np.all(np.diff(dist, axis=1) >= 0)
+    with trovedb.open(tmp_path / "db") as db:
+        c = db.get_collection("docs")
+        again, dist2 = c.search(queries, k=10)
+        np.testing.assert_array_equal(got, again)
+        np.testing.assert_allclose(dist, dist2)
+        assert c.stats()["segments"] and c.stats()["rows"] == len(base)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "dot"])
+def test_metrics_match_numpy(tmp_path, metric):
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((500, 24)).astype(np.float32)
+    with trovedb.open(tmp_path) as db:
+        c = db.create_collection("c", dim=24, metric=metric)
+        c.upsert(np.arange(500), base)
+        for q in rng.standard_normal((20, 24)).astype(np.float32):
+            ids, _ = c.search(q, k=5)
+            np.testing.assert_array_equal(ids, brute_force(base, q, 5, metric))
+
+
+def test_payloads_round_trip_exactly(tmp_path):
+    payloads = [
+        {"s": "héllo ✓", "i": -(2**63), "f": 0.1, "b": True, "n": None, "tags": ["a", "b"]},
+        {},
+        None,
+    ]
+    with trovedb.open(tmp_path) as db:
+        c = db.create_collection("c", dim=2, metric="l2")
+        c.upsert([10, 11, 12], np.array([[0, 0], [1, 1], [2, 2]], dtype=np.float32), payloads)
+    with trovedb.open(tmp_path) as db:
+        c = db.get_collection("c")
+        got = c.get([10, 11, 12, 99])
+        assert got[0]["payload"] == payloads[0]
+        assert got[1]["payload"] == {} and got[2]["payload"] == {}
+        assert got[3] is None
+        assert c.get(10)["id"] == 10
+        ids, dists, pays = c.search([0.1, 0.1], k=2, include_payload=True)
+        assert ids.tolist() == [10, 11] and pays[0] == payloads[0]
+
+
+def test_upsert_overwrites_delete_and_padding(tmp_path):
+    with trovedb.open(tmp_path) as db:
+        c = db.create_collection("c", dim=3, metric="l2")
+        c.upsert([1, 2], np.eye(2, 3))
+        c.flush()
+        c.upsert([1], [[5.0, 5.0, 5.0]])
+        np.testing.assert_array_equal(c.get(1)["vector"], [5, 5, 5])
+        assert c.delete([2, 3]) == 1
+        assert len(c) == 1
+        ids, dists = c.search([0, 0, 0], k=4)
+        assert ids.tolist() == [1] + [trovedb.PAD_ID] * 3
+        assert np.isinf(dists[1:]).all()
+
+
+def test_float64_and_non_contiguous_input_are_converted(tmp_path):
+    rng = np.random.default_rng(1)
+    wide = rng.standard_normal((50, 16))  # float64
+    with trovedb.open(tmp_path) as db:
+        a = db.create_collection("a", dim=8, metric="l2")
+        a.upsert(np.arange(50), wide[:, ::2])  # strided view, float64
+        b = db.create_collection("b", dim=8, metric="l2")
+        b.upsert(np.arange(50), np.ascontiguousarray(wide[:, ::2], dtype=np.float32))
+        q = wide[0, ::2]
+        np.testing.assert_array_equal(a.search(q, k=5)[0], b.search(q, k=5)[0])
+
+
+def test_bad_input_raises_and_changes_nothing(tmp_path):
+    with trovedb.open(tmp_path) as db:
+        with pytest.raises(ValueError):
+            db.create_collection("x", dim=3, metric="hamming")
+        with pytest.raises(ValueError):
+            db.create_collection("x", dim=3, index="annoy")
+        c = db.create_collection("c", dim=3, metric="l2")
+        c.upsert([1], [[1, 2, 3]])
+        before = c.stats()["last_lsn"]
+        with pytest.raises(ValueError):
+            c.upsert([2], [[1, 2]])  # wrong dim
+        with pytest.raises(ValueError):
+            c.upsert([2, 3], [[1, 2, 3]])  # count mismatch
+        with pytest.raises(ValueError):
+            c.upsert([2], [[1, np.nan, 3]])
+        with pytest.raises(ValueError):
+            c.upsert([2], [[1, np.inf, 3]])
+        with pytest.raises(TypeError):
+            c.upsert([2], np.array([["a", "b", "c"]]))
+        with pytest.raises(ValueError):
+            c.upsert([2], np.zeros((1, 1, 3), dtype=np.float32))
+        with pytest.raises(ValueError):
+            c.upsert([-1], [[1, 2, 3]])
+        with pytest.raises(TypeError):
+            c.upsert([1.5], [[1, 2, 3]])
+        with pytest.raises(TypeError):
+            c.upsert([2], [[1, 2, 3]], [{"nested": {"a": 1}}])
+        with pytest.raises(TypeError):
+            c.upsert([2], [[1, 2, 3]], [{1: "non-str key"}])
+        with pytest.raises(ValueError):
+            c.upsert([2], [[1, 2, 3]], [{"big": 2**70}])
+        with pytest.raises(ValueError):
+            c.search([1, 2, 3], k=0)
+        with pytest.raises(ValueError):
+            c.search([1, 2], k=1)
+        with pytest.raises(ValueError):
+            c.search([1, 2, 3], k=1, ef=10)  # flat has no search parameters
+        assert c.stats()["last_lsn"] == before
+        assert len(c) == 1
+        c.upsert([], np.zeros((0, 3), dtype=np.float32))  # empty batch: a no-op
+        assert c.stats()["last_lsn"] == before
+
+
+def test_engine_errors_map_to_trove_errors(tmp_path):
+    db = trovedb.open(tmp_path)
+    with pytest.raises(trovedb.LockedError):
+        trovedb.open(tmp_path)
+    with pytest.raises(trovedb.CollectionNotFoundError):
+        db.get_collection("nope")
+    c = db.create_collection("c", dim=2, metric="l2")
+    with pytest.raises(trovedb.CollectionExistsError):
+        db.create_collection("c", dim=2)
+    assert db.list_collections() == ["c"]
+    db.close()
+    with pytest.raises(trovedb.ClosedError):
+        c.upsert([1], [[1, 2]])
+    assert issubclass(trovedb.CorruptionError, trovedb.TroveError)
+    manifest = tmp_path / "collections" / "c" / "MANIFEST"
+    raw = bytearray(manifest.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    manifest.write_bytes(bytes(raw))
+    with trovedb.open(tmp_path) as db:
+        with pytest.raises(trovedb.CorruptionError, match="MANIFEST"):
+            db.get_collection("c")
+        db.drop_collection("c")
+        assert db.list_collections() == []
+
+
+def test_concurrent_searches_and_writes_from_threads(tmp_path):
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((2000, 32)).astype(np.float32)
+    with trovedb.open(tmp_path, seal_threshold_rows=500) as db:
+        c = db.create_collection("c", dim=32, metric="l2")
+        c.upsert(np.arange(1000), base[:1000])
+        errors = []
+
+        def searcher():
+            try:
+                for q in base[:200]:
+                    ids, _ = c.search(q, k=5)
+                    assert len(ids) == 5
+            except Exception as e:  # noqa: BLE001 - surfaced below
+                errors.append(e)
+
+        def writer():
+            try:
+                for i in range(1000, 2000, 100):
+                    c.upsert(np.arange(i, i + 100), base[i : i + 100])
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        threads = [threading.Thread(target=searcher) for _ in range(3)] + [threading.Thread(target=writer)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert len(c) == 2000
+        ids, _ = c.search(base[1500], k=1)
+        assert ids[0] == 1500
