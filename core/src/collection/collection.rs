@@ -475,7 +475,9 @@ impl Collection {
             .collect()
     }
 
-    /// Search many queries (row-major, `nq * dim` floats) in parallel over rayon.
+    /// Search many queries (row-major, `nq * dim` floats), in blocks of queries that share
+    /// one pass over the vectors, blocks spread over rayon. Same results as calling
+    /// [`Collection::search`] per query.
     pub fn search_batch(
         &self,
         queries: &[f32],
@@ -493,9 +495,43 @@ impl Collection {
                 ),
             ));
         }
-        queries
-            .par_chunks_exact(dim)
-            .map(|q| self.search(q, k, params))
+        let nq = queries.len() / dim;
+        let mut prepared = Vec::with_capacity(queries.len());
+        let mut buf = Vec::new();
+        for q in queries.chunks_exact(dim) {
+            prepared.extend_from_slice(self.prepare_query(q, &mut buf, k)?);
+        }
+        let block = crate::index::flat::QUERY_BLOCK;
+        // Enough blocks to keep every thread busy, but never more than one query per block.
+        let per = nq
+            .div_ceil(rayon::current_num_threads().max(1))
+            .clamp(1, block);
+        let st = self.state.read();
+        let found: Vec<Vec<(u64, f32)>> = prepared
+            .par_chunks(per * dim)
+            .flat_map_iter(|chunk| {
+                let qs: Vec<&[f32]> = chunk.chunks_exact(dim).collect();
+                st.search_flat_block(self.kernels, &self.config, &qs, k)
+            })
+            .collect();
+        found
+            .into_iter()
+            .map(|hits| {
+                hits.into_iter()
+                    .map(|(id, distance)| {
+                        let payload = if params.include_payload {
+                            Some(st.payload_of(id)?)
+                        } else {
+                            None
+                        };
+                        Ok(Hit {
+                            id,
+                            distance,
+                            payload,
+                        })
+                    })
+                    .collect()
+            })
             .collect()
     }
 

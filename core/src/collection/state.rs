@@ -161,6 +161,43 @@ impl State {
         top.into_sorted()
     }
 
+    /// Exact top-k for a block of queries at once (see `flat::scan_block`).
+    pub(crate) fn search_flat_block(
+        &self,
+        kernels: &Kernels,
+        config: &CollectionConfig,
+        queries: &[&[f32]],
+        k: usize,
+    ) -> Vec<Vec<(u64, f32)>> {
+        let mut tops: Vec<TopK> = queries.iter().map(|_| TopK::new(k)).collect();
+        for s in &self.sealed {
+            let ids = s.reader.ids();
+            let del = &s.deleted;
+            flat::scan_block(
+                kernels,
+                config.metric,
+                config.dim,
+                s.reader.vectors(),
+                queries,
+                |r| !del.get(r),
+                |r| ids[r],
+                &mut tops,
+            );
+        }
+        let a = &self.appendable;
+        flat::scan_block(
+            kernels,
+            config.metric,
+            config.dim,
+            &a.vectors,
+            queries,
+            |r| !a.deleted.get(r),
+            |r| a.ids[r],
+            &mut tops,
+        );
+        tops.into_iter().map(TopK::into_sorted).collect()
+    }
+
     /// The payload of the live row of `id` (for search results).
     pub(crate) fn payload_of(&self, id: u64) -> Result<Payload> {
         Ok(match self.locate(id) {
