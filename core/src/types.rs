@@ -65,6 +65,41 @@ impl Metric {
 pub enum IndexConfig {
     /// Exact search by a full scan (SIMD). Always correct; the oracle for every other index.
     Flat,
+    /// Hierarchical navigable small-world graph, built when a segment is sealed and
+    /// incrementally in the appendable segment.
+    Hnsw {
+        /// Links per node on upper layers (layer 0 keeps `2 * m`). Default 16.
+        m: usize,
+        /// Beam width while building. Default 200.
+        ef_construction: usize,
+        /// Default beam width while searching (override per query with `ef`). Default 64.
+        ef_search: usize,
+        /// Seed of the level draw (a build on one thread is deterministic for a seed).
+        seed: u64,
+    },
+}
+
+/// Defaults of the HNSW parameters.
+pub const HNSW_DEFAULT_M: usize = 16;
+/// Default `ef_construction`.
+pub const HNSW_DEFAULT_EF_CONSTRUCTION: usize = 200;
+/// Default `ef_search`.
+pub const HNSW_DEFAULT_EF_SEARCH: usize = 64;
+/// Default seed of the level draw.
+pub const HNSW_DEFAULT_SEED: u64 = 0x7472_6f76_6564;
+
+fn int_param(name: &'static str, v: f64, range: std::ops::RangeInclusive<u64>) -> Result<u64> {
+    if v.fract() != 0.0 || v < *range.start() as f64 || v > *range.end() as f64 {
+        return Err(Error::invalid(
+            name,
+            format!(
+                "must be an integer in {}..={}, got {v}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(v as u64)
 }
 
 impl IndexConfig {
@@ -72,6 +107,17 @@ impl IndexConfig {
     pub fn name(&self) -> &'static str {
         match self {
             IndexConfig::Flat => "flat",
+            IndexConfig::Hnsw { .. } => "hnsw",
+        }
+    }
+
+    /// HNSW with the default parameters.
+    pub fn hnsw() -> Self {
+        IndexConfig::Hnsw {
+            m: HNSW_DEFAULT_M,
+            ef_construction: HNSW_DEFAULT_EF_CONSTRUCTION,
+            ef_search: HNSW_DEFAULT_EF_SEARCH,
+            seed: HNSW_DEFAULT_SEED,
         }
     }
 
@@ -87,9 +133,39 @@ impl IndexConfig {
                 }
                 Ok(IndexConfig::Flat)
             }
+            "hnsw" => {
+                let (mut m, mut ef_construction, mut ef_search, mut seed) = (
+                    HNSW_DEFAULT_M,
+                    HNSW_DEFAULT_EF_CONSTRUCTION,
+                    HNSW_DEFAULT_EF_SEARCH,
+                    HNSW_DEFAULT_SEED,
+                );
+                for (k, v) in params {
+                    match k.as_str() {
+                        "m" => m = int_param("m", *v, 2..=256)? as usize,
+                        "ef_construction" => {
+                            ef_construction = int_param("ef_construction", *v, 1..=4096)? as usize;
+                        }
+                        "ef_search" | "ef" => ef_search = int_param("ef_search", *v, 1..=65_536)? as usize,
+                        "seed" => seed = int_param("seed", *v, 0..=(1 << 53))?,
+                        other => {
+                            return Err(Error::invalid(
+                                "index_params",
+                                format!("unknown hnsw parameter `{other}`; expected m, ef_construction, ef_search, seed"),
+                            ))
+                        }
+                    }
+                }
+                Ok(IndexConfig::Hnsw {
+                    m,
+                    ef_construction,
+                    ef_search,
+                    seed,
+                })
+            }
             other => Err(Error::invalid(
                 "index",
-                format!("unknown index kind `{other}`; this build supports: flat"),
+                format!("unknown index kind `{other}`; this build supports: flat, hnsw"),
             )),
         }
     }
@@ -137,6 +213,9 @@ impl CollectionConfig {
 pub struct SearchParams {
     /// Return each hit's payload too.
     pub include_payload: bool,
+    /// HNSW beam width for this query (default: the collection's `ef_search`). Must be
+    /// at least 1; `k` is used when larger.
+    pub ef: Option<usize>,
 }
 
 impl SearchParams {
@@ -144,6 +223,13 @@ impl SearchParams {
     #[must_use]
     pub fn with_payload(mut self, yes: bool) -> Self {
         self.include_payload = yes;
+        self
+    }
+
+    /// Set the HNSW beam width.
+    #[must_use]
+    pub fn with_ef(mut self, ef: usize) -> Self {
+        self.ef = Some(ef);
         self
     }
 }

@@ -256,13 +256,8 @@ fn run(a: &Args) -> Result<()> {
 
     let settings: Vec<Option<(String, f64)>> = match &a.sweep {
         None => vec![None],
-        Some((key, vals)) => {
-            bail!(
-                "index `{}` has no search parameter `{key}` to sweep ({} values given)",
-                a.index,
-                vals.len()
-            )
-        }
+        Some((key, vals)) if key == "ef" => vals.iter().map(|v| Some((key.clone(), *v))).collect(),
+        Some((key, _)) => bail!("unknown search parameter `{key}` to sweep (known: ef)"),
     };
     let has100 = ds.gt.first().is_some_and(|g| g.len() >= 100) && n >= 100;
     let pool = rayon::ThreadPoolBuilder::new()
@@ -270,7 +265,10 @@ fn run(a: &Args) -> Result<()> {
         .build()?;
     let mut records = Vec::new();
     for setting in settings {
-        let params = SearchParams::default();
+        let params = match &setting {
+            Some((_, ef)) => SearchParams::default().with_ef(*ef as usize),
+            None => SearchParams::default(),
+        };
         // Warm-up: touch the pages and the caches once.
         for i in 0..nq.min(50) {
             coll.search(ds.query(i), a.k, &params)?;

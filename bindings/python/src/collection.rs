@@ -258,6 +258,7 @@ impl PyCollection {
             sd.set_item("deleted", seg.deleted)?;
             sd.set_item("bytes", seg.bytes)?;
             sd.set_item("index", &seg.index)?;
+            sd.set_item("index_bytes", seg.index_bytes)?;
             segs.append(sd)?;
         }
         d.set_item("segments", segs)?;

@@ -2,8 +2,12 @@
 
 use std::collections::HashMap;
 
+use crate::distance::Kernels;
 use crate::filter::bitset::Bitset;
 use crate::filter::value::Payload;
+use crate::index::hnsw::build::{GraphBuilder, VectorSet};
+use crate::index::hnsw::HnswParams;
+use crate::types::Metric;
 
 #[derive(Debug)]
 pub(crate) struct AppendableSegment {
@@ -13,11 +17,14 @@ pub(crate) struct AppendableSegment {
     pub(crate) payloads: Vec<Payload>,
     pub(crate) deleted: Bitset,
     by_id: HashMap<u64, usize>,
+    /// The live HNSW graph over every row (deleted rows stay in it as waypoints).
+    pub(crate) graph: Option<GraphBuilder>,
 }
 
 impl AppendableSegment {
-    pub(crate) fn new(dim: usize) -> Self {
+    pub(crate) fn new(dim: usize, hnsw: Option<HnswParams>) -> Self {
         AppendableSegment {
+            graph: hnsw.map(GraphBuilder::new),
             dim,
             vectors: Vec::new(),
             ids: Vec::new(),
@@ -51,6 +58,25 @@ impl AppendableSegment {
         self.payloads.push(payload);
         self.deleted.grow(row + 1);
         self.by_id.insert(id, row);
+    }
+
+    /// Link rows added since the last call into the graph (in parallel over rayon).
+    pub(crate) fn index_new_rows(&mut self, kernels: &Kernels, metric: Metric) {
+        let rows = self.rows();
+        let dim = self.dim;
+        if let Some(g) = &mut self.graph {
+            let from = g.len_nodes();
+            if from < rows {
+                g.add_nodes(rows - from);
+                let vs = VectorSet {
+                    data: &self.vectors,
+                    dim,
+                    kernels,
+                    metric,
+                };
+                g.insert_range(from, rows, &vs);
+            }
+        }
     }
 
     /// Delete the live row of `id`, if any.

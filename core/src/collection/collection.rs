@@ -9,11 +9,13 @@ use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
 use super::options::{DbOptions, Durability};
-use super::state::{SealedSegment, State};
+use super::state::{hnsw_params, SealedSegment, State};
 use crate::distance::{normalize, Kernels};
 use crate::error::{Error, Result};
 use crate::filter::bitset::Bitset;
 use crate::filter::value::{validate_payload, Payload};
+use crate::index::hnsw::build::{GraphBuilder, VectorSet};
+use crate::index::hnsw::visited::VisitedPool;
 use crate::storage::manifest::{DeleteMeta, Manifest, SegmentMeta};
 use crate::storage::segment::reader::SegmentReader;
 use crate::storage::segment::writer::{write_segment, SegmentData};
@@ -22,7 +24,7 @@ use crate::storage::wal::replay::{list_files, replay};
 use crate::storage::wal::writer::{GroupSync, WalWriter};
 use crate::storage::wal::MAX_RECORD_BYTES;
 use crate::storage::{deletes, fsutil, manifest, segment};
-use crate::types::{CollectionConfig, Metric, SearchParams};
+use crate::types::{CollectionConfig, IndexConfig, Metric, SearchParams};
 
 /// A stored point.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +61,8 @@ pub struct SegmentStats {
     pub bytes: u64,
     /// Index kind over this segment.
     pub index: String,
+    /// Bytes of the index structure inside the file (0 for flat).
+    pub index_bytes: u64,
 }
 
 /// A snapshot of a collection's size and layout.
@@ -101,6 +105,7 @@ pub struct Collection {
     state: RwLock<State>,
     sync: Arc<GroupSync>,
     closed: AtomicBool,
+    visited: VisitedPool,
 }
 
 fn wal_dir(dir: &Path) -> PathBuf {
@@ -158,7 +163,7 @@ impl Collection {
                 dirty: false,
             });
         }
-        let mut state = State::new(config.dim, sealed);
+        let mut state = State::new(&config, Kernels::best(), sealed);
         let wdir = wal_dir(dir);
         let outcome = replay(&wdir, manifest.checkpoint_lsn, |_, op| {
             state.apply(op);
@@ -193,6 +198,7 @@ impl Collection {
             state: RwLock::new(state),
             sync,
             closed: AtomicBool::new(false),
+            visited: VisitedPool::default(),
         });
         if let Durability::Batch(every) = options.durability {
             spawn_syncer(Arc::downgrade(&c.sync), every);
@@ -333,15 +339,8 @@ impl Collection {
             ));
         }
         self.log_and_apply(KIND_UPSERT, &body, |st| {
-            let empty = Payload::new();
-            for (i, id) in ids.iter().enumerate() {
-                st.remove(*id);
-                st.appendable.push(
-                    *id,
-                    &stored[i * dim..(i + 1) * dim],
-                    payloads.get(i).unwrap_or(&empty).clone(),
-                );
-            }
+            let pays = (0..n).map(|i| payloads.get(i).cloned().unwrap_or_default());
+            st.upsert_rows(ids, &stored, pays);
         })
     }
 
@@ -450,14 +449,24 @@ impl Collection {
         self.prepare_vector(0, q, buf)
     }
 
-    /// The `k` nearest points to `query`, nearest first. Fewer than `k` are returned when
-    /// the collection holds fewer live points.
-    pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
-        self.check_open()?;
-        let mut buf = Vec::new();
-        let q = self.prepare_query(query, &mut buf, k)?;
-        let st = self.state.read();
-        let found = st.search_flat(self.kernels, &self.config, q, k);
+    /// The beam width for a query: the query's `ef` or the collection's default, at least k.
+    fn resolve_ef(&self, params: &SearchParams, k: usize) -> Result<usize> {
+        match (&self.config.index, params.ef) {
+            (_, Some(0)) => Err(Error::invalid("ef", "ef must be at least 1")),
+            (IndexConfig::Hnsw { .. }, Some(ef)) => Ok(ef.max(k)),
+            (IndexConfig::Hnsw { ef_search, .. }, None) => Ok((*ef_search).max(k)),
+            (_, Some(_)) => Err(Error::invalid(
+                "ef",
+                format!(
+                    "`ef` applies to hnsw collections; this one uses {}",
+                    self.config.index.name()
+                ),
+            )),
+            (_, None) => Ok(k),
+        }
+    }
+
+    fn to_hits(st: &State, found: Vec<(u64, f32)>, params: &SearchParams) -> Result<Vec<Hit>> {
         found
             .into_iter()
             .map(|(id, distance)| {
@@ -475,9 +484,22 @@ impl Collection {
             .collect()
     }
 
-    /// Search many queries (row-major, `nq * dim` floats), in blocks of queries that share
-    /// one pass over the vectors, blocks spread over rayon. Same results as calling
-    /// [`Collection::search`] per query.
+    /// The `k` nearest points to `query`, nearest first. Fewer than `k` are returned when
+    /// the collection holds fewer live points. Exact for `flat`; for `hnsw`, approximate
+    /// with beam width `params.ef` (default: the collection's `ef_search`).
+    pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
+        self.check_open()?;
+        let ef = self.resolve_ef(params, k)?;
+        let mut buf = Vec::new();
+        let q = self.prepare_query(query, &mut buf, k)?;
+        let st = self.state.read();
+        let found = st.search(q, k, ef, &self.visited);
+        Self::to_hits(&st, found, params)
+    }
+
+    /// Search many queries (row-major, `nq * dim` floats) in parallel over rayon. Same
+    /// results as calling [`Collection::search`] per query. Flat collections scan blocks of
+    /// queries per pass over the vectors.
     pub fn search_batch(
         &self,
         queries: &[f32],
@@ -485,6 +507,7 @@ impl Collection {
         params: &SearchParams,
     ) -> Result<Vec<Vec<Hit>>> {
         self.check_open()?;
+        let ef = self.resolve_ef(params, k)?;
         let dim = self.config.dim;
         if !queries.len().is_multiple_of(dim) {
             return Err(Error::invalid(
@@ -501,37 +524,29 @@ impl Collection {
         for q in queries.chunks_exact(dim) {
             prepared.extend_from_slice(self.prepare_query(q, &mut buf, k)?);
         }
-        let block = crate::index::flat::QUERY_BLOCK;
-        // Enough blocks to keep every thread busy, but never more than one query per block.
-        let per = nq
-            .div_ceil(rayon::current_num_threads().max(1))
-            .clamp(1, block);
         let st = self.state.read();
-        let found: Vec<Vec<(u64, f32)>> = prepared
-            .par_chunks(per * dim)
-            .flat_map_iter(|chunk| {
-                let qs: Vec<&[f32]> = chunk.chunks_exact(dim).collect();
-                st.search_flat_block(self.kernels, &self.config, &qs, k)
-            })
-            .collect();
+        let found: Vec<Vec<(u64, f32)>> = if self.config.index == IndexConfig::Flat {
+            let block = crate::index::flat::QUERY_BLOCK;
+            // Enough blocks to keep every thread busy, never more than `block` per block.
+            let per = nq
+                .div_ceil(rayon::current_num_threads().max(1))
+                .clamp(1, block);
+            prepared
+                .par_chunks(per * dim)
+                .flat_map_iter(|chunk| {
+                    let qs: Vec<&[f32]> = chunk.chunks_exact(dim).collect();
+                    st.search_flat_block(&qs, k)
+                })
+                .collect()
+        } else {
+            prepared
+                .par_chunks(dim)
+                .map(|q| st.search(q, k, ef, &self.visited))
+                .collect()
+        };
         found
             .into_iter()
-            .map(|hits| {
-                hits.into_iter()
-                    .map(|(id, distance)| {
-                        let payload = if params.include_payload {
-                            Some(st.payload_of(id)?)
-                        } else {
-                            None
-                        };
-                        Ok(Hit {
-                            id,
-                            distance,
-                            payload,
-                        })
-                    })
-                    .collect()
-            })
+            .map(|f| Self::to_hits(&st, f, params))
             .collect()
     }
 
@@ -574,6 +589,23 @@ impl Collection {
                 vectors.extend_from_slice(a.vector(*r));
             }
             let payloads: Vec<&Payload> = rows.iter().map(|r| &a.payloads[*r]).collect();
+            // The appendable graph is reused when no row was deleted (rows map one to one);
+            // otherwise the segment's graph is built afresh over the live rows, in parallel.
+            let graph = match (&a.graph, hnsw_params(&self.config)) {
+                (Some(g), _) if a.deleted.count_ones() == 0 && g.len_nodes() == rows.len() => {
+                    Some(g.freeze())
+                }
+                (_, Some(params)) => {
+                    let vs = VectorSet {
+                        data: &vectors,
+                        dim: self.config.dim,
+                        kernels: self.kernels,
+                        metric: self.config.metric,
+                    };
+                    Some(GraphBuilder::build(params, &vs).freeze())
+                }
+                (_, None) => None,
+            };
             let id = m.next_segment_id;
             let name = segment::file_name(id);
             write_segment(
@@ -586,6 +618,7 @@ impl Collection {
                     ids: &ids,
                     vectors: &vectors,
                     payloads: &payloads,
+                    graph: graph.as_ref(),
                 },
             )?;
             let reader =
@@ -636,7 +669,7 @@ impl Collection {
                 dirty: false,
             });
         }
-        st.appendable = super::appendable::AppendableSegment::new(self.config.dim);
+        st.reset_appendable();
         drop(st);
         ws.manifest = m;
         self.rotate_wal(ws, last)?;
@@ -672,7 +705,13 @@ impl Collection {
                 rows: s.reader.rows(),
                 deleted: s.deleted.count_ones(),
                 bytes: s.reader.file_bytes(),
-                index: self.config.index.name().to_owned(),
+                index: if s.reader.graph().is_some() {
+                    "hnsw"
+                } else {
+                    "flat"
+                }
+                .to_owned(),
+                index_bytes: s.reader.graph().map_or(0, |g| g.bytes() as u64),
             })
             .collect::<Vec<_>>();
         Ok(CollectionStats {

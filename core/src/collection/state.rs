@@ -10,10 +10,13 @@ use crate::distance::Kernels;
 use crate::error::Result;
 use crate::filter::bitset::Bitset;
 use crate::filter::value::Payload;
+use crate::index::hnsw::graph::Graph;
+use crate::index::hnsw::visited::VisitedPool;
+use crate::index::hnsw::{search as hnsw_search, HnswParams};
 use crate::index::{flat, topk::TopK};
 use crate::storage::segment::reader::SegmentReader;
 use crate::storage::wal::record::WalOp;
-use crate::types::CollectionConfig;
+use crate::types::{CollectionConfig, IndexConfig};
 
 use super::appendable::AppendableSegment;
 
@@ -43,14 +46,65 @@ pub(crate) enum Location {
 pub(crate) struct State {
     pub appendable: AppendableSegment,
     pub sealed: Vec<SealedSegment>,
+    config: CollectionConfig,
+    kernels: &'static Kernels,
+}
+
+/// Segments with at most this many rows are scanned exactly even when they have a graph:
+/// below it a scan is as fast as a graph search and always exact.
+pub(crate) const FLAT_SCAN_MAX_ROWS: usize = 1024;
+
+/// HNSW build parameters of a collection config, if it uses HNSW.
+pub(crate) fn hnsw_params(config: &CollectionConfig) -> Option<HnswParams> {
+    match config.index {
+        IndexConfig::Hnsw {
+            m,
+            ef_construction,
+            seed,
+            ..
+        } => Some(HnswParams {
+            m,
+            ef_construction,
+            seed,
+        }),
+        _ => None,
+    }
 }
 
 impl State {
-    pub(crate) fn new(dim: usize, sealed: Vec<SealedSegment>) -> State {
+    pub(crate) fn new(
+        config: &CollectionConfig,
+        kernels: &'static Kernels,
+        sealed: Vec<SealedSegment>,
+    ) -> State {
         State {
-            appendable: AppendableSegment::new(dim),
+            appendable: AppendableSegment::new(config.dim, hnsw_params(config)),
             sealed,
+            config: config.clone(),
+            kernels,
         }
+    }
+
+    /// Start a fresh appendable segment (after a seal).
+    pub(crate) fn reset_appendable(&mut self) {
+        self.appendable = AppendableSegment::new(self.config.dim, hnsw_params(&self.config));
+    }
+
+    /// Upsert rows (vectors as stored): replace older rows, append, link into the graph.
+    pub(crate) fn upsert_rows<'p>(
+        &mut self,
+        ids: &[u64],
+        vectors: &[f32],
+        payloads: impl Iterator<Item = Payload>,
+    ) {
+        let dim = self.config.dim;
+        for ((i, id), p) in ids.iter().enumerate().zip(payloads) {
+            self.remove(*id);
+            self.appendable
+                .push(*id, &vectors[i * dim..(i + 1) * dim], p);
+        }
+        self.appendable
+            .index_new_rows(self.kernels, self.config.metric);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -96,10 +150,12 @@ impl State {
     pub(crate) fn apply(&mut self, op: WalOp) {
         match op {
             WalOp::Upsert { points, .. } => {
-                for p in points {
-                    self.remove(p.id);
-                    self.appendable.push(p.id, &p.vector, p.payload);
-                }
+                let ids: Vec<u64> = points.iter().map(|p| p.id).collect();
+                let vectors: Vec<f32> = points
+                    .iter()
+                    .flat_map(|p| p.vector.iter().copied())
+                    .collect();
+                self.upsert_rows(&ids, &vectors, points.into_iter().map(|p| p.payload));
             }
             WalOp::Delete { ids } => {
                 for id in ids {
@@ -124,51 +180,83 @@ impl State {
         })
     }
 
-    /// Exact top-k over every segment, deletes respected.
-    pub(crate) fn search_flat(
+    /// Top-k over every segment, deletes respected: exact scans for flat collections and
+    /// small segments, graph search (beam `ef`) otherwise.
+    pub(crate) fn search(
         &self,
-        kernels: &Kernels,
-        config: &CollectionConfig,
         query: &[f32],
         k: usize,
+        ef: usize,
+        pool: &VisitedPool,
     ) -> Vec<(u64, f32)> {
+        let (kernels, metric, dim) = (self.kernels, self.config.metric, self.config.dim);
         let mut top = TopK::new(k);
+        let mut scratch = hnsw_search::Scratch::default();
+        let mut graph_search = |g: &dyn Graph,
+                                vectors: &[f32],
+                                del: &Bitset,
+                                ids: &dyn Fn(usize) -> u64,
+                                top: &mut TopK| {
+            let dist = |n: u32| {
+                let n = n as usize;
+                kernels.distance(metric, query, &vectors[n * dim..(n + 1) * dim])
+            };
+            let mut visited = pool.take(g.len());
+            let found = hnsw_search::search(
+                g,
+                &dist,
+                k,
+                ef,
+                &|n| !del.get(n as usize),
+                &mut visited,
+                &mut scratch,
+            );
+            pool.give(visited);
+            for c in found {
+                top.push(c.d, ids(c.id as usize));
+            }
+        };
         for s in &self.sealed {
             let ids = s.reader.ids();
             let del = &s.deleted;
-            flat::scan(
-                kernels,
-                config.metric,
-                config.dim,
-                s.reader.vectors(),
-                query,
-                |r| !del.get(r),
-                |r| ids[r],
-                &mut top,
-            );
+            match s.reader.graph() {
+                Some(g) if s.reader.rows() > FLAT_SCAN_MAX_ROWS => {
+                    graph_search(&g, s.reader.vectors(), del, &|r| ids[r], &mut top);
+                }
+                _ => flat::scan(
+                    kernels,
+                    metric,
+                    dim,
+                    s.reader.vectors(),
+                    query,
+                    |r| !del.get(r),
+                    |r| ids[r],
+                    &mut top,
+                ),
+            }
         }
         let a = &self.appendable;
-        flat::scan(
-            kernels,
-            config.metric,
-            config.dim,
-            &a.vectors,
-            query,
-            |r| !a.deleted.get(r),
-            |r| a.ids[r],
-            &mut top,
-        );
+        match &a.graph {
+            Some(g) if a.rows() > FLAT_SCAN_MAX_ROWS => {
+                graph_search(g, &a.vectors, &a.deleted, &|r| a.ids[r], &mut top);
+            }
+            _ => flat::scan(
+                kernels,
+                metric,
+                dim,
+                &a.vectors,
+                query,
+                |r| !a.deleted.get(r),
+                |r| a.ids[r],
+                &mut top,
+            ),
+        }
         top.into_sorted()
     }
 
     /// Exact top-k for a block of queries at once (see `flat::scan_block`).
-    pub(crate) fn search_flat_block(
-        &self,
-        kernels: &Kernels,
-        config: &CollectionConfig,
-        queries: &[&[f32]],
-        k: usize,
-    ) -> Vec<Vec<(u64, f32)>> {
+    pub(crate) fn search_flat_block(&self, queries: &[&[f32]], k: usize) -> Vec<Vec<(u64, f32)>> {
+        let (kernels, config) = (self.kernels, &self.config);
         let mut tops: Vec<TopK> = queries.iter().map(|_| TopK::new(k)).collect();
         for s in &self.sealed {
             let ids = s.reader.ids();

@@ -2,4 +2,5 @@
 //! never paths; it depends only on `distance` and `types`.
 
 pub(crate) mod flat;
+pub(crate) mod hnsw;
 pub(crate) mod topk;

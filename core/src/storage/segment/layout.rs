@@ -16,7 +16,7 @@ pub(crate) const SEGMENT_VERSION: u16 = 1;
 pub(crate) const SEGMENT_OLDEST_VERSION: u16 = 1;
 pub(crate) const HEADER_PAGE_BYTES: usize = 4096;
 pub(crate) const SECTION_ALIGN: usize = 64;
-pub(crate) const MAX_SECTIONS: usize = 8;
+pub(crate) const MAX_SECTIONS: usize = 16;
 pub(crate) const FOOTER_BYTES: usize = 24;
 
 /// Section kinds.
@@ -25,9 +25,14 @@ pub(crate) const SECTION_IDS: u32 = 2;
 pub(crate) const SECTION_ID_INDEX: u32 = 3;
 pub(crate) const SECTION_PAYLOAD_OFFSETS: u32 = 4;
 pub(crate) const SECTION_PAYLOAD_BYTES: u32 = 5;
+pub(crate) const SECTION_HNSW_META: u32 = 6;
+pub(crate) const SECTION_HNSW_L0: u32 = 7;
+pub(crate) const SECTION_HNSW_UPPER_OFFSETS: u32 = 8;
+pub(crate) const SECTION_HNSW_UPPER: u32 = 9;
 
 /// Index kind codes stored in the header.
 pub(crate) const INDEX_FLAT: u8 = 1;
+pub(crate) const INDEX_HNSW: u8 = 2;
 
 /// One entry of the section table.
 #[repr(C)]
@@ -41,7 +46,7 @@ pub(crate) struct SectionEntry {
     pub reserved2: u32,
 }
 
-/// The segment header (304 bytes, no implicit padding).
+/// The segment header (560 bytes, no implicit padding).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub(crate) struct SegmentHeader {
@@ -73,9 +78,9 @@ pub(crate) struct SegmentFooter {
     pub magic: [u8; 8],
 }
 
-const _: () = assert!(std::mem::size_of::<SegmentHeader>() == 304);
+const _: () = assert!(std::mem::size_of::<SegmentHeader>() == 560);
 const _: () = assert!(std::mem::size_of::<SegmentFooter>() == FOOTER_BYTES);
-const _: () = assert!(HEADER_CRC_OFFSET == 296);
+const _: () = assert!(HEADER_CRC_OFFSET == 552);
 
 impl SegmentHeader {
     pub(crate) fn compute_crc(&self) -> u32 {

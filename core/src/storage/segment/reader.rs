@@ -8,12 +8,15 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use super::layout::{
-    SegmentFooter, SegmentHeader, FOOTER_BYTES, HEADER_PAGE_BYTES, SECTION_ALIGN, SECTION_IDS,
-    SECTION_ID_INDEX, SECTION_PAYLOAD_BYTES, SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS,
-    SEGMENT_MAGIC, SEGMENT_OLDEST_VERSION, SEGMENT_VERSION,
+    SegmentFooter, SegmentHeader, FOOTER_BYTES, HEADER_PAGE_BYTES, INDEX_FLAT, INDEX_HNSW,
+    SECTION_ALIGN, SECTION_HNSW_L0, SECTION_HNSW_META, SECTION_HNSW_UPPER,
+    SECTION_HNSW_UPPER_OFFSETS, SECTION_IDS, SECTION_ID_INDEX, SECTION_PAYLOAD_BYTES,
+    SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC, SEGMENT_OLDEST_VERSION,
+    SEGMENT_VERSION,
 };
 use crate::error::{Error, Result};
 use crate::filter::value::Payload;
+use crate::index::hnsw::graph::GraphView;
 use crate::storage::codec::{decode_payload, Decoder};
 use crate::storage::mmap::map_sealed;
 use crate::types::Metric;
@@ -29,6 +32,16 @@ pub(crate) struct SegmentReader {
     id_index: Range<usize>,
     payload_offsets: Range<usize>,
     payload_bytes: Range<usize>,
+    graph: Option<GraphParts>,
+}
+
+/// Where a validated HNSW graph lies in the map.
+#[derive(Debug, Clone)]
+struct GraphParts {
+    meta: [u64; 8],
+    l0: Range<usize>,
+    offsets: Range<usize>,
+    upper: Range<usize>,
 }
 
 impl SegmentReader {
@@ -111,7 +124,37 @@ impl SegmentReader {
         let rd = rows
             .checked_mul(dim)
             .ok_or_else(|| corrupt(24, "rows x dim overflows".into()))?;
+        let graph = match header.index_kind {
+            INDEX_FLAT => None,
+            INDEX_HNSW => {
+                let meta_r = section(SECTION_HNSW_META, 8, Some(8))?;
+                let mut meta = [0u64; 8];
+                meta.copy_from_slice(bytemuck::cast_slice(&map[meta_r.clone()]));
+                let parts = GraphParts {
+                    meta,
+                    l0: section(SECTION_HNSW_L0, 4, None)?,
+                    offsets: section(SECTION_HNSW_UPPER_OFFSETS, 4, Some(rows + 1))?,
+                    upper: section(SECTION_HNSW_UPPER, 4, None)?,
+                };
+                if meta[5] != rows as u64 {
+                    return Err(corrupt(
+                        meta_r.start,
+                        "graph row count differs from the segment's".into(),
+                    ));
+                }
+                GraphView::new(
+                    &parts.meta,
+                    bytemuck::cast_slice(&map[parts.l0.clone()]),
+                    bytemuck::cast_slice(&map[parts.offsets.clone()]),
+                    bytemuck::cast_slice(&map[parts.upper.clone()]),
+                )
+                .map_err(|why| corrupt(meta_r.start, format!("hnsw graph: {why}")))?;
+                Some(parts)
+            }
+            k => return Err(corrupt(11, format!("unknown index kind {k}"))),
+        };
         let r = SegmentReader {
+            graph,
             vectors: section(SECTION_VECTORS, 4, Some(rd))?,
             ids: section(SECTION_IDS, 8, Some(rows))?,
             id_index: section(SECTION_ID_INDEX, 16, Some(rows))?,
@@ -121,7 +164,12 @@ impl SegmentReader {
             map,
             header,
         };
-        for kind in [SECTION_IDS, SECTION_ID_INDEX, SECTION_PAYLOAD_OFFSETS] {
+        for kind in [
+            SECTION_IDS,
+            SECTION_ID_INDEX,
+            SECTION_PAYLOAD_OFFSETS,
+            SECTION_HNSW_META,
+        ] {
             r.verify_section(kind)?;
         }
         Ok(r)
@@ -169,6 +217,18 @@ impl SegmentReader {
 
     pub(crate) fn ids(&self) -> &[u64] {
         bytemuck::cast_slice(&self.map[self.ids.clone()])
+    }
+
+    /// The HNSW graph of this segment, if it has one (validated at open).
+    pub(crate) fn graph(&self) -> Option<GraphView<'_>> {
+        self.graph.as_ref().map(|g| {
+            GraphView::trusted(
+                &g.meta,
+                bytemuck::cast_slice(&self.map[g.l0.clone()]),
+                bytemuck::cast_slice(&self.map[g.offsets.clone()]),
+                bytemuck::cast_slice(&self.map[g.upper.clone()]),
+            )
+        })
     }
 
     /// The row holding `id`, by binary search of the sorted (id, row) table.

@@ -6,11 +6,14 @@ use std::path::{Path, PathBuf};
 
 use super::layout::{
     SectionEntry, SegmentFooter, SegmentHeader, FOOTER_BYTES, HEADER_PAGE_BYTES, INDEX_FLAT,
-    MAX_SECTIONS, SECTION_ALIGN, SECTION_IDS, SECTION_ID_INDEX, SECTION_PAYLOAD_BYTES,
-    SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC, SEGMENT_VERSION,
+    INDEX_HNSW, MAX_SECTIONS, SECTION_ALIGN, SECTION_HNSW_L0, SECTION_HNSW_META,
+    SECTION_HNSW_UPPER, SECTION_HNSW_UPPER_OFFSETS, SECTION_IDS, SECTION_ID_INDEX,
+    SECTION_PAYLOAD_BYTES, SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC,
+    SEGMENT_VERSION,
 };
 use crate::error::{IoContext, Result};
 use crate::filter::value::Payload;
+use crate::index::hnsw::graph::FrozenGraph;
 use crate::storage::codec::encode_payload;
 use crate::storage::fsutil::sync_dir;
 use crate::types::Metric;
@@ -23,6 +26,8 @@ pub(crate) struct SegmentData<'a> {
     pub ids: &'a [u64],
     pub vectors: &'a [f32],
     pub payloads: &'a [&'a Payload],
+    /// The HNSW graph over these rows, if the collection uses HNSW.
+    pub graph: Option<&'a FrozenGraph>,
 }
 
 struct SectionSink<W: Write> {
@@ -94,12 +99,26 @@ pub(crate) fn write_segment(
         bytemuck::cast_slice(&offsets),
     )?;
     sink.section(&tmp, SECTION_PAYLOAD_BYTES, &payload_bytes)?;
+    if let Some(g) = data.graph {
+        sink.section(&tmp, SECTION_HNSW_META, bytemuck::cast_slice(&g.meta))?;
+        sink.section(&tmp, SECTION_HNSW_L0, bytemuck::cast_slice(&g.l0))?;
+        sink.section(
+            &tmp,
+            SECTION_HNSW_UPPER_OFFSETS,
+            bytemuck::cast_slice(&g.offsets),
+        )?;
+        sink.section(&tmp, SECTION_HNSW_UPPER, bytemuck::cast_slice(&g.upper))?;
+    }
 
     let mut header = SegmentHeader {
         magic: SEGMENT_MAGIC,
         version: SEGMENT_VERSION,
         metric: data.metric.code(),
-        index_kind: INDEX_FLAT,
+        index_kind: if data.graph.is_some() {
+            INDEX_HNSW
+        } else {
+            INDEX_FLAT
+        },
         section_count: sink.sections.len() as u32,
         dim: data.dim as u32,
         reserved: 0,

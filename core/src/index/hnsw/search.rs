@@ -1,0 +1,149 @@
+//! Greedy descent through the upper layers, then a best-first beam search on the layer
+//! below. Rows rejected by `allow` (deleted, or filtered out) are traversed — they keep the
+//! graph connected — but never returned.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use super::graph::Graph;
+use super::visited::Visited;
+
+/// A candidate: distance to the query and node.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cand {
+    pub d: f32,
+    pub id: u32,
+}
+
+impl PartialEq for Cand {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Cand {}
+impl PartialOrd for Cand {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Cand {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.d.total_cmp(&o.d).then(self.id.cmp(&o.id))
+    }
+}
+
+/// Scratch buffers reused by one search.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    pub nbrs: Vec<u32>,
+    pub candidates: BinaryHeap<Reverse<Cand>>,
+    pub results: BinaryHeap<Cand>,
+}
+
+/// Walk down from the entry to `stop_level + 1`, always moving to a nearer neighbour.
+pub(crate) fn greedy_descent<G: Graph + ?Sized>(
+    g: &G,
+    dist: &impl Fn(u32) -> f32,
+    from: (u32, usize),
+    stop_level: usize,
+    nbrs: &mut Vec<u32>,
+) -> Cand {
+    let (mut cur, top) = from;
+    let mut cur_d = dist(cur);
+    for level in (stop_level + 1..=top).rev() {
+        loop {
+            let mut moved = false;
+            g.neighbors(cur, level, nbrs);
+            for &n in nbrs.iter() {
+                let d = dist(n);
+                if d < cur_d {
+                    cur_d = d;
+                    cur = n;
+                    moved = true;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+    Cand { d: cur_d, id: cur }
+}
+
+/// Beam search on `level` from `entries`; returns up to `ef` allowed nodes, nearest first.
+// PERF: one loop over a min-heap of candidates and a max-heap of results, both reused
+// through `Scratch`; the visited set is a generation-counter array from a pool.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "hot loop; grouping would add indirection"
+)]
+pub(crate) fn search_layer<G: Graph + ?Sized>(
+    g: &G,
+    dist: &impl Fn(u32) -> f32,
+    entries: &[Cand],
+    ef: usize,
+    level: usize,
+    allow: &impl Fn(u32) -> bool,
+    visited: &mut Visited,
+    s: &mut Scratch,
+) -> Vec<Cand> {
+    s.candidates.clear();
+    s.results.clear();
+    for e in entries {
+        if visited.insert(e.id as usize) {
+            s.candidates.push(Reverse(*e));
+            if allow(e.id) {
+                s.results.push(*e);
+            }
+        }
+    }
+    while s.results.len() > ef {
+        s.results.pop();
+    }
+    while let Some(Reverse(c)) = s.candidates.pop() {
+        if s.results.len() >= ef && s.results.peek().is_some_and(|w| c.d > w.d) {
+            break;
+        }
+        g.neighbors(c.id, level, &mut s.nbrs);
+        for i in 0..s.nbrs.len() {
+            let n = s.nbrs[i];
+            if !visited.insert(n as usize) {
+                continue;
+            }
+            let d = dist(n);
+            let full = s.results.len() >= ef;
+            if !full || s.results.peek().is_some_and(|w| d < w.d) {
+                s.candidates.push(Reverse(Cand { d, id: n }));
+                if allow(n) {
+                    s.results.push(Cand { d, id: n });
+                    if s.results.len() > ef {
+                        s.results.pop();
+                    }
+                }
+            }
+        }
+    }
+    let mut out: Vec<Cand> = s.results.drain().collect();
+    out.sort_unstable();
+    out
+}
+
+/// The `k` nearest allowed nodes to the query behind `dist`, searching layer 0 with
+/// a beam of `max(ef, k)`.
+pub(crate) fn search<G: Graph + ?Sized>(
+    g: &G,
+    dist: &impl Fn(u32) -> f32,
+    k: usize,
+    ef: usize,
+    allow: &impl Fn(u32) -> bool,
+    visited: &mut Visited,
+    s: &mut Scratch,
+) -> Vec<Cand> {
+    let Some(entry) = g.entry() else {
+        return Vec::new();
+    };
+    let start = greedy_descent(g, dist, entry, 0, &mut s.nbrs);
+    let mut found = search_layer(g, dist, &[start], ef.max(k), 0, allow, visited, s);
+    found.truncate(k);
+    found
+}
