@@ -5,5 +5,6 @@ mod collection_basic;
 mod corruption_detected;
 mod crash_process;
 mod database_lock;
+mod hnsw_index;
 mod real_data;
 mod wal_recovery;

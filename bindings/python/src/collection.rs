@@ -34,15 +34,26 @@ fn parse_search_params(
     params: Option<&Bound<'_, PyDict>>,
     include_payload: bool,
 ) -> PyResult<SearchParams> {
+    let mut out = SearchParams::default().with_payload(include_payload);
     if let Some(p) = params {
-        if let Some((k, _)) = p.iter().next() {
-            return Err(PyValueError::new_err(format!(
-                "unknown search parameter `{}` for this collection's index",
-                k.str()?
-            )));
+        for (k, v) in p.iter() {
+            let key: String = k.extract()?;
+            match key.as_str() {
+                "ef" => {
+                    let ef: usize = v
+                        .extract()
+                        .map_err(|_| PyValueError::new_err("ef must be a positive integer"))?;
+                    out = out.with_ef(ef);
+                }
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "unknown search parameter `{other}` (known: ef)"
+                    )))
+                }
+            }
         }
     }
-    Ok(SearchParams::default().with_payload(include_payload))
+    Ok(out)
 }
 
 #[pymethods]

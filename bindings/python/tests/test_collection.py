@@ -136,7 +136,7 @@ def test_bad_input_raises_and_changes_nothing(tmp_path):
         with pytest.raises(ValueError):
             c.search([1, 2], k=1)
         with pytest.raises(ValueError):
-            c.search([1, 2, 3], k=1, ef=10)  # flat has no search parameters
+            c.search([1, 2, 3], k=1, ef=10)  # ef applies to hnsw only
         assert c.stats()["last_lsn"] == before
         assert len(c) == 1
         c.upsert([], np.zeros((0, 3), dtype=np.float32))  # empty batch: a no-op
@@ -200,3 +200,27 @@ def test_concurrent_searches_and_writes_from_threads(tmp_path):
         assert len(c) == 2000
         ids, _ = c.search(base[1500], k=1)
         assert ids[0] == 1500
+
+
+def test_hnsw_collection_recall_ef_and_reopen(tmp_path, minilm):
+    base, queries = minilm
+    with trovedb.open(tmp_path) as db:
+        c = db.create_collection("h", dim=384, metric="cosine", index="hnsw", m=16, ef_construction=200)
+        c.upsert(np.arange(len(base)), base)
+        c.flush()
+        assert c.stats()["segments"][0]["index"] == "hnsw"
+        ids, _ = c.search(queries, k=10, ef=128)
+        exact = [brute_force(base, q, 10, "cosine") for q in queries]
+        recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(ids, exact)])
+        assert recall >= 0.95
+        with pytest.raises(ValueError):
+            c.search(queries[0], k=10, ef=0)
+        with pytest.raises(ValueError):
+            c.search(queries[0], k=10, nprobe=3)
+        with pytest.raises(ValueError):
+            db.create_collection("bad", dim=4, index="hnsw", m=1)
+        with pytest.raises(ValueError):
+            db.create_collection("bad", dim=4, index="hnsw", colour=3)
+    with trovedb.open(tmp_path) as db:
+        again, _ = db.get_collection("h").search(queries, k=10, ef=128)
+        np.testing.assert_array_equal(ids, again)

@@ -91,7 +91,7 @@ impl State {
     }
 
     /// Upsert rows (vectors as stored): replace older rows, append, link into the graph.
-    pub(crate) fn upsert_rows<'p>(
+    pub(crate) fn upsert_rows(
         &mut self,
         ids: &[u64],
         vectors: &[f32],

@@ -106,17 +106,15 @@ impl GraphBuilder {
     pub(crate) fn insert(&self, q: u32, vs: &VectorSet<'_>) {
         let level = self.links[q as usize].len() - 1;
         let entry = *self.entry.read();
-        let (ep, top) = match entry {
-            Some(e) => e,
-            None => {
-                let mut w = self.entry.write();
-                match *w {
-                    None => {
-                        *w = Some((q, level));
-                        return;
-                    }
-                    Some(e) => e,
-                }
+        let (ep, top) = if let Some(e) = entry {
+            e
+        } else {
+            let mut w = self.entry.write();
+            if let Some(e) = *w {
+                e
+            } else {
+                *w = Some((q, level));
+                return;
             }
         };
         let vq = vs.row(q);
@@ -139,7 +137,7 @@ impl GraphBuilder {
                     s,
                 );
                 let chosen = select(&found, self.params.max_links(lev), vs);
-                *self.links[q as usize][lev].lock() = chosen.clone();
+                self.links[q as usize][lev].lock().clone_from(&chosen);
                 for n in chosen {
                     self.connect(n, q, lev, vs);
                 }

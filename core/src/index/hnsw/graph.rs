@@ -44,6 +44,7 @@ pub(crate) struct FrozenGraph {
 }
 
 impl FrozenGraph {
+    #[cfg(test)]
     pub(crate) fn view(&self) -> GraphView<'_> {
         GraphView::new(&self.meta, &self.l0, &self.offsets, &self.upper)
             .expect("a graph frozen by this build is well formed")
@@ -128,7 +129,7 @@ impl<'a> GraphView<'a> {
             }
             if i > 0 {
                 let span = (o - prev) as usize;
-                if span % block != 0 || span / block > max_level {
+                if !span.is_multiple_of(block) || span / block > max_level {
                     return Err(format!("node {} has a malformed upper-layer block", i - 1));
                 }
             }

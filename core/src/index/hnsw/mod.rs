@@ -46,3 +46,171 @@ impl HnswParams {
 
 /// Highest layer index.
 pub(crate) const MAX_LEVEL: usize = 15;
+
+#[cfg(test)]
+mod tests {
+    use super::build::{GraphBuilder, VectorSet};
+    use super::graph::{Graph, GraphView};
+    use super::search::{search, Scratch};
+    use super::visited::VisitedPool;
+    use super::HnswParams;
+    use crate::distance::Kernels;
+    use crate::types::Metric;
+
+    /// Clustered data (20 fixed centres plus noise, like real embeddings); `seed` picks
+    /// the noise, so base and queries share the centres.
+    fn data(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let lcg = |s: &mut u64| {
+            *s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((*s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let mut cs = 12_345u64;
+        let centres: Vec<f32> = (0..20 * dim).map(|_| lcg(&mut cs) * 4.0).collect();
+        let mut s = seed;
+        let mut next = move || lcg(&mut s);
+        (0..n)
+            .flat_map(|i| {
+                let c = i % 20;
+                (0..dim)
+                    .map(|j| centres[c * dim + j] + next())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn params() -> HnswParams {
+        HnswParams {
+            m: 16,
+            ef_construction: 200,
+            seed: 7,
+        }
+    }
+
+    fn recall(
+        g: &dyn Graph,
+        vs: &VectorSet<'_>,
+        queries: &[f32],
+        allow: &dyn Fn(u32) -> bool,
+    ) -> f64 {
+        let pool = VisitedPool::default();
+        let mut scratch = Scratch::default();
+        let (dim, n) = (vs.dim, vs.data.len() / vs.dim);
+        let mut hits = 0;
+        let mut total = 0;
+        for q in queries.chunks_exact(dim) {
+            let dist = |i: u32| vs.kernels.distance(vs.metric, q, vs.row(i));
+            let mut exact: Vec<(f32, u32)> = (0..n as u32)
+                .filter(|i| allow(*i))
+                .map(|i| (dist(i), i))
+                .collect();
+            exact.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let mut visited = pool.take(n);
+            let got = search(g, &dist, 10, 64, &|i| allow(i), &mut visited, &mut scratch);
+            assert!(
+                got.iter().all(|c| allow(c.id)),
+                "a disallowed node was returned"
+            );
+            let truth: Vec<u32> = exact.iter().take(10).map(|x| x.1).collect();
+            hits += got.iter().filter(|c| truth.contains(&c.id)).count();
+            total += truth.len();
+        }
+        hits as f64 / total as f64
+    }
+
+    #[test]
+    fn recall_frozen_equals_builder_and_filters_hold() {
+        let dim = 24;
+        let base = data(3000, dim, 1);
+        let queries = data(50, dim, 99);
+        let k = Kernels::best();
+        let mut unit = base.clone();
+        for v in unit.chunks_exact_mut(dim) {
+            crate::distance::normalize(v);
+        }
+        // Dot on unnormalised data (maximum inner product) is not a metric and graph
+        // indexes do poorly on it; cosine is tested on unit vectors as collections store them.
+        for (metric, data) in [(Metric::L2, &base), (Metric::Cosine, &unit)] {
+            let vs = VectorSet {
+                data,
+                dim,
+                kernels: k,
+                metric,
+            };
+            let b = GraphBuilder::build(params(), &vs);
+            let frozen = b.freeze();
+            let view = frozen.view();
+            let r = recall(&view, &vs, &queries, &|_| true);
+            assert!(r >= 0.95, "{metric:?} recall {r}");
+            assert!((recall(&b, &vs, &queries, &|_| true) - r).abs() < 1e-12);
+            let r_odd = recall(&view, &vs, &queries, &|i| i % 3 != 0);
+            assert!(r_odd >= 0.9, "{metric:?} filtered recall {r_odd}");
+        }
+    }
+
+    #[test]
+    fn one_thread_build_is_deterministic_for_a_seed() {
+        let dim = 8;
+        let base = data(1500, dim, 3);
+        let vs = VectorSet {
+            data: &base,
+            dim,
+            kernels: Kernels::best(),
+            metric: Metric::L2,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let a = pool.install(|| GraphBuilder::build(params(), &vs).freeze());
+        let b = pool.install(|| GraphBuilder::build(params(), &vs).freeze());
+        assert_eq!(a, b);
+        let c = pool.install(|| {
+            GraphBuilder::build(
+                HnswParams {
+                    seed: 8,
+                    ..params()
+                },
+                &vs,
+            )
+            .freeze()
+        });
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn malformed_frozen_graphs_are_refused() {
+        let dim = 4;
+        let base = data(300, dim, 5);
+        let vs = VectorSet {
+            data: &base,
+            dim,
+            kernels: Kernels::best(),
+            metric: Metric::L2,
+        };
+        let f = GraphBuilder::build(params(), &vs).freeze();
+        let ok =
+            |meta: &[u64; 8], offs: &[u32]| GraphView::new(meta, &f.l0, offs, &f.upper).is_ok();
+        assert!(ok(&f.meta, &f.offsets));
+        let mut m = f.meta;
+        m[0] = 1;
+        assert!(!ok(&m, &f.offsets));
+        let mut m = f.meta;
+        m[3] = 300;
+        assert!(!ok(&m, &f.offsets));
+        let mut m = f.meta;
+        m[4] = 99;
+        assert!(!ok(&m, &f.offsets));
+        let mut o = f.offsets.clone();
+        o[1] = u32::MAX;
+        assert!(!ok(&f.meta, &o));
+        // A neighbour id out of range is skipped at search time, not followed.
+        let mut l0 = f.l0.clone();
+        l0[1] = 1_000_000;
+        let v = GraphView::new(&f.meta, &l0, &f.offsets, &f.upper).unwrap();
+        let mut out = Vec::new();
+        v.neighbors(0, 0, &mut out);
+        assert!(out.iter().all(|x| *x < 300));
+    }
+}

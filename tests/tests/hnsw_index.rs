@@ -1,0 +1,253 @@
+//! HNSW collections: recall against exact ground truth on real embeddings at default
+//! parameters, identical results after reopen, deleted points never returned, inserts from
+//! one thread while others search, and a deterministic build for a seed on one thread.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use trovedb::{CollectionConfig, Database, DbOptions, IndexConfig, Metric, SearchParams};
+use trovedb_tests::{assert_exact, normalized, read_fvecs, repo_root, Model, Rng};
+
+fn hnsw(dim: usize, metric: Metric) -> CollectionConfig {
+    CollectionConfig {
+        index: IndexConfig::hnsw(),
+        ..CollectionConfig::new(dim, metric)
+    }
+}
+
+/// The shared 20k dataset when present (CI has it beside the clone), else the repo slice.
+fn real_data() -> (String, usize, Vec<f32>, Vec<f32>) {
+    let shared = repo_root().join("../shared/data/text-minilm-dev");
+    let dir: PathBuf = if shared.join("base.fvecs").exists() {
+        shared
+    } else {
+        repo_root().join("data/minilm-3k")
+    };
+    let (dim, base) = read_fvecs(&dir.join("base.fvecs")).unwrap();
+    let (_, queries) = read_fvecs(&dir.join("query.fvecs")).unwrap();
+    println!("dataset: {} ({} vectors)", dir.display(), base.len() / dim);
+    (dir.display().to_string(), dim, base, queries)
+}
+
+/// Exact top-10 ids by brute force (f64), the independent oracle.
+fn exact_top10(dim: usize, base: &[f32], q: &[f32], skip: &dyn Fn(u64) -> bool) -> Vec<u64> {
+    let qn = normalized(q);
+    let mut all: Vec<(f64, u64)> = base
+        .chunks_exact(dim)
+        .enumerate()
+        .filter(|(i, _)| !skip(*i as u64))
+        .map(|(i, v)| {
+            let vn = normalized(v);
+            let dot: f64 = qn
+                .iter()
+                .zip(&vn)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
+            (1.0 - dot, i as u64)
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    all.iter().take(10).map(|x| x.1).collect()
+}
+
+fn recall(
+    c: &trovedb::Collection,
+    dim: usize,
+    base: &[f32],
+    queries: &[f32],
+    skip: &dyn Fn(u64) -> bool,
+) -> f64 {
+    let mut hits = 0;
+    let mut total = 0;
+    for q in queries.chunks_exact(dim).take(200) {
+        let got = c.search(q, 10, &SearchParams::default()).unwrap();
+        assert!(
+            got.iter().all(|h| !skip(h.id)),
+            "a deleted point was returned"
+        );
+        let truth = exact_top10(dim, base, q, skip);
+        hits += got.iter().filter(|h| truth.contains(&h.id)).count();
+        total += truth.len();
+    }
+    hits as f64 / total as f64
+}
+
+#[test]
+fn recall_reopen_and_deletes_on_real_embeddings() {
+    let (_, dim, base, queries) = real_data();
+    let n = base.len() / dim;
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<u64> = (0..n as u64).collect();
+    let before: Vec<Vec<(u64, f32)>>;
+    {
+        let db = Database::open(
+            dir.path(),
+            DbOptions::default().seal_threshold_rows(n / 2 + 1),
+        )
+        .unwrap();
+        let c = db
+            .create_collection("h", &hnsw(dim, Metric::Cosine))
+            .unwrap();
+        for s in (0..n).step_by(2000) {
+            let e = (s + 2000).min(n);
+            c.upsert(&ids[s..e], &base[s * dim..e * dim], &[]).unwrap();
+        }
+        // One sealed segment with a graph, the rest in the appendable segment's graph.
+        let st = c.stats().unwrap();
+        assert_eq!(st.segments.len(), 1);
+        assert_eq!(st.segments[0].index, "hnsw");
+        assert!(st.segments[0].index_bytes > 0);
+        let r = recall(&c, dim, &base, &queries, &|_| false);
+        println!("recall@10 at default parameters (sealed + appendable graphs): {r:.4}");
+        assert!(r >= 0.95, "recall@10 {r}");
+        c.flush().unwrap();
+        before = queries
+            .chunks_exact(dim)
+            .map(|q| {
+                c.search(q, 10, &SearchParams::default())
+                    .unwrap()
+                    .iter()
+                    .map(|h| (h.id, h.distance))
+                    .collect()
+            })
+            .collect();
+    }
+    let db = Database::open(dir.path(), DbOptions::default()).unwrap();
+    let c = db.collection("h").unwrap();
+    let after: Vec<Vec<(u64, f32)>> = queries
+        .chunks_exact(dim)
+        .map(|q| {
+            c.search(q, 10, &SearchParams::default())
+                .unwrap()
+                .iter()
+                .map(|h| (h.id, h.distance))
+                .collect()
+        })
+        .collect();
+    assert_eq!(before, after, "results differ after reopen");
+    // Delete a third of the points (sealed rows): they are traversed, never returned.
+    let gone: Vec<u64> = (0..n as u64).filter(|i| i % 3 == 0).collect();
+    assert_eq!(c.delete(&gone).unwrap(), gone.len());
+    let r = recall(&c, dim, &base, &queries, &|id| id % 3 == 0);
+    println!("recall@10 with a third deleted: {r:.4}");
+    assert!(r >= 0.95, "recall@10 after deletes {r}");
+    // A larger ef never lowers recall much and `ef` is validated.
+    assert!(c
+        .search(&queries[..dim], 10, &SearchParams::default().with_ef(0))
+        .is_err());
+}
+
+#[test]
+fn small_collections_are_exact_and_ef_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), DbOptions::default().seal_threshold_rows(300)).unwrap();
+    let c = db.create_collection("h", &hnsw(8, Metric::L2)).unwrap();
+    let mut rng = Rng::new(5);
+    let mut model = Model::new();
+    for id in 0..700u64 {
+        let v = rng.vector(8);
+        model.insert(id, (v.clone(), trovedb::Payload::new()));
+        c.upsert(&[id], &v, &[]).unwrap();
+    }
+    // Segments of at most 1024 rows are scanned exactly even with a graph.
+    for _ in 0..20 {
+        let q = rng.vector(8);
+        let hits = c.search(&q, 10, &SearchParams::default()).unwrap();
+        assert_exact(Metric::L2, &model, &q, &hits, 10);
+    }
+    let flat = db
+        .create_collection("f", &CollectionConfig::new(8, Metric::L2))
+        .unwrap();
+    assert!(matches!(
+        flat.search(&[0.0; 8], 1, &SearchParams::default().with_ef(10)),
+        Err(trovedb::Error::InvalidArgument { .. })
+    ));
+}
+
+#[test]
+fn inserts_during_searches_never_error_or_lose_points() {
+    let dim = 32;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), DbOptions::default().seal_threshold_rows(3000)).unwrap();
+    let c = db.create_collection("h", &hnsw(dim, Metric::L2)).unwrap();
+    let mut rng = Rng::new(11);
+    let data: Vec<f32> = (0..8000 * dim).map(|_| rng.f32()).collect();
+    let acked = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let (c, acked, done, data) = (&c, Arc::clone(&acked), Arc::clone(&done), &data);
+            s.spawn(move || {
+                let mut i = t;
+                while !done.load(Ordering::Acquire) {
+                    let upto = acked.load(Ordering::Acquire);
+                    let q = &data[(i % 8000) * dim..(i % 8000 + 1) * dim];
+                    let hits = c.search(q, 5, &SearchParams::default()).unwrap();
+                    assert!(hits.iter().all(|h| h.id < 8000));
+                    // Every acknowledged point is there.
+                    if upto > 0 {
+                        let probe = (i as u64 * 7919) % upto;
+                        assert!(
+                            c.get(probe).unwrap().is_some(),
+                            "acknowledged point {probe} missing"
+                        );
+                    }
+                    i += 2;
+                }
+            });
+        }
+        for b in 0..80u64 {
+            let ids: Vec<u64> = (b * 100..(b + 1) * 100).collect();
+            c.upsert(
+                &ids,
+                &data[(b * 100) as usize * dim..((b + 1) * 100) as usize * dim],
+                &[],
+            )
+            .unwrap();
+            acked.store((b + 1) * 100, Ordering::Release);
+        }
+        done.store(true, Ordering::Release);
+    });
+    assert_eq!(c.len(), 8000);
+    // Each point finds itself.
+    let mut found = 0;
+    for i in (0..8000).step_by(37) {
+        let hits = c
+            .search(&data[i * dim..(i + 1) * dim], 1, &SearchParams::default())
+            .unwrap();
+        found += usize::from(hits[0].id == i as u64);
+    }
+    assert!(found >= 210, "only {found} of 217 points found themselves");
+}
+
+#[test]
+fn one_thread_build_gives_identical_segment_files() {
+    let dim = 16;
+    let mut rng = Rng::new(3);
+    let data: Vec<f32> = (0..3000 * dim).map(|_| rng.f32()).collect();
+    let ids: Vec<u64> = (0..3000).collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let build = || {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), DbOptions::default()).unwrap();
+        let c = db.create_collection("h", &hnsw(dim, Metric::L2)).unwrap();
+        pool.install(|| {
+            c.upsert(&ids, &data, &[]).unwrap();
+            c.flush().unwrap();
+        });
+        let seg = std::fs::read_dir(c.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "seg"))
+            .unwrap();
+        std::fs::read(seg).unwrap()
+    };
+    assert!(
+        build() == build(),
+        "same seed, one thread: the segment files must be identical"
+    );
+}
