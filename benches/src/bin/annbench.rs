@@ -245,8 +245,13 @@ fn run(a: &Args) -> Result<()> {
         pb.inc((e - s) as u64);
     }
     pb.finish_and_clear();
+    let insert_s = t0.elapsed().as_secs_f64();
     coll.flush()?;
     let build_s = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "insert (log + index) {insert_s:.2}s, seal {:.2}s",
+        build_s - insert_s
+    );
     let stats = coll.stats()?;
     let rss = report::rss_bytes();
     eprintln!(

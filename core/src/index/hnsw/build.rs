@@ -1,8 +1,12 @@
-//! Building a graph: nodes are inserted concurrently (rayon), each neighbour list behind
-//! its own lock; the entry point behind a read-write lock. With one thread the result is
-//! deterministic for a seed (levels are a pure function of (seed, node)).
+//! Building a graph: nodes are inserted concurrently (rayon). Layer-0 links live in one
+//! flat array of atomics in the frozen layout (`count, m0 neighbours` per node), so a
+//! neighbour expansion is one load and freezing is a copy; writers of a node's list hold
+//! that node's lock. Upper layers (about 1/m of the nodes) keep a locked list per level.
+//! With one thread the result is deterministic for a seed (levels are a pure function of
+//! (seed, node)).
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
@@ -44,7 +48,13 @@ thread_local! {
 #[derive(Debug)]
 pub(crate) struct GraphBuilder {
     params: HnswParams,
-    links: Vec<Vec<Mutex<Vec<u32>>>>,
+    /// Layer 0, `nodes × (1 + m0)`: count then neighbours. Readers load without locking;
+    /// every stored value is a valid node, so a list read mid-update is merely stale.
+    l0: Vec<AtomicU32>,
+    /// Serialises writers of one node's layer-0 list.
+    locks: Vec<Mutex<()>>,
+    /// Levels 1..=L of each node (empty for the ~(1 - 1/m) nodes on layer 0 only).
+    upper: Vec<Vec<Mutex<Vec<u32>>>>,
     entry: RwLock<Option<(u32, usize)>>,
     pool: VisitedPool,
 }
@@ -57,7 +67,9 @@ impl GraphBuilder {
     pub(crate) fn new(params: HnswParams) -> GraphBuilder {
         GraphBuilder {
             params,
-            links: Vec::new(),
+            l0: Vec::new(),
+            locks: Vec::new(),
+            upper: Vec::new(),
             entry: RwLock::new(None),
             pool: VisitedPool::default(),
         }
@@ -65,16 +77,28 @@ impl GraphBuilder {
 
     /// Nodes allocated so far.
     pub(crate) fn len_nodes(&self) -> usize {
-        self.links.len()
+        self.locks.len()
     }
 
-    /// Allocate link lists for nodes `len()..len()+count` (levels drawn from the seed).
+    fn width(&self) -> usize {
+        1 + self.params.m0()
+    }
+
+    fn level(&self, node: u32) -> usize {
+        self.upper[node as usize].len()
+    }
+
+    /// Allocate nodes `len()..len()+count` (levels drawn from the seed).
     pub(crate) fn add_nodes(&mut self, count: usize) {
-        let start = self.links.len();
+        let start = self.len_nodes();
+        let w = self.width();
+        self.l0
+            .resize_with((start + count) * w, || AtomicU32::new(0));
+        self.locks.resize_with(start + count, || Mutex::new(()));
         for node in start..start + count {
             let level = self.params.level_of(node as u64);
-            self.links
-                .push((0..=level).map(|_| Mutex::new(Vec::new())).collect());
+            self.upper
+                .push((0..level).map(|_| Mutex::new(Vec::new())).collect());
         }
     }
 
@@ -102,9 +126,27 @@ impl GraphBuilder {
             .for_each(|i| self.insert(i as u32, vs));
     }
 
+    fn read_l0(&self, node: u32, out: &mut Vec<u32>) {
+        let w = self.width();
+        let base = node as usize * w;
+        let c = (self.l0[base].load(Relaxed) as usize).min(w - 1);
+        out.extend(self.l0[base + 1..=base + c].iter().map(|x| x.load(Relaxed)));
+    }
+
+    /// Store a layer-0 list; the caller holds `locks[node]`.
+    fn write_l0(&self, node: u32, list: &[u32]) {
+        let w = self.width();
+        let base = node as usize * w;
+        let c = list.len().min(w - 1);
+        for (slot, v) in self.l0[base + 1..=base + c].iter().zip(list) {
+            slot.store(*v, Relaxed);
+        }
+        self.l0[base].store(c as u32, Relaxed);
+    }
+
     /// Insert one allocated node.
     pub(crate) fn insert(&self, q: u32, vs: &VectorSet<'_>) {
-        let level = self.links[q as usize].len() - 1;
+        let level = self.level(q);
         let entry = *self.entry.read();
         let (ep, top) = if let Some(e) = entry {
             e
@@ -119,13 +161,13 @@ impl GraphBuilder {
         };
         let vq = vs.row(q);
         let dist = |n: u32| vs.kernels.distance(vs.metric, vq, vs.row(n));
-        let mut visited = self.pool.take(self.links.len());
+        let mut visited = self.pool.take(self.len_nodes());
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
             let start = greedy_descent(self, &dist, (ep, top), level, &mut s.nbrs);
             let mut entries = vec![start];
             for lev in (0..=level.min(top)).rev() {
-                visited.reset(self.links.len());
+                visited.reset(self.len_nodes());
                 let found = search_layer(
                     self,
                     &dist,
@@ -136,8 +178,16 @@ impl GraphBuilder {
                     &mut visited,
                     s,
                 );
-                let chosen = select(&found, self.params.max_links(lev), vs);
-                self.links[q as usize][lev].lock().clone_from(&chosen);
+                // A new node starts with m links on every layer (diverse ones first, pruned
+                // ones filling up to m); layer 0 grows to 2m through back links. Starting
+                // layer 0 at 2m measured 30% slower to build for no recall gain per QPS.
+                let chosen = select(&found, self.params.m, vs, true);
+                if lev == 0 {
+                    let _g = self.locks[q as usize].lock();
+                    self.write_l0(q, &chosen);
+                } else {
+                    self.upper[q as usize][lev - 1].lock().clone_from(&chosen);
+                }
                 for n in chosen {
                     self.connect(n, q, lev, vs);
                 }
@@ -157,16 +207,8 @@ impl GraphBuilder {
 
     /// Add the back link `n -> q`, pruning `n`'s list with the heuristic when it overflows.
     fn connect(&self, n: u32, q: u32, lev: usize, vs: &VectorSet<'_>) {
-        let Some(slot) = self.links[n as usize].get(lev) else {
-            return;
-        };
-        let mut list = slot.lock();
-        if list.contains(&q) {
-            return;
-        }
-        list.push(q);
         let max = self.params.max_links(lev);
-        if list.len() > max {
+        let shrink = |list: &mut Vec<u32>| {
             let mut cands: Vec<Cand> = list
                 .iter()
                 .map(|&x| Cand {
@@ -175,25 +217,54 @@ impl GraphBuilder {
                 })
                 .collect();
             cands.sort_unstable();
-            *list = select(&cands, max, vs);
+            *list = select(&cands, max, vs, false);
+        };
+        if lev == 0 {
+            let _g = self.locks[n as usize].lock();
+            let mut list = Vec::with_capacity(max + 1);
+            self.read_l0(n, &mut list);
+            if list.contains(&q) {
+                return;
+            }
+            list.push(q);
+            if list.len() > max {
+                shrink(&mut list);
+            }
+            self.write_l0(n, &list);
+        } else if let Some(slot) = self.upper[n as usize].get(lev - 1) {
+            let mut list = slot.lock();
+            if list.contains(&q) {
+                return;
+            }
+            list.push(q);
+            if list.len() > max {
+                shrink(&mut list);
+            }
         }
     }
 
     /// Snapshot into the fixed-width layout.
     pub(crate) fn freeze(&self) -> FrozenGraph {
-        let links: Vec<Vec<Vec<u32>>> = self
-            .links
-            .iter()
-            .map(|levels| levels.iter().map(|l| l.lock().clone()).collect())
-            .collect();
+        let mut links: Vec<Vec<Vec<u32>>> = Vec::with_capacity(self.len_nodes());
+        for node in 0..self.len_nodes() {
+            let mut l0 = Vec::new();
+            self.read_l0(node as u32, &mut l0);
+            let mut levels = vec![l0];
+            levels.extend(self.upper[node].iter().map(|l| l.lock().clone()));
+            links.push(levels);
+        }
         FrozenGraph::from_links(&self.params, *self.entry.read(), &links)
     }
 }
 
 /// The neighbour-selection heuristic: walk candidates nearest first and keep one only if it
-/// is nearer to the base than to every neighbour kept so far (diversity); then fill the
-/// remaining slots with the pruned candidates, nearest first.
-fn select(cands: &[Cand], m: usize, vs: &VectorSet<'_>) -> Vec<u32> {
+/// is nearer to the base than to every neighbour kept so far (diversity); with
+/// `keep_pruned`, fill the remaining slots with the pruned candidates, nearest first.
+///
+/// PERF: a new node's own list keeps pruned candidates (full degree from the start), but a
+/// list shrunk after a back link overflowed does not: it then stays below the limit, so the
+/// next back links are plain appends instead of another O(m²) re-selection.
+fn select(cands: &[Cand], m: usize, vs: &VectorSet<'_>, keep_pruned: bool) -> Vec<u32> {
     let mut kept: Vec<Cand> = Vec::with_capacity(m);
     let mut pruned: Vec<u32> = Vec::new();
     for c in cands {
@@ -207,6 +278,9 @@ fn select(cands: &[Cand], m: usize, vs: &VectorSet<'_>) -> Vec<u32> {
         }
     }
     let mut out: Vec<u32> = kept.iter().map(|c| c.id).collect();
+    if !keep_pruned {
+        return out;
+    }
     for p in pruned {
         if out.len() >= m {
             break;
@@ -221,14 +295,20 @@ impl Graph for GraphBuilder {
         *self.entry.read()
     }
 
+    #[inline]
     fn neighbors(&self, node: u32, level: usize, out: &mut Vec<u32>) {
         out.clear();
-        if let Some(l) = self.links.get(node as usize).and_then(|ls| ls.get(level)) {
+        if (node as usize) >= self.len_nodes() {
+            return;
+        }
+        if level == 0 {
+            self.read_l0(node, out);
+        } else if let Some(l) = self.upper[node as usize].get(level - 1) {
             out.extend_from_slice(&l.lock());
         }
     }
 
     fn len(&self) -> usize {
-        self.links.len()
+        self.len_nodes()
     }
 }
