@@ -201,10 +201,15 @@ impl State {
                 let n = n as usize;
                 kernels.distance(metric, query, &vectors[n * dim..(n + 1) * dim])
             };
+            let prefetch = |n: u32| {
+                let n = n as usize;
+                crate::distance::prefetch(&vectors[n * dim..(n + 1) * dim]);
+            };
             let mut visited = pool.take(g.len());
             let found = hnsw_search::search(
                 g,
                 &dist,
+                &prefetch,
                 k,
                 ef,
                 &|n| !del.get(n as usize),

@@ -145,6 +145,27 @@ impl Kernels {
     }
 }
 
+/// Hint the CPU to start loading `v` (up to its first 512 bytes) into cache. A no-op on
+/// targets without a prefetch instruction. Used by graph search to overlap the memory
+/// latency of the next neighbours' vectors with distance computations.
+#[inline]
+pub fn prefetch(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(v).min(512);
+        let p = v.as_ptr().cast::<i8>();
+        for off in (0..bytes).step_by(64) {
+            // SAFETY: SSE is part of the x86_64 baseline, so the intrinsic's target feature
+            // is always present; a prefetch is a hint that never faults or reads memory
+            // architecturally, and `off < size_of_val(v)` keeps the address inside `v`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
 /// Scale `v` to unit length in place. Returns false (and leaves `v` alone) for a zero vector.
 pub fn normalize(v: &mut [f32]) -> bool {
     let norm = scalar::dot(v, v).sqrt();

@@ -171,6 +171,7 @@ impl GraphBuilder {
                 let found = search_layer(
                     self,
                     &dist,
+                    &|n| crate::distance::prefetch(vs.row(n)),
                     &entries,
                     self.params.ef_construction,
                     lev,

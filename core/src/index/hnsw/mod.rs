@@ -107,7 +107,16 @@ mod tests {
                 .collect();
             exact.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             let mut visited = pool.take(n);
-            let got = search(g, &dist, 10, 64, &|i| allow(i), &mut visited, &mut scratch);
+            let got = search(
+                g,
+                &dist,
+                &|_| {},
+                10,
+                64,
+                &|i| allow(i),
+                &mut visited,
+                &mut scratch,
+            );
             assert!(
                 got.iter().all(|c| allow(c.id)),
                 "a disallowed node was returned"

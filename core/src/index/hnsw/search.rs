@@ -80,6 +80,7 @@ pub(crate) fn greedy_descent<G: Graph + ?Sized>(
 pub(crate) fn search_layer<G: Graph + ?Sized>(
     g: &G,
     dist: &impl Fn(u32) -> f32,
+    prefetch: &impl Fn(u32),
     entries: &[Cand],
     ef: usize,
     level: usize,
@@ -105,11 +106,14 @@ pub(crate) fn search_layer<G: Graph + ?Sized>(
             break;
         }
         g.neighbors(c.id, level, &mut s.nbrs);
+        // PERF: keep only unvisited neighbours and prefetch their vectors first, so the
+        // loads overlap instead of stalling one distance at a time.
+        s.nbrs.retain(|n| visited.insert(*n as usize));
+        for &n in &s.nbrs {
+            prefetch(n);
+        }
         for i in 0..s.nbrs.len() {
             let n = s.nbrs[i];
-            if !visited.insert(n as usize) {
-                continue;
-            }
             let d = dist(n);
             let full = s.results.len() >= ef;
             if !full || s.results.peek().is_some_and(|w| d < w.d) {
@@ -133,6 +137,7 @@ pub(crate) fn search_layer<G: Graph + ?Sized>(
 pub(crate) fn search<G: Graph + ?Sized>(
     g: &G,
     dist: &impl Fn(u32) -> f32,
+    prefetch: &impl Fn(u32),
     k: usize,
     ef: usize,
     allow: &impl Fn(u32) -> bool,
@@ -143,7 +148,7 @@ pub(crate) fn search<G: Graph + ?Sized>(
         return Vec::new();
     };
     let start = greedy_descent(g, dist, entry, 0, &mut s.nbrs);
-    let mut found = search_layer(g, dist, &[start], ef.max(k), 0, allow, visited, s);
+    let mut found = search_layer(g, dist, prefetch, &[start], ef.max(k), 0, allow, visited, s);
     found.truncate(k);
     found
 }
