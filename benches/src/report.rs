@@ -68,6 +68,9 @@ pub struct Record {
     pub latency_ms: Latency,
     /// Fraction of points passing the filter, for filtered runs.
     pub filter_selectivity: Option<f64>,
+    /// Milliseconds to reopen the database and answer one query (trovedb only).
+    #[serde(default)]
+    pub reopen_first_query_ms: Option<f64>,
     /// CPU model and core count.
     pub machine: String,
     /// Unix seconds.

@@ -191,12 +191,11 @@ impl State {
     ) -> Vec<(u64, f32)> {
         let (kernels, metric, dim) = (self.kernels, self.config.metric, self.config.dim);
         let mut top = TopK::new(k);
-        let mut scratch = hnsw_search::Scratch::default();
-        let mut graph_search = |g: &dyn Graph,
-                                vectors: &[f32],
-                                del: &Bitset,
-                                ids: &dyn Fn(usize) -> u64,
-                                top: &mut TopK| {
+        let graph_search = |g: &dyn Graph,
+                            vectors: &[f32],
+                            del: &Bitset,
+                            ids: &dyn Fn(usize) -> u64,
+                            top: &mut TopK| {
             let dist = |n: u32| {
                 let n = n as usize;
                 kernels.distance(metric, query, &vectors[n * dim..(n + 1) * dim])
@@ -206,16 +205,18 @@ impl State {
                 crate::distance::prefetch(&vectors[n * dim..(n + 1) * dim]);
             };
             let mut visited = pool.take(g.len());
-            let found = hnsw_search::search(
-                g,
-                &dist,
-                &prefetch,
-                k,
-                ef,
-                &|n| !del.get(n as usize),
-                &mut visited,
-                &mut scratch,
-            );
+            let found = hnsw_search::with_scratch(|scratch| {
+                hnsw_search::search(
+                    g,
+                    &dist,
+                    &prefetch,
+                    k,
+                    ef,
+                    &|n| !del.get(n as usize),
+                    &mut visited,
+                    scratch,
+                )
+            });
             pool.give(visited);
             for c in found {
                 top.push(c.d, ids(c.id as usize));

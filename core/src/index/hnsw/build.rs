@@ -5,14 +5,13 @@
 //! With one thread the result is deterministic for a seed (levels are a pure function of
 //! (seed, node)).
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
 use super::graph::{FrozenGraph, Graph};
-use super::search::{greedy_descent, search_layer, Cand, Scratch};
+use super::search::{greedy_descent, search_layer, with_scratch, Cand};
 use super::visited::VisitedPool;
 use super::HnswParams;
 use crate::distance::Kernels;
@@ -38,10 +37,6 @@ impl VectorSet<'_> {
     pub(crate) fn between(&self, a: u32, b: u32) -> f32 {
         self.kernels.distance(self.metric, self.row(a), self.row(b))
     }
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 /// A graph under construction (also the appendable segment's live graph).
@@ -162,8 +157,7 @@ impl GraphBuilder {
         let vq = vs.row(q);
         let dist = |n: u32| vs.kernels.distance(vs.metric, vq, vs.row(n));
         let mut visited = self.pool.take(self.len_nodes());
-        SCRATCH.with(|s| {
-            let s = &mut *s.borrow_mut();
+        with_scratch(|s| {
             let start = greedy_descent(self, &dist, (ep, top), level, &mut s.nbrs);
             let mut entries = vec![start];
             for lev in (0..=level.min(top)).rev() {

@@ -40,6 +40,20 @@ pub(crate) struct Scratch {
     pub results: BinaryHeap<Cand>,
 }
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Run `f` with this thread's reusable search buffers (no allocation per search once warm).
+/// `f` must not start another search on the same thread (it would find the buffers taken
+/// and fall back to fresh ones).
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
 /// Walk down from the entry to `stop_level + 1`, always moving to a nearer neighbour.
 pub(crate) fn greedy_descent<G: Graph + ?Sized>(
     g: &G,
@@ -134,6 +148,7 @@ pub(crate) fn search_layer<G: Graph + ?Sized>(
 
 /// The `k` nearest allowed nodes to the query behind `dist`, searching layer 0 with
 /// a beam of `max(ef, k)`.
+#[allow(clippy::too_many_arguments, reason = "hot path; grouping would add indirection")]
 pub(crate) fn search<G: Graph + ?Sized>(
     g: &G,
     dist: &impl Fn(u32) -> f32,
