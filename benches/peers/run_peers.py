@@ -257,12 +257,13 @@ def make_trovedb(kind, metric, dim, a):
         engine, index = "trovedb-py", kind
 
         def __init__(self):
-            self.build_params = {}
+            self.build_params = {"m": a.m, "ef_construction": a.ef_construction} if kind == "hnsw" else {}
             self.dir = tempfile.TemporaryDirectory()
+            self.params = {}
 
         def build(self, base):
             self.db = trovedb.open(self.dir.name, durability="off", seal_threshold_rows=len(base) + 1)
-            self.c = self.db.create_collection("bench", dim=dim, metric=metric, index=kind)
+            self.c = self.db.create_collection("bench", dim=dim, metric=metric, index=kind, **self.build_params)
             for s in range(0, len(base), 10000):
                 self.c.upsert(np.arange(s, min(s + 10000, len(base))), base[s : s + 10000])
             self.c.flush()
@@ -270,14 +271,17 @@ def make_trovedb(kind, metric, dim, a):
         def nbytes(self):
             return int(self.c.stats()["bytes_on_disk"])
 
+        def sweep(self):
+            return [{"ef": e} for e in a.sweep_ef] if kind == "hnsw" else [{}]
+
         def set(self, p):
             self.params = p
 
         def one(self, q, k):
-            return self.c.search(q, k=k)[0]
+            return self.c.search(q, k=k, **self.params)[0]
 
         def batch(self, Q, k):
-            return self.c.search(Q, k=k)[0]
+            return self.c.search(Q, k=k, **self.params)[0]
 
     return E()
 

@@ -148,7 +148,10 @@ pub(crate) fn search_layer<G: Graph + ?Sized>(
 
 /// The `k` nearest allowed nodes to the query behind `dist`, searching layer 0 with
 /// a beam of `max(ef, k)`.
-#[allow(clippy::too_many_arguments, reason = "hot path; grouping would add indirection")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "hot path; grouping would add indirection"
+)]
 pub(crate) fn search<G: Graph + ?Sized>(
     g: &G,
     dist: &impl Fn(u32) -> f32,
