@@ -73,13 +73,24 @@ fn recall(
     hits as f64 / total as f64
 }
 
+/// (id, distance) of the top 10 for every query.
+fn all_results(c: &trovedb::Collection, dim: usize, queries: &[f32]) -> Vec<Vec<(u64, f32)>> {
+    queries
+        .chunks_exact(dim)
+        .map(|q| {
+            let hits = c.search(q, 10, &SearchParams::default()).unwrap();
+            hits.iter().map(|h| (h.id, h.distance)).collect()
+        })
+        .collect()
+}
+
 #[test]
 fn recall_reopen_and_deletes_on_real_embeddings() {
     let (_, dim, base, queries) = real_data();
     let n = base.len() / dim;
     let dir = tempfile::tempdir().unwrap();
     let ids: Vec<u64> = (0..n as u64).collect();
-    let before: Vec<Vec<(u64, f32)>>;
+    let before;
     {
         let db = Database::open(
             dir.path(),
@@ -102,30 +113,15 @@ fn recall_reopen_and_deletes_on_real_embeddings() {
         println!("recall@10 at default parameters (sealed + appendable graphs): {r:.4}");
         assert!(r >= 0.95, "recall@10 {r}");
         c.flush().unwrap();
-        before = queries
-            .chunks_exact(dim)
-            .map(|q| {
-                c.search(q, 10, &SearchParams::default())
-                    .unwrap()
-                    .iter()
-                    .map(|h| (h.id, h.distance))
-                    .collect()
-            })
-            .collect();
+        before = all_results(&c, dim, &queries);
     }
     let db = Database::open(dir.path(), DbOptions::default()).unwrap();
     let c = db.collection("h").unwrap();
-    let after: Vec<Vec<(u64, f32)>> = queries
-        .chunks_exact(dim)
-        .map(|q| {
-            c.search(q, 10, &SearchParams::default())
-                .unwrap()
-                .iter()
-                .map(|h| (h.id, h.distance))
-                .collect()
-        })
-        .collect();
-    assert_eq!(before, after, "results differ after reopen");
+    assert_eq!(
+        before,
+        all_results(&c, dim, &queries),
+        "results differ after reopen"
+    );
     // Delete a third of the points (sealed rows): they are traversed, never returned.
     let gone: Vec<u64> = (0..n as u64).filter(|i| i % 3 == 0).collect();
     assert_eq!(c.delete(&gone).unwrap(), gone.len());
