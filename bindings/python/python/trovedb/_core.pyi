@@ -2,17 +2,34 @@
 
 import os
 from types import TracebackType
-from typing import Any, Literal, Mapping, Optional, Sequence, Union, overload
+from typing import Any, Mapping, Optional, Sequence, Union, final, overload
 
 import numpy as np
 import numpy.typing as npt
 
-__version__: str
+from typing_extensions import TypeAlias
 
-PayloadValue = Union[None, bool, int, float, str, Sequence[str]]
-Payload = Mapping[str, PayloadValue]
-Ids = Union[int, Sequence[int], npt.NDArray[np.integer[Any]]]
-Vectors = Union[npt.NDArray[np.floating[Any]], Sequence[Sequence[float]], Sequence[float]]
+__version__: str
+__all__ = [
+    "Database",
+    "Collection",
+    "open",
+    "TroveError",
+    "CorruptionError",
+    "LockedError",
+    "CollectionNotFoundError",
+    "CollectionExistsError",
+    "IncompatibleFormatError",
+    "StorageIOError",
+    "PoisonedError",
+    "ClosedError",
+    "__version__",
+]
+
+_PayloadValue: TypeAlias = Union[None, bool, int, float, str, Sequence[str]]
+_Payload: TypeAlias = Mapping[str, _PayloadValue]
+_Ids: TypeAlias = Union[int, Sequence[int], npt.NDArray[np.integer[Any]]]
+_Vectors: TypeAlias = Union[npt.NDArray[np.floating[Any]], Sequence[Sequence[float]], Sequence[float]]
 
 class TroveError(Exception): ...
 class CorruptionError(TroveError): ...
@@ -30,6 +47,7 @@ def open(
     seal_threshold_rows: int = 100000,
 ) -> Database: ...
 
+@final
 class Database:
     @property
     def path(self) -> str: ...
@@ -53,6 +71,7 @@ class Database:
         tb: Optional[TracebackType],
     ) -> bool: ...
 
+@final
 class Collection:
     @property
     def name(self) -> str: ...
@@ -61,9 +80,9 @@ class Collection:
     @property
     def metric(self) -> str: ...
     def upsert(
-        self, ids: Ids, vectors: Vectors, payloads: Optional[Sequence[Optional[Payload]]] = None
+        self, ids: _Ids, vectors: _Vectors, payloads: Optional[Sequence[Optional[_Payload]]] = None
     ) -> None: ...
-    def delete(self, ids: Ids) -> int: ...
+    def delete(self, ids: _Ids) -> int: ...
     @overload
     def get(self, ids: int) -> Optional[dict[str, Any]]: ...
     @overload
@@ -72,7 +91,7 @@ class Collection:
     def get(self, ids: npt.NDArray[np.integer[Any]]) -> list[Optional[dict[str, Any]]]: ...
     def search(
         self,
-        query: Vectors,
+        query: _Vectors,
         k: int = 10,
         filter: Optional[Mapping[str, Any]] = None,
         include_payload: bool = False,
