@@ -203,3 +203,49 @@ pub fn apply_crash_op(model: &mut Model, op: &CrashOp) {
         }
     }
 }
+
+/// The deterministic contents of the format fixtures (`tests/fixtures/v<N>/`): the
+/// collection name, its config, and its final points (id -> vector as given, payload).
+pub fn fixture_contents() -> Vec<(&'static str, trovedb::CollectionConfig, Model)> {
+    let mut out = Vec::new();
+    for (name, dim, metric, index, n) in [
+        (
+            "flat_l2",
+            4usize,
+            Metric::L2,
+            trovedb::IndexConfig::Flat,
+            60u64,
+        ),
+        (
+            "hnsw_cos",
+            8,
+            Metric::Cosine,
+            trovedb::IndexConfig::hnsw(),
+            1200,
+        ),
+    ] {
+        let mut rng = Rng::new(n);
+        let mut model = Model::new();
+        for id in 0..n {
+            let mut p = Payload::new();
+            p.insert("i".into(), Value::Int(id as i64));
+            p.insert("s".into(), Value::Str(format!("p{id}")));
+            p.insert(
+                "t".into(),
+                Value::Tags(vec!["x".into(), format!("m{}", id % 3)]),
+            );
+            p.insert("f".into(), Value::Float(id as f64 / 4.0));
+            p.insert("b".into(), Value::Bool(id % 2 == 0));
+            model.insert(id, (rng.vector(dim), p));
+        }
+        for id in (0..n).step_by(7) {
+            model.remove(&id);
+        }
+        let cfg = trovedb::CollectionConfig {
+            index,
+            ..trovedb::CollectionConfig::new(dim, metric)
+        };
+        out.push((name, cfg, model));
+    }
+    out
+}
