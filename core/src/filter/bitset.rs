@@ -60,6 +60,68 @@ impl Bitset {
         was_clear
     }
 
+    /// All bits set.
+    pub(crate) fn full(len: usize) -> Bitset {
+        let mut b = Bitset::new(len);
+        b.words.iter_mut().for_each(|w| *w = u64::MAX);
+        b.trim();
+        b
+    }
+
+    fn trim(&mut self) {
+        if !self.len.is_multiple_of(64) {
+            if let Some(last) = self.words.last_mut() {
+                *last &= (1u64 << (self.len % 64)) - 1;
+            }
+        }
+        self.ones = self.words.iter().map(|w| w.count_ones() as usize).sum();
+    }
+
+    /// In-place intersection.
+    pub(crate) fn and_with(&mut self, o: &Bitset) {
+        for (a, b) in self.words.iter_mut().zip(&o.words) {
+            *a &= b;
+        }
+        self.trim();
+    }
+
+    /// In-place union.
+    pub(crate) fn or_with(&mut self, o: &Bitset) {
+        for (a, b) in self.words.iter_mut().zip(&o.words) {
+            *a |= b;
+        }
+        self.trim();
+    }
+
+    /// In-place removal of the bits set in `o`.
+    pub(crate) fn and_not(&mut self, o: &Bitset) {
+        for (a, b) in self.words.iter_mut().zip(&o.words) {
+            *a &= !b;
+        }
+        self.trim();
+    }
+
+    /// In-place complement.
+    pub(crate) fn negate(&mut self) {
+        self.words.iter_mut().for_each(|w| *w = !*w);
+        self.trim();
+    }
+
+    /// Indices of set bits, ascending.
+    pub(crate) fn iter_ones(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                if w == 0 {
+                    return None;
+                }
+                let t = w.trailing_zeros() as usize;
+                w &= w - 1;
+                Some(i * 64 + t)
+            })
+        })
+    }
+
     /// Grow to `len` bits (new bits clear).
     pub(crate) fn grow(&mut self, len: usize) {
         if len > self.len {

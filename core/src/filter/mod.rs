@@ -2,4 +2,6 @@
 //! and the planner. This module never touches the file system.
 
 pub(crate) mod bitset;
+pub mod expr;
+pub(crate) mod payload_index;
 pub mod value;

@@ -1,0 +1,356 @@
+//! Filter expressions over payloads: the typed [`Filter`], its Mongo-style JSON form
+//! (`{"lang": "en", "year": {"$gte": 2020}, "$or": [...]}`) and evaluation.
+//!
+//! Semantics (also in README "Filters"):
+//! - `{"f": v}` is `{"f": {"$eq": v}}`; several keys in one object are ANDed.
+//! - Numbers compare numerically whether stored as int or float; strings compare by bytes;
+//!   booleans support only `$eq`/`$ne`; comparing values of different kinds is false.
+//! - A missing field: `$eq`, `$gt`, `$gte`, `$lt`, `$lte`, `$in` are false; `$ne` and `$nin`
+//!   are true; `{"f": null}` matches a missing field or an explicit null.
+//! - A list-of-strings field matches `$eq`/`$in` when any element matches, `$ne`/`$nin`
+//!   when none does; ordering operators are false on lists.
+//! - `$exists: true` matches a present field (null included).
+
+use std::cmp::Ordering;
+
+use crate::error::{Error, Result};
+use crate::filter::value::{Payload, Value};
+
+/// A predicate over a point's payload.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Filter {
+    /// Field equals value (for lists: contains it).
+    Eq(String, Value),
+    /// Negation of [`Filter::Eq`].
+    Ne(String, Value),
+    /// Field greater than value.
+    Gt(String, Value),
+    /// Field greater than or equal to value.
+    Gte(String, Value),
+    /// Field less than value.
+    Lt(String, Value),
+    /// Field less than or equal to value.
+    Lte(String, Value),
+    /// Field equals one of the values.
+    In(String, Vec<Value>),
+    /// Negation of [`Filter::In`].
+    Nin(String, Vec<Value>),
+    /// Field present (true) or absent (false).
+    Exists(String, bool),
+    /// All must hold (an empty list matches everything).
+    And(Vec<Filter>),
+    /// Any must hold (an empty list matches nothing).
+    Or(Vec<Filter>),
+    /// Negation.
+    Not(Box<Filter>),
+}
+
+/// Deepest nesting accepted when parsing (guards the recursion).
+pub const MAX_FILTER_DEPTH: usize = 64;
+
+fn bad(path: &str, reason: impl std::fmt::Display) -> Error {
+    Error::invalid("filter", format!("at `{path}`: {reason}"))
+}
+
+fn scalar(path: &str, v: &serde_json::Value) -> Result<Value> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => Value::Null,
+        J::Bool(b) => Value::Bool(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| bad(path, "number out of range"))?,
+            ),
+        },
+        J::String(s) => Value::Str(s.clone()),
+        J::Array(_) | J::Object(_) => {
+            return Err(bad(path, "expected a string, number, bool or null"))
+        }
+    })
+}
+
+fn list(path: &str, v: &serde_json::Value) -> Result<Vec<Value>> {
+    match v {
+        serde_json::Value::Array(items) => items.iter().map(|i| scalar(path, i)).collect(),
+        _ => Err(bad(path, "expected a list of values")),
+    }
+}
+
+impl Filter {
+    /// Parse the JSON form. Errors name the offending path and operator.
+    pub fn from_json(v: &serde_json::Value) -> Result<Filter> {
+        Self::parse(v, "$", 0)
+    }
+
+    /// Parse the JSON form from text.
+    pub fn from_json_str(s: &str) -> Result<Filter> {
+        let v: serde_json::Value = serde_json::from_str(s)
+            .map_err(|e| Error::invalid("filter", format!("not JSON: {e}")))?;
+        Self::from_json(&v)
+    }
+
+    fn parse(v: &serde_json::Value, path: &str, depth: usize) -> Result<Filter> {
+        if depth > MAX_FILTER_DEPTH {
+            return Err(bad(path, format!("nested deeper than {MAX_FILTER_DEPTH}")));
+        }
+        let serde_json::Value::Object(map) = v else {
+            return Err(bad(path, "a filter must be an object"));
+        };
+        let mut parts = Vec::with_capacity(map.len());
+        for (key, val) in map {
+            let here = format!("{path}.{key}");
+            parts.push(match key.as_str() {
+                "$and" | "$or" => {
+                    let serde_json::Value::Array(items) = val else {
+                        return Err(bad(&here, "expected a list of filters"));
+                    };
+                    let subs = items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, it)| Self::parse(it, &format!("{here}[{i}]"), depth + 1))
+                        .collect::<Result<Vec<_>>>()?;
+                    if key == "$and" {
+                        Filter::And(subs)
+                    } else {
+                        Filter::Or(subs)
+                    }
+                }
+                "$not" => Filter::Not(Box::new(Self::parse(val, &here, depth + 1)?)),
+                k if k.starts_with('$') => {
+                    return Err(bad(&here, format!("unknown operator `{k}`")))
+                }
+                field => Self::parse_field(field, val, &here)?,
+            });
+        }
+        Ok(if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Filter::And(parts)
+        })
+    }
+
+    fn parse_field(field: &str, val: &serde_json::Value, path: &str) -> Result<Filter> {
+        let f = || field.to_owned();
+        let serde_json::Value::Object(ops) = val else {
+            return Ok(Filter::Eq(f(), scalar(path, val)?));
+        };
+        if ops.is_empty() {
+            return Err(bad(path, "empty operator object"));
+        }
+        let mut parts = Vec::with_capacity(ops.len());
+        for (op, arg) in ops {
+            let here = format!("{path}.{op}");
+            parts.push(match op.as_str() {
+                "$eq" => Filter::Eq(f(), scalar(&here, arg)?),
+                "$ne" => Filter::Ne(f(), scalar(&here, arg)?),
+                "$gt" => Filter::Gt(f(), scalar(&here, arg)?),
+                "$gte" => Filter::Gte(f(), scalar(&here, arg)?),
+                "$lt" => Filter::Lt(f(), scalar(&here, arg)?),
+                "$lte" => Filter::Lte(f(), scalar(&here, arg)?),
+                "$in" => Filter::In(f(), list(&here, arg)?),
+                "$nin" => Filter::Nin(f(), list(&here, arg)?),
+                "$exists" => match arg {
+                    serde_json::Value::Bool(b) => Filter::Exists(f(), *b),
+                    _ => return Err(bad(&here, "$exists takes true or false")),
+                },
+                "$not" => Filter::Not(Box::new(Self::parse_field(field, arg, &here)?)),
+                other if other.starts_with('$') => {
+                    return Err(bad(&here, format!("unknown operator `{other}`")))
+                }
+                other => {
+                    return Err(bad(
+                        &here,
+                        format!("`{other}` is not an operator; nested fields are not supported"),
+                    ))
+                }
+            });
+        }
+        Ok(if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Filter::And(parts)
+        })
+    }
+
+    /// Does `p` satisfy the filter?
+    pub fn matches(&self, p: &Payload) -> bool {
+        match self {
+            Filter::Eq(f, v) => eq(p.get(f), v),
+            Filter::Ne(f, v) => !eq(p.get(f), v),
+            Filter::Gt(f, v) => cmp_is(p.get(f), v, |o| o == Ordering::Greater),
+            Filter::Gte(f, v) => cmp_is(p.get(f), v, |o| o != Ordering::Less),
+            Filter::Lt(f, v) => cmp_is(p.get(f), v, |o| o == Ordering::Less),
+            Filter::Lte(f, v) => cmp_is(p.get(f), v, |o| o != Ordering::Greater),
+            Filter::In(f, vs) => vs.iter().any(|v| eq(p.get(f), v)),
+            Filter::Nin(f, vs) => !vs.iter().any(|v| eq(p.get(f), v)),
+            Filter::Exists(f, want) => p.contains_key(f) == *want,
+            Filter::And(fs) => fs.iter().all(|x| x.matches(p)),
+            Filter::Or(fs) => fs.iter().any(|x| x.matches(p)),
+            Filter::Not(x) => !x.matches(p),
+        }
+    }
+}
+
+/// Equality of a stored value (or absence) with a filter operand.
+pub(crate) fn eq(stored: Option<&Value>, want: &Value) -> bool {
+    match (stored, want) {
+        (None | Some(Value::Null), Value::Null) => true,
+        (None, _) => false,
+        (Some(Value::Tags(t)), Value::Str(s)) => t.iter().any(|x| x == s),
+        (Some(s), w) => scalar_cmp(s, w) == Some(Ordering::Equal),
+    }
+}
+
+fn cmp_is(stored: Option<&Value>, want: &Value, pred: impl Fn(Ordering) -> bool) -> bool {
+    stored.and_then(|s| ordered_cmp(s, want)).is_some_and(pred)
+}
+
+/// Ordering for `$gt`-style operators: numbers with numbers, strings with strings.
+fn ordered_cmp(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Str(x), Value::Str(y)) => Some(x.as_bytes().cmp(y.as_bytes())),
+        (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => scalar_cmp(a, b),
+        _ => None,
+    }
+}
+
+/// Comparison of two scalars of compatible kinds (None when incomparable).
+pub(crate) fn scalar_cmp(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => Some(x.cmp(y)),
+        (Value::Int(x), Value::Float(y)) => cmp_int_float(*x, *y),
+        (Value::Float(x), Value::Int(y)) => cmp_int_float(*y, *x).map(Ordering::reverse),
+        (Value::Float(x), Value::Float(y)) => x.partial_cmp(y),
+        (Value::Str(x), Value::Str(y)) => Some(x.as_bytes().cmp(y.as_bytes())),
+        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
+        (Value::Null, Value::Null) => Some(Ordering::Equal),
+        _ => None,
+    }
+}
+
+/// Exact comparison of an i64 with an f64 (no rounding of large integers).
+fn cmp_int_float(i: i64, f: f64) -> Option<Ordering> {
+    if f.is_nan() {
+        return None;
+    }
+    // i64 range as f64 is [-2^63, 2^63).
+    if f >= 9_223_372_036_854_775_808.0 {
+        return Some(Ordering::Less);
+    }
+    if f < -9_223_372_036_854_775_808.0 {
+        return Some(Ordering::Greater);
+    }
+    let t = f.trunc();
+    let ti = t as i64;
+    Some(i.cmp(&ti).then_with(|| {
+        if f > t {
+            Ordering::Less
+        } else if f < t {
+            Ordering::Greater
+        } else {
+            Ordering::Equal
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn p(v: serde_json::Value) -> Payload {
+        crate::filter::value::payload_from_json(&v).unwrap()
+    }
+
+    fn f(v: serde_json::Value) -> Filter {
+        Filter::from_json(&v).unwrap()
+    }
+
+    #[test]
+    fn semantics_of_each_operator() {
+        let doc = p(
+            json!({"lang": "en", "year": 2021, "score": 0.5, "ok": true, "tags": ["a", "b"], "n": null}),
+        );
+        let yes = |x| assert!(f(x).matches(&doc));
+        let no = |x| assert!(!f(x).matches(&doc));
+        yes(json!({"lang": "en"}));
+        no(json!({"lang": "fr"}));
+        yes(json!({"year": {"$gte": 2020, "$lt": 2022}}));
+        yes(json!({"year": {"$gt": 2020.5}}));
+        yes(json!({"year": 2021.0}));
+        no(json!({"year": {"$gt": 2021}}));
+        yes(json!({"score": {"$lte": 0.5}}));
+        yes(json!({"tags": "a"}));
+        yes(json!({"tags": {"$in": ["z", "b"]}}));
+        no(json!({"tags": {"$nin": ["b"]}}));
+        no(json!({"tags": {"$ne": "a"}}));
+        no(json!({"tags": {"$gt": "a"}}));
+        yes(json!({"missing": {"$ne": 3}}));
+        yes(json!({"missing": {"$nin": [3]}}));
+        no(json!({"missing": {"$gt": 3}}));
+        yes(json!({"missing": null}));
+        yes(json!({"n": null}));
+        yes(json!({"n": {"$exists": true}}));
+        yes(json!({"missing": {"$exists": false}}));
+        no(json!({"lang": {"$gt": 3}}));
+        no(json!({"ok": {"$gt": false}}));
+        yes(json!({"ok": true}));
+        yes(json!({"$or": [{"lang": "fr"}, {"year": 2021}]}));
+        no(json!({"$and": [{"lang": "en"}, {"year": 1999}]}));
+        yes(json!({"$not": {"lang": "fr"}}));
+        yes(json!({"year": {"$not": {"$lt": 2000}}}));
+        yes(json!({}));
+        no(json!({"$or": []}));
+        yes(json!({"lang": {"$gte": "e", "$lt": "f"}}));
+    }
+
+    #[test]
+    fn int_float_comparison_is_exact() {
+        assert_eq!(
+            cmp_int_float(i64::MAX, 9.223_372_036_854_776e18),
+            Some(Ordering::Less)
+        );
+        assert_eq!(cmp_int_float(3, 3.0), Some(Ordering::Equal));
+        assert_eq!(cmp_int_float(3, 3.5), Some(Ordering::Less));
+        assert_eq!(cmp_int_float(-3, -3.5), Some(Ordering::Greater));
+        assert_eq!(
+            cmp_int_float(1 << 60, (1u64 << 60) as f64),
+            Some(Ordering::Equal)
+        );
+        assert_eq!(
+            cmp_int_float((1 << 60) + 1, (1u64 << 60) as f64),
+            Some(Ordering::Greater)
+        );
+    }
+
+    #[test]
+    fn malformed_filters_name_the_bad_part() {
+        for (bad, part) in [
+            (json!({"year": {"$foo": 1}}), "$foo"),
+            (json!({"$nor": []}), "$nor"),
+            (json!({"year": {"$in": 3}}), "$in"),
+            (json!({"year": {"$exists": 1}}), "$exists"),
+            (json!({"$or": {"a": 1}}), "$or"),
+            (json!({"a": [1, 2]}), "$.a"),
+            (json!({"a": {"b": 1}}), "nested"),
+            (json!({"a": {}}), "empty"),
+            (json!([1]), "object"),
+            (json!({"a": {"$gt": {"x": 1}}}), "$gt"),
+        ] {
+            let e = Filter::from_json(&bad).unwrap_err().to_string();
+            assert!(e.contains(part), "{bad}: {e}");
+        }
+        let mut deep = json!({"a": 1});
+        for _ in 0..100 {
+            deep = json!({"$not": deep});
+        }
+        assert!(Filter::from_json(&deep)
+            .unwrap_err()
+            .to_string()
+            .contains("deeper"));
+    }
+}
