@@ -34,5 +34,6 @@ pub use collection::{
     Collection, CollectionStats, Database, DbOptions, Durability, Hit, Point, SegmentStats,
 };
 pub use error::{Error, Result};
+pub use filter::expr::Filter;
 pub use filter::value::{payload_from_json, payload_to_json, Payload, Value};
 pub use types::{CollectionConfig, IndexConfig, Metric, SearchParams, MAX_DIM};

@@ -216,6 +216,8 @@ pub struct SearchParams {
     /// HNSW beam width for this query (default: the collection's `ef_search`). Must be
     /// at least 1; `k` is used when larger.
     pub ef: Option<usize>,
+    /// Only points whose payload matches are returned (see [`crate::Filter`]).
+    pub filter: Option<crate::filter::expr::Filter>,
 }
 
 impl SearchParams {
@@ -223,6 +225,13 @@ impl SearchParams {
     #[must_use]
     pub fn with_payload(mut self, yes: bool) -> Self {
         self.include_payload = yes;
+        self
+    }
+
+    /// Return only points matching `filter`.
+    #[must_use]
+    pub fn with_filter(mut self, filter: crate::filter::expr::Filter) -> Self {
+        self.filter = Some(filter);
         self
     }
 

@@ -5,6 +5,7 @@ mod collection_basic;
 mod corruption_detected;
 mod crash_process;
 mod database_lock;
+mod filtered_search;
 mod format_fixtures;
 mod hnsw_index;
 mod real_data;

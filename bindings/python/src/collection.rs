@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArrayMethods, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyNotImplementedError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use trovedb::{Collection, Hit, Payload, SearchParams};
 
-use crate::convert::{f32_array, id_array, payload_from_py, payload_to_py};
+use crate::convert::{f32_array, filter_from_py, id_array, payload_from_py, payload_to_py};
 use crate::error::IntoPy;
 
 /// Id used to pad results when fewer than k points exist.
@@ -106,30 +106,70 @@ impl PyCollection {
         py.detach(|| c.upsert(ids_s, vecs_s, &payloads)).py_err()
     }
 
-    /// Delete points by id; returns how many existed.
-    fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let ids = id_array(ids)?;
-        let ro = ids.readonly();
-        let s = ro.as_slice()?;
+    /// Delete points by id, or every point matching `filter`; returns how many existed.
+    #[pyo3(signature = (ids = None, *, filter = None))]
+    fn delete(
+        &self,
+        py: Python<'_>,
+        ids: Option<&Bound<'_, PyAny>>,
+        filter: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
         let c = &self.c;
-        py.detach(|| c.delete(s)).py_err()
+        match (ids.filter(|i| !i.is_none()), filter_from_py(filter)?) {
+            (Some(ids), None) => {
+                let ids = id_array(ids)?;
+                let ro = ids.readonly();
+                let s = ro.as_slice()?;
+                py.detach(|| c.delete(s)).py_err()
+            }
+            (None, Some(f)) => py.detach(|| c.delete_where(&f)).py_err(),
+            _ => Err(PyValueError::new_err("give either ids or filter")),
+        }
+    }
+
+    /// Number of points, or of points matching `filter`.
+    #[pyo3(signature = (filter = None))]
+    fn count(&self, py: Python<'_>, filter: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+        let c = &self.c;
+        match filter_from_py(filter)? {
+            None => Ok(c.len()),
+            Some(f) => py.detach(|| c.count(&f)).py_err(),
+        }
     }
 
     /// Fetch points. For one int: a dict `{"id", "vector", "payload"}` or None. For a
-    /// sequence: a list with a dict or None per id, in order.
-    fn get<'py>(&self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let single = ids.extract::<u64>().is_ok() && !ids.hasattr("__len__")?;
-        let arr = id_array(ids)?;
-        let ro = arr.readonly();
-        let s = ro.as_slice()?.to_vec();
+    /// sequence: a list with a dict or None per id, in order. With `filter` (and no ids):
+    /// a list of up to `limit` matching points (a metadata-only query).
+    #[pyo3(signature = (ids = None, *, filter = None, limit = 100))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        ids: Option<&Bound<'py, PyAny>>,
+        filter: Option<&Bound<'py, PyAny>>,
+        limit: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let c = Arc::clone(&self.c);
-        let points = py
-            .detach(move || {
-                s.iter()
-                    .map(|id| c.get(*id))
-                    .collect::<trovedb::Result<Vec<_>>>()
-            })
-            .py_err()?;
+        let (single, points) = match (ids.filter(|i| !i.is_none()), filter_from_py(filter)?) {
+            (Some(ids), None) => {
+                let single = ids.extract::<u64>().is_ok() && !ids.hasattr("__len__")?;
+                let arr = id_array(ids)?;
+                let ro = arr.readonly();
+                let s = ro.as_slice()?.to_vec();
+                let points = py
+                    .detach(move || {
+                        s.iter()
+                            .map(|id| c.get(*id))
+                            .collect::<trovedb::Result<Vec<_>>>()
+                    })
+                    .py_err()?;
+                (single, points)
+            }
+            (None, Some(f)) => {
+                let points = py.detach(move || c.get_where(&f, limit)).py_err()?;
+                (false, points.into_iter().map(Some).collect())
+            }
+            _ => return Err(PyValueError::new_err("give either ids or filter")),
+        };
         let mut out = Vec::with_capacity(points.len());
         for p in points {
             out.push(match p {
@@ -163,17 +203,15 @@ impl PyCollection {
         include_payload: bool,
         search_params: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if filter.is_some_and(|f| !f.is_none()) {
-            return Err(PyNotImplementedError::new_err(
-                "metadata filters are not implemented in this build yet",
-            ));
-        }
         if k == 0 || k > MAX_K {
             return Err(PyValueError::new_err(format!(
                 "k must be in 1..={MAX_K}, got {k}"
             )));
         }
-        let params = parse_search_params(search_params, include_payload)?;
+        let mut params = parse_search_params(search_params, include_payload)?;
+        if let Some(f) = filter_from_py(filter)? {
+            params = params.with_filter(f);
+        }
         let q = f32_array(query)?;
         let dim = self.c.dim();
         let (nq, one) = match q.shape() {

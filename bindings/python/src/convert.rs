@@ -103,6 +103,23 @@ fn value_from_py(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Value> {
     }
 }
 
+/// A filter dict (Mongo style) as a core filter; `None` means no filter. The dict goes
+/// through `json.dumps`, so anything JSON-serialisable is accepted and parsed by the core.
+pub(crate) fn filter_from_py(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<trovedb::Filter>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(None);
+    };
+    if !obj.is_instance_of::<PyDict>() {
+        return Err(PyTypeError::new_err("filter must be a dict"));
+    }
+    let text: String = PyModule::import(obj.py(), "json")?
+        .call_method1("dumps", (obj,))?
+        .extract()?;
+    trovedb::Filter::from_json_str(&text)
+        .map(Some)
+        .map_err(crate::error::to_py)
+}
+
 /// A dict as a payload (`None` is an empty payload).
 pub(crate) fn payload_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Payload> {
     if obj.is_none() {

@@ -224,3 +224,42 @@ def test_hnsw_collection_recall_ef_and_reopen(tmp_path, minilm):
     with trovedb.open(tmp_path) as db:
         again, _ = db.get_collection("h").search(queries, k=10, ef=128)
         np.testing.assert_array_equal(ids, again)
+
+
+def test_filters_search_count_get_delete(tmp_path):
+    rng = np.random.default_rng(7)
+    n = 3000
+    vecs = rng.standard_normal((n, 16)).astype(np.float32)
+    payloads = [
+        {"lang": ["en", "fr", "de"][i % 3], "year": 2000 + i % 25, "tags": ["a", "b"] if i % 5 == 0 else ["c"]}
+        for i in range(n)
+    ]
+    flt = {"lang": "en", "year": {"$gte": 2020}, "$or": [{"tags": "a"}, {"year": 2024}]}
+
+    def ok(p):
+        return p["lang"] == "en" and p["year"] >= 2020 and ("a" in p["tags"] or p["year"] == 2024)
+
+    passing = [i for i in range(n) if ok(payloads[i])]
+    with trovedb.open(tmp_path, seal_threshold_rows=2000) as db:
+        for index in ["flat", "hnsw"]:
+            c = db.create_collection(index, dim=16, metric="l2", index=index)
+            c.upsert(np.arange(n), vecs, payloads)
+            assert c.count(filter=flt) == len(passing)
+            assert c.count() == n
+            q = rng.standard_normal(16).astype(np.float32)
+            ids, dists, pays = c.search(q, k=5, filter=flt, include_payload=True)
+            assert all(ok(p) for p in pays)
+            d = ((vecs[passing] - q) ** 2).sum(axis=1)
+            want = [passing[j] for j in np.argsort(d)[:5]]
+            assert ids.tolist() == want
+            got = c.get(filter={"year": 2001}, limit=3)
+            assert len(got) == 3 and all(g["payload"]["year"] == 2001 for g in got)
+            with pytest.raises(ValueError, match=r"\$bogus"):
+                c.search(q, k=5, filter={"year": {"$bogus": 1}})
+            with pytest.raises(TypeError):
+                c.search(q, k=5, filter=[1, 2])
+            with pytest.raises(ValueError):
+                c.delete()
+        c = db.get_collection("flat")
+        assert c.delete(filter={"lang": "de"}) == n // 3
+        assert c.count(filter={"lang": "de"}) == 0 and len(c) == n - n // 3

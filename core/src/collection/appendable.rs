@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use crate::distance::Kernels;
 use crate::filter::bitset::Bitset;
+use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
 use crate::index::hnsw::build::{GraphBuilder, VectorSet};
 use crate::index::hnsw::HnswParams;
@@ -19,12 +20,15 @@ pub(crate) struct AppendableSegment {
     by_id: HashMap<u64, usize>,
     /// The live HNSW graph over every row (deleted rows stay in it as waypoints).
     pub(crate) graph: Option<GraphBuilder>,
+    /// Rows by payload value, kept current as rows are appended.
+    pub(crate) payload_index: PayloadIndex,
 }
 
 impl AppendableSegment {
     pub(crate) fn new(dim: usize, hnsw: Option<HnswParams>) -> Self {
         AppendableSegment {
             graph: hnsw.map(GraphBuilder::new),
+            payload_index: PayloadIndex::default(),
             dim,
             vectors: Vec::new(),
             ids: Vec::new(),
@@ -57,6 +61,8 @@ impl AppendableSegment {
         self.ids.push(id);
         self.payloads.push(payload);
         self.deleted.grow(row + 1);
+        self.payload_index
+            .add(self.payloads.last().unwrap_or(&Payload::new()));
         self.by_id.insert(id, row);
     }
 

@@ -13,6 +13,7 @@ use super::state::{hnsw_params, SealedSegment, State};
 use crate::distance::{normalize, Kernels};
 use crate::error::{Error, Result};
 use crate::filter::bitset::Bitset;
+use crate::filter::expr::Filter;
 use crate::filter::value::{validate_payload, Payload};
 use crate::index::hnsw::build::{GraphBuilder, VectorSet};
 use crate::index::hnsw::visited::VisitedPool;
@@ -156,12 +157,7 @@ impl Collection {
                 Some(d) => deletes::read_file(&dir.join(&d.file), m.id, reader.rows())?,
                 None => Bitset::new(reader.rows()),
             };
-            sealed.push(SealedSegment {
-                id: m.id,
-                reader: Arc::new(reader),
-                deleted,
-                dirty: false,
-            });
+            sealed.push(SealedSegment::new(m.id, Arc::new(reader), deleted));
         }
         let mut state = State::new(&config, Kernels::best(), sealed);
         let wdir = wal_dir(dir);
@@ -493,7 +489,7 @@ impl Collection {
         let mut buf = Vec::new();
         let q = self.prepare_query(query, &mut buf, k)?;
         let st = self.state.read();
-        let found = st.search(q, k, ef, &self.visited);
+        let found = st.search(q, k, ef, &self.visited, params.filter.as_ref())?;
         Self::to_hits(&st, found, params)
     }
 
@@ -525,29 +521,64 @@ impl Collection {
             prepared.extend_from_slice(self.prepare_query(q, &mut buf, k)?);
         }
         let st = self.state.read();
-        let found: Vec<Vec<(u64, f32)>> = if self.config.index == IndexConfig::Flat {
-            let block = crate::index::flat::QUERY_BLOCK;
-            // Enough blocks to keep every thread busy, never more than `block` per block.
-            let per = nq
-                .div_ceil(rayon::current_num_threads().max(1))
-                .clamp(1, block);
-            prepared
-                .par_chunks(per * dim)
-                .flat_map_iter(|chunk| {
-                    let qs: Vec<&[f32]> = chunk.chunks_exact(dim).collect();
-                    st.search_flat_block(&qs, k)
-                })
-                .collect()
-        } else {
-            prepared
-                .par_chunks(dim)
-                .map(|q| st.search(q, k, ef, &self.visited))
-                .collect()
-        };
+        let found: Vec<Vec<(u64, f32)>> =
+            if self.config.index == IndexConfig::Flat && params.filter.is_none() {
+                let block = crate::index::flat::QUERY_BLOCK;
+                // Enough blocks to keep every thread busy, never more than `block` per block.
+                let per = nq
+                    .div_ceil(rayon::current_num_threads().max(1))
+                    .clamp(1, block);
+                prepared
+                    .par_chunks(per * dim)
+                    .flat_map_iter(|chunk| {
+                        let qs: Vec<&[f32]> = chunk.chunks_exact(dim).collect();
+                        st.search_flat_block(&qs, k)
+                    })
+                    .collect()
+            } else {
+                prepared
+                    .par_chunks(dim)
+                    .map(|q| st.search(q, k, ef, &self.visited, params.filter.as_ref()))
+                    .collect::<Result<_>>()?
+            };
         found
             .into_iter()
             .map(|f| Self::to_hits(&st, f, params))
             .collect()
+    }
+
+    /// Number of live points whose payload matches `filter`.
+    pub fn count(&self, filter: &Filter) -> Result<usize> {
+        self.check_open()?;
+        self.state.read().count(filter)
+    }
+
+    /// Up to `limit` live points whose payload matches `filter` (a metadata-only query),
+    /// in storage order.
+    pub fn get_where(&self, filter: &Filter, limit: usize) -> Result<Vec<Point>> {
+        self.check_open()?;
+        let st = self.state.read();
+        st.matching_ids(filter, limit)?
+            .into_iter()
+            .filter_map(|id| {
+                st.get(id).transpose().map(|r| {
+                    r.map(|(vector, payload)| Point {
+                        id,
+                        vector,
+                        payload,
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Delete every live point whose payload matches `filter`; returns how many.
+    pub fn delete_where(&self, filter: &Filter) -> Result<usize> {
+        self.check_open()?;
+        // Ids are collected first; a concurrent upsert of a matching id after this point
+        // is not deleted (it was not visible when the call started).
+        let ids = self.state.read().matching_ids(filter, usize::MAX)?;
+        self.delete(&ids)
     }
 
     /// Seal the appendable segment now (even if below the threshold) and checkpoint.
@@ -662,12 +693,8 @@ impl Collection {
         }
         if let Some((id, reader)) = new_reader {
             let rows = reader.rows();
-            st.sealed.push(SealedSegment {
-                id,
-                reader: Arc::new(reader),
-                deleted: Bitset::new(rows),
-                dirty: false,
-            });
+            st.sealed
+                .push(SealedSegment::new(id, Arc::new(reader), Bitset::new(rows)));
         }
         st.reset_appendable();
         drop(st);

@@ -4,11 +4,13 @@
 //!
 //! INVARIANT: every id has at most one live row across all segments.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::distance::Kernels;
 use crate::error::Result;
 use crate::filter::bitset::Bitset;
+use crate::filter::expr::Filter;
+use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
 use crate::index::hnsw::graph::Graph;
 use crate::index::hnsw::visited::VisitedPool;
@@ -27,12 +29,48 @@ pub(crate) struct SealedSegment {
     pub deleted: Bitset,
     /// Deletions changed since the last checkpoint (a new deletion file is due).
     pub dirty: bool,
+    /// Payload index, built from the segment's payloads on the first filtered query.
+    pub payload_index: OnceLock<PayloadIndex>,
 }
 
 impl SealedSegment {
+    pub(crate) fn new(id: u64, reader: Arc<SegmentReader>, deleted: Bitset) -> SealedSegment {
+        SealedSegment {
+            id,
+            reader,
+            deleted,
+            dirty: false,
+            payload_index: OnceLock::new(),
+        }
+    }
+
+    /// The payload index (decodes every payload once, on first use).
+    pub(crate) fn payload_index(&self) -> Result<&PayloadIndex> {
+        if let Some(ix) = self.payload_index.get() {
+            return Ok(ix);
+        }
+        let mut ix = PayloadIndex::default();
+        for row in 0..self.reader.rows() {
+            ix.add(&self.reader.payload(row)?);
+        }
+        // Two threads may build it at once; either result is the same.
+        let _ = self.payload_index.set(ix);
+        Ok(self.payload_index.get().expect("set just above"))
+    }
+
     pub(crate) fn live_count(&self) -> usize {
         self.reader.rows() - self.deleted.count_ones()
     }
+}
+
+/// One segment as search sees it.
+struct SegmentView<'a> {
+    vectors: &'a [f32],
+    deleted: &'a Bitset,
+    /// Passing and live rows, when a filter is given.
+    allowed: Option<&'a Bitset>,
+    graph: Option<&'a dyn Graph>,
+    ids: &'a dyn Fn(usize) -> u64,
 }
 
 /// Where the live row of an id is.
@@ -180,84 +218,164 @@ impl State {
         })
     }
 
-    /// Top-k over every segment, deletes respected: exact scans for flat collections and
-    /// small segments, graph search (beam `ef`) otherwise.
+    /// Top-k over every segment, deletes and the filter respected.
+    ///
+    /// Per segment: without a filter, an exact scan (flat collections, segments of at most
+    /// `FLAT_SCAN_MAX_ROWS`) or a graph search with beam `ef`. With a filter, the payload
+    /// index gives the passing rows first; when they are few, only they are scanned (exact),
+    /// otherwise the graph is searched, traversing rejected rows but returning passing ones.
     pub(crate) fn search(
         &self,
         query: &[f32],
         k: usize,
         ef: usize,
         pool: &VisitedPool,
-    ) -> Vec<(u64, f32)> {
-        let (kernels, metric, dim) = (self.kernels, self.config.metric, self.config.dim);
+        filter: Option<&Filter>,
+    ) -> Result<Vec<(u64, f32)>> {
         let mut top = TopK::new(k);
-        let graph_search = |g: &dyn Graph,
-                            vectors: &[f32],
-                            del: &Bitset,
-                            ids: &dyn Fn(usize) -> u64,
-                            top: &mut TopK| {
-            let dist = |n: u32| {
-                let n = n as usize;
-                kernels.distance(metric, query, &vectors[n * dim..(n + 1) * dim])
-            };
-            let prefetch = |n: u32| {
-                let n = n as usize;
-                crate::distance::prefetch(&vectors[n * dim..(n + 1) * dim]);
-            };
-            let mut visited = pool.take(g.len());
-            let found = hnsw_search::with_scratch(|scratch| {
-                hnsw_search::search(
-                    g,
-                    &dist,
-                    &prefetch,
-                    k,
-                    ef,
-                    &|n| !del.get(n as usize),
-                    &mut visited,
-                    scratch,
-                )
-            });
-            pool.give(visited);
-            for c in found {
-                top.push(c.d, ids(c.id as usize));
-            }
-        };
         for s in &self.sealed {
-            let ids = s.reader.ids();
-            let del = &s.deleted;
-            match s.reader.graph() {
-                Some(g) if s.reader.rows() > FLAT_SCAN_MAX_ROWS => {
-                    graph_search(&g, s.reader.vectors(), del, &|r| ids[r], &mut top);
+            let allowed = match filter {
+                Some(f) => {
+                    let mut b = s.payload_index()?.eval(f);
+                    b.and_not(&s.deleted);
+                    Some(b)
                 }
-                _ => flat::scan(
-                    kernels,
-                    metric,
-                    dim,
-                    s.reader.vectors(),
-                    query,
-                    |r| !del.get(r),
-                    |r| ids[r],
-                    &mut top,
-                ),
-            }
+                None => None,
+            };
+            let ids = s.reader.ids();
+            let graph = s.reader.graph();
+            let seg = SegmentView {
+                vectors: s.reader.vectors(),
+                deleted: &s.deleted,
+                allowed: allowed.as_ref(),
+                graph: graph.as_ref().map(|g| g as &dyn Graph),
+                ids: &|r| ids[r],
+            };
+            self.search_segment(&seg, query, k, ef, pool, &mut top);
         }
         let a = &self.appendable;
-        match &a.graph {
-            Some(g) if a.rows() > FLAT_SCAN_MAX_ROWS => {
-                graph_search(g, &a.vectors, &a.deleted, &|r| a.ids[r], &mut top);
+        let allowed = filter.map(|f| {
+            let mut b = a.payload_index.eval(f);
+            b.and_not(&a.deleted);
+            b
+        });
+        let seg = SegmentView {
+            vectors: &a.vectors,
+            deleted: &a.deleted,
+            allowed: allowed.as_ref(),
+            graph: a.graph.as_ref().map(|g| g as &dyn Graph),
+            ids: &|r| a.ids[r],
+        };
+        self.search_segment(&seg, query, k, ef, pool, &mut top);
+        Ok(top.into_sorted())
+    }
+
+    /// Whether scanning `passing` rows exactly is cheaper than a filtered graph search of a
+    /// segment of `rows`: a scan costs `passing` distances; a graph search about
+    /// `ef * 2m / s` with pass rate `s = passing / rows`. Equal when
+    /// `passing = sqrt(ef * 2m * rows)`.
+    fn prefer_scan(&self, passing: usize, rows: usize, ef: usize) -> bool {
+        let m0 = hnsw_params(&self.config).map_or(32, |p| p.m0());
+        (passing as f64) <= ((ef * m0) as f64 * rows as f64).sqrt()
+    }
+
+    fn search_segment(
+        &self,
+        seg: &SegmentView<'_>,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        pool: &VisitedPool,
+        top: &mut TopK,
+    ) {
+        let (kernels, metric, dim) = (self.kernels, self.config.metric, self.config.dim);
+        let rows = seg.vectors.len() / dim;
+        let dist_row =
+            |r: usize| kernels.distance(metric, query, &seg.vectors[r * dim..(r + 1) * dim]);
+        if let Some(allowed) = seg.allowed {
+            let passing = allowed.count_ones();
+            if passing == 0 {
+                return;
+            }
+            if seg.graph.is_none()
+                || rows <= FLAT_SCAN_MAX_ROWS
+                || self.prefer_scan(passing, rows, ef)
+            {
+                let mut thr = top.threshold();
+                for r in allowed.iter_ones() {
+                    let d = dist_row(r);
+                    if d <= thr {
+                        top.push(d, (seg.ids)(r));
+                        thr = top.threshold();
+                    }
+                }
+                return;
+            }
+        }
+        match seg.graph {
+            Some(g) if rows > FLAT_SCAN_MAX_ROWS => {
+                let dist = |n: u32| dist_row(n as usize);
+                let prefetch = |n: u32| {
+                    let n = n as usize;
+                    crate::distance::prefetch(&seg.vectors[n * dim..(n + 1) * dim]);
+                };
+                let allow = |n: u32| match seg.allowed {
+                    Some(a) => a.get(n as usize),
+                    None => !seg.deleted.get(n as usize),
+                };
+                let mut visited = pool.take(g.len());
+                let found = hnsw_search::with_scratch(|scratch| {
+                    hnsw_search::search(g, &dist, &prefetch, k, ef, &allow, &mut visited, scratch)
+                });
+                pool.give(visited);
+                for c in found {
+                    top.push(c.d, (seg.ids)(c.id as usize));
+                }
             }
             _ => flat::scan(
                 kernels,
                 metric,
                 dim,
-                &a.vectors,
+                seg.vectors,
                 query,
-                |r| !a.deleted.get(r),
-                |r| a.ids[r],
-                &mut top,
+                |r| !seg.deleted.get(r),
+                |r| (seg.ids)(r),
+                top,
             ),
         }
-        top.into_sorted()
+    }
+
+    /// Ids of live points matching `filter`, in segment order, at most `limit`.
+    pub(crate) fn matching_ids(&self, filter: &Filter, limit: usize) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for s in &self.sealed {
+            let mut b = s.payload_index()?.eval(filter);
+            b.and_not(&s.deleted);
+            let ids = s.reader.ids();
+            out.extend(b.iter_ones().map(|r| ids[r]).take(limit - out.len()));
+            if out.len() >= limit {
+                return Ok(out);
+            }
+        }
+        let a = &self.appendable;
+        let mut b = a.payload_index.eval(filter);
+        b.and_not(&a.deleted);
+        out.extend(b.iter_ones().map(|r| a.ids[r]).take(limit - out.len()));
+        Ok(out)
+    }
+
+    /// Number of live points matching `filter`.
+    pub(crate) fn count(&self, filter: &Filter) -> Result<usize> {
+        let mut n = 0;
+        for s in &self.sealed {
+            let mut b = s.payload_index()?.eval(filter);
+            b.and_not(&s.deleted);
+            n += b.count_ones();
+        }
+        let a = &self.appendable;
+        let mut b = a.payload_index.eval(filter);
+        b.and_not(&a.deleted);
+        Ok(n + b.count_ones())
     }
 
     /// Exact top-k for a block of queries at once (see `flat::scan_block`).

@@ -60,6 +60,13 @@ impl Bitset {
         was_clear
     }
 
+    /// Set every listed bit.
+    pub(crate) fn insert_all<'a>(&mut self, rows: impl IntoIterator<Item = &'a u32>) {
+        for r in rows {
+            self.insert(*r as usize);
+        }
+    }
+
     /// All bits set.
     pub(crate) fn full(len: usize) -> Bitset {
         let mut b = Bitset::new(len);

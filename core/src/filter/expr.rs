@@ -258,6 +258,10 @@ fn cmp_int_float(i: i64, f: f64) -> Option<Ordering> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "test helpers take json! temporaries"
+)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -14,9 +14,14 @@ use super::expr::Filter;
 use super::value::{Payload, Value};
 
 /// f64 with a total order (payload floats are finite).
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Key(f64);
 impl Eq for Key {}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
 impl Ord for Key {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&o.0)
@@ -41,11 +46,9 @@ pub(crate) struct PayloadIndex {
     fields: HashMap<String, FieldIndex>,
 }
 
-fn set(len: usize, rows: impl IntoIterator<Item = u32>) -> Bitset {
+fn set<'a>(len: usize, rows: impl IntoIterator<Item = &'a u32>) -> Bitset {
     let mut b = Bitset::new(len);
-    for r in rows {
-        b.insert(r as usize);
-    }
+    b.insert_all(rows);
     b
 }
 
@@ -73,10 +76,6 @@ impl PayloadIndex {
                 }
             }
         }
-    }
-
-    pub(crate) fn rows(&self) -> usize {
-        self.rows
     }
 
     /// Rows matching `filter`.
@@ -109,7 +108,7 @@ impl PayloadIndex {
                 let mut b = self
                     .fields
                     .get(f)
-                    .map_or_else(|| Bitset::new(n), |x| set(n, x.present.iter().copied()));
+                    .map_or_else(|| Bitset::new(n), |x| set(n, &x.present));
                 if !want {
                     b.negate();
                 }
@@ -152,15 +151,15 @@ impl PayloadIndex {
         };
         match v {
             Value::Null => {
-                let mut b = set(n, f.present.iter().copied());
+                let mut b = set(n, &f.present);
                 b.negate();
-                b.or_with(&set(n, f.nulls.iter().copied()));
+                b.or_with(&set(n, &f.nulls));
                 b
             }
-            Value::Bool(x) => set(n, f.bools[usize::from(*x)].iter().copied()),
+            Value::Bool(x) => set(n, &f.bools[usize::from(*x)]),
             Value::Str(s) => {
-                let mut b = set(n, f.strs.get(s).into_iter().flatten().copied());
-                b.or_with(&set(n, f.tags.get(s).into_iter().flatten().copied()));
+                let mut b = set(n, f.strs.get(s).into_iter().flatten());
+                b.or_with(&set(n, f.tags.get(s).into_iter().flatten()));
                 b
             }
             Value::Int(_) | Value::Float(_) => {
@@ -198,7 +197,7 @@ impl PayloadIndex {
                 };
                 for (k, rows) in f.floats.range((fl(lo), fl(hi))) {
                     if in_bounds(&Value::Float(k.0), v, &bounds) {
-                        rows.iter().for_each(|r| _ = b.insert(*r as usize));
+                        b.insert_all(rows);
                     }
                 }
                 // Integers: widen the f64 bounds to whole numbers, then check each
@@ -217,7 +216,7 @@ impl PayloadIndex {
                 };
                 for (i, rows) in f.ints.range((lo_i, hi_i)) {
                     if in_bounds(&Value::Int(*i), v, &bounds) {
-                        rows.iter().for_each(|r| _ = b.insert(*r as usize));
+                        b.insert_all(rows);
                     }
                 }
             }
@@ -229,7 +228,7 @@ impl PayloadIndex {
                     Bound::Unbounded => Bound::Unbounded,
                 };
                 for rows in f.strs.range((sb(lo), sb(hi))).map(|e| e.1) {
-                    rows.iter().for_each(|r| _ = b.insert(*r as usize));
+                    b.insert_all(rows);
                 }
             }
             _ => {}
@@ -351,7 +350,9 @@ mod tests {
                 })
                 .collect();
             let mut idx = PayloadIndex::default();
-            payloads.iter().for_each(|p| idx.add(p));
+            for p in &payloads {
+                idx.add(p);
+            }
             for _ in 0..50 {
                 let f = filter(&mut r, 0);
                 let got = idx.eval(&f);
