@@ -17,7 +17,8 @@ use anyhow::{bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use trovedb::{
-    CollectionConfig, Database, DbOptions, Durability, IndexConfig, Metric, SearchParams,
+    CollectionConfig, Database, DbOptions, Durability, Filter, IndexConfig, Metric, Payload,
+    SearchParams,
 };
 use trovedb_bench::dataset::{load_texmex, read_npy, save_texmex, Dataset};
 use trovedb_bench::recall::{percentile, recall_at_k};
@@ -43,6 +44,7 @@ struct Args {
     cache: PathBuf,
     seed: u64,
     filter_selectivity: Option<String>,
+    filters: Vec<String>,
 }
 
 fn parse_kv(s: &str) -> Result<(String, f64)> {
@@ -98,6 +100,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--cache" => a.cache = val()?.into(),
             "--seed" => a.seed = val()?.parse()?,
             "--filter-selectivity" => a.filter_selectivity = Some(val()?),
+            "--filter" => a.filters.push(val()?),
             "-h" | "--help" => {
                 println!("{}", include_str!("annbench_usage.txt"));
                 std::process::exit(0);
@@ -189,6 +192,118 @@ fn load(a: &Args) -> Result<Dataset> {
     Ok(ds)
 }
 
+/// One filter to benchmark (or none), with its exact filtered ground truth.
+struct FilterCase {
+    label: Option<String>,
+    filter: Option<Filter>,
+    selectivity: Option<f64>,
+    gt: Vec<Vec<u32>>,
+}
+
+/// A uniform pseudo-random attribute in 0..1_000_000 per row (splitmix64 of the row), the
+/// same function as `benches/peers/run_peers.py`, for filters of exact selectivity that
+/// are uncorrelated with the vectors.
+fn bench_attr(row: usize) -> i64 {
+    let mut z = (row as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) % 1_000_000) as i64
+}
+
+/// The payload stored in filtered runs: `r` (see [`bench_attr`]) plus the dataset's
+/// metadata fields, except long text.
+fn bench_payload(row: usize, meta: Option<&serde_json::Value>) -> Payload {
+    let mut p = meta
+        .and_then(|m| m.as_object())
+        .map(|o| {
+            let mut o = o.clone();
+            o.remove("text");
+            o.remove("doc_id");
+            trovedb::payload_from_json(&serde_json::Value::Object(o)).unwrap_or_default()
+        })
+        .unwrap_or_default();
+    p.insert("r".into(), trovedb::Value::Int(bench_attr(row)));
+    p
+}
+
+fn filter_cases(a: &Args, ds: &Dataset) -> Result<Vec<FilterCase>> {
+    let mut specs: Vec<(String, serde_json::Value)> = Vec::new();
+    if let Some(list) = &a.filter_selectivity {
+        for s in list.split(',') {
+            let sel: f64 = s
+                .trim()
+                .parse()
+                .with_context(|| format!("bad selectivity `{s}`"))?;
+            ensure!(
+                sel > 0.0 && sel <= 1.0,
+                "selectivity must be in (0, 1], got {sel}"
+            );
+            let bound = (sel * 1_000_000.0).round() as i64;
+            specs.push((
+                format!("r<{bound}"),
+                serde_json::json!({"r": {"$lt": bound}}),
+            ));
+        }
+    }
+    for f in &a.filters {
+        specs.push((
+            f.clone(),
+            serde_json::from_str(f).with_context(|| format!("--filter is not JSON: {f}"))?,
+        ));
+    }
+    if specs.is_empty() {
+        return Ok(vec![FilterCase {
+            label: None,
+            filter: None,
+            selectivity: None,
+            gt: ds.gt.clone(),
+        }]);
+    }
+    let n = ds.n();
+    let mut cases = Vec::new();
+    for (label, json) in specs {
+        let filter = Filter::from_json(&json)?;
+        let pass: Vec<usize> = (0..n)
+            .filter(|i| {
+                filter.matches(&bench_payload(
+                    *i,
+                    ds.metadata.as_ref().and_then(|m| m.get(*i)),
+                ))
+            })
+            .collect();
+        let sub: Vec<f32> = pass
+            .iter()
+            .flat_map(|i| ds.base[i * ds.dim..(i + 1) * ds.dim].iter().copied())
+            .collect();
+        let pb = bar(ds.nq() as u64, "filtered truth");
+        let (gt_sub, _) = trovedb_bench::synthetic::exact_ground_truth(
+            ds.metric,
+            ds.dim,
+            &sub,
+            &ds.queries,
+            100.min(pass.len()),
+            &|x| pb.inc(x),
+        );
+        pb.finish_and_clear();
+        let gt = gt_sub
+            .into_iter()
+            .map(|r| r.into_iter().map(|j| pass[j as usize] as u32).collect())
+            .collect();
+        eprintln!(
+            "filter {label}: {} of {n} points pass ({:.3}%)",
+            pass.len(),
+            100.0 * pass.len() as f64 / n as f64
+        );
+        cases.push(FilterCase {
+            label: Some(label),
+            filter: Some(filter),
+            selectivity: Some(pass.len() as f64 / n as f64),
+            gt,
+        });
+    }
+    Ok(cases)
+}
+
 fn exact_dist(metric: Metric, q: &[f32], v: &[f32]) -> f64 {
     let dot: f64 = q
         .iter()
@@ -211,9 +326,6 @@ fn exact_dist(metric: Metric, q: &[f32], v: &[f32]) -> f64 {
 }
 
 fn run(a: &Args) -> Result<()> {
-    if a.filter_selectivity.is_some() {
-        bail!("--filter-selectivity needs metadata filters in the engine, which are not implemented yet");
-    }
     let mut ds = load(a)?;
     if let Some(n) = a.queries {
         ds.limit_queries(n);
@@ -235,13 +347,25 @@ fn run(a: &Args) -> Result<()> {
         .seal_threshold_rows(n + 1);
     let db = Database::open(work.path(), opts)?;
     let coll = db.create_collection("bench", &config)?;
+    let cases = filter_cases(a, &ds)?;
+    let payloads: Vec<Payload> = if cases.iter().any(|c| c.filter.is_some()) {
+        (0..n)
+            .map(|i| bench_payload(i, ds.metadata.as_ref().and_then(|m| m.get(i))))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let t0 = Instant::now();
     let pb = bar(n as u64, "insert");
     let step = 10_000;
     let ids: Vec<u64> = (0..n as u64).collect();
     for s in (0..n).step_by(step) {
         let e = (s + step).min(n);
-        coll.upsert(&ids[s..e], &ds.base[s * dim..e * dim], &[])?;
+        coll.upsert(
+            &ids[s..e],
+            &ds.base[s * dim..e * dim],
+            payloads.get(s..e).unwrap_or(&[]),
+        )?;
         pb.inc((e - s) as u64);
     }
     pb.finish_and_clear();
@@ -264,109 +388,119 @@ fn run(a: &Args) -> Result<()> {
         Some((key, vals)) if key == "ef" => vals.iter().map(|v| Some((key.clone(), *v))).collect(),
         Some((key, _)) => bail!("unknown search parameter `{key}` to sweep (known: ef)"),
     };
-    let has100 = ds.gt.first().is_some_and(|g| g.len() >= 100) && n >= 100;
+    let has100 = |gt: &[Vec<u32>]| gt.first().is_some_and(|g| g.len() >= 100) && n >= 100;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.threads)
         .build()?;
     let mut records = Vec::new();
-    for setting in settings {
-        let params = match &setting {
-            Some((_, ef)) => SearchParams::default().with_ef(*ef as usize),
-            None => SearchParams::default(),
-        };
-        // Warm-up: touch the pages and the caches once.
-        for i in 0..nq.min(50) {
-            coll.search(ds.query(i), a.k, &params)?;
-        }
-        let mut lat = Vec::with_capacity(nq);
-        let mut results = Vec::with_capacity(nq);
-        let t = Instant::now();
-        for i in 0..nq {
-            let s = Instant::now();
-            let hits = coll.search(ds.query(i), a.k, &params)?;
-            lat.push(s.elapsed().as_secs_f64() * 1e3);
-            results.push(hits.iter().map(|h| h.id).collect::<Vec<u64>>());
-        }
-        let qps_single = nq as f64 / t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let batch = pool.install(|| coll.search_batch(&ds.queries, a.k, &params))?;
-        let qps_batch = nq as f64 / t.elapsed().as_secs_f64();
-        ensure!(
-            batch.len() == nq,
-            "batch returned {} result lists",
-            batch.len()
-        );
-        let recall = |res: &[Vec<u64>], k: usize| -> f64 {
-            (0..nq)
-                .into_par_iter()
-                .map(|i| {
-                    let q = ds.query(i);
-                    recall_at_k(&res[i], &ds.gt[i], k, |id| {
-                        exact_dist(
-                            ds.metric,
-                            q,
-                            &ds.base[id as usize * dim..(id as usize + 1) * dim],
-                        )
+    for case in &cases {
+        let gt = &case.gt;
+        for setting in settings.clone() {
+            let params = match &setting {
+                Some((_, ef)) => SearchParams::default().with_ef(*ef as usize),
+                None => SearchParams::default(),
+            };
+            let params = match &case.filter {
+                Some(f) => params.with_filter(f.clone()),
+                None => params,
+            };
+            // Warm-up: touch the pages and the caches once.
+            for i in 0..nq.min(50) {
+                coll.search(ds.query(i), a.k, &params)?;
+            }
+            let mut lat = Vec::with_capacity(nq);
+            let mut results = Vec::with_capacity(nq);
+            let t = Instant::now();
+            for i in 0..nq {
+                let s = Instant::now();
+                let hits = coll.search(ds.query(i), a.k, &params)?;
+                lat.push(s.elapsed().as_secs_f64() * 1e3);
+                results.push(hits.iter().map(|h| h.id).collect::<Vec<u64>>());
+            }
+            let qps_single = nq as f64 / t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let batch = pool.install(|| coll.search_batch(&ds.queries, a.k, &params))?;
+            let qps_batch = nq as f64 / t.elapsed().as_secs_f64();
+            ensure!(
+                batch.len() == nq,
+                "batch returned {} result lists",
+                batch.len()
+            );
+            let recall = |res: &[Vec<u64>], k: usize| -> f64 {
+                (0..nq)
+                    .into_par_iter()
+                    .map(|i| {
+                        let q = ds.query(i);
+                        recall_at_k(&res[i], &gt[i], k, |id| {
+                            exact_dist(
+                                ds.metric,
+                                q,
+                                &ds.base[id as usize * dim..(id as usize + 1) * dim],
+                            )
+                        })
                     })
-                })
-                .sum::<f64>()
-                / nq as f64
-        };
-        let r1 = recall(&results, 1);
-        let r10 = recall(&results, 10.min(a.k));
-        let r100 = if has100 {
-            let res100: Vec<Vec<u64>> = (0..nq)
-                .into_par_iter()
-                .map(|i| {
-                    coll.search(ds.query(i), 100, &params)
-                        .map(|h| h.iter().map(|x| x.id).collect())
-                })
-                .collect::<trovedb::Result<_>>()?;
-            Some(recall(&res100, 100))
-        } else {
-            None
-        };
-        let search_params = match &setting {
-            Some((k, v)) => serde_json::json!({ k: v }),
-            None => serde_json::json!({}),
-        };
-        records.push(Record {
-            schema: SCHEMA,
-            engine: "trovedb".into(),
-            index: a.index.clone(),
-            dataset: ds.name.clone(),
-            n,
-            dim,
-            metric: ds.metric.name().into(),
-            nq,
-            k: a.k,
-            build_params: serde_json::json!(a
-                .params
-                .iter()
-                .cloned()
-                .collect::<std::collections::BTreeMap<_, _>>()),
-            search_params,
-            threads: a.threads,
-            build_s,
-            index_bytes: stats.bytes_on_disk,
-            rss_bytes: rss,
-            recall_at_1: r1,
-            recall_at_10: r10,
-            recall_at_100: r100,
-            qps_single,
-            qps_batch,
-            latency_ms: Latency {
-                p50: percentile(&mut lat, 50.0),
-                p95: percentile(&mut lat, 95.0),
-                p99: percentile(&mut lat, 99.0),
-            },
-            filter_selectivity: None,
-            reopen_first_query_ms: None,
-            machine: report::machine(),
-            timestamp: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        });
+                    .sum::<f64>()
+                    / nq as f64
+            };
+            let r1 = recall(&results, 1);
+            let r10 = recall(&results, 10.min(a.k));
+            let r100 = if has100(gt) {
+                let res100: Vec<Vec<u64>> = (0..nq)
+                    .into_par_iter()
+                    .map(|i| {
+                        coll.search(ds.query(i), 100, &params)
+                            .map(|h| h.iter().map(|x| x.id).collect())
+                    })
+                    .collect::<trovedb::Result<_>>()?;
+                Some(recall(&res100, 100))
+            } else {
+                None
+            };
+            let mut search_params = match &setting {
+                Some((k, v)) => serde_json::json!({ k: v }),
+                None => serde_json::json!({}),
+            };
+            if let Some(label) = &case.label {
+                search_params["filter"] = serde_json::Value::String(label.clone());
+            }
+            records.push(Record {
+                schema: SCHEMA,
+                engine: "trovedb".into(),
+                index: a.index.clone(),
+                dataset: ds.name.clone(),
+                n,
+                dim,
+                metric: ds.metric.name().into(),
+                nq,
+                k: a.k,
+                build_params: serde_json::json!(a
+                    .params
+                    .iter()
+                    .cloned()
+                    .collect::<std::collections::BTreeMap<_, _>>()),
+                search_params,
+                threads: a.threads,
+                build_s,
+                index_bytes: stats.bytes_on_disk,
+                rss_bytes: rss,
+                recall_at_1: r1,
+                recall_at_10: r10,
+                recall_at_100: r100,
+                qps_single,
+                qps_batch,
+                latency_ms: Latency {
+                    p50: percentile(&mut lat, 50.0),
+                    p95: percentile(&mut lat, 95.0),
+                    p99: percentile(&mut lat, 99.0),
+                },
+                filter_selectivity: case.selectivity,
+                reopen_first_query_ms: None,
+                machine: report::machine(),
+                timestamp: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            });
+        }
     }
     println!(
         "dataset {} ({n} x {dim}, {}), {nq} queries, k={}, batch threads={}, machine: {}",
