@@ -143,10 +143,18 @@ def make_hnswlib(metric, dim, a):
         def set(self, p):
             self.ix.set_ef(int(p["ef"]))
 
+        filtered = True
+        mask = None
+
         def one(self, q, k):
+            if self.mask is not None:
+                m = self.mask
+                return self.ix.knn_query(q[None, :], k=k, num_threads=1, filter=lambda i: bool(m[i]))[0][0]
             return self.ix.knn_query(q[None, :], k=k, num_threads=1)[0][0]
 
         def batch(self, Q, k):
+            if self.mask is not None:  # Python callbacks: one thread
+                return np.stack([self.one(q, k) for q in Q])
             return self.ix.knn_query(Q, k=k, num_threads=a.threads)[0]
 
     return E()
@@ -200,17 +208,33 @@ def make_faiss(kind, metric, dim, a):
         def set(self, p):
             if kind == "hnsw":
                 self.ix.hnsw.efSearch = int(p["ef"])
+                self.ef = int(p["ef"])
             elif kind == "ivf_pq":
                 self.ivf.nprobe = int(p["nprobe"])
                 self.ix.k_factor = float(p["refine"])
 
+        filtered = kind in ("flat", "hnsw")
+        mask = None
+        ef = 16
+
+        def params(self):
+            if self.mask is None:
+                return None
+            if getattr(self, "_sel_for", None) is not self.mask:
+                self._bits = np.packbits(self.mask.astype(np.uint8), bitorder="little")
+                self._sel = faiss.IDSelectorBitmap(len(self.mask), faiss.swig_ptr(self._bits))
+                self._sel_for = self.mask
+            if kind == "hnsw":
+                return faiss.SearchParametersHNSW(sel=self._sel, efSearch=self.ef)
+            return faiss.SearchParameters(sel=self._sel)
+
         def one(self, q, k):
             faiss.omp_set_num_threads(1)
-            return self.ix.search(q[None, :], k)[1][0]
+            return self.ix.search(q[None, :], k, params=self.params())[1][0]
 
         def batch(self, Q, k):
             faiss.omp_set_num_threads(a.threads)
-            return self.ix.search(Q, k)[1]
+            return self.ix.search(Q, k, params=self.params())[1]
 
     return E()
 
@@ -264,8 +288,11 @@ def make_trovedb(kind, metric, dim, a):
         def build(self, base):
             self.db = trovedb.open(self.dir.name, durability="off", seal_threshold_rows=len(base) + 1)
             self.c = self.db.create_collection("bench", dim=dim, metric=metric, index=kind, **self.build_params)
+            attr = a.attr
             for s in range(0, len(base), 10000):
-                self.c.upsert(np.arange(s, min(s + 10000, len(base))), base[s : s + 10000])
+                e = min(s + 10000, len(base))
+                pays = [{"r": int(attr[i])} for i in range(s, e)] if a.filter_selectivity else None
+                self.c.upsert(np.arange(s, e), base[s:e], pays)
             self.c.flush()
 
         def nbytes(self):
@@ -277,13 +304,45 @@ def make_trovedb(kind, metric, dim, a):
         def set(self, p):
             self.params = p
 
+        filtered = True
+        mask = None
+
+        def flt(self):
+            if self.mask is None:
+                return None
+            # The mask is `attr < bound`; recover the bound for the engine's own filter.
+            bound = int(a.attr[~self.mask].min()) if (~self.mask).any() else 1_000_000
+            return {"r": {"$lt": bound}}
+
         def one(self, q, k):
-            return self.c.search(q, k=k, **self.params)[0]
+            return self.c.search(q, k=k, filter=self.flt(), **self.params)[0]
 
         def batch(self, Q, k):
-            return self.c.search(Q, k=k, **self.params)[0]
+            return self.c.search(Q, k=k, filter=self.flt(), **self.params)[0]
 
     return E()
+
+
+def bench_attr(n: int) -> np.ndarray:
+    """The uniform attribute annbench stores as payload `r`: splitmix64(row) % 1,000,000."""
+    m = np.uint64(0xFFFFFFFFFFFFFFFF)
+    with np.errstate(over="ignore"):
+        z = np.arange(n, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & m
+        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & m
+        z = z ^ (z >> np.uint64(31))
+    return (z % np.uint64(1_000_000)).astype(np.int64)
+
+
+def filtered_truth(metric, base, queries, mask, k=100):
+    """Exact top-k rows among those passing `mask` (brute force)."""
+    idx = np.nonzero(mask)[0]
+    sub = base[idx].astype(np.float64)
+    out = np.zeros((len(queries), min(k, len(idx))), dtype=np.int64)
+    for i, q in enumerate(queries):
+        d = exact_dist(metric, q, sub)
+        out[i] = idx[np.argsort(d, kind="stable")[: out.shape[1]]]
+    return out
 
 
 def main() -> int:
@@ -307,6 +366,8 @@ def main() -> int:
     ap.add_argument("--sweep-nprobe", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8, 16, 32, 64])
     ap.add_argument("--lsh-bits", type=int, default=512)
     ap.add_argument("--out", default="bench-out/peers.jsonl")
+    ap.add_argument("--filter-selectivity", help="comma-separated fractions, e.g. 1,0.1,0.01: filter on the "
+                    "uniform attribute annbench uses (hnswlib filter callback, faiss IDSelectorBitmap, trovedb filter)")
     a = ap.parse_args()
 
     name, metric, base, queries, gt = load(a.dataset, a.query_set, a.queries)
@@ -320,6 +381,16 @@ def main() -> int:
           f"(OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}); machine: {machine()}")
     out = pathlib.Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    cases = [(None, None, gt, None)]
+    if a.filter_selectivity:
+        attr = bench_attr(n)
+        cases = []
+        for s in a.filter_selectivity.split(","):
+            bound = int(round(float(s) * 1_000_000))
+            mask = attr < bound
+            cases.append((f"r<{bound}", mask, filtered_truth(metric, base, queries, mask), float(mask.mean())))
+            print(f"filter r<{bound}: {int(mask.sum())} of {n} points pass ({100 * mask.mean():.3f}%)")
+    a.attr = bench_attr(n)
     for spec in a.engines.split(","):
         try:
             if spec == "hnswlib":
@@ -340,40 +411,45 @@ def main() -> int:
         e.build(base)
         build_s = time.perf_counter() - t
         nbytes, rss = e.nbytes(), rss_bytes()
-        for p in e.sweep():
-            e.set(p) if p else None
-            for q in queries[:50]:
-                e.one(q, a.k)
-            lat, res = [], []
-            t0 = time.perf_counter()
-            for q in queries:
-                s = time.perf_counter()
-                res.append(np.asarray(e.one(q, a.k)))
-                lat.append((time.perf_counter() - s) * 1e3)
-            qps1 = len(queries) / (time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            e.batch(queries, a.k)
-            qpsb = len(queries) / (time.perf_counter() - t0)
-            r100 = None
-            if gt.shape[1] >= 100 and n >= 100:
-                r100 = recall(metric, base, queries, gt, np.asarray(e.batch(queries, 100)), 100)
-            lat_a = np.array(lat)
-            rec = {
-                "schema": 1, "engine": e.engine, "index": e.index, "dataset": name, "n": n, "dim": dim,
-                "metric": metric, "nq": len(queries), "k": a.k, "build_params": e.build_params,
-                "search_params": p, "threads": a.threads, "build_s": build_s, "index_bytes": nbytes,
-                "rss_bytes": rss, "recall_at_1": recall(metric, base, queries, gt, res, 1),
-                "recall_at_10": recall(metric, base, queries, gt, res, min(10, a.k)), "recall_at_100": r100,
-                "qps_single": qps1, "qps_batch": qpsb,
-                "latency_ms": {"p50": float(np.percentile(lat_a, 50)), "p95": float(np.percentile(lat_a, 95)),
-                               "p99": float(np.percentile(lat_a, 99))},
-                "filter_selectivity": None, "machine": machine(), "timestamp": int(time.time()),
-            }
-            with out.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-            print(f"{e.engine:8} {e.index:7} {json.dumps(p):28} R@1 {rec['recall_at_1']:.4f} R@10 {rec['recall_at_10']:.4f} "
-                  f"QPS(1t) {qps1:9.1f} QPS(batch) {qpsb:9.1f} p50 {rec['latency_ms']['p50']:.3f} ms build {build_s:.2f}s "
-                  f"{nbytes / 2**20:.1f} MiB")
+        for label, mask, cgt, sel in cases:
+            if mask is not None and not getattr(e, "filtered", False):
+                print(f"{e.engine} {e.index}: no filtered search, skipped for {label}")
+                continue
+            for p in e.sweep():
+                e.set(p) if p else None
+                e.mask = mask
+                for q in queries[:50]:
+                    e.one(q, a.k)
+                lat, res = [], []
+                t0 = time.perf_counter()
+                for q in queries:
+                    s = time.perf_counter()
+                    res.append(np.asarray(e.one(q, a.k)))
+                    lat.append((time.perf_counter() - s) * 1e3)
+                qps1 = len(queries) / (time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                e.batch(queries, a.k)
+                qpsb = len(queries) / (time.perf_counter() - t0)
+                r100 = None
+                if cgt.shape[1] >= 100 and n >= 100:
+                    r100 = recall(metric, base, queries, cgt, np.asarray(e.batch(queries, 100)), 100)
+                lat_a = np.array(lat)
+                rec = {
+                    "schema": 1, "engine": e.engine, "index": e.index, "dataset": name, "n": n, "dim": dim,
+                    "metric": metric, "nq": len(queries), "k": a.k, "build_params": e.build_params,
+                    "search_params": {**p, **({"filter": label} if label else {})}, "threads": a.threads, "build_s": build_s, "index_bytes": nbytes,
+                    "rss_bytes": rss, "recall_at_1": recall(metric, base, queries, cgt, res, 1),
+                    "recall_at_10": recall(metric, base, queries, cgt, res, min(10, a.k)), "recall_at_100": r100,
+                    "qps_single": qps1, "qps_batch": qpsb,
+                    "latency_ms": {"p50": float(np.percentile(lat_a, 50)), "p95": float(np.percentile(lat_a, 95)),
+                                   "p99": float(np.percentile(lat_a, 99))},
+                    "filter_selectivity": sel, "machine": machine(), "timestamp": int(time.time()),
+                }
+                with out.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                print(f"{e.engine:8} {e.index:7} {json.dumps(p):28} R@1 {rec['recall_at_1']:.4f} R@10 {rec['recall_at_10']:.4f} "
+                      f"QPS(1t) {qps1:9.1f} QPS(batch) {qpsb:9.1f} p50 {rec['latency_ms']['p50']:.3f} ms build {build_s:.2f}s "
+                      f"{nbytes / 2**20:.1f} MiB")
     print(f"appended to {out}; plot with: cargo run --release -p trovedb-bench --bin annbench -- plot --in {out} --in <annbench.jsonl> --out bench-out/plot")
     return 0
 
