@@ -4,6 +4,8 @@ use std::collections::HashMap;
 
 use crate::distance::Kernels;
 use crate::filter::bitset::Bitset;
+use crate::filter::cache::FilterCache;
+use crate::filter::expr::Filter;
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
 use crate::index::hnsw::build::{GraphBuilder, VectorSet};
@@ -22,6 +24,7 @@ pub(crate) struct AppendableSegment {
     pub(crate) graph: Option<GraphBuilder>,
     /// Rows by payload value, kept current as rows are appended.
     pub(crate) payload_index: PayloadIndex,
+    filter_cache: FilterCache,
 }
 
 impl AppendableSegment {
@@ -29,6 +32,7 @@ impl AppendableSegment {
         AppendableSegment {
             graph: hnsw.map(GraphBuilder::new),
             payload_index: PayloadIndex::default(),
+            filter_cache: FilterCache::default(),
             dim,
             vectors: Vec::new(),
             ids: Vec::new(),
@@ -83,6 +87,16 @@ impl AppendableSegment {
                 g.insert_range(from, rows, &vs);
             }
         }
+    }
+
+    /// Live rows matching `filter`.
+    pub(crate) fn passing(&self, filter: &Filter) -> Bitset {
+        let all = self
+            .filter_cache
+            .get_or_eval(filter, self.rows(), || Ok(self.payload_index.eval(filter)));
+        let mut b = all.map_or_else(|_| self.payload_index.eval(filter), |a| (*a).clone());
+        b.and_not(&self.deleted);
+        b
     }
 
     /// Delete the live row of `id`, if any.

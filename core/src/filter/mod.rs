@@ -2,6 +2,7 @@
 //! and the planner. This module never touches the file system.
 
 pub(crate) mod bitset;
+pub(crate) mod cache;
 pub mod expr;
 pub(crate) mod payload_index;
 pub mod value;

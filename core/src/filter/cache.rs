@@ -1,0 +1,79 @@
+//! A small per-segment cache of filter results: the everyday filtered query repeats the
+//! same filter (`tenant = X`, `lang = en`), and evaluating it costs time proportional to
+//! the passing rows. Results are kept before deletions are applied (callers subtract the
+//! current deletion bitmap), keyed by the filter and the segment's row count, so they stay
+//! valid for an immutable segment and are recomputed when an appendable one grows.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::bitset::Bitset;
+use super::expr::Filter;
+use crate::error::Result;
+
+/// Entries kept per segment.
+const CAPACITY: usize = 16;
+
+#[derive(Debug, Default)]
+pub(crate) struct FilterCache {
+    entries: Mutex<Vec<(String, usize, Arc<Bitset>)>>,
+}
+
+impl FilterCache {
+    /// The rows of a `rows`-row segment matching `filter`, from the cache or from `eval`.
+    pub(crate) fn get_or_eval(
+        &self,
+        filter: &Filter,
+        rows: usize,
+        eval: impl FnOnce() -> Result<Bitset>,
+    ) -> Result<Arc<Bitset>> {
+        let key = format!("{filter:?}");
+        {
+            let mut e = self.entries.lock();
+            if let Some(i) = e.iter().position(|(k, r, _)| *r == rows && *k == key) {
+                let hit = e.remove(i);
+                let bits = Arc::clone(&hit.2);
+                e.insert(0, hit);
+                return Ok(bits);
+            }
+        }
+        let bits = Arc::new(eval()?);
+        let mut e = self.entries.lock();
+        e.retain(|(k, _, _)| *k != key);
+        e.insert(0, (key, rows, Arc::clone(&bits)));
+        e.truncate(CAPACITY);
+        Ok(bits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hits_misses_and_invalidation_by_row_count() {
+        let c = FilterCache::default();
+        let f = Filter::Exists("a".into(), true);
+        let calls = std::cell::Cell::new(0);
+        let eval = |n: usize| {
+            calls.set(calls.get() + 1);
+            Ok(Bitset::new(n))
+        };
+        c.get_or_eval(&f, 10, || eval(10)).unwrap();
+        c.get_or_eval(&f, 10, || eval(10)).unwrap();
+        assert_eq!(calls.get(), 1);
+        assert_eq!(c.get_or_eval(&f, 11, || eval(11)).unwrap().len(), 11);
+        assert_eq!(calls.get(), 2);
+        for i in 0..CAPACITY {
+            c.get_or_eval(&Filter::Exists(format!("f{i}"), true), 11, || eval(11))
+                .unwrap();
+        }
+        c.get_or_eval(&f, 11, || eval(11)).unwrap();
+        assert_eq!(
+            calls.get(),
+            3 + CAPACITY,
+            "evicted after CAPACITY newer entries"
+        );
+    }
+}
