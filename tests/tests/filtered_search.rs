@@ -175,6 +175,21 @@ fn filtered_recall_at_every_selectivity() {
         );
         assert!(recall >= 0.95, "{fj}: recall {recall}");
     }
+    // After a reopen the sealed segment's payload index is rebuilt from the file: same
+    // counts and the same filtered results.
+    let f10 = Filter::from_json(&json!({"bucket100": {"$lt": 10}})).unwrap();
+    let p10 = SearchParams::default().with_filter(f10.clone());
+    let q0 = &d.queries[..d.dim];
+    let before = hnsw.search(q0, 10, &p10).unwrap();
+    drop((hnsw, flat));
+    db.close().unwrap();
+    let db = Database::open(dir.path(), DbOptions::default()).unwrap();
+    let (hnsw, flat) = (db.collection("h").unwrap(), db.collection("f").unwrap());
+    assert_eq!(hnsw.search(q0, 10, &p10).unwrap(), before);
+    assert_eq!(
+        hnsw.count(&f10).unwrap(),
+        d.payloads.iter().filter(|p| f10.matches(p)).count()
+    );
     // Metadata-only queries and delete by filter.
     let kjv = Filter::from_json(&json!({"source": "kjv"})).unwrap();
     let got = flat.get_where(&kjv, 7).unwrap();

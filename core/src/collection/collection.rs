@@ -14,6 +14,7 @@ use crate::distance::{normalize, Kernels};
 use crate::error::{Error, Result};
 use crate::filter::bitset::Bitset;
 use crate::filter::expr::Filter;
+use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::{validate_payload, Payload};
 use crate::index::hnsw::build::{GraphBuilder, VectorSet};
 use crate::index::hnsw::visited::VisitedPool;
@@ -661,7 +662,13 @@ impl Collection {
                 rows: ids.len() as u64,
                 deletes: None,
             });
-            new_reader = Some((id, reader));
+            // The sealed segment's payload index, from the payloads already in memory, so
+            // its first filtered query does not decode them again.
+            let mut index = PayloadIndex::default();
+            for p in &payloads {
+                index.add(p);
+            }
+            new_reader = Some((id, reader, index));
         }
         let mut keep = Vec::with_capacity(st.sealed.len());
         for s in &st.sealed {
@@ -691,10 +698,12 @@ impl Collection {
         for s in &mut st.sealed {
             s.dirty = false;
         }
-        if let Some((id, reader)) = new_reader {
+        if let Some((id, reader, index)) = new_reader {
             let rows = reader.rows();
-            st.sealed
-                .push(SealedSegment::new(id, Arc::new(reader), Bitset::new(rows)));
+            let seg = SealedSegment::new(id, Arc::new(reader), Bitset::new(rows));
+            // A fresh segment's lock is empty, so this cannot fail.
+            let _ = seg.payload_index.set(index);
+            st.sealed.push(seg);
         }
         st.reset_appendable();
         drop(st);
