@@ -16,6 +16,8 @@ use crate::error::IntoPy;
 const PAD_ID: u64 = u64::MAX;
 /// Results are returned as dense `(nq, k)` arrays; this bounds their allocation.
 const MAX_K: usize = 1 << 24;
+/// Bound on `nq * k` (the dense result arrays are allocated up front).
+const MAX_RESULT_CELLS: usize = 1 << 28;
 
 /// A collection of points. Obtain one from `Database.create_collection` or
 /// `Database.get_collection`.
@@ -223,6 +225,11 @@ impl PyCollection {
                 )))
             }
         };
+        if nq.saturating_mul(k) > MAX_RESULT_CELLS {
+            return Err(PyValueError::new_err(format!(
+                "nq * k = {nq} * {k} exceeds {MAX_RESULT_CELLS} result cells; search in smaller batches"
+            )));
+        }
         let ro = q.readonly();
         let qs = ro.as_slice()?;
         let c = &self.c;

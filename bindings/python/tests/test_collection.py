@@ -263,3 +263,15 @@ def test_filters_search_count_get_delete(tmp_path):
         c = db.get_collection("flat")
         assert c.delete(filter={"lang": "de"}) == n // 3
         assert c.count(filter={"lang": "de"}) == 0 and len(c) == n - n // 3
+
+
+def test_oversized_result_requests_are_refused(tmp_path):
+    with trovedb.open(tmp_path) as db:
+        c = db.create_collection("c", dim=2, metric="l2")
+        c.upsert([1], [[0.0, 1.0]])
+        with pytest.raises(ValueError):
+            c.search([0.0, 1.0], k=2**25)
+        with pytest.raises(ValueError):
+            c.search(np.zeros((64, 2), dtype=np.float32), k=2**23)
+        ids, _ = c.search([0.0, 1.0], k=3)
+        assert ids.tolist() == [1, trovedb.PAD_ID, trovedb.PAD_ID]
