@@ -91,10 +91,13 @@ impl AppendableSegment {
 
     /// Live rows matching `filter`.
     pub(crate) fn passing(&self, filter: &Filter) -> Bitset {
-        let all = self
-            .filter_cache
-            .get_or_eval(filter, self.rows(), || Ok(self.payload_index.eval(filter)));
-        let mut b = all.map_or_else(|_| self.payload_index.eval(filter), |a| (*a).clone());
+        let all = self.filter_cache.get_or_eval(filter, self.rows(), || {
+            Ok::<_, std::convert::Infallible>(self.payload_index.eval(filter))
+        });
+        let mut b = match all {
+            Ok(a) => (*a).clone(),
+            Err(never) => match never {},
+        };
         b.and_not(&self.deleted);
         b
     }

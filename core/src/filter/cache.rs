@@ -10,7 +10,6 @@ use parking_lot::Mutex;
 
 use super::bitset::Bitset;
 use super::expr::Filter;
-use crate::error::Result;
 
 /// Entries kept per segment.
 const CAPACITY: usize = 16;
@@ -22,12 +21,12 @@ pub(crate) struct FilterCache {
 
 impl FilterCache {
     /// The rows of a `rows`-row segment matching `filter`, from the cache or from `eval`.
-    pub(crate) fn get_or_eval(
+    pub(crate) fn get_or_eval<E>(
         &self,
         filter: &Filter,
         rows: usize,
-        eval: impl FnOnce() -> Result<Bitset>,
-    ) -> Result<Arc<Bitset>> {
+        eval: impl FnOnce() -> Result<Bitset, E>,
+    ) -> Result<Arc<Bitset>, E> {
         let key = format!("{filter:?}");
         {
             let mut e = self.entries.lock();
@@ -58,7 +57,7 @@ mod tests {
         let calls = std::cell::Cell::new(0);
         let eval = |n: usize| {
             calls.set(calls.get() + 1);
-            Ok(Bitset::new(n))
+            Ok::<_, ()>(Bitset::new(n))
         };
         c.get_or_eval(&f, 10, || eval(10)).unwrap();
         c.get_or_eval(&f, 10, || eval(10)).unwrap();
