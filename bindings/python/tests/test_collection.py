@@ -131,6 +131,11 @@ def test_bad_input_raises_and_changes_nothing(tmp_path):
             c.upsert([2], [[1, 2, 3]], [{1: "non-str key"}])
         with pytest.raises(ValueError):
             c.upsert([2], [[1, 2, 3]], [{"big": 2**70}])
+        with pytest.raises(ValueError, match="limit"):
+            c.upsert([2], [[1, 2, 3]], [{"text": "x" * (1 << 20)}])
+        c.upsert([7], [[1, 2, 3]], [{"ключ ✓": "unicode keys are fine", "k": ["a"] * 1000}])
+        assert c.get(7)["payload"]["ключ ✓"] == "unicode keys are fine"
+        c.delete([7])
         with pytest.raises(ValueError):
             c.search([1, 2, 3], k=0)
         with pytest.raises(ValueError):

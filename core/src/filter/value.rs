@@ -33,8 +33,30 @@ pub const MAX_KEY_BYTES: usize = 256;
 /// Largest encoded payload of one point, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 
-/// Check a payload can be stored: key sizes, finite floats, total size.
+/// Bytes of a value in the storage encoding (tag included).
+fn encoded_len(v: &Value) -> usize {
+    1 + match v {
+        Value::Null => 0,
+        Value::Bool(_) => 1,
+        Value::Int(_) | Value::Float(_) => 8,
+        Value::Str(s) => 4 + s.len(),
+        Value::Tags(t) => 4 + t.iter().map(|s| 4 + s.len()).sum::<usize>(),
+    }
+}
+
+/// Check a payload can be stored: key sizes, finite floats, total encoded size at most
+/// [`MAX_PAYLOAD_BYTES`] (larger payloads could not be read back).
 pub fn validate_payload(p: &Payload) -> Result<()> {
+    let total: usize = 4 + p
+        .iter()
+        .map(|(k, v)| 4 + k.len() + encoded_len(v))
+        .sum::<usize>();
+    if total > MAX_PAYLOAD_BYTES {
+        return Err(Error::invalid(
+            "payload",
+            format!("payload encodes to {total} bytes; the limit is {MAX_PAYLOAD_BYTES}"),
+        ));
+    }
     for (k, v) in p {
         if k.is_empty() || k.len() > MAX_KEY_BYTES {
             return Err(Error::invalid(

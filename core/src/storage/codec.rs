@@ -196,6 +196,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn validated_size_equals_encoded_size_limit() {
+        use crate::filter::value::validate_payload;
+        let mut p = Payload::new();
+        // 4 (count) + 4 + 1 (key "s") + 1 (tag) + 4 (len) + n
+        let n = MAX_PAYLOAD_BYTES - 14;
+        p.insert("s".into(), Value::Str("x".repeat(n)));
+        validate_payload(&p).unwrap();
+        let mut buf = Vec::new();
+        encode_payload(&mut buf, &p);
+        assert_eq!(buf.len(), MAX_PAYLOAD_BYTES);
+        assert_eq!(decode_payload(&mut Decoder::new(&buf)).unwrap(), p);
+        p.insert("s".into(), Value::Str("x".repeat(n + 1)));
+        assert!(validate_payload(&p).is_err());
+        p.insert("s".into(), Value::Tags(vec!["y".repeat(n / 2); 3]));
+        assert!(validate_payload(&p).is_err());
+    }
+
+    #[test]
     fn payload_round_trip_and_truncation() {
         let mut p = Payload::new();
         p.insert("a".into(), Value::Null);
