@@ -101,6 +101,22 @@ fn check(c: &trovedb::Collection, model: &Model, metric: Metric, rng: &mut Rng) 
             assert_exact(metric, model, &q, &hits, k);
         }
     }
+    // Filtered exact search equals the oracle over the passing points.
+    let f =
+        trovedb::Filter::from_json(&serde_json::json!({"n": {"$lt": 300}, "flag": true})).unwrap();
+    let passing: Model = model
+        .iter()
+        .filter(|(_, (_, p))| f.matches(p))
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    assert_eq!(c.count(&f).unwrap(), passing.len());
+    for _ in 0..5 {
+        let q = rng.vector(c.dim());
+        let hits = c
+            .search(&q, 10, &SearchParams::default().with_filter(f.clone()))
+            .unwrap();
+        assert_exact(metric, &passing, &q, &hits, 10);
+    }
     // Batch search equals one-at-a-time search.
     let qs: Vec<f32> = (0..5 * c.dim()).map(|_| rng.f32()).collect();
     let batch = c.search_batch(&qs, 7, &params).unwrap();

@@ -38,6 +38,16 @@ class Model(RuleBasedStateMachine):
         for i in ids:
             self.model.pop(i, None)
 
+    @rule(bound=st.integers(0, 2**32))
+    def count_and_search_with_filter(self, bound):
+        flt = {"seed": {"$lt": bound}}
+        passing = {i: v for i, (v, p) in self.model.items() if p["seed"] < bound}
+        assert self.c.count(filter=flt) == len(passing)
+        ids, _ = self.c.search(np.zeros(DIM, dtype=np.float32), k=3, filter=flt)
+        got = [i for i in ids.tolist() if i != trovedb.PAD_ID]
+        want = sorted(passing, key=lambda i: (float((passing[i].astype(np.float64) ** 2).sum()), i))[:3]
+        assert got == want
+
     @rule()
     def flush(self):
         self.c.flush()
