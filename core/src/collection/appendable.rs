@@ -4,8 +4,7 @@ use std::collections::HashMap;
 
 use crate::distance::Kernels;
 use crate::filter::bitset::Bitset;
-use crate::filter::cache::FilterCache;
-use crate::filter::expr::Filter;
+use crate::filter::cache::{FilterCache, KeyedFilter};
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
 use crate::index::hnsw::build::{GraphBuilder, VectorSet};
@@ -90,9 +89,9 @@ impl AppendableSegment {
     }
 
     /// Live rows matching `filter`.
-    pub(crate) fn passing(&self, filter: &Filter) -> Bitset {
+    pub(crate) fn passing(&self, filter: &KeyedFilter<'_>) -> Bitset {
         let all = self.filter_cache.get_or_eval(filter, self.rows(), || {
-            Ok::<_, std::convert::Infallible>(self.payload_index.eval(filter))
+            Ok::<_, std::convert::Infallible>(self.payload_index.eval(filter.filter))
         });
         let mut b = match all {
             Ok(a) => (*a).clone(),

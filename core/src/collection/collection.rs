@@ -559,15 +559,14 @@ impl Collection {
     pub fn get_where(&self, filter: &Filter, limit: usize) -> Result<Vec<Point>> {
         self.check_open()?;
         let st = self.state.read();
-        st.matching_ids(filter, limit)?
+        st.matching(filter, limit)?
             .into_iter()
-            .filter_map(|id| {
-                st.get(id).transpose().map(|r| {
-                    r.map(|(vector, payload)| Point {
-                        id,
-                        vector,
-                        payload,
-                    })
+            .map(|loc| {
+                let (id, vector, payload) = st.point_at(loc)?;
+                Ok(Point {
+                    id,
+                    vector,
+                    payload,
                 })
             })
             .collect()
@@ -578,7 +577,11 @@ impl Collection {
         self.check_open()?;
         // Ids are collected first; a concurrent upsert of a matching id after this point
         // is not deleted (it was not visible when the call started).
-        let ids = self.state.read().matching_ids(filter, usize::MAX)?;
+        let ids: Vec<u64> = {
+            let st = self.state.read();
+            let locs = st.matching(filter, usize::MAX)?;
+            locs.into_iter().map(|l| st.id_at(l)).collect()
+        };
         self.delete(&ids)
     }
 

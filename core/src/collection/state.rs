@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use crate::distance::Kernels;
 use crate::error::Result;
 use crate::filter::bitset::Bitset;
-use crate::filter::cache::FilterCache;
+use crate::filter::cache::{FilterCache, KeyedFilter};
 use crate::filter::expr::Filter;
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
@@ -49,11 +49,11 @@ impl SealedSegment {
     }
 
     /// Live rows matching `filter`.
-    pub(crate) fn passing(&self, filter: &Filter) -> Result<Bitset> {
+    pub(crate) fn passing(&self, filter: &KeyedFilter<'_>) -> Result<Bitset> {
         let all = self
             .filter_cache
             .get_or_eval(filter, self.reader.rows(), || {
-                Ok(self.payload_index()?.eval(filter))
+                Ok(self.payload_index()?.eval(filter.filter))
             })?;
         let mut b = (*all).clone();
         b.and_not(&self.deleted);
@@ -221,17 +221,9 @@ impl State {
 
     /// The vector and payload of `id`.
     pub(crate) fn get(&self, id: u64) -> Result<Option<(Vec<f32>, Payload)>> {
-        Ok(match self.locate(id) {
-            Some(Location::Appendable(r)) => Some((
-                self.appendable.vector(r).to_vec(),
-                self.appendable.payloads[r].clone(),
-            )),
-            Some(Location::Sealed { seg, row }) => {
-                let s = &self.sealed[seg];
-                Some((s.reader.vector(row).to_vec(), s.reader.payload(row)?))
-            }
-            None => None,
-        })
+        self.locate(id)
+            .map(|loc| self.point_at(loc).map(|(_, v, p)| (v, p)))
+            .transpose()
     }
 
     /// Top-k over every segment, deletes and the filter respected.
@@ -248,6 +240,8 @@ impl State {
         pool: &VisitedPool,
         filter: Option<&Filter>,
     ) -> Result<Vec<(u64, f32)>> {
+        let filter = filter.map(KeyedFilter::new);
+        let filter = filter.as_ref();
         let mut top = TopK::new(k);
         for s in &self.sealed {
             let allowed = match filter {
@@ -356,25 +350,56 @@ impl State {
         }
     }
 
-    /// Ids of live points matching `filter`, in segment order, at most `limit`.
-    pub(crate) fn matching_ids(&self, filter: &Filter, limit: usize) -> Result<Vec<u64>> {
+    /// Locations of up to `limit` live points matching `filter`, in segment order.
+    pub(crate) fn matching(&self, filter: &Filter, limit: usize) -> Result<Vec<Location>> {
+        let filter = &KeyedFilter::new(filter);
         let mut out = Vec::new();
-        for s in &self.sealed {
+        for (seg, s) in self.sealed.iter().enumerate() {
             let b = s.passing(filter)?;
-            let ids = s.reader.ids();
-            out.extend(b.iter_ones().map(|r| ids[r]).take(limit - out.len()));
+            out.extend(
+                b.iter_ones()
+                    .map(|row| Location::Sealed { seg, row })
+                    .take(limit - out.len()),
+            );
             if out.len() >= limit {
                 return Ok(out);
             }
         }
-        let a = &self.appendable;
-        let b = a.passing(filter);
-        out.extend(b.iter_ones().map(|r| a.ids[r]).take(limit - out.len()));
+        let b = self.appendable.passing(filter);
+        out.extend(
+            b.iter_ones()
+                .map(Location::Appendable)
+                .take(limit - out.len()),
+        );
         Ok(out)
+    }
+
+    /// The id of the row at `loc`.
+    pub(crate) fn id_at(&self, loc: Location) -> u64 {
+        match loc {
+            Location::Appendable(r) => self.appendable.ids[r],
+            Location::Sealed { seg, row } => self.sealed[seg].reader.ids()[row],
+        }
+    }
+
+    /// The id, vector and payload of the row at `loc`.
+    pub(crate) fn point_at(&self, loc: Location) -> Result<(u64, Vec<f32>, Payload)> {
+        Ok(match loc {
+            Location::Appendable(r) => (
+                self.appendable.ids[r],
+                self.appendable.vector(r).to_vec(),
+                self.appendable.payloads[r].clone(),
+            ),
+            Location::Sealed { seg, row } => {
+                let r = &self.sealed[seg].reader;
+                (r.ids()[row], r.vector(row).to_vec(), r.payload(row)?)
+            }
+        })
     }
 
     /// Number of live points matching `filter`.
     pub(crate) fn count(&self, filter: &Filter) -> Result<usize> {
+        let filter = &KeyedFilter::new(filter);
         let mut n = 0;
         for s in &self.sealed {
             let b = s.passing(filter)?;
