@@ -191,7 +191,11 @@ def make_faiss(kind, metric, dim, a):
                 self.ix = faiss.IndexRefineFlat(ivf)
                 self.ix.train(base)
             else:
-                self.ix = faiss.IndexLSH(dim, a.lsh_bits)
+                # IndexLSH ranks by Hamming distance over nbits-bit codes; the exact
+                # re-ranking of IndexRefineFlat (k_factor swept) makes it comparable to an LSH
+                # that re-ranks its candidates, as trovedb's does.
+                self.lsh = faiss.IndexLSH(dim, a.lsh_bits)
+                self.ix = faiss.IndexRefineFlat(self.lsh)
                 self.ix.train(base)
             self.ix.add(base)
 
@@ -203,6 +207,8 @@ def make_faiss(kind, metric, dim, a):
                 return [{"ef": e} for e in a.sweep_ef]
             if kind == "ivf_pq":
                 return [{"nprobe": n, "refine": a.refine} for n in a.sweep_nprobe]
+            if kind == "lsh":
+                return [{"refine": r} for r in a.sweep_lsh_refine]
             return [{}]
 
         def set(self, p):
@@ -211,6 +217,8 @@ def make_faiss(kind, metric, dim, a):
                 self.ef = int(p["ef"])
             elif kind == "ivf_pq":
                 self.ivf.nprobe = int(p["nprobe"])
+                self.ix.k_factor = float(p["refine"])
+            elif kind == "lsh":
                 self.ix.k_factor = float(p["refine"])
 
         filtered = kind in ("flat", "hnsw")
@@ -281,7 +289,11 @@ def make_trovedb(kind, metric, dim, a):
         engine, index = "trovedb-py", kind
 
         def __init__(self):
-            self.build_params = {"m": a.m, "ef_construction": a.ef_construction} if kind == "hnsw" else {}
+            self.build_params = {
+                "hnsw": {"m": a.m, "ef_construction": a.ef_construction},
+                "ivf_pq": {"nlist": a.nlist, "pq_m": a.pq_m},
+                "lsh": {"tables": a.lsh_tables, "bits": a.lsh_table_bits},
+            }.get(kind, {})
             self.dir = tempfile.TemporaryDirectory()
             self.params = {}
 
@@ -299,7 +311,13 @@ def make_trovedb(kind, metric, dim, a):
             return int(self.c.stats()["bytes_on_disk"])
 
         def sweep(self):
-            return [{"ef": e} for e in a.sweep_ef] if kind == "hnsw" else [{}]
+            if kind == "hnsw":
+                return [{"ef": e} for e in a.sweep_ef]
+            if kind == "ivf_pq":
+                return [{"nprobe": n, "refine": int(a.refine)} for n in a.sweep_nprobe]
+            if kind == "lsh":
+                return [{"probes": p} for p in a.sweep_probes]
+            return [{}]
 
         def set(self, p):
             self.params = p
@@ -364,7 +382,12 @@ def main() -> int:
     ap.add_argument("--pq-m", type=int, default=16)
     ap.add_argument("--refine", type=float, default=10.0)
     ap.add_argument("--sweep-nprobe", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8, 16, 32, 64])
-    ap.add_argument("--lsh-bits", type=int, default=512)
+    ap.add_argument("--lsh-bits", type=int, default=512, help="faiss IndexLSH code bits")
+    ap.add_argument("--sweep-lsh-refine", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 50, 100, 200, 400],
+                    help="faiss IndexLSH + IndexRefineFlat k_factor values")
+    ap.add_argument("--lsh-tables", type=int, default=16, help="trovedb lsh tables")
+    ap.add_argument("--lsh-table-bits", type=int, default=0, help="trovedb lsh bits per table (0: automatic)")
+    ap.add_argument("--sweep-probes", type=lambda s: [int(x) for x in s.split(",")], default=[4, 8, 16, 32, 64, 128])
     ap.add_argument("--out", default="bench-out/peers.jsonl")
     ap.add_argument("--filter-selectivity", help="comma-separated fractions, e.g. 1,0.1,0.01: filter on the "
                     "uniform attribute annbench uses (hnswlib filter callback, faiss IDSelectorBitmap, trovedb filter)")

@@ -77,7 +77,45 @@ pub enum IndexConfig {
         /// Seed of the level draw (a build on one thread is deterministic for a seed).
         seed: u64,
     },
+    /// Inverted file with product-quantised residuals, exact re-ranking from the stored
+    /// vectors. Trained per segment when it is sealed; segments of at most 1,024 rows are
+    /// scanned exactly.
+    IvfPq {
+        /// Coarse centroids per segment; 0 = `2 * sqrt(rows)`. Lowered so every list
+        /// averages at least 32 rows.
+        nlist: usize,
+        /// Sub-quantisers (one byte of code each); must divide `dim`. 0 = the largest
+        /// divisor of `dim` not above `dim / 4` (codes at most 1/16 of float32).
+        pq_m: usize,
+        /// Default number of lists probed per query (override per query).
+        nprobe: usize,
+        /// Default re-ranking factor: the best `refine * k` codes are re-ranked exactly.
+        refine: usize,
+        /// Seed of the k-means sampling and seeding.
+        seed: u64,
+    },
+    /// Multi-probe locality-sensitive hashing (SimHash for cosine/dot, E2LSH for l2) with
+    /// exact re-ranking of the candidates. Segments of at most 1,024 rows are scanned.
+    Lsh {
+        /// Hash tables.
+        tables: usize,
+        /// Hash functions per table; 0 = chosen from the segment size.
+        bits: usize,
+        /// Default buckets read per table per query, the query's own included.
+        probes: usize,
+        /// Seed of the hash functions.
+        seed: u64,
+    },
 }
+
+/// Default `nprobe` of IVF-PQ.
+pub const IVF_DEFAULT_NPROBE: usize = 24;
+/// Default `refine` of IVF-PQ.
+pub const IVF_DEFAULT_REFINE: usize = 4;
+/// Default number of LSH tables.
+pub const LSH_DEFAULT_TABLES: usize = 16;
+/// Default LSH probes per table.
+pub const LSH_DEFAULT_PROBES: usize = 16;
 
 /// Defaults of the HNSW parameters.
 pub const HNSW_DEFAULT_M: usize = 16;
@@ -108,6 +146,29 @@ impl IndexConfig {
         match self {
             IndexConfig::Flat => "flat",
             IndexConfig::Hnsw { .. } => "hnsw",
+            IndexConfig::IvfPq { .. } => "ivf_pq",
+            IndexConfig::Lsh { .. } => "lsh",
+        }
+    }
+
+    /// IVF-PQ with the default parameters.
+    pub fn ivf_pq() -> Self {
+        IndexConfig::IvfPq {
+            nlist: 0,
+            pq_m: 0,
+            nprobe: IVF_DEFAULT_NPROBE,
+            refine: IVF_DEFAULT_REFINE,
+            seed: HNSW_DEFAULT_SEED,
+        }
+    }
+
+    /// LSH with the default parameters.
+    pub fn lsh() -> Self {
+        IndexConfig::Lsh {
+            tables: LSH_DEFAULT_TABLES,
+            bits: 0,
+            probes: LSH_DEFAULT_PROBES,
+            seed: HNSW_DEFAULT_SEED,
         }
     }
 
@@ -163,9 +224,63 @@ impl IndexConfig {
                     seed,
                 })
             }
+            "ivf_pq" | "ivfpq" => {
+                let IndexConfig::IvfPq {
+                    mut nlist,
+                    mut pq_m,
+                    mut nprobe,
+                    mut refine,
+                    mut seed,
+                } = IndexConfig::ivf_pq()
+                else {
+                    unreachable!("ivf_pq() is IvfPq")
+                };
+                for (k, v) in params {
+                    match k.as_str() {
+                        "nlist" => nlist = int_param("nlist", *v, 0..=65_536)? as usize,
+                        "pq_m" => pq_m = int_param("pq_m", *v, 0..=(MAX_DIM as u64))? as usize,
+                        "nprobe" => nprobe = int_param("nprobe", *v, 1..=65_536)? as usize,
+                        "refine" => refine = int_param("refine", *v, 1..=1024)? as usize,
+                        "seed" => seed = int_param("seed", *v, 0..=(1 << 53))?,
+                        other => {
+                            return Err(Error::invalid(
+                                "index_params",
+                                format!("unknown ivf_pq parameter `{other}`; expected nlist, pq_m, nprobe, refine, seed"),
+                            ))
+                        }
+                    }
+                }
+                Ok(IndexConfig::IvfPq { nlist, pq_m, nprobe, refine, seed })
+            }
+            "lsh" => {
+                let IndexConfig::Lsh {
+                    mut tables,
+                    mut bits,
+                    mut probes,
+                    mut seed,
+                } = IndexConfig::lsh()
+                else {
+                    unreachable!("lsh() is Lsh")
+                };
+                for (k, v) in params {
+                    match k.as_str() {
+                        "tables" => tables = int_param("tables", *v, 1..=256)? as usize,
+                        "bits" => bits = int_param("bits", *v, 0..=64)? as usize,
+                        "probes" => probes = int_param("probes", *v, 1..=4096)? as usize,
+                        "seed" => seed = int_param("seed", *v, 0..=(1 << 53))?,
+                        other => {
+                            return Err(Error::invalid(
+                                "index_params",
+                                format!("unknown lsh parameter `{other}`; expected tables, bits, probes, seed"),
+                            ))
+                        }
+                    }
+                }
+                Ok(IndexConfig::Lsh { tables, bits, probes, seed })
+            }
             other => Err(Error::invalid(
                 "index",
-                format!("unknown index kind `{other}`; this build supports: flat, hnsw"),
+                format!("unknown index kind `{other}`; this build supports: flat, hnsw, ivf_pq, lsh"),
             )),
         }
     }
@@ -203,7 +318,22 @@ impl CollectionConfig {
                 format!("must be in 1..={MAX_DIM}, got {}", self.dim),
             ));
         }
-        Ok(())
+        match self.index {
+            IndexConfig::IvfPq { pq_m, .. } if pq_m != 0 && !self.dim.is_multiple_of(pq_m) => {
+                Err(Error::invalid(
+                    "pq_m",
+                    format!(
+                        "pq_m = {pq_m} does not divide dim = {}; choose a divisor of the dimension (or 0 for the default {})",
+                        self.dim,
+                        crate::index::ivfpq::default_pq_m(self.dim)
+                    ),
+                ))
+            }
+            IndexConfig::Lsh { tables, bits, .. } if tables == 0 || bits > 64 => Err(
+                Error::invalid("lsh", format!("tables must be >= 1 and bits <= 64, got {tables} and {bits}")),
+            ),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -218,6 +348,12 @@ pub struct SearchParams {
     pub ef: Option<usize>,
     /// Only points whose payload matches are returned (see [`crate::Filter`]).
     pub filter: Option<crate::filter::expr::Filter>,
+    /// IVF-PQ lists probed (default: the collection's `nprobe`).
+    pub nprobe: Option<usize>,
+    /// IVF-PQ re-ranking factor (default: the collection's `refine`).
+    pub refine: Option<usize>,
+    /// LSH buckets read per table (default: the collection's `probes`).
+    pub probes: Option<usize>,
 }
 
 impl SearchParams {
@@ -239,6 +375,27 @@ impl SearchParams {
     #[must_use]
     pub fn with_ef(mut self, ef: usize) -> Self {
         self.ef = Some(ef);
+        self
+    }
+
+    /// Set the IVF-PQ lists probed.
+    #[must_use]
+    pub fn with_nprobe(mut self, nprobe: usize) -> Self {
+        self.nprobe = Some(nprobe);
+        self
+    }
+
+    /// Set the IVF-PQ re-ranking factor.
+    #[must_use]
+    pub fn with_refine(mut self, refine: usize) -> Self {
+        self.refine = Some(refine);
+        self
+    }
+
+    /// Set the LSH buckets read per table.
+    #[must_use]
+    pub fn with_probes(mut self, probes: usize) -> Self {
+        self.probes = Some(probes);
         self
     }
 }

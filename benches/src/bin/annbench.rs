@@ -4,7 +4,8 @@
 //! ```text
 //! annbench [run] (--dataset DIR | --npy BASE,QUERIES,GT | --synthetic N,DIM,CLUSTERS)
 //!          [--metric l2|cosine|dot] [--query-set main|ood] [--queries N]
-//!          [--index flat] [--param key=value ...] [--sweep key=v1,v2,...]
+//!          [--index flat|hnsw|ivf_pq|lsh] [--param key=value ...] [--search key=value ...]
+//!          [--sweep key=v1,v2,...]
 //!          [--k 10] [--threads T] [--out results.jsonl] [--plot PREFIX] [--workdir DIR]
 //!          [--cache DIR] [--seed S]
 //! annbench plot --in A.jsonl [--in B.jsonl ...] --out PREFIX [--title T]
@@ -35,6 +36,8 @@ struct Args {
     queries: Option<usize>,
     index: String,
     params: Vec<(String, f64)>,
+    /// Fixed search parameters (`--search refine=8`).
+    search: Vec<(String, f64)>,
     sweep: Option<(String, Vec<f64>)>,
     k: usize,
     threads: usize,
@@ -81,6 +84,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--queries" => a.queries = Some(val()?.parse()?),
             "--index" => a.index = val()?,
             "--param" => a.params.push(parse_kv(&val()?)?),
+            "--search" => a.search.push(parse_kv(&val()?)?),
             "--sweep" => {
                 let v = val()?;
                 let (k, vs) = v
@@ -385,8 +389,13 @@ fn run(a: &Args) -> Result<()> {
 
     let settings: Vec<Option<(String, f64)>> = match &a.sweep {
         None => vec![None],
-        Some((key, vals)) if key == "ef" => vals.iter().map(|v| Some((key.clone(), *v))).collect(),
-        Some((key, _)) => bail!("unknown search parameter `{key}` to sweep (known: ef)"),
+        Some((key, vals)) if SEARCH_KNOBS.contains(&key.as_str()) => {
+            vals.iter().map(|v| Some((key.clone(), *v))).collect()
+        }
+        Some((key, _)) => bail!(
+            "unknown search parameter `{key}` to sweep (known: {})",
+            SEARCH_KNOBS.join(", ")
+        ),
     };
     let has100 = |gt: &[Vec<u32>]| gt.first().is_some_and(|g| g.len() >= 100) && n >= 100;
     let pool = rayon::ThreadPoolBuilder::new()
@@ -396,10 +405,10 @@ fn run(a: &Args) -> Result<()> {
     for case in &cases {
         let gt = &case.gt;
         for setting in settings.clone() {
-            let params = match &setting {
-                Some((_, ef)) => SearchParams::default().with_ef(*ef as usize),
-                None => SearchParams::default(),
-            };
+            let mut params = SearchParams::default();
+            for (key, v) in a.search.iter().chain(setting.iter()) {
+                params = with_knob(params, key, *v as usize);
+            }
             let params = match &case.filter {
                 Some(f) => params.with_filter(f.clone()),
                 None => params,
@@ -456,10 +465,10 @@ fn run(a: &Args) -> Result<()> {
             } else {
                 None
             };
-            let mut search_params = match &setting {
-                Some((k, v)) => serde_json::json!({ k: v }),
-                None => serde_json::json!({}),
-            };
+            let mut search_params = serde_json::json!({});
+            for (k, v) in a.search.iter().chain(setting.iter()) {
+                search_params[k] = serde_json::json!(v);
+            }
             if let Some(label) = &case.label {
                 search_params["filter"] = serde_json::Value::String(label.clone());
             }
@@ -580,6 +589,18 @@ fn plot_cmd(mut it: impl Iterator<Item = String>) -> Result<()> {
     trovedb_bench::plot::plot(&recs, &title, &out)?;
     eprintln!("plot: {}.png / .svg", out.display());
     Ok(())
+}
+
+/// Search parameters annbench can set or sweep.
+const SEARCH_KNOBS: [&str; 4] = ["ef", "nprobe", "refine", "probes"];
+
+fn with_knob(p: SearchParams, key: &str, v: usize) -> SearchParams {
+    match key {
+        "ef" => p.with_ef(v),
+        "nprobe" => p.with_nprobe(v),
+        "refine" => p.with_refine(v),
+        _ => p.with_probes(v),
+    }
 }
 
 fn main() -> Result<()> {

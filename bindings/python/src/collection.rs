@@ -40,16 +40,18 @@ fn parse_search_params(
     if let Some(p) = params {
         for (k, v) in p.iter() {
             let key: String = k.extract()?;
+            let int = || -> PyResult<usize> {
+                v.extract()
+                    .map_err(|_| PyValueError::new_err(format!("{key} must be a positive integer")))
+            };
             match key.as_str() {
-                "ef" => {
-                    let ef: usize = v
-                        .extract()
-                        .map_err(|_| PyValueError::new_err("ef must be a positive integer"))?;
-                    out = out.with_ef(ef);
-                }
+                "ef" => out = out.with_ef(int()?),
+                "nprobe" => out = out.with_nprobe(int()?),
+                "refine" => out = out.with_refine(int()?),
+                "probes" => out = out.with_probes(int()?),
                 other => {
                     return Err(PyValueError::new_err(format!(
-                        "unknown search parameter `{other}` (known: ef)"
+                        "unknown search parameter `{other}` (known: ef, nprobe, refine, probes)"
                     )))
                 }
             }
@@ -315,6 +317,7 @@ impl PyCollection {
             sd.set_item("bytes", seg.bytes)?;
             sd.set_item("index", &seg.index)?;
             sd.set_item("index_bytes", seg.index_bytes)?;
+            sd.set_item("index_detail", &seg.index_detail)?;
             segs.append(sd)?;
         }
         d.set_item("segments", segs)?;

@@ -47,7 +47,9 @@ pub(crate) fn open(
 
 #[pymethods]
 impl PyDatabase {
-    /// Create a collection. `index` is "flat"; index parameters go in `**index_params`.
+    /// Create a collection. `index` is "flat", "hnsw", "ivf_pq" or "lsh"; index parameters
+    /// (m, ef_construction, ef_search, nlist, pq_m, nprobe, refine, tables, bits, probes,
+    /// seed) go in `**index_params`.
     #[pyo3(signature = (name, dim, metric = "cosine", index = "flat", **index_params))]
     fn create_collection(
         &self,

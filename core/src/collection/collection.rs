@@ -9,7 +9,8 @@ use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
 use super::options::{DbOptions, Durability};
-use super::state::{hnsw_params, SealedSegment, State};
+use super::appendable::AppendableSegment;
+use super::state::{hnsw_params, Knobs, SealedSegment, State};
 use crate::distance::{normalize, Kernels};
 use crate::error::{Error, Result};
 use crate::filter::bitset::Bitset;
@@ -17,10 +18,13 @@ use crate::filter::expr::Filter;
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::{validate_payload, Payload};
 use crate::index::hnsw::build::{GraphBuilder, VectorSet};
+use crate::index::hnsw::graph::FrozenGraph;
 use crate::index::hnsw::visited::VisitedPool;
+use crate::index::ivfpq::{self, FrozenIvfPq, IvfPqParams};
+use crate::index::lsh::{self, FrozenLsh, LshParams};
 use crate::storage::manifest::{DeleteMeta, Manifest, SegmentMeta};
 use crate::storage::segment::reader::SegmentReader;
-use crate::storage::segment::writer::{write_segment, SegmentData};
+use crate::storage::segment::writer::{write_segment, SegmentData, SegmentIndex};
 use crate::storage::wal::record::{encode_delete, encode_upsert, KIND_DELETE, KIND_UPSERT};
 use crate::storage::wal::replay::{list_files, replay};
 use crate::storage::wal::writer::{GroupSync, WalWriter};
@@ -65,6 +69,10 @@ pub struct SegmentStats {
     pub index: String,
     /// Bytes of the index structure inside the file (0 for flat).
     pub index_bytes: u64,
+    /// The parameters the index was built with (e.g. `nlist=141 pq_m=96 ...`), empty for
+    /// flat. A segment of an `ivf_pq` or `lsh` collection too small to train shows index
+    /// `flat`: it is scanned exactly.
+    pub index_detail: String,
 }
 
 /// A snapshot of a collection's size and layout.
@@ -84,6 +92,25 @@ pub struct CollectionStats {
     pub last_lsn: u64,
     /// LSN covered by the sealed segments.
     pub checkpoint_lsn: u64,
+}
+
+/// An index built for a segment about to be written.
+enum BuiltIndex {
+    Flat,
+    Hnsw(FrozenGraph),
+    IvfPq(FrozenIvfPq),
+    Lsh(FrozenLsh),
+}
+
+impl BuiltIndex {
+    fn as_segment_index(&self) -> SegmentIndex<'_> {
+        match self {
+            BuiltIndex::Flat => SegmentIndex::Flat,
+            BuiltIndex::Hnsw(g) => SegmentIndex::Hnsw(g),
+            BuiltIndex::IvfPq(ix) => SegmentIndex::IvfPq(ix),
+            BuiltIndex::Lsh(ix) => SegmentIndex::Lsh(ix),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -446,21 +473,48 @@ impl Collection {
         self.prepare_vector(0, q, buf)
     }
 
-    /// The beam width for a query: the query's `ef` or the collection's default, at least k.
-    fn resolve_ef(&self, params: &SearchParams, k: usize) -> Result<usize> {
-        match (&self.config.index, params.ef) {
-            (_, Some(0)) => Err(Error::invalid("ef", "ef must be at least 1")),
-            (IndexConfig::Hnsw { .. }, Some(ef)) => Ok(ef.max(k)),
-            (IndexConfig::Hnsw { ef_search, .. }, None) => Ok((*ef_search).max(k)),
-            (_, Some(_)) => Err(Error::invalid(
-                "ef",
-                format!(
-                    "`ef` applies to hnsw collections; this one uses {}",
-                    self.config.index.name()
-                ),
-            )),
-            (_, None) => Ok(k),
+    /// The knobs of a query: its own parameters or the collection's defaults. A knob of
+    /// another index kind, or 0, is an error.
+    fn resolve_knobs(&self, params: &SearchParams, k: usize) -> Result<Knobs> {
+        let kind = self.config.index.name();
+        let check = |name: &'static str, v: Option<usize>, applies: bool| -> Result<Option<usize>> {
+            match v {
+                Some(0) => Err(Error::invalid(name, format!("{name} must be at least 1"))),
+                Some(_) if !applies => Err(Error::invalid(
+                    name,
+                    format!("`{name}` does not apply to this collection's index ({kind})"),
+                )),
+                v => Ok(v),
+            }
+        };
+        let is_hnsw = matches!(self.config.index, IndexConfig::Hnsw { .. });
+        let is_ivf = matches!(self.config.index, IndexConfig::IvfPq { .. });
+        let is_lsh = matches!(self.config.index, IndexConfig::Lsh { .. });
+        let ef = check("ef", params.ef, is_hnsw)?;
+        let nprobe = check("nprobe", params.nprobe, is_ivf)?;
+        let refine = check("refine", params.refine, is_ivf)?;
+        let probes = check("probes", params.probes, is_lsh)?;
+        let mut knobs = Knobs {
+            k,
+            ef: ef.unwrap_or(k).max(k),
+            nprobe: nprobe.unwrap_or(1),
+            refine: refine.unwrap_or(1),
+            probes: probes.unwrap_or(1),
+        };
+        match &self.config.index {
+            IndexConfig::Hnsw { ef_search, .. } => knobs.ef = ef.unwrap_or(*ef_search).max(k),
+            IndexConfig::IvfPq {
+                nprobe: n,
+                refine: r,
+                ..
+            } => {
+                knobs.nprobe = nprobe.unwrap_or(*n);
+                knobs.refine = refine.unwrap_or(*r);
+            }
+            IndexConfig::Lsh { probes: p, .. } => knobs.probes = probes.unwrap_or(*p),
+            _ => {}
         }
+        Ok(knobs)
     }
 
     fn to_hits(st: &State, found: Vec<(u64, f32)>, params: &SearchParams) -> Result<Vec<Hit>> {
@@ -486,11 +540,11 @@ impl Collection {
     /// with beam width `params.ef` (default: the collection's `ef_search`).
     pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
         self.check_open()?;
-        let ef = self.resolve_ef(params, k)?;
         let mut buf = Vec::new();
         let q = self.prepare_query(query, &mut buf, k)?;
+        let knobs = self.resolve_knobs(params, k)?;
         let st = self.state.read();
-        let found = st.search(q, k, ef, &self.visited, params.filter.as_ref())?;
+        let found = st.search(q, &knobs, &self.visited, params.filter.as_ref())?;
         Self::to_hits(&st, found, params)
     }
 
@@ -504,7 +558,10 @@ impl Collection {
         params: &SearchParams,
     ) -> Result<Vec<Vec<Hit>>> {
         self.check_open()?;
-        let ef = self.resolve_ef(params, k)?;
+        if k == 0 {
+            return Err(Error::invalid("k", "k must be at least 1"));
+        }
+        let knobs = self.resolve_knobs(params, k)?;
         let dim = self.config.dim;
         if !queries.len().is_multiple_of(dim) {
             return Err(Error::invalid(
@@ -539,7 +596,7 @@ impl Collection {
             } else {
                 prepared
                     .par_chunks(dim)
-                    .map(|q| st.search(q, k, ef, &self.visited, params.filter.as_ref()))
+                    .map(|q| st.search(q, &knobs, &self.visited, params.filter.as_ref()))
                     .collect::<Result<_>>()?
             };
         found
@@ -595,6 +652,60 @@ impl Collection {
         self.seal_locked(&mut ws)
     }
 
+    /// Build the index of a segment about to be sealed from the appendable `a`, whose live
+    /// rows are `vectors` (`live` of them).
+    fn build_index(&self, a: &AppendableSegment, live: usize, vectors: &[f32]) -> BuiltIndex {
+        let (dim, metric) = (self.config.dim, self.config.metric);
+        match &self.config.index {
+            IndexConfig::Flat => BuiltIndex::Flat,
+            IndexConfig::Hnsw { .. } => {
+                // The appendable graph is reused when no row was deleted (rows map one to
+                // one); otherwise the graph is built afresh over the live rows, in parallel.
+                match (&a.graph, hnsw_params(&self.config)) {
+                    (Some(g), _) if a.deleted.count_ones() == 0 && g.len_nodes() == live => {
+                        BuiltIndex::Hnsw(g.freeze())
+                    }
+                    (_, Some(params)) => {
+                        let vs = VectorSet {
+                            data: vectors,
+                            dim,
+                            kernels: self.kernels,
+                            metric,
+                        };
+                        BuiltIndex::Hnsw(GraphBuilder::build(params, &vs).freeze())
+                    }
+                    (_, None) => BuiltIndex::Flat,
+                }
+            }
+            IndexConfig::IvfPq {
+                nlist, pq_m, seed, ..
+            } => ivfpq::build(
+                vectors,
+                dim,
+                IvfPqParams {
+                    nlist: *nlist,
+                    pq_m: *pq_m,
+                    seed: *seed,
+                },
+            )
+            .map_or(BuiltIndex::Flat, BuiltIndex::IvfPq),
+            IndexConfig::Lsh {
+                tables, bits, seed, ..
+            } => lsh::build(
+                vectors,
+                dim,
+                metric,
+                LshParams {
+                    tables: *tables,
+                    bits: *bits,
+                    seed: *seed,
+                },
+                self.kernels,
+            )
+            .map_or(BuiltIndex::Flat, BuiltIndex::Lsh),
+        }
+    }
+
     fn seal_locked(&self, ws: &mut WriteState) -> Result<()> {
         let r = self.seal_inner(ws);
         if let Err(e) = &r {
@@ -624,23 +735,7 @@ impl Collection {
                 vectors.extend_from_slice(a.vector(*r));
             }
             let payloads: Vec<&Payload> = rows.iter().map(|r| &a.payloads[*r]).collect();
-            // The appendable graph is reused when no row was deleted (rows map one to one);
-            // otherwise the segment's graph is built afresh over the live rows, in parallel.
-            let graph = match (&a.graph, hnsw_params(&self.config)) {
-                (Some(g), _) if a.deleted.count_ones() == 0 && g.len_nodes() == rows.len() => {
-                    Some(g.freeze())
-                }
-                (_, Some(params)) => {
-                    let vs = VectorSet {
-                        data: &vectors,
-                        dim: self.config.dim,
-                        kernels: self.kernels,
-                        metric: self.config.metric,
-                    };
-                    Some(GraphBuilder::build(params, &vs).freeze())
-                }
-                (_, None) => None,
-            };
+            let built = self.build_index(a, rows.len(), &vectors);
             let id = m.next_segment_id;
             let name = segment::file_name(id);
             write_segment(
@@ -653,7 +748,7 @@ impl Collection {
                     ids: &ids,
                     vectors: &vectors,
                     payloads: &payloads,
-                    graph: graph.as_ref(),
+                    index: built.as_segment_index(),
                 },
             )?;
             let reader =
@@ -744,13 +839,9 @@ impl Collection {
                 rows: s.reader.rows(),
                 deleted: s.deleted.count_ones(),
                 bytes: s.reader.file_bytes(),
-                index: if s.reader.graph().is_some() {
-                    "hnsw"
-                } else {
-                    "flat"
-                }
-                .to_owned(),
-                index_bytes: s.reader.graph().map_or(0, |g| g.bytes() as u64),
+                index: s.reader.index().name().to_owned(),
+                index_bytes: s.reader.index().bytes() as u64,
+                index_detail: s.reader.index().detail(),
             })
             .collect::<Vec<_>>();
         Ok(CollectionStats {

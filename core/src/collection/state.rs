@@ -16,7 +16,10 @@ use crate::filter::value::Payload;
 use crate::index::hnsw::graph::Graph;
 use crate::index::hnsw::visited::VisitedPool;
 use crate::index::hnsw::{search as hnsw_search, HnswParams};
+use crate::index::ivfpq::{self, IvfPqQuery, IvfPqView};
+use crate::index::lsh::{self, LshQuery, LshView};
 use crate::index::{flat, topk::TopK};
+use crate::storage::segment::reader::IndexView;
 use crate::storage::segment::reader::SegmentReader;
 use crate::storage::wal::record::WalOp;
 use crate::types::{CollectionConfig, IndexConfig};
@@ -85,8 +88,27 @@ struct SegmentView<'a> {
     deleted: &'a Bitset,
     /// Passing and live rows, when a filter is given.
     allowed: Option<&'a Bitset>,
-    graph: Option<&'a dyn Graph>,
+    index: Ann<'a>,
     ids: &'a dyn Fn(usize) -> u64,
+}
+
+/// The approximate index of a segment, if it has one.
+#[derive(Clone, Copy)]
+enum Ann<'a> {
+    None,
+    Graph(&'a dyn Graph),
+    IvfPq(IvfPqView<'a>),
+    Lsh(LshView<'a>),
+}
+
+/// Per-query knobs, resolved from the query's parameters and the collection's defaults.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Knobs {
+    pub k: usize,
+    pub ef: usize,
+    pub nprobe: usize,
+    pub refine: usize,
+    pub probes: usize,
 }
 
 /// Where the live row of an id is.
@@ -235,29 +257,33 @@ impl State {
     pub(crate) fn search(
         &self,
         query: &[f32],
-        k: usize,
-        ef: usize,
+        knobs: &Knobs,
         pool: &VisitedPool,
         filter: Option<&Filter>,
     ) -> Result<Vec<(u64, f32)>> {
         let filter = filter.map(KeyedFilter::new);
         let filter = filter.as_ref();
-        let mut top = TopK::new(k);
+        let mut top = TopK::new(knobs.k);
         for s in &self.sealed {
             let allowed = match filter {
                 Some(f) => Some(s.passing(f)?),
                 None => None,
             };
             let ids = s.reader.ids();
-            let graph = s.reader.graph();
+            let view = s.reader.index();
             let seg = SegmentView {
                 vectors: s.reader.vectors(),
                 deleted: &s.deleted,
                 allowed: allowed.as_ref(),
-                graph: graph.as_ref().map(|g| g as &dyn Graph),
+                index: match &view {
+                    IndexView::Flat => Ann::None,
+                    IndexView::Hnsw(g) => Ann::Graph(g),
+                    IndexView::IvfPq(ix) => Ann::IvfPq(*ix),
+                    IndexView::Lsh(ix) => Ann::Lsh(*ix),
+                },
                 ids: &|r| ids[r],
             };
-            self.search_segment(&seg, query, k, ef, pool, &mut top);
+            self.search_segment(&seg, query, knobs, pool, &mut top);
         }
         let a = &self.appendable;
         let allowed = filter.map(|f| a.passing(f));
@@ -265,10 +291,10 @@ impl State {
             vectors: &a.vectors,
             deleted: &a.deleted,
             allowed: allowed.as_ref(),
-            graph: a.graph.as_ref().map(|g| g as &dyn Graph),
+            index: a.graph.as_ref().map_or(Ann::None, |g| Ann::Graph(g)),
             ids: &|r| a.ids[r],
         };
-        self.search_segment(&seg, query, k, ef, pool, &mut top);
+        self.search_segment(&seg, query, knobs, pool, &mut top);
         Ok(top.into_sorted())
     }
 
@@ -276,23 +302,34 @@ impl State {
     /// segment of `rows`: a scan costs `passing` distances; a graph search about
     /// `ef * 2m / s` with pass rate `s = passing / rows`. Equal when
     /// `passing = sqrt(ef * 2m * rows)`.
-    fn prefer_scan(&self, passing: usize, rows: usize, ef: usize) -> bool {
-        let m0 = hnsw_params(&self.config).map_or(32, |p| p.m0());
-        // Measured on text-minilm-dev (20k, ef 64): scaling this bound by 0.25 or 0.5 sent
-        // 10-30% filters to the graph and cut their QPS 3-13x; by 2 or 4 it scanned 50-100%
-        // filters and cut QPS 1.7-9x. 1 was best at every selectivity tried.
-        (passing as f64) <= ((ef * m0) as f64 * rows as f64).sqrt()
+    fn prefer_scan(&self, index: &Ann<'_>, passing: usize, rows: usize, knobs: &Knobs) -> bool {
+        match index {
+            Ann::None => true,
+            Ann::Graph(_) => {
+                let m0 = hnsw_params(&self.config).map_or(32, |p| p.m0());
+                // Measured on text-minilm-dev (20k, ef 64): scaling this bound by 0.25 or
+                // 0.5 sent 10-30% filters to the graph and cut their QPS 3-13x; by 2 or 4 it
+                // scanned 50-100% filters and cut QPS 1.7-9x. 1 was best at every
+                // selectivity tried.
+                (passing as f64) <= ((knobs.ef * m0) as f64 * rows as f64).sqrt()
+            }
+            // An unfiltered probe scores about rows * nprobe / nlist codes; scanning fewer
+            // passing rows exactly is both cheaper and exact.
+            Ann::IvfPq(ix) => passing.saturating_mul(ix.nlist) <= rows.saturating_mul(knobs.nprobe),
+            // LSH candidate sets are a few percent of the rows; below that, scan.
+            Ann::Lsh(_) => passing <= rows / 32,
+        }
     }
 
     fn search_segment(
         &self,
         seg: &SegmentView<'_>,
         query: &[f32],
-        k: usize,
-        ef: usize,
+        knobs: &Knobs,
         pool: &VisitedPool,
         top: &mut TopK,
     ) {
+        let (k, ef) = (knobs.k, knobs.ef);
         let (kernels, metric, dim) = (self.kernels, self.config.metric, self.config.dim);
         let rows = seg.vectors.len() / dim;
         let dist_row =
@@ -302,10 +339,7 @@ impl State {
             if passing == 0 {
                 return;
             }
-            if seg.graph.is_none()
-                || rows <= FLAT_SCAN_MAX_ROWS
-                || self.prefer_scan(passing, rows, ef)
-            {
+            if rows <= FLAT_SCAN_MAX_ROWS || self.prefer_scan(&seg.index, passing, rows, knobs) {
                 let mut thr = top.threshold();
                 for r in allowed.iter_ones() {
                     let d = dist_row(r);
@@ -317,8 +351,43 @@ impl State {
                 return;
             }
         }
-        match seg.graph {
-            Some(g) if rows > FLAT_SCAN_MAX_ROWS => {
+        let allow_row = |r: usize| match seg.allowed {
+            Some(a) => a.get(r),
+            None => !seg.deleted.get(r),
+        };
+        match seg.index {
+            Ann::IvfPq(ix) if rows > FLAT_SCAN_MAX_ROWS => {
+                let opts = IvfPqQuery {
+                    k,
+                    nprobe: knobs.nprobe,
+                    refine: knobs.refine,
+                };
+                let found = ivfpq::search(&ix, seg.vectors, kernels, metric, query, opts, &allow_row);
+                for (row, d) in found {
+                    top.push(d, (seg.ids)(row as usize));
+                }
+            }
+            Ann::Lsh(ix) if rows > FLAT_SCAN_MAX_ROWS => {
+                // Probing widens (4x per round) while fewer than k allowed rows were found,
+                // until every bucket has been read.
+                let mut probes = knobs.probes.max(1);
+                let most = 1usize << ix.bits.min(20);
+                let mut visited = pool.take(rows);
+                let found = loop {
+                    visited.reset(rows);
+                    let opts = LshQuery { k, probes };
+                    let f = lsh::search(&ix, seg.vectors, kernels, metric, query, opts, &allow_row, &mut visited);
+                    if f.len() >= k || probes >= most {
+                        break f;
+                    }
+                    probes = probes.saturating_mul(4);
+                };
+                pool.give(visited);
+                for (row, d) in found {
+                    top.push(d, (seg.ids)(row as usize));
+                }
+            }
+            Ann::Graph(g) if rows > FLAT_SCAN_MAX_ROWS => {
                 let dist = |n: u32| dist_row(n as usize);
                 let prefetch = |n: u32| {
                     let n = n as usize;

@@ -33,6 +33,8 @@ pub enum Isa {
 }
 
 type RawKernel = unsafe fn(&[f32], &[f32]) -> f32;
+type ColumnsKernel = unsafe fn(&[f32], &[f32], usize, &mut [f32]);
+type NearestKernel = unsafe fn(&[f32], &[f32], usize, &mut [f32]) -> (u32, f32);
 
 /// A pair of kernels for one ISA. Obtain one with [`Kernels::best`] or [`Kernels::for_isa`].
 #[derive(Clone, Copy)]
@@ -40,6 +42,8 @@ pub struct Kernels {
     isa: Isa,
     l2: RawKernel,
     dot: RawKernel,
+    cols: ColumnsKernel,
+    nearest: NearestKernel,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -55,6 +59,8 @@ const SCALAR: Kernels = Kernels {
     isa: Isa::Scalar,
     l2: scalar::l2_sq,
     dot: scalar::dot,
+    cols: scalar::sq_dists_columns_ref,
+    nearest: scalar::nearest_column_ref,
 };
 
 impl Kernels {
@@ -68,18 +74,24 @@ impl Kernels {
                     isa,
                     l2: x86_64::avx2::l2_sq,
                     dot: x86_64::avx2::dot,
+                    cols: x86_64::avx2::sq_dists_columns,
+                    nearest: x86_64::avx2::nearest_column,
                 }),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => is_x86_feature_detected!("avx512f").then_some(Kernels {
                 isa,
                 l2: x86_64::avx512::l2_sq,
                 dot: x86_64::avx512::dot,
+                cols: x86_64::avx512::sq_dists_columns,
+                nearest: x86_64::avx512::nearest_column,
             }),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => Some(Kernels {
                 isa,
                 l2: aarch64::neon::l2_sq,
                 dot: aarch64::neon::dot,
+                cols: scalar::sq_dists_columns_ref,
+                nearest: scalar::nearest_column_ref,
             }),
             #[allow(unreachable_patterns)]
             _ => None,
@@ -132,6 +144,25 @@ impl Kernels {
         assert_eq!(a.len(), b.len(), "distance kernels need equal lengths");
         // SAFETY: as in `l2_sq`.
         unsafe { (self.dot)(a, b) }
+    }
+
+    /// Squared distances from `x` to the `k` columns of the component-major matrix `cols`
+    /// (`x.len() * k` floats) into `out[..k]`. Panics on a size mismatch.
+    #[inline]
+    pub fn sq_dists_columns(&self, x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) {
+        assert!(cols.len() == x.len() * k && out.len() >= k, "column kernel sizes");
+        // SAFETY: sizes checked above (the body also slices with bounds checks); the ISA
+        // was verified by `for_isa` when this `Kernels` was built.
+        unsafe { (self.cols)(x, cols, k, out) }
+    }
+
+    /// The nearest of the `k` columns of `cols` to `x` (see [`Kernels::sq_dists_columns`])
+    /// and its squared distance; `out` is scratch of at least `k` floats.
+    #[inline]
+    pub fn nearest_column(&self, x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) -> (u32, f32) {
+        assert!(cols.len() == x.len() * k && out.len() >= k, "column kernel sizes");
+        // SAFETY: as in `sq_dists_columns`.
+        unsafe { (self.nearest)(x, cols, k, out) }
     }
 
     /// The distance under `metric` (smaller is nearer). Cosine assumes unit vectors.

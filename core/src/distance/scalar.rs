@@ -36,3 +36,67 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     s
 }
+
+/// `out[c] = |x - C[c]|^2` for the `k` columns of a component-major matrix `cols`
+/// (`x.len()` rows of `k`): the distances from `x` to `k` centroids at once. The loop over
+/// `c` is contiguous and branch-free, so each ISA's copy of it (see `Kernels`) compiles to
+/// full-width SIMD. Used for k-means, PQ encoding and PQ lookup tables.
+#[inline(always)]
+pub fn sq_dists_columns(x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) {
+    let out = &mut out[..k];
+    out.fill(0.0);
+    for (t, &xt) in x.iter().enumerate() {
+        let col = &cols[t * k..(t + 1) * k];
+        for (o, &c) in out.iter_mut().zip(col) {
+            let d = xt - c;
+            *o += d * d;
+        }
+    }
+}
+
+/// The nearest of the `k` columns (see [`sq_dists_columns`]): `(index, squared distance)`,
+/// the first on ties. `out` is scratch of at least `k` floats.
+#[inline(always)]
+pub fn nearest_column(x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) -> (u32, f32) {
+    sq_dists_columns(x, cols, k, out);
+    // Lane-wise minimum over chunks of 16 (vectorises), then across lanes.
+    const L: usize = 16;
+    let mut best = [f32::INFINITY; L];
+    let mut at = [0u32; L];
+    let chunks = out[..k].chunks_exact(L);
+    let tail = chunks.remainder();
+    for (ci, ch) in chunks.enumerate() {
+        for l in 0..L {
+            let better = ch[l] < best[l];
+            best[l] = if better { ch[l] } else { best[l] };
+            at[l] = if better { (ci * L + l) as u32 } else { at[l] };
+        }
+    }
+    let mut r = (0u32, f32::INFINITY);
+    for l in 0..L {
+        if best[l] < r.1 || (best[l] == r.1 && at[l] < r.0) {
+            r = (at[l], best[l]);
+        }
+    }
+    let base = k - tail.len();
+    for (i, &d) in tail.iter().enumerate() {
+        if d < r.1 {
+            r = ((base + i) as u32, d);
+        }
+    }
+    if r.1 == f32::INFINITY && k > 0 {
+        // Every distance is infinite or NaN: fall back to the first column.
+        r = (0, out[0]);
+    }
+    r
+}
+
+/// Reference (non-inlined) copy of [`nearest_column`] for the scalar `Kernels`.
+pub(crate) fn nearest_column_ref(x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) -> (u32, f32) {
+    nearest_column(x, cols, k, out)
+}
+
+/// Reference (non-inlined) copy of [`sq_dists_columns`] for the scalar `Kernels`.
+pub(crate) fn sq_dists_columns_ref(x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) {
+    sq_dists_columns(x, cols, k, out);
+}

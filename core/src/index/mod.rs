@@ -3,4 +3,8 @@
 
 pub(crate) mod flat;
 pub(crate) mod hnsw;
+pub(crate) mod ivfpq;
+pub(crate) mod kmeans;
+pub(crate) mod lsh;
+pub(crate) mod rng;
 pub(crate) mod topk;

@@ -97,3 +97,21 @@ pub(crate) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         _mm512_add_ps(acc[2], acc[3]),
     ))
 }
+
+/// [`crate::distance::scalar::sq_dists_columns`] compiled for this ISA.
+///
+/// # Safety
+/// The CPU must support the target features (checked by `Kernels::for_isa`).
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn sq_dists_columns(x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) {
+    crate::distance::scalar::sq_dists_columns(x, cols, k, out);
+}
+
+/// [`crate::distance::scalar::nearest_column`] compiled for this ISA.
+///
+/// # Safety
+/// The CPU must support the target features (checked by `Kernels::for_isa`).
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn nearest_column(x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) -> (u32, f32) {
+    crate::distance::scalar::nearest_column(x, cols, k, out)
+}

@@ -10,8 +10,9 @@
 use bytemuck::{Pod, Zeroable};
 
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"TROVSEG\0";
-/// Format version this build writes.
-pub(crate) const SEGMENT_VERSION: u16 = 1;
+/// Format version this build writes. v2 added the IVF-PQ and LSH index kinds; v1 files
+/// (flat and HNSW only) have the same layout and are read unchanged.
+pub(crate) const SEGMENT_VERSION: u16 = 2;
 /// Oldest format version this build reads.
 pub(crate) const SEGMENT_OLDEST_VERSION: u16 = 1;
 pub(crate) const HEADER_PAGE_BYTES: usize = 4096;
@@ -29,10 +30,24 @@ pub(crate) const SECTION_HNSW_META: u32 = 6;
 pub(crate) const SECTION_HNSW_L0: u32 = 7;
 pub(crate) const SECTION_HNSW_UPPER_OFFSETS: u32 = 8;
 pub(crate) const SECTION_HNSW_UPPER: u32 = 9;
+pub(crate) const SECTION_IVF_META: u32 = 10;
+pub(crate) const SECTION_IVF_CENTROIDS: u32 = 11;
+pub(crate) const SECTION_IVF_CODEBOOKS: u32 = 12;
+pub(crate) const SECTION_IVF_LIST_OFFSETS: u32 = 13;
+pub(crate) const SECTION_IVF_LIST_ROWS: u32 = 14;
+pub(crate) const SECTION_IVF_CODES: u32 = 15;
+pub(crate) const SECTION_LSH_META: u32 = 16;
+pub(crate) const SECTION_LSH_FUNCTIONS: u32 = 17;
+pub(crate) const SECTION_LSH_TABLE_OFFSETS: u32 = 18;
+pub(crate) const SECTION_LSH_KEYS: u32 = 19;
+pub(crate) const SECTION_LSH_STARTS: u32 = 20;
+pub(crate) const SECTION_LSH_ROWS: u32 = 21;
 
 /// Index kind codes stored in the header.
 pub(crate) const INDEX_FLAT: u8 = 1;
 pub(crate) const INDEX_HNSW: u8 = 2;
+pub(crate) const INDEX_IVF_PQ: u8 = 3;
+pub(crate) const INDEX_LSH: u8 = 4;
 
 /// One entry of the section table.
 #[repr(C)]

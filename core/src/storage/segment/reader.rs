@@ -9,6 +9,10 @@ use memmap2::Mmap;
 
 use super::layout::{
     SegmentFooter, SegmentHeader, FOOTER_BYTES, HEADER_PAGE_BYTES, INDEX_FLAT, INDEX_HNSW,
+    INDEX_IVF_PQ, INDEX_LSH, SECTION_IVF_CENTROIDS, SECTION_IVF_CODEBOOKS, SECTION_IVF_CODES,
+    SECTION_IVF_LIST_OFFSETS, SECTION_IVF_LIST_ROWS, SECTION_IVF_META, SECTION_LSH_FUNCTIONS,
+    SECTION_LSH_KEYS, SECTION_LSH_META, SECTION_LSH_ROWS, SECTION_LSH_STARTS,
+    SECTION_LSH_TABLE_OFFSETS,
     SECTION_ALIGN, SECTION_HNSW_L0, SECTION_HNSW_META, SECTION_HNSW_UPPER,
     SECTION_HNSW_UPPER_OFFSETS, SECTION_IDS, SECTION_ID_INDEX, SECTION_PAYLOAD_BYTES,
     SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC, SEGMENT_OLDEST_VERSION,
@@ -17,6 +21,8 @@ use super::layout::{
 use crate::error::{Error, Result};
 use crate::filter::value::Payload;
 use crate::index::hnsw::graph::GraphView;
+use crate::index::ivfpq::IvfPqView;
+use crate::index::lsh::LshView;
 use crate::storage::codec::{decode_payload, Decoder};
 use crate::storage::mmap::map_sealed;
 use crate::types::Metric;
@@ -32,7 +38,73 @@ pub(crate) struct SegmentReader {
     id_index: Range<usize>,
     payload_offsets: Range<usize>,
     payload_bytes: Range<usize>,
-    graph: Option<GraphParts>,
+    index: IndexParts,
+}
+
+/// Where a validated index lies in the map.
+#[derive(Debug, Clone)]
+enum IndexParts {
+    Flat,
+    Hnsw(GraphParts),
+    IvfPq {
+        meta: [u64; 8],
+        parts: [Range<usize>; 5],
+    },
+    Lsh {
+        meta: [u64; 8],
+        parts: [Range<usize>; 5],
+    },
+}
+
+/// The index of a sealed segment, borrowed from its map.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum IndexView<'a> {
+    Flat,
+    Hnsw(GraphView<'a>),
+    IvfPq(IvfPqView<'a>),
+    Lsh(LshView<'a>),
+}
+
+impl IndexView<'_> {
+    /// Name for `stats()`.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            IndexView::Flat => "flat",
+            IndexView::Hnsw(_) => "hnsw",
+            IndexView::IvfPq(_) => "ivf_pq",
+            IndexView::Lsh(_) => "lsh",
+        }
+    }
+
+    /// Bytes of index structures in the file.
+    pub(crate) fn bytes(&self) -> usize {
+        match self {
+            IndexView::Flat => 0,
+            IndexView::Hnsw(g) => g.bytes(),
+            IndexView::IvfPq(ix) => ix.bytes(),
+            IndexView::Lsh(ix) => ix.bytes(),
+        }
+    }
+
+    /// The parameters the segment's index was built with, for `stats()`.
+    pub(crate) fn detail(&self) -> String {
+        match self {
+            IndexView::Flat => String::new(),
+            IndexView::Hnsw(g) => format!("m={}", g.m),
+            IndexView::IvfPq(ix) => format!(
+                "nlist={} pq_m={} code_bytes_per_vector={}",
+                ix.nlist,
+                ix.m,
+                ix.code_bytes_per_vector()
+            ),
+            IndexView::Lsh(ix) => format!(
+                "family={} tables={} bits={}",
+                ix.family_name(),
+                ix.tables,
+                ix.bits
+            ),
+        }
+    }
 }
 
 /// Where a validated HNSW graph lies in the map.
@@ -124,8 +196,67 @@ impl SegmentReader {
         let rd = rows
             .checked_mul(dim)
             .ok_or_else(|| corrupt(24, "rows x dim overflows".into()))?;
-        let graph = match header.index_kind {
-            INDEX_FLAT => None,
+        if header.version < 2 && header.index_kind > INDEX_HNSW {
+            return Err(corrupt(
+                11,
+                format!("index kind {} in a version 1 file", header.index_kind),
+            ));
+        }
+        let meta_of = |r: &Range<usize>| -> [u64; 8] {
+            let mut meta = [0u64; 8];
+            meta.copy_from_slice(bytemuck::cast_slice(&map[r.clone()]));
+            meta
+        };
+        let index = match header.index_kind {
+            INDEX_FLAT => IndexParts::Flat,
+            INDEX_IVF_PQ => {
+                let meta_r = section(SECTION_IVF_META, 8, Some(8))?;
+                let meta = meta_of(&meta_r);
+                let parts = [
+                    section(SECTION_IVF_CENTROIDS, 4, None)?,
+                    section(SECTION_IVF_CODEBOOKS, 4, None)?,
+                    section(SECTION_IVF_LIST_OFFSETS, 8, None)?,
+                    section(SECTION_IVF_LIST_ROWS, 4, None)?,
+                    section(SECTION_IVF_CODES, 1, None)?,
+                ];
+                if meta[3] != rows as u64 || meta[4] != dim as u64 {
+                    return Err(corrupt(meta_r.start, "ivf_pq shape differs from the segment's".into()));
+                }
+                IvfPqView::new(
+                    &meta,
+                    bytemuck::cast_slice(&map[parts[0].clone()]),
+                    bytemuck::cast_slice(&map[parts[1].clone()]),
+                    bytemuck::cast_slice(&map[parts[2].clone()]),
+                    bytemuck::cast_slice(&map[parts[3].clone()]),
+                    &map[parts[4].clone()],
+                )
+                .map_err(|why| corrupt(meta_r.start, format!("ivf_pq index: {why}")))?;
+                IndexParts::IvfPq { meta, parts }
+            }
+            INDEX_LSH => {
+                let meta_r = section(SECTION_LSH_META, 8, Some(8))?;
+                let meta = meta_of(&meta_r);
+                let parts = [
+                    section(SECTION_LSH_FUNCTIONS, 4, None)?,
+                    section(SECTION_LSH_TABLE_OFFSETS, 8, None)?,
+                    section(SECTION_LSH_KEYS, 8, None)?,
+                    section(SECTION_LSH_STARTS, 4, None)?,
+                    section(SECTION_LSH_ROWS, 4, None)?,
+                ];
+                if meta[3] != rows as u64 || meta[4] != dim as u64 {
+                    return Err(corrupt(meta_r.start, "lsh shape differs from the segment's".into()));
+                }
+                LshView::new(
+                    &meta,
+                    bytemuck::cast_slice(&map[parts[0].clone()]),
+                    bytemuck::cast_slice(&map[parts[1].clone()]),
+                    bytemuck::cast_slice(&map[parts[2].clone()]),
+                    bytemuck::cast_slice(&map[parts[3].clone()]),
+                    bytemuck::cast_slice(&map[parts[4].clone()]),
+                )
+                .map_err(|why| corrupt(meta_r.start, format!("lsh index: {why}")))?;
+                IndexParts::Lsh { meta, parts }
+            }
             INDEX_HNSW => {
                 let meta_r = section(SECTION_HNSW_META, 8, Some(8))?;
                 let mut meta = [0u64; 8];
@@ -149,12 +280,12 @@ impl SegmentReader {
                     bytemuck::cast_slice(&map[parts.upper.clone()]),
                 )
                 .map_err(|why| corrupt(meta_r.start, format!("hnsw graph: {why}")))?;
-                Some(parts)
+                IndexParts::Hnsw(parts)
             }
             k => return Err(corrupt(11, format!("unknown index kind {k}"))),
         };
         let r = SegmentReader {
-            graph,
+            index,
             vectors: section(SECTION_VECTORS, 4, Some(rd))?,
             ids: section(SECTION_IDS, 8, Some(rows))?,
             id_index: section(SECTION_ID_INDEX, 16, Some(rows))?,
@@ -169,6 +300,10 @@ impl SegmentReader {
             SECTION_ID_INDEX,
             SECTION_PAYLOAD_OFFSETS,
             SECTION_HNSW_META,
+            SECTION_IVF_META,
+            SECTION_IVF_LIST_OFFSETS,
+            SECTION_LSH_META,
+            SECTION_LSH_TABLE_OFFSETS,
         ] {
             r.verify_section(kind)?;
         }
@@ -219,16 +354,34 @@ impl SegmentReader {
         bytemuck::cast_slice(&self.map[self.ids.clone()])
     }
 
-    /// The HNSW graph of this segment, if it has one (validated at open).
-    pub(crate) fn graph(&self) -> Option<GraphView<'_>> {
-        self.graph.as_ref().map(|g| {
-            GraphView::trusted(
+    /// The segment's index (validated at open).
+    pub(crate) fn index(&self) -> IndexView<'_> {
+        let m = &self.map;
+        match &self.index {
+            IndexParts::Flat => IndexView::Flat,
+            IndexParts::Hnsw(g) => IndexView::Hnsw(GraphView::trusted(
                 &g.meta,
-                bytemuck::cast_slice(&self.map[g.l0.clone()]),
-                bytemuck::cast_slice(&self.map[g.offsets.clone()]),
-                bytemuck::cast_slice(&self.map[g.upper.clone()]),
-            )
-        })
+                bytemuck::cast_slice(&m[g.l0.clone()]),
+                bytemuck::cast_slice(&m[g.offsets.clone()]),
+                bytemuck::cast_slice(&m[g.upper.clone()]),
+            )),
+            IndexParts::IvfPq { meta, parts } => IndexView::IvfPq(IvfPqView::trusted(
+                meta,
+                bytemuck::cast_slice(&m[parts[0].clone()]),
+                bytemuck::cast_slice(&m[parts[1].clone()]),
+                bytemuck::cast_slice(&m[parts[2].clone()]),
+                bytemuck::cast_slice(&m[parts[3].clone()]),
+                &m[parts[4].clone()],
+            )),
+            IndexParts::Lsh { meta, parts } => IndexView::Lsh(LshView::trusted(
+                meta,
+                bytemuck::cast_slice(&m[parts[0].clone()]),
+                bytemuck::cast_slice(&m[parts[1].clone()]),
+                bytemuck::cast_slice(&m[parts[2].clone()]),
+                bytemuck::cast_slice(&m[parts[3].clone()]),
+                bytemuck::cast_slice(&m[parts[4].clone()]),
+            )),
+        }
     }
 
     /// The row holding `id`, by binary search of the sorted (id, row) table.

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::layout::{
     SectionEntry, SegmentFooter, SegmentHeader, FOOTER_BYTES, HEADER_PAGE_BYTES, INDEX_FLAT,
-    INDEX_HNSW, MAX_SECTIONS, SECTION_ALIGN, SECTION_HNSW_L0, SECTION_HNSW_META,
+    INDEX_HNSW, INDEX_IVF_PQ, INDEX_LSH, MAX_SECTIONS, SECTION_IVF_CENTROIDS, SECTION_IVF_CODEBOOKS,
+    SECTION_IVF_CODES, SECTION_IVF_LIST_OFFSETS, SECTION_IVF_LIST_ROWS, SECTION_IVF_META,
+    SECTION_LSH_FUNCTIONS, SECTION_LSH_KEYS, SECTION_LSH_META, SECTION_LSH_ROWS,
+    SECTION_LSH_STARTS, SECTION_LSH_TABLE_OFFSETS, SECTION_ALIGN, SECTION_HNSW_L0, SECTION_HNSW_META,
     SECTION_HNSW_UPPER, SECTION_HNSW_UPPER_OFFSETS, SECTION_IDS, SECTION_ID_INDEX,
     SECTION_PAYLOAD_BYTES, SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC,
     SEGMENT_VERSION,
@@ -14,6 +17,8 @@ use super::layout::{
 use crate::error::{IoContext, Result};
 use crate::filter::value::Payload;
 use crate::index::hnsw::graph::FrozenGraph;
+use crate::index::ivfpq::FrozenIvfPq;
+use crate::index::lsh::FrozenLsh;
 use crate::storage::codec::encode_payload;
 use crate::storage::fsutil::sync_dir;
 use crate::types::Metric;
@@ -26,8 +31,18 @@ pub(crate) struct SegmentData<'a> {
     pub ids: &'a [u64],
     pub vectors: &'a [f32],
     pub payloads: &'a [&'a Payload],
-    /// The HNSW graph over these rows, if the collection uses HNSW.
-    pub graph: Option<&'a FrozenGraph>,
+    /// The index over these rows.
+    pub index: SegmentIndex<'a>,
+}
+
+/// The index stored with a segment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SegmentIndex<'a> {
+    /// None: the segment is scanned exactly.
+    Flat,
+    Hnsw(&'a FrozenGraph),
+    IvfPq(&'a FrozenIvfPq),
+    Lsh(&'a FrozenLsh),
 }
 
 struct SectionSink<W: Write> {
@@ -99,26 +114,52 @@ pub(crate) fn write_segment(
         bytemuck::cast_slice(&offsets),
     )?;
     sink.section(&tmp, SECTION_PAYLOAD_BYTES, &payload_bytes)?;
-    if let Some(g) = data.graph {
-        sink.section(&tmp, SECTION_HNSW_META, bytemuck::cast_slice(&g.meta))?;
-        sink.section(&tmp, SECTION_HNSW_L0, bytemuck::cast_slice(&g.l0))?;
-        sink.section(
-            &tmp,
-            SECTION_HNSW_UPPER_OFFSETS,
-            bytemuck::cast_slice(&g.offsets),
-        )?;
-        sink.section(&tmp, SECTION_HNSW_UPPER, bytemuck::cast_slice(&g.upper))?;
-    }
+    let index_kind = match data.index {
+        SegmentIndex::Flat => INDEX_FLAT,
+        SegmentIndex::Hnsw(g) => {
+            sink.section(&tmp, SECTION_HNSW_META, bytemuck::cast_slice(&g.meta))?;
+            sink.section(&tmp, SECTION_HNSW_L0, bytemuck::cast_slice(&g.l0))?;
+            sink.section(
+                &tmp,
+                SECTION_HNSW_UPPER_OFFSETS,
+                bytemuck::cast_slice(&g.offsets),
+            )?;
+            sink.section(&tmp, SECTION_HNSW_UPPER, bytemuck::cast_slice(&g.upper))?;
+            INDEX_HNSW
+        }
+        SegmentIndex::IvfPq(ix) => {
+            sink.section(&tmp, SECTION_IVF_META, bytemuck::cast_slice(&ix.meta))?;
+            sink.section(&tmp, SECTION_IVF_CENTROIDS, bytemuck::cast_slice(&ix.centroids))?;
+            sink.section(&tmp, SECTION_IVF_CODEBOOKS, bytemuck::cast_slice(&ix.codebooks))?;
+            sink.section(
+                &tmp,
+                SECTION_IVF_LIST_OFFSETS,
+                bytemuck::cast_slice(&ix.list_offsets),
+            )?;
+            sink.section(&tmp, SECTION_IVF_LIST_ROWS, bytemuck::cast_slice(&ix.list_rows))?;
+            sink.section(&tmp, SECTION_IVF_CODES, &ix.codes)?;
+            INDEX_IVF_PQ
+        }
+        SegmentIndex::Lsh(ix) => {
+            sink.section(&tmp, SECTION_LSH_META, bytemuck::cast_slice(&ix.meta))?;
+            sink.section(&tmp, SECTION_LSH_FUNCTIONS, bytemuck::cast_slice(&ix.functions))?;
+            sink.section(
+                &tmp,
+                SECTION_LSH_TABLE_OFFSETS,
+                bytemuck::cast_slice(&ix.table_offsets),
+            )?;
+            sink.section(&tmp, SECTION_LSH_KEYS, bytemuck::cast_slice(&ix.keys))?;
+            sink.section(&tmp, SECTION_LSH_STARTS, bytemuck::cast_slice(&ix.starts))?;
+            sink.section(&tmp, SECTION_LSH_ROWS, bytemuck::cast_slice(&ix.rows))?;
+            INDEX_LSH
+        }
+    };
 
     let mut header = SegmentHeader {
         magic: SEGMENT_MAGIC,
         version: SEGMENT_VERSION,
         metric: data.metric.code(),
-        index_kind: if data.graph.is_some() {
-            INDEX_HNSW
-        } else {
-            INDEX_FLAT
-        },
+        index_kind,
         section_count: sink.sections.len() as u32,
         dim: data.dim as u32,
         reserved: 0,

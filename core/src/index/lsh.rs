@@ -1,0 +1,729 @@
+//! Locality-sensitive hashing with multi-probe: `tables` hash tables, each keyed by
+//! `bits` hash functions of a vector; a query reads its own bucket and the `probes - 1`
+//! neighbouring buckets most likely to hold its neighbours in every table, then re-ranks
+//! the (de-duplicated) candidates exactly.
+//!
+//! - cosine and dot: random-hyperplane hashing (SimHash), bit i = `a_i . v + b_i > 0`, with
+//!   `b_i = -a_i . mean` (hyperplanes through the data's mean, not the origin: real
+//!   embeddings are not centred). Neighbouring buckets flip the bits of smallest margin.
+//! - l2: p-stable hashing (E2LSH), `h_i = floor((a_i . v + b_i) / w)`, `b_i` uniform in
+//!   `[0, w)`, `w` from the data (a multiple of a typical 10-NN distance). Neighbouring
+//!   buckets move single coordinates by -1/+1, nearest boundary first.
+//!
+//! Probe sequences follow Lv et al., "Multi-probe LSH" (VLDB 2007): perturbation sets are
+//! generated in increasing score (sum of squared boundary distances) with shift/expand.
+//!
+//! Frozen layout (FORMAT.md §LSH):
+//! - meta `u64 [8]` = family (1 SimHash, 2 E2LSH), tables, bits, rows, dim, w (f64 bits),
+//!   seed, total buckets;
+//! - functions `f32 [tables * bits][dim]` then biases `f32 [tables * bits]`;
+//! - table offsets `u64 [tables + 1]`, prefix sums into the bucket arrays;
+//! - bucket keys `u64 [buckets]` (ascending within each table);
+//! - bucket starts `u32 [buckets]`: where each bucket's rows begin in the rows array; a
+//!   bucket ends where the next bucket of its table begins (or at the table's end,
+//!   `(t + 1) * rows`);
+//! - rows `u32 [tables * rows]`: each table's rows grouped by bucket.
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rayon::prelude::*;
+
+use super::hnsw::visited::Visited;
+use super::rng::Rng;
+use super::topk::TopK;
+use crate::distance::Kernels;
+use crate::types::Metric;
+
+pub(crate) const FAMILY_SIMHASH: u64 = 1;
+pub(crate) const FAMILY_E2LSH: u64 = 2;
+/// Segments with fewer rows are not hashed; they are scanned exactly.
+pub(crate) const MIN_ROWS: usize = 1025;
+/// Bits per SimHash key are at most 64 (one `u64`).
+pub(crate) const MAX_BITS: usize = 64;
+/// E2LSH bucket width as a multiple of the median 10-NN distance of a sample.
+const E2LSH_W_FACTOR: f64 = 2.0;
+
+/// Build-time parameters (`bits = 0`: choose from the segment size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LshParams {
+    pub tables: usize,
+    pub bits: usize,
+    pub seed: u64,
+}
+
+/// Hash functions per table for a segment of `rows`: about `log2(rows) - 5` for SimHash
+/// (buckets of ~32 rows), more for E2LSH, whose functions are coarser.
+pub(crate) fn effective_bits(requested: usize, rows: usize, family: u64) -> usize {
+    if requested != 0 {
+        return requested;
+    }
+    let lg = (rows.max(2) as f64).log2();
+    let b = if family == FAMILY_SIMHASH {
+        lg - 5.0
+    } else {
+        lg / 2.0
+    };
+    (b.round() as usize).clamp(4, 32)
+}
+
+/// Owned index buffers, as written to a segment file.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FrozenLsh {
+    pub meta: [u64; 8],
+    pub functions: Vec<f32>,
+    pub table_offsets: Vec<u64>,
+    pub keys: Vec<u64>,
+    pub starts: Vec<u32>,
+    pub rows: Vec<u32>,
+}
+
+impl FrozenLsh {
+    #[cfg(test)]
+    pub(crate) fn view(&self) -> LshView<'_> {
+        LshView::new(
+            &self.meta,
+            &self.functions,
+            &self.table_offsets,
+            &self.keys,
+            &self.starts,
+            &self.rows,
+        )
+        .expect("an index built by this build is well formed")
+    }
+}
+
+/// FNV-1a over 32-bit words: the bucket key of an E2LSH hash vector.
+fn e2_key(h: &[i32]) -> u64 {
+    let mut k = 0xcbf2_9ce4_8422_2325u64;
+    for &c in h {
+        k = (k ^ u64::from(c as u32)).wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    k
+}
+
+fn simhash_key(h: &[f32]) -> u64 {
+    h.iter()
+        .enumerate()
+        .fold(0u64, |k, (i, x)| k | (u64::from(*x > 0.0) << i))
+}
+
+/// Hash functions of one family: projections, biases and (E2LSH) the width.
+struct Functions<'a> {
+    family: u64,
+    bits: usize,
+    dim: usize,
+    w: f32,
+    proj: &'a [f32],
+    bias: &'a [f32],
+}
+
+impl Functions<'_> {
+    /// Raw projections `a_i . v + b_i` of table `t` into `out` (divided by w for E2LSH).
+    fn project(&self, kernels: &Kernels, t: usize, v: &[f32], out: &mut [f32]) {
+        let (b, d) = (self.bits, self.dim);
+        for (i, o) in out.iter_mut().enumerate().take(b) {
+            let f = t * b + i;
+            let x = kernels.dot(&self.proj[f * d..(f + 1) * d], v) + self.bias[f];
+            *o = if self.family == FAMILY_E2LSH { x / self.w } else { x };
+        }
+    }
+
+    fn key(&self, h: &[f32], scratch: &mut Vec<i32>) -> u64 {
+        if self.family == FAMILY_SIMHASH {
+            simhash_key(h)
+        } else {
+            scratch.clear();
+            scratch.extend(h.iter().map(|x| x.floor() as i32));
+            e2_key(scratch)
+        }
+    }
+}
+
+/// Median distance from sampled rows to their 10th nearest neighbour in a larger sample.
+fn typical_knn_distance(vectors: &[f32], dim: usize, kernels: &Kernels, rng: &mut Rng) -> f64 {
+    let rows = vectors.len() / dim;
+    let base = rng.sample(rows, 20_000);
+    let probes = rng.sample(rows, 200);
+    let row = |i: usize| &vectors[i * dim..(i + 1) * dim];
+    let mut d10: Vec<f64> = probes
+        .par_iter()
+        .map(|&p| {
+            let mut top = TopK::new(11);
+            for &b in &base {
+                top.push(kernels.l2_sq(row(p), row(b)), b as u64);
+            }
+            // The nearest is usually `p` itself (distance 0): skip self-matches.
+            let ds: Vec<f32> = top
+                .into_sorted()
+                .into_iter()
+                .filter(|(id, _)| *id as usize != p)
+                .map(|x| x.1)
+                .collect();
+            f64::from(ds.get(9).copied().unwrap_or(0.0)).sqrt()
+        })
+        .collect();
+    d10.sort_by(f64::total_cmp);
+    d10[d10.len() / 2]
+}
+
+/// Build the tables over `vectors`. `None` when the segment is too small to be worth
+/// hashing ([`MIN_ROWS`]); such segments are scanned exactly.
+pub(crate) fn build(
+    vectors: &[f32],
+    dim: usize,
+    metric: Metric,
+    params: LshParams,
+    kernels: &Kernels,
+) -> Option<FrozenLsh> {
+    let rows = vectors.len() / dim;
+    if rows < MIN_ROWS {
+        return None;
+    }
+    let family = if metric == Metric::L2 {
+        FAMILY_E2LSH
+    } else {
+        FAMILY_SIMHASH
+    };
+    let bits = effective_bits(params.bits, rows, family);
+    let tables = params.tables;
+    let mut rng = Rng::new(params.seed);
+    let nf = tables * bits;
+    let mut functions: Vec<f32> = (0..nf * dim).map(|_| rng.gaussian() as f32).collect();
+    let w = if family == FAMILY_E2LSH {
+        let w = std::env::var("TW").ok().and_then(|x| x.parse().ok()).unwrap_or(E2LSH_W_FACTOR) * typical_knn_distance(vectors, dim, kernels, &mut rng);
+        if w > 0.0 && w.is_finite() {
+            w
+        } else {
+            1.0
+        }
+    } else {
+        0.0
+    };
+    let bias: Vec<f32> = if family == FAMILY_E2LSH {
+        (0..nf).map(|_| (rng.next_f64() * w) as f32).collect()
+    } else {
+        let mut mean = vec![0.0f64; dim];
+        for v in vectors.chunks_exact(dim) {
+            for (m, x) in mean.iter_mut().zip(v) {
+                *m += f64::from(*x);
+            }
+        }
+        let mean: Vec<f32> = mean.iter().map(|m| (m / rows as f64) as f32).collect();
+        (0..nf)
+            .map(|f| -kernels.dot(&functions[f * dim..(f + 1) * dim], &mean))
+            .collect()
+    };
+    functions.extend_from_slice(&bias);
+    let fns = Functions {
+        family,
+        bits,
+        dim,
+        w: w as f32,
+        proj: &functions[..nf * dim],
+        bias: &functions[nf * dim..],
+    };
+    let per_table: Vec<(Vec<u64>, Vec<u32>, Vec<u32>)> = (0..tables)
+        .into_par_iter()
+        .map(|t| {
+            let mut h = vec![0.0f32; bits];
+            let mut scratch = Vec::with_capacity(bits);
+            let mut pairs: Vec<(u64, u32)> = vectors
+                .chunks_exact(dim)
+                .enumerate()
+                .map(|(r, v)| {
+                    fns.project(kernels, t, v, &mut h);
+                    (fns.key(&h, &mut scratch), r as u32)
+                })
+                .collect();
+            pairs.sort_unstable();
+            let mut keys = Vec::new();
+            let mut starts = Vec::new();
+            let base = (t * rows) as u32;
+            for (i, (k, _)) in pairs.iter().enumerate() {
+                if keys.last() != Some(k) {
+                    keys.push(*k);
+                    starts.push(base + i as u32);
+                }
+            }
+            (keys, starts, pairs.into_iter().map(|p| p.1).collect())
+        })
+        .collect();
+    let mut table_offsets = vec![0u64];
+    let (mut keys, mut starts, mut all_rows) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, s, r) in per_table {
+        keys.extend(k);
+        starts.extend(s);
+        all_rows.extend(r);
+        table_offsets.push(keys.len() as u64);
+    }
+    Some(FrozenLsh {
+        meta: [
+            family,
+            tables as u64,
+            bits as u64,
+            rows as u64,
+            dim as u64,
+            w.to_bits(),
+            params.seed,
+            keys.len() as u64,
+        ],
+        functions,
+        table_offsets,
+        keys,
+        starts,
+        rows: all_rows,
+    })
+}
+
+/// An index borrowed from a segment map (or from owned buffers).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LshView<'a> {
+    family: u64,
+    pub tables: usize,
+    pub bits: usize,
+    rows: usize,
+    dim: usize,
+    w: f32,
+    functions: &'a [f32],
+    table_offsets: &'a [u64],
+    keys: &'a [u64],
+    starts: &'a [u32],
+    table_rows: &'a [u32],
+}
+
+impl<'a> LshView<'a> {
+    /// Validate buffers read from a file (sizes, offsets, starts ascending within each
+    /// table and inside it, rows in range). O(tables * rows); run once at open.
+    pub(crate) fn new(
+        meta: &[u64; 8],
+        functions: &'a [f32],
+        table_offsets: &'a [u64],
+        keys: &'a [u64],
+        starts: &'a [u32],
+        table_rows: &'a [u32],
+    ) -> Result<Self, String> {
+        let small = |x: u64| usize::try_from(x).ok().filter(|x| *x <= 1 << 32);
+        let (Some(tables), Some(bits), Some(rows), Some(dim), Some(buckets)) = (
+            small(meta[1]),
+            small(meta[2]),
+            small(meta[3]),
+            small(meta[4]),
+            small(meta[7]),
+        ) else {
+            return Err("meta values out of range".into());
+        };
+        if meta[0] != FAMILY_SIMHASH && meta[0] != FAMILY_E2LSH {
+            return Err(format!("unknown hash family {}", meta[0]));
+        }
+        if tables == 0 || bits == 0 || bits > MAX_BITS || dim == 0 {
+            return Err(format!("bad shape tables {tables} bits {bits} dim {dim}"));
+        }
+        let w = f64::from_bits(meta[5]);
+        if meta[0] == FAMILY_E2LSH && !(w > 0.0 && w.is_finite()) {
+            return Err(format!("bad bucket width {w}"));
+        }
+        let total_rows = tables
+            .checked_mul(rows)
+            .filter(|t| *t <= u32::MAX as usize)
+            .ok_or("tables x rows too large")?;
+        if functions.len() != tables * bits * (dim + 1)
+            || table_offsets.len() != tables + 1
+            || keys.len() != buckets
+            || starts.len() != buckets
+            || table_rows.len() != total_rows
+        {
+            return Err("section sizes do not match the meta".into());
+        }
+        if table_offsets[0] != 0
+            || table_offsets[tables] != buckets as u64
+            || table_offsets.windows(2).any(|w| w[0] > w[1])
+        {
+            return Err("table offsets are not a prefix sum ending at the bucket count".into());
+        }
+        for t in 0..tables {
+            let (a, b) = (table_offsets[t] as usize, table_offsets[t + 1] as usize);
+            let (lo, hi) = ((t * rows) as u64, ((t + 1) * rows) as u64);
+            let mut prev: Option<(u64, u64)> = None;
+            for i in a..b {
+                let (k, s) = (keys[i], u64::from(starts[i]));
+                if s < lo || s >= hi || prev.is_some_and(|(pk, ps)| pk >= k || ps >= s) {
+                    return Err(format!("bucket {i} of table {t} is out of order or range"));
+                }
+                prev = Some((k, s));
+            }
+        }
+        if table_rows.iter().any(|r| *r as usize >= rows) {
+            return Err("a row is out of range".into());
+        }
+        if functions.iter().any(|x| !x.is_finite()) {
+            return Err("a hash function is not finite".into());
+        }
+        Ok(Self::trusted(meta, functions, table_offsets, keys, starts, table_rows))
+    }
+
+    /// Wrap buffers already validated by [`LshView::new`].
+    pub(crate) fn trusted(
+        meta: &[u64; 8],
+        functions: &'a [f32],
+        table_offsets: &'a [u64],
+        keys: &'a [u64],
+        starts: &'a [u32],
+        table_rows: &'a [u32],
+    ) -> Self {
+        LshView {
+            family: meta[0],
+            tables: meta[1] as usize,
+            bits: meta[2] as usize,
+            rows: meta[3] as usize,
+            dim: meta[4] as usize,
+            w: f64::from_bits(meta[5]) as f32,
+            functions,
+            table_offsets,
+            keys,
+            starts,
+            table_rows,
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        4 * self.functions.len()
+            + 8 * self.table_offsets.len()
+            + 12 * self.keys.len()
+            + 4 * self.table_rows.len()
+    }
+
+    pub(crate) fn family_name(&self) -> &'static str {
+        if self.family == FAMILY_SIMHASH {
+            "simhash"
+        } else {
+            "e2lsh"
+        }
+    }
+
+    fn functions(&self) -> Functions<'a> {
+        let nf = self.tables * self.bits;
+        Functions {
+            family: self.family,
+            bits: self.bits,
+            dim: self.dim,
+            w: self.w,
+            proj: &self.functions[..nf * self.dim],
+            bias: &self.functions[nf * self.dim..],
+        }
+    }
+
+    /// The rows of bucket `key` in table `t` (empty if there is none).
+    fn bucket(&self, t: usize, key: u64) -> &'a [u32] {
+        let (a, b) = (
+            self.table_offsets[t] as usize,
+            self.table_offsets[t + 1] as usize,
+        );
+        let keys = &self.keys[a..b];
+        match keys.binary_search(&key) {
+            Ok(i) => {
+                let s = self.starts[a + i] as usize;
+                let e = if a + i + 1 < b {
+                    self.starts[a + i + 1] as usize
+                } else {
+                    (t + 1) * self.rows
+                };
+                &self.table_rows[s..e]
+            }
+            Err(_) => &[],
+        }
+    }
+}
+
+/// Perturbation sets over `n` candidate perturbations sorted by ascending `score`, in
+/// ascending total score (shift/expand generation); `valid` rejects sets that may not be
+/// applied together. Emits up to `count` sets into `out` (each a list of indices).
+fn probe_sets(
+    score: &[f32],
+    count: usize,
+    valid: impl Fn(&[u8]) -> bool,
+    out: &mut Vec<Vec<u8>>,
+) {
+    out.clear();
+    if score.is_empty() || count == 0 {
+        return;
+    }
+    #[derive(PartialEq, PartialOrd)]
+    struct Key(f32);
+    impl Eq for Key {}
+    impl Ord for Key {
+        fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+            self.0.total_cmp(&o.0)
+        }
+    }
+    let mut heap: BinaryHeap<Reverse<(Key, Vec<u8>)>> = BinaryHeap::new();
+    heap.push(Reverse((Key(score[0]), vec![0])));
+    // Each pop adds at most two sets; bound the work even when most sets are invalid.
+    let mut budget = count * 8 + 64;
+    while let Some(Reverse((Key(s), set))) = heap.pop() {
+        let last = *set.last().expect("sets are never empty") as usize;
+        if last + 1 < score.len() {
+            let mut shift = set.clone();
+            *shift.last_mut().expect("non-empty") = (last + 1) as u8;
+            heap.push(Reverse((
+                Key(s - score[last] + score[last + 1]),
+                shift,
+            )));
+            let mut expand = set.clone();
+            expand.push((last + 1) as u8);
+            heap.push(Reverse((Key(s + score[last + 1]), expand)));
+        }
+        if valid(&set) {
+            out.push(set);
+            if out.len() >= count {
+                return;
+            }
+        }
+        budget -= 1;
+        if budget == 0 {
+            return;
+        }
+    }
+}
+
+/// Per-query knobs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LshQuery {
+    pub k: usize,
+    /// Buckets read per table, the query's own included.
+    pub probes: usize,
+}
+
+#[derive(Default)]
+struct Scratch {
+    h: Vec<f32>,
+    ints: Vec<i32>,
+    order: Vec<(f32, u32)>,
+    sets: Vec<Vec<u8>>,
+    score: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// The `q.k` nearest allowed rows among the candidates as `(row, exact distance)`.
+#[allow(clippy::too_many_arguments, reason = "one search call; the parts are unrelated")]
+pub(crate) fn search(
+    ix: &LshView<'_>,
+    vectors: &[f32],
+    kernels: &Kernels,
+    metric: Metric,
+    query: &[f32],
+    opts: LshQuery,
+    allow: &dyn Fn(usize) -> bool,
+    visited: &mut Visited,
+) -> Vec<(u32, f32)> {
+    let fns = ix.functions();
+    let (bits, dim) = (ix.bits, ix.dim);
+    let mut top = TopK::new(opts.k);
+    SCRATCH.with(|s| {
+        let s = &mut *s.borrow_mut();
+        s.h.resize(bits, 0.0);
+        for t in 0..ix.tables {
+            fns.project(kernels, t, query, &mut s.h);
+            let home = fns.key(&s.h, &mut s.ints);
+            // Candidate perturbations sorted by their cost: (score, code) where the code is
+            // the bit to flip (SimHash) or 2*coordinate + (0: -1, 1: +1) (E2LSH).
+            s.order.clear();
+            if ix.family == FAMILY_SIMHASH {
+                s.order
+                    .extend(s.h.iter().enumerate().map(|(i, x)| (x * x, i as u32)));
+            } else {
+                for (i, x) in s.h.iter().enumerate() {
+                    let f = x - x.floor();
+                    s.order.push((f * f, 2 * i as u32));
+                    s.order.push(((1.0 - f) * (1.0 - f), 2 * i as u32 + 1));
+                }
+            }
+            s.order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+            s.score.clear();
+            s.score.extend(s.order.iter().map(|o| o.0));
+            let order = &s.order;
+            let e2 = ix.family == FAMILY_E2LSH;
+            probe_sets(
+                &s.score,
+                opts.probes.saturating_sub(1),
+                |set| {
+                    // E2LSH: one coordinate cannot move both ways.
+                    !e2 || set.iter().enumerate().all(|(a, x)| {
+                        set[a + 1..]
+                            .iter()
+                            .all(|y| order[*x as usize].1 / 2 != order[*y as usize].1 / 2)
+                    })
+                },
+                &mut s.sets,
+            );
+            for p in 0..=s.sets.len() {
+                let key = if p == 0 {
+                    home
+                } else if e2 {
+                    s.ints.clear();
+                    s.ints.extend(s.h.iter().map(|x| x.floor() as i32));
+                    for &x in &s.sets[p - 1] {
+                        let code = order[x as usize].1;
+                        let c = &mut s.ints[(code / 2) as usize];
+                        *c += if code % 2 == 0 { -1 } else { 1 };
+                    }
+                    e2_key(&s.ints)
+                } else {
+                    s.sets[p - 1]
+                        .iter()
+                        .fold(home, |k, x| k ^ (1u64 << order[*x as usize].1))
+                };
+                for &row in ix.bucket(t, key) {
+                    let r = row as usize;
+                    if visited.insert(r) && allow(r) {
+                        top.push(
+                            kernels.distance(metric, query, &vectors[r * dim..(r + 1) * dim]),
+                            u64::from(row),
+                        );
+                    }
+                }
+            }
+        }
+    });
+    top.into_sorted()
+        .into_iter()
+        .map(|(row, d)| (row as u32, d))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::hnsw::visited::VisitedPool;
+
+    pub(super) fn data(n: usize, dim: usize, seed: u64, normalise: bool) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        let centres: Vec<f32> = (0..20 * dim).map(|_| 3.0 * rng.gaussian() as f32).collect();
+        let mut out = Vec::with_capacity(n * dim);
+        for _ in 0..n {
+            let c = rng.below(20);
+            let mut v: Vec<f32> = (0..dim)
+                .map(|t| centres[c * dim + t] + rng.gaussian() as f32)
+                .collect();
+            if normalise {
+                crate::distance::normalize(&mut v);
+            }
+            out.extend(v);
+        }
+        out
+    }
+
+    fn recall(metric: Metric, normalise: bool) -> f64 {
+        let (n, dim) = (5000, 32);
+        let v = data(n, dim, 1, normalise);
+        let kernels = Kernels::best();
+        let ix = build(&v, dim, metric, LshParams { tables: 16, bits: std::env::var("TB").ok().and_then(|x| x.parse().ok()).unwrap_or(0), seed: 2 }, kernels)
+            .expect("built");
+        let view = ix.view();
+        let qs = data(50, dim, 77, normalise);
+        let pool = VisitedPool::default();
+        let mut hit = 0;
+        for q in qs.chunks_exact(dim) {
+            let mut visited = pool.take(n);
+            let got = search(&view, &v, kernels, metric, q, LshQuery { k: 10, probes: 16 }, &|_| true, &mut visited);
+            let mut top = TopK::new(10);
+            for (r, x) in v.chunks_exact(dim).enumerate() {
+                top.push(kernels.distance(metric, q, x), r as u64);
+            }
+            let want: Vec<u32> = top.into_sorted().iter().map(|x| x.0 as u32).collect();
+            hit += got.iter().filter(|g| want.contains(&g.0)).count();
+        }
+        eprintln!("recall {}", hit as f64 / 500.0);
+        hit as f64 / 500.0
+    }
+
+    #[test]
+    fn simhash_recall() {
+        let r = recall(Metric::Cosine, true);
+        assert!(r >= 0.9, "recall {r}");
+    }
+
+    #[test]
+    fn e2lsh_recall() {
+        let r = recall(Metric::L2, false);
+        assert!(r >= 0.9, "recall {r}");
+    }
+
+    #[test]
+    fn probe_sets_ascend_and_respect_validity() {
+        let score = [0.1, 0.2, 0.4, 0.8];
+        let mut out = Vec::new();
+        probe_sets(&score, 15, |_| true, &mut out);
+        assert_eq!(out.len(), 15); // every non-empty subset of 4
+        let totals: Vec<f32> = out
+            .iter()
+            .map(|s| s.iter().map(|i| score[*i as usize]).sum())
+            .collect();
+        assert!(totals.windows(2).all(|w| w[0] <= w[1] + 1e-6), "{totals:?}");
+        probe_sets(&score, 15, |s| !s.contains(&1), &mut out);
+        assert!(out.iter().all(|s| !s.contains(&1)));
+        assert_eq!(out.len(), 7);
+    }
+
+    #[test]
+    fn damaged_tables_are_refused() {
+        let v = data(2000, 8, 3, true);
+        let ix = build(&v, 8, Metric::Cosine, LshParams { tables: 4, bits: 0, seed: 1 }, Kernels::best())
+            .expect("built");
+        let chk = |f: &FrozenLsh| {
+            LshView::new(&f.meta, &f.functions, &f.table_offsets, &f.keys, &f.starts, &f.rows).is_ok()
+        };
+        assert!(chk(&ix));
+        let mut bad = ix.clone();
+        bad.rows[3] = 2000;
+        assert!(!chk(&bad));
+        let mut bad = ix.clone();
+        bad.starts[1] = bad.starts[0];
+        assert!(!chk(&bad));
+        let mut bad = ix.clone();
+        bad.meta[0] = 9;
+        assert!(!chk(&bad));
+        let mut bad = ix;
+        bad.table_offsets[2] = bad.table_offsets[4] + 1;
+        assert!(!chk(&bad));
+    }
+}
+#[cfg(test)]
+use tests::data as tests_data;
+#[cfg(test)]
+mod dbg {
+    use super::*;
+    #[test]
+    fn dbg_e2() {
+        let (n, dim) = (5000, 32);
+        let v = super::tests_data(n, dim, 1, false);
+        let kernels = Kernels::best();
+        let mut rng = Rng::new(5);
+        let r10 = typical_knn_distance(&v, dim, kernels, &mut rng);
+        eprintln!("r10 {r10}");
+        for bits in [2usize, 4, 6] {
+        let ix = build(&v, dim, Metric::L2, LshParams { tables: 1, bits, seed: 2 }, kernels).unwrap();
+        let view = ix.view();
+        let fns = view.functions();
+        let q = &v[..dim];
+        let mut h = vec![0.0; view.bits];
+        let mut sc = vec![];
+        fns.project(kernels, 0, q, &mut h);
+        let hk = fns.key(&h, &mut sc);
+        let mut same = 0; let mut near = 0;
+        for (r, x) in v.chunks_exact(dim).enumerate() {
+            let d = kernels.l2_sq(q, x).sqrt();
+            if d < r10 as f32 { near += 1;
+              fns.project(kernels, 0, x, &mut h);
+              if fns.key(&h, &mut sc) == hk { same += 1; }
+            }
+            let _ = r;
+        }
+        eprintln!("bits {bits} w {} near {near} same {same} buckets {}", f64::from_bits(ix.meta[5]), ix.keys.len());
+        }
+    }
+}
