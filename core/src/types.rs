@@ -113,9 +113,12 @@ pub const IVF_DEFAULT_NPROBE: usize = 24;
 /// Default `refine` of IVF-PQ.
 pub const IVF_DEFAULT_REFINE: usize = 4;
 /// Default number of LSH tables.
-pub const LSH_DEFAULT_TABLES: usize = 16;
+pub const LSH_DEFAULT_TABLES: usize = 32;
 /// Default LSH probes per table.
-pub const LSH_DEFAULT_PROBES: usize = 16;
+pub const LSH_DEFAULT_PROBES: usize = 32;
+/// Default LSH re-ranking factor: the best `refine * k` candidates by collision count are
+/// compared exactly.
+pub const LSH_DEFAULT_REFINE: usize = 50;
 
 /// Defaults of the HNSW parameters.
 pub const HNSW_DEFAULT_M: usize = 16;
@@ -250,7 +253,13 @@ impl IndexConfig {
                         }
                     }
                 }
-                Ok(IndexConfig::IvfPq { nlist, pq_m, nprobe, refine, seed })
+                Ok(IndexConfig::IvfPq {
+                    nlist,
+                    pq_m,
+                    nprobe,
+                    refine,
+                    seed,
+                })
             }
             "lsh" => {
                 let IndexConfig::Lsh {
@@ -276,11 +285,18 @@ impl IndexConfig {
                         }
                     }
                 }
-                Ok(IndexConfig::Lsh { tables, bits, probes, seed })
+                Ok(IndexConfig::Lsh {
+                    tables,
+                    bits,
+                    probes,
+                    seed,
+                })
             }
             other => Err(Error::invalid(
                 "index",
-                format!("unknown index kind `{other}`; this build supports: flat, hnsw, ivf_pq, lsh"),
+                format!(
+                    "unknown index kind `{other}`; this build supports: flat, hnsw, ivf_pq, lsh"
+                ),
             )),
         }
     }

@@ -230,6 +230,42 @@ def test_hnsw_collection_recall_ef_and_reopen(tmp_path, minilm):
         np.testing.assert_array_equal(ids, again)
 
 
+@pytest.mark.parametrize(
+    "index,params,knobs",
+    [("ivf_pq", {"nlist": 32, "pq_m": 48}, {"nprobe": 16, "refine": 8}), ("lsh", {"tables": 32}, {"probes": 32, "refine": 50})],
+)
+def test_compressed_indexes_recall_params_and_reopen(tmp_path, minilm, index, params, knobs):
+    base, queries = minilm
+    with trovedb.open(tmp_path) as db:
+        c = db.create_collection("x", dim=384, metric="cosine", index=index, **params)
+        c.upsert(np.arange(len(base)), base, [{"half": i % 2} for i in range(len(base))])
+        c.flush()
+        seg = c.stats()["segments"][0]
+        assert seg["index"] == index, seg
+        ids, _ = c.search(queries, k=10, **knobs)
+        exact = [brute_force(base, q, 10, "cosine") for q in queries]
+        recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(ids, exact)])
+        assert recall >= 0.9, recall
+        fids, _ = c.search(queries, k=10, filter={"half": 1}, **knobs)
+        assert all(i % 2 == 1 for i in fids.ravel().tolist())
+        with pytest.raises(ValueError):
+            c.search(queries[0], k=10, ef=10)
+        with pytest.raises(ValueError):
+            c.search(queries[0], k=10, refine=0)
+    with trovedb.open(tmp_path) as db:
+        again, _ = db.get_collection("x").search(queries, k=10, **knobs)
+        np.testing.assert_array_equal(ids, again)
+
+
+def test_pq_m_must_divide_dim(tmp_path):
+    with trovedb.open(tmp_path) as db:
+        with pytest.raises(ValueError, match="pq_m"):
+            db.create_collection("bad", dim=384, index="ivf_pq", pq_m=7)
+        with pytest.raises(ValueError):
+            db.create_collection("bad", dim=384, index="lsh", bits=99)
+        assert db.list_collections() == []
+
+
 def test_filters_search_count_get_delete(tmp_path):
     rng = np.random.default_rng(7)
     n = 3000

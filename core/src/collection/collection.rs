@@ -8,8 +8,8 @@ use std::sync::{Arc, Weak};
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
-use super::options::{DbOptions, Durability};
 use super::appendable::AppendableSegment;
+use super::options::{DbOptions, Durability};
 use super::state::{hnsw_params, Knobs, SealedSegment, State};
 use crate::distance::{normalize, Kernels};
 use crate::error::{Error, Result};
@@ -30,7 +30,7 @@ use crate::storage::wal::replay::{list_files, replay};
 use crate::storage::wal::writer::{GroupSync, WalWriter};
 use crate::storage::wal::MAX_RECORD_BYTES;
 use crate::storage::{deletes, fsutil, manifest, segment};
-use crate::types::{CollectionConfig, IndexConfig, Metric, SearchParams};
+use crate::types::{CollectionConfig, IndexConfig, Metric, SearchParams, LSH_DEFAULT_REFINE};
 
 /// A stored point.
 #[derive(Debug, Clone, PartialEq)]
@@ -477,22 +477,23 @@ impl Collection {
     /// another index kind, or 0, is an error.
     fn resolve_knobs(&self, params: &SearchParams, k: usize) -> Result<Knobs> {
         let kind = self.config.index.name();
-        let check = |name: &'static str, v: Option<usize>, applies: bool| -> Result<Option<usize>> {
-            match v {
-                Some(0) => Err(Error::invalid(name, format!("{name} must be at least 1"))),
-                Some(_) if !applies => Err(Error::invalid(
-                    name,
-                    format!("`{name}` does not apply to this collection's index ({kind})"),
-                )),
-                v => Ok(v),
-            }
-        };
+        let check =
+            |name: &'static str, v: Option<usize>, applies: bool| -> Result<Option<usize>> {
+                match v {
+                    Some(0) => Err(Error::invalid(name, format!("{name} must be at least 1"))),
+                    Some(_) if !applies => Err(Error::invalid(
+                        name,
+                        format!("`{name}` does not apply to this collection's index ({kind})"),
+                    )),
+                    v => Ok(v),
+                }
+            };
         let is_hnsw = matches!(self.config.index, IndexConfig::Hnsw { .. });
         let is_ivf = matches!(self.config.index, IndexConfig::IvfPq { .. });
         let is_lsh = matches!(self.config.index, IndexConfig::Lsh { .. });
         let ef = check("ef", params.ef, is_hnsw)?;
         let nprobe = check("nprobe", params.nprobe, is_ivf)?;
-        let refine = check("refine", params.refine, is_ivf)?;
+        let refine = check("refine", params.refine, is_ivf || is_lsh)?;
         let probes = check("probes", params.probes, is_lsh)?;
         let mut knobs = Knobs {
             k,
@@ -511,7 +512,10 @@ impl Collection {
                 knobs.nprobe = nprobe.unwrap_or(*n);
                 knobs.refine = refine.unwrap_or(*r);
             }
-            IndexConfig::Lsh { probes: p, .. } => knobs.probes = probes.unwrap_or(*p),
+            IndexConfig::Lsh { probes: p, .. } => {
+                knobs.probes = probes.unwrap_or(*p);
+                knobs.refine = refine.unwrap_or(LSH_DEFAULT_REFINE);
+            }
             _ => {}
         }
         Ok(knobs)

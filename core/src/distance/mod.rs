@@ -150,7 +150,10 @@ impl Kernels {
     /// (`x.len() * k` floats) into `out[..k]`. Panics on a size mismatch.
     #[inline]
     pub fn sq_dists_columns(&self, x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) {
-        assert!(cols.len() == x.len() * k && out.len() >= k, "column kernel sizes");
+        assert!(
+            cols.len() == x.len() * k && out.len() >= k,
+            "column kernel sizes"
+        );
         // SAFETY: sizes checked above (the body also slices with bounds checks); the ISA
         // was verified by `for_isa` when this `Kernels` was built.
         unsafe { (self.cols)(x, cols, k, out) }
@@ -160,7 +163,10 @@ impl Kernels {
     /// and its squared distance; `out` is scratch of at least `k` floats.
     #[inline]
     pub fn nearest_column(&self, x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) -> (u32, f32) {
-        assert!(cols.len() == x.len() * k && out.len() >= k, "column kernel sizes");
+        assert!(
+            cols.len() == x.len() * k && out.len() >= k,
+            "column kernel sizes"
+        );
         // SAFETY: as in `sq_dists_columns`.
         unsafe { (self.nearest)(x, cols, k, out) }
     }

@@ -41,6 +41,10 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// (`x.len()` rows of `k`): the distances from `x` to `k` centroids at once. The loop over
 /// `c` is contiguous and branch-free, so each ISA's copy of it (see `Kernels`) compiles to
 /// full-width SIMD. Used for k-means, PQ encoding and PQ lookup tables.
+#[allow(
+    clippy::inline_always,
+    reason = "inlined into each ISA's #[target_feature] wrapper, which is what vectorises it"
+)]
 #[inline(always)]
 pub fn sq_dists_columns(x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) {
     let out = &mut out[..k];
@@ -56,11 +60,15 @@ pub fn sq_dists_columns(x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) {
 
 /// The nearest of the `k` columns (see [`sq_dists_columns`]): `(index, squared distance)`,
 /// the first on ties. `out` is scratch of at least `k` floats.
+#[allow(
+    clippy::inline_always,
+    reason = "inlined into each ISA's #[target_feature] wrapper, which is what vectorises it"
+)]
 #[inline(always)]
 pub fn nearest_column(x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) -> (u32, f32) {
-    sq_dists_columns(x, cols, k, out);
     // Lane-wise minimum over chunks of 16 (vectorises), then across lanes.
     const L: usize = 16;
+    sq_dists_columns(x, cols, k, out);
     let mut best = [f32::INFINITY; L];
     let mut at = [0u32; L];
     let chunks = out[..k].chunks_exact(L);
@@ -74,7 +82,7 @@ pub fn nearest_column(x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) -> (u3
     }
     let mut r = (0u32, f32::INFINITY);
     for l in 0..L {
-        if best[l] < r.1 || (best[l] == r.1 && at[l] < r.0) {
+        if best[l] < r.1 || (best[l].total_cmp(&r.1).is_eq() && at[l] < r.0) {
             r = (at[l], best[l]);
         }
     }

@@ -243,7 +243,9 @@ impl<'a> IvfPqView<'a> {
             return Err("meta values out of range".into());
         };
         if nlist == 0 || m == 0 || dsub == 0 || m * dsub != dim {
-            return Err(format!("bad shape nlist {nlist} pq_m {m} dsub {dsub} dim {dim}"));
+            return Err(format!(
+                "bad shape nlist {nlist} pq_m {m} dsub {dsub} dim {dim}"
+            ));
         }
         if centroids.len() != nlist * dim
             || codebooks.len() != m * dsub * KSUB
@@ -320,8 +322,7 @@ impl<'a> IvfPqView<'a> {
         let mut out = self.centroid(list).to_vec();
         for (s, &c) in code.iter().enumerate() {
             for t in 0..self.dsub {
-                out[s * self.dsub + t] +=
-                    self.codebooks[(s * self.dsub + t) * KSUB + c as usize];
+                out[s * self.dsub + t] += self.codebooks[(s * self.dsub + t) * KSUB + c as usize];
             }
         }
         out
@@ -373,7 +374,10 @@ fn adc(lut: &[[f32; KSUB]], code: &[u8]) -> f32 {
 /// `k` allowed rows were seen (so a selective filter widens the search until k pass or the
 /// lists run out). Disallowed rows are skipped before they are scored. The best
 /// `refine * k` rows by ADC score are re-ranked exactly against `vectors`.
-#[allow(clippy::too_many_arguments, reason = "one search call; the parts are unrelated")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one search call; the parts are unrelated"
+)]
 pub(crate) fn search(
     ix: &IvfPqView<'_>,
     vectors: &[f32],
@@ -388,12 +392,9 @@ pub(crate) fn search(
     SCRATCH.with(|s| {
         let s = &mut *s.borrow_mut();
         s.coarse.clear();
-        s.coarse.extend((0..ix.nlist).map(|c| {
-            (
-                kernels.distance(metric, query, ix.centroid(c)),
-                c as u32,
-            )
-        }));
+        s.coarse.extend(
+            (0..ix.nlist).map(|c| (kernels.distance(metric, query, ix.centroid(c)), c as u32)),
+        );
         s.coarse
             .sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         s.lut.resize(m, [0.0; KSUB]);
@@ -508,14 +509,32 @@ mod tests {
     #[test]
     fn too_small_is_not_trained() {
         let v = data(MIN_TRAIN_ROWS - 1, 8, 1);
-        assert!(build(&v, 8, IvfPqParams { nlist: 0, pq_m: 0, seed: 1 }).is_none());
+        assert!(build(
+            &v,
+            8,
+            IvfPqParams {
+                nlist: 0,
+                pq_m: 0,
+                seed: 1
+            }
+        )
+        .is_none());
     }
 
     #[test]
     fn recall_and_validation() {
         let (n, dim) = (4000, 32);
         let v = data(n, dim, 2);
-        let ix = build(&v, dim, IvfPqParams { nlist: 0, pq_m: 8, seed: 3 }).expect("trained");
+        let ix = build(
+            &v,
+            dim,
+            IvfPqParams {
+                nlist: 0,
+                pq_m: 8,
+                seed: 3,
+            },
+        )
+        .expect("trained");
         let view = IvfPqView::new(
             &ix.meta,
             &ix.centroids,
@@ -529,7 +548,11 @@ mod tests {
         let qs = data(50, dim, 99);
         let mut hit = 0;
         for q in qs.chunks_exact(dim) {
-            let opts = IvfPqQuery { k: 10, nprobe: 16, refine: 8 };
+            let opts = IvfPqQuery {
+                k: 10,
+                nprobe: 16,
+                refine: 8,
+            };
             let got = search(&view, &v, kernels, Metric::L2, q, opts, &|_| true);
             let want = exact(&v, dim, q, 10);
             hit += got.iter().filter(|g| want.contains(&g.0)).count();
@@ -541,20 +564,48 @@ mod tests {
 
         // A filter passing only even rows never returns an odd one and still finds k.
         let q = &qs[..dim];
-        let opts = IvfPqQuery { k: 10, nprobe: 1, refine: 4 };
+        let opts = IvfPqQuery {
+            k: 10,
+            nprobe: 1,
+            refine: 4,
+        };
         let got = search(&view, &v, kernels, Metric::L2, q, opts, &|r| r % 97 == 0);
         assert_eq!(got.len(), 10);
         assert!(got.iter().all(|g| g.0 % 97 == 0));
 
         let mut bad = ix.clone();
         bad.list_rows[5] = n as u32;
-        assert!(IvfPqView::new(&bad.meta, &bad.centroids, &bad.codebooks, &bad.list_offsets, &bad.list_rows, &bad.codes).is_err());
+        assert!(IvfPqView::new(
+            &bad.meta,
+            &bad.centroids,
+            &bad.codebooks,
+            &bad.list_offsets,
+            &bad.list_rows,
+            &bad.codes
+        )
+        .is_err());
         let mut bad = ix.clone();
         bad.list_offsets[1] = bad.list_offsets[2] + 1;
-        assert!(IvfPqView::new(&bad.meta, &bad.centroids, &bad.codebooks, &bad.list_offsets, &bad.list_rows, &bad.codes).is_err());
+        assert!(IvfPqView::new(
+            &bad.meta,
+            &bad.centroids,
+            &bad.codebooks,
+            &bad.list_offsets,
+            &bad.list_rows,
+            &bad.codes
+        )
+        .is_err());
         let mut bad = ix.clone();
         bad.meta[1] = 7;
-        assert!(IvfPqView::new(&bad.meta, &bad.centroids, &bad.codebooks, &bad.list_offsets, &bad.list_rows, &bad.codes).is_err());
+        assert!(IvfPqView::new(
+            &bad.meta,
+            &bad.centroids,
+            &bad.codebooks,
+            &bad.list_offsets,
+            &bad.list_rows,
+            &bad.codes
+        )
+        .is_err());
     }
 
     #[test]
@@ -563,7 +614,16 @@ mod tests {
         let v = data(n, dim, 4);
         let mut last = f64::INFINITY;
         for m in [2, 4, 8, 16] {
-            let ix = build(&v, dim, IvfPqParams { nlist: 16, pq_m: m, seed: 5 }).expect("trained");
+            let ix = build(
+                &v,
+                dim,
+                IvfPqParams {
+                    nlist: 16,
+                    pq_m: m,
+                    seed: 5,
+                },
+            )
+            .expect("trained");
             let view = ix.view();
             let mut err = 0.0f64;
             for list in 0..view.nlist {
@@ -571,7 +631,11 @@ mod tests {
                 for (r, code) in rows.iter().zip(codes.chunks_exact(m)) {
                     let rec = view.decode(list, code);
                     let x = &v[*r as usize * dim..(*r as usize + 1) * dim];
-                    err += rec.iter().zip(x).map(|(a, b)| f64::from((a - b) * (a - b))).sum::<f64>();
+                    err += rec
+                        .iter()
+                        .zip(x)
+                        .map(|(a, b)| f64::from((a - b) * (a - b)))
+                        .sum::<f64>();
                 }
             }
             let mse = err / n as f64;
@@ -583,7 +647,11 @@ mod tests {
     #[test]
     fn deterministic_for_a_seed() {
         let v = data(2000, 16, 6);
-        let p = IvfPqParams { nlist: 0, pq_m: 4, seed: 11 };
+        let p = IvfPqParams {
+            nlist: 0,
+            pq_m: 4,
+            seed: 11,
+        };
         assert_eq!(build(&v, 16, p), build(&v, 16, p));
     }
 }

@@ -239,8 +239,8 @@ mod tests {
         let x: Vec<f32> = (0..dim).map(|_| rng.gaussian() as f32).collect();
         let mut acc = vec![0.0; k];
         sq_dists_transposed(&x, &c.cols, k, &mut acc);
-        for j in 0..k {
-            assert!((acc[j] - sq_l2(&x, c.row(j))).abs() < 1e-4);
+        for (j, a) in acc.iter().enumerate() {
+            assert!((a - sq_l2(&x, c.row(j))).abs() < 1e-4);
         }
     }
 }

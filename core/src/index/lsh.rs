@@ -13,6 +13,12 @@
 //! Probe sequences follow Lv et al., "Multi-probe LSH" (VLDB 2007): perturbation sets are
 //! generated in increasing score (sum of squared boundary distances) with shift/expand.
 //!
+//! Candidates are ranked before the exact re-ranking by how many of the `tables * bits`
+//! hash values they share with the query (collision counting over a stored per-row
+//! signature: the SimHash bits, or the low byte of each E2LSH value); only the best
+//! `refine * k` are compared exactly. Bucket collisions alone are a coarse signal: on real
+//! embeddings, re-ranking every candidate cost more than a flat scan at recall 0.9.
+//!
 //! Frozen layout (FORMAT.md §LSH):
 //! - meta `u64 [8]` = family (1 SimHash, 2 E2LSH), tables, bits, rows, dim, w (f64 bits),
 //!   seed, total buckets;
@@ -22,7 +28,9 @@
 //! - bucket starts `u32 [buckets]`: where each bucket's rows begin in the rows array; a
 //!   bucket ends where the next bucket of its table begins (or at the table's end,
 //!   `(t + 1) * rows`);
-//! - rows `u32 [tables * rows]`: each table's rows grouped by bucket.
+//! - rows `u32 [tables * rows]`: each table's rows grouped by bucket;
+//! - signatures `u8 [rows][sig]`: per table, the key as `u64` LE (SimHash, sig = 8 *
+//!   tables) or the low byte of each of the `bits` values (E2LSH, sig = bits * tables).
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -53,15 +61,17 @@ pub(crate) struct LshParams {
     pub seed: u64,
 }
 
-/// Hash functions per table for a segment of `rows`: about `log2(rows) - 5` for SimHash
-/// (buckets of ~32 rows), more for E2LSH, whose functions are coarser.
+/// Hash functions per table for a segment of `rows`: about `log2(rows) - 2` for SimHash
+/// (buckets of a few rows; measured on text-minilm-dev: 9 bits per table read most of the
+/// segment per query, 16 lost recall), `log2(rows) / 2` for E2LSH, whose values are
+/// coarser.
 pub(crate) fn effective_bits(requested: usize, rows: usize, family: u64) -> usize {
     if requested != 0 {
         return requested;
     }
     let lg = (rows.max(2) as f64).log2();
     let b = if family == FAMILY_SIMHASH {
-        lg - 5.0
+        lg - 2.3
     } else {
         lg / 2.0
     };
@@ -77,6 +87,7 @@ pub(crate) struct FrozenLsh {
     pub keys: Vec<u64>,
     pub starts: Vec<u32>,
     pub rows: Vec<u32>,
+    pub sigs: Vec<u8>,
 }
 
 impl FrozenLsh {
@@ -89,6 +100,7 @@ impl FrozenLsh {
             &self.keys,
             &self.starts,
             &self.rows,
+            &self.sigs,
         )
         .expect("an index built by this build is well formed")
     }
@@ -126,7 +138,31 @@ impl Functions<'_> {
         for (i, o) in out.iter_mut().enumerate().take(b) {
             let f = t * b + i;
             let x = kernels.dot(&self.proj[f * d..(f + 1) * d], v) + self.bias[f];
-            *o = if self.family == FAMILY_E2LSH { x / self.w } else { x };
+            *o = if self.family == FAMILY_E2LSH {
+                x / self.w
+            } else {
+                x
+            };
+        }
+    }
+
+    /// Bytes of signature per table.
+    fn sig_part(&self) -> usize {
+        if self.family == FAMILY_SIMHASH {
+            8
+        } else {
+            self.bits
+        }
+    }
+
+    /// The signature part of projections `h` (see the module docs).
+    fn sig(&self, h: &[f32], out: &mut [u8]) {
+        if self.family == FAMILY_SIMHASH {
+            out.copy_from_slice(&simhash_key(h).to_le_bytes());
+        } else {
+            for (o, x) in out.iter_mut().zip(h) {
+                *o = x.floor() as i32 as u8;
+            }
         }
     }
 
@@ -168,6 +204,9 @@ fn typical_knn_distance(vectors: &[f32], dim: usize, kernels: &Kernels, rng: &mu
     d10[d10.len() / 2]
 }
 
+/// One built table: bucket keys, bucket starts, rows by bucket, per-row signature parts.
+type Table = (Vec<u64>, Vec<u32>, Vec<u32>, Vec<u8>);
+
 /// Build the tables over `vectors`. `None` when the segment is too small to be worth
 /// hashing ([`MIN_ROWS`]); such segments are scanned exactly.
 pub(crate) fn build(
@@ -192,7 +231,7 @@ pub(crate) fn build(
     let nf = tables * bits;
     let mut functions: Vec<f32> = (0..nf * dim).map(|_| rng.gaussian() as f32).collect();
     let w = if family == FAMILY_E2LSH {
-        let w = std::env::var("TW").ok().and_then(|x| x.parse().ok()).unwrap_or(E2LSH_W_FACTOR) * typical_knn_distance(vectors, dim, kernels, &mut rng);
+        let w = E2LSH_W_FACTOR * typical_knn_distance(vectors, dim, kernels, &mut rng);
         if w > 0.0 && w.is_finite() {
             w
         } else {
@@ -224,16 +263,20 @@ pub(crate) fn build(
         proj: &functions[..nf * dim],
         bias: &functions[nf * dim..],
     };
-    let per_table: Vec<(Vec<u64>, Vec<u32>, Vec<u32>)> = (0..tables)
+    let part = fns.sig_part();
+    let per_table: Vec<Table> = (0..tables)
         .into_par_iter()
         .map(|t| {
             let mut h = vec![0.0f32; bits];
             let mut scratch = Vec::with_capacity(bits);
+            let mut sig = vec![0u8; rows * part];
             let mut pairs: Vec<(u64, u32)> = vectors
                 .chunks_exact(dim)
+                .zip(sig.chunks_exact_mut(part))
                 .enumerate()
-                .map(|(r, v)| {
+                .map(|(r, (v, s))| {
                     fns.project(kernels, t, v, &mut h);
+                    fns.sig(&h, s);
                     (fns.key(&h, &mut scratch), r as u32)
                 })
                 .collect();
@@ -247,16 +290,21 @@ pub(crate) fn build(
                     starts.push(base + i as u32);
                 }
             }
-            (keys, starts, pairs.into_iter().map(|p| p.1).collect())
+            (keys, starts, pairs.into_iter().map(|p| p.1).collect(), sig)
         })
         .collect();
     let mut table_offsets = vec![0u64];
     let (mut keys, mut starts, mut all_rows) = (Vec::new(), Vec::new(), Vec::new());
-    for (k, s, r) in per_table {
+    let mut sigs = vec![0u8; rows * part * tables];
+    for (t, (k, s, r, sig)) in per_table.into_iter().enumerate() {
         keys.extend(k);
         starts.extend(s);
         all_rows.extend(r);
         table_offsets.push(keys.len() as u64);
+        for (row, chunk) in sig.chunks_exact(part).enumerate() {
+            let at = (row * tables + t) * part;
+            sigs[at..at + part].copy_from_slice(chunk);
+        }
     }
     Some(FrozenLsh {
         meta: [
@@ -274,6 +322,7 @@ pub(crate) fn build(
         keys,
         starts,
         rows: all_rows,
+        sigs,
     })
 }
 
@@ -291,6 +340,7 @@ pub(crate) struct LshView<'a> {
     keys: &'a [u64],
     starts: &'a [u32],
     table_rows: &'a [u32],
+    sigs: &'a [u8],
 }
 
 impl<'a> LshView<'a> {
@@ -303,6 +353,7 @@ impl<'a> LshView<'a> {
         keys: &'a [u64],
         starts: &'a [u32],
         table_rows: &'a [u32],
+        sigs: &'a [u8],
     ) -> Result<Self, String> {
         let small = |x: u64| usize::try_from(x).ok().filter(|x| *x <= 1 << 32);
         let (Some(tables), Some(bits), Some(rows), Some(dim), Some(buckets)) = (
@@ -326,13 +377,14 @@ impl<'a> LshView<'a> {
         }
         let total_rows = tables
             .checked_mul(rows)
-            .filter(|t| *t <= u32::MAX as usize)
+            .filter(|t| u32::try_from(*t).is_ok())
             .ok_or("tables x rows too large")?;
         if functions.len() != tables * bits * (dim + 1)
             || table_offsets.len() != tables + 1
             || keys.len() != buckets
             || starts.len() != buckets
             || table_rows.len() != total_rows
+            || sigs.len() != total_rows * if meta[0] == FAMILY_SIMHASH { 8 } else { bits }
         {
             return Err("section sizes do not match the meta".into());
         }
@@ -360,7 +412,15 @@ impl<'a> LshView<'a> {
         if functions.iter().any(|x| !x.is_finite()) {
             return Err("a hash function is not finite".into());
         }
-        Ok(Self::trusted(meta, functions, table_offsets, keys, starts, table_rows))
+        Ok(Self::trusted(
+            meta,
+            functions,
+            table_offsets,
+            keys,
+            starts,
+            table_rows,
+            sigs,
+        ))
     }
 
     /// Wrap buffers already validated by [`LshView::new`].
@@ -371,6 +431,7 @@ impl<'a> LshView<'a> {
         keys: &'a [u64],
         starts: &'a [u32],
         table_rows: &'a [u32],
+        sigs: &'a [u8],
     ) -> Self {
         LshView {
             family: meta[0],
@@ -384,6 +445,7 @@ impl<'a> LshView<'a> {
             keys,
             starts,
             table_rows,
+            sigs,
         }
     }
 
@@ -392,6 +454,7 @@ impl<'a> LshView<'a> {
             + 8 * self.table_offsets.len()
             + 12 * self.keys.len()
             + 4 * self.table_rows.len()
+            + self.sigs.len()
     }
 
     pub(crate) fn family_name(&self) -> &'static str {
@@ -439,23 +502,27 @@ impl<'a> LshView<'a> {
 /// Perturbation sets over `n` candidate perturbations sorted by ascending `score`, in
 /// ascending total score (shift/expand generation); `valid` rejects sets that may not be
 /// applied together. Emits up to `count` sets into `out` (each a list of indices).
-fn probe_sets(
-    score: &[f32],
-    count: usize,
-    valid: impl Fn(&[u8]) -> bool,
-    out: &mut Vec<Vec<u8>>,
-) {
-    out.clear();
-    if score.is_empty() || count == 0 {
-        return;
-    }
-    #[derive(PartialEq, PartialOrd)]
+fn probe_sets(score: &[f32], count: usize, valid: impl Fn(&[u8]) -> bool, out: &mut Vec<Vec<u8>>) {
     struct Key(f32);
+    impl PartialEq for Key {
+        fn eq(&self, o: &Self) -> bool {
+            self.0.total_cmp(&o.0).is_eq()
+        }
+    }
     impl Eq for Key {}
+    impl PartialOrd for Key {
+        fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(o))
+        }
+    }
     impl Ord for Key {
         fn cmp(&self, o: &Self) -> std::cmp::Ordering {
             self.0.total_cmp(&o.0)
         }
+    }
+    out.clear();
+    if score.is_empty() || count == 0 {
+        return;
     }
     let mut heap: BinaryHeap<Reverse<(Key, Vec<u8>)>> = BinaryHeap::new();
     heap.push(Reverse((Key(score[0]), vec![0])));
@@ -466,10 +533,7 @@ fn probe_sets(
         if last + 1 < score.len() {
             let mut shift = set.clone();
             *shift.last_mut().expect("non-empty") = (last + 1) as u8;
-            heap.push(Reverse((
-                Key(s - score[last] + score[last + 1]),
-                shift,
-            )));
+            heap.push(Reverse((Key(s - score[last] + score[last + 1]), shift)));
             let mut expand = set.clone();
             expand.push((last + 1) as u8);
             heap.push(Reverse((Key(s + score[last + 1]), expand)));
@@ -493,6 +557,8 @@ pub(crate) struct LshQuery {
     pub k: usize,
     /// Buckets read per table, the query's own included.
     pub probes: usize,
+    /// The best `refine * k` candidates by collision count are re-ranked exactly.
+    pub refine: usize,
 }
 
 #[derive(Default)]
@@ -502,6 +568,8 @@ struct Scratch {
     order: Vec<(f32, u32)>,
     sets: Vec<Vec<u8>>,
     score: Vec<f32>,
+    qsig: Vec<u8>,
+    cand: Vec<(u32, u32)>,
 }
 
 thread_local! {
@@ -509,7 +577,10 @@ thread_local! {
 }
 
 /// The `q.k` nearest allowed rows among the candidates as `(row, exact distance)`.
-#[allow(clippy::too_many_arguments, reason = "one search call; the parts are unrelated")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one search call; the parts are unrelated"
+)]
 pub(crate) fn search(
     ix: &LshView<'_>,
     vectors: &[f32],
@@ -522,10 +593,36 @@ pub(crate) fn search(
 ) -> Vec<(u32, f32)> {
     let fns = ix.functions();
     let (bits, dim) = (ix.bits, ix.dim);
+    let part = fns.sig_part();
+    let stride = part * ix.tables;
     let mut top = TopK::new(opts.k);
+    let simhash = ix.family == FAMILY_SIMHASH;
     SCRATCH.with(|s| {
         let s = &mut *s.borrow_mut();
         s.h.resize(bits, 0.0);
+        s.qsig.resize(stride, 0);
+        s.cand.clear();
+        for t in 0..ix.tables {
+            fns.project(kernels, t, query, &mut s.h);
+            fns.sig(&s.h, &mut s.qsig[t * part..(t + 1) * part]);
+        }
+        let qsig = std::mem::take(&mut s.qsig);
+        // Hash values of a row that differ from the query's (fewer = more likely near).
+        let mismatch = |r: usize| -> u32 {
+            let sig = &ix.sigs[r * stride..(r + 1) * stride];
+            if simhash {
+                sig.chunks_exact(8)
+                    .zip(qsig.chunks_exact(8))
+                    .map(|(a, b)| {
+                        let a = u64::from_le_bytes(a.try_into().unwrap_or([0; 8]));
+                        let b = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+                        (a ^ b).count_ones()
+                    })
+                    .sum()
+            } else {
+                sig.iter().zip(&qsig).map(|(a, b)| u32::from(a != b)).sum()
+            }
+        };
         for t in 0..ix.tables {
             fns.project(kernels, t, query, &mut s.h);
             let home = fns.key(&s.h, &mut s.ints);
@@ -580,14 +677,24 @@ pub(crate) fn search(
                 for &row in ix.bucket(t, key) {
                     let r = row as usize;
                     if visited.insert(r) && allow(r) {
-                        top.push(
-                            kernels.distance(metric, query, &vectors[r * dim..(r + 1) * dim]),
-                            u64::from(row),
-                        );
+                        s.cand.push((mismatch(r), row));
                     }
                 }
             }
         }
+        let keep = opts.k.saturating_mul(opts.refine.max(1));
+        if s.cand.len() > keep {
+            s.cand.select_nth_unstable(keep);
+            s.cand.truncate(keep);
+        }
+        for &(_, row) in &s.cand {
+            let r = row as usize;
+            top.push(
+                kernels.distance(metric, query, &vectors[r * dim..(r + 1) * dim]),
+                u64::from(row),
+            );
+        }
+        s.qsig = qsig;
     });
     top.into_sorted()
         .into_iter()
@@ -601,13 +708,17 @@ mod tests {
     use crate::index::hnsw::visited::VisitedPool;
 
     pub(super) fn data(n: usize, dim: usize, seed: u64, normalise: bool) -> Vec<f32> {
+        // 200 clusters of ~25 points: neighbours are clearly nearer than the rest, as in
+        // real embeddings (LSH cannot separate points of one wide Gaussian blob).
         let mut rng = Rng::new(seed);
-        let centres: Vec<f32> = (0..20 * dim).map(|_| 3.0 * rng.gaussian() as f32).collect();
+        let centres: Vec<f32> = (0..200 * dim)
+            .map(|_| 3.0 * rng.gaussian() as f32)
+            .collect();
         let mut out = Vec::with_capacity(n * dim);
         for _ in 0..n {
-            let c = rng.below(20);
+            let c = rng.below(200);
             let mut v: Vec<f32> = (0..dim)
-                .map(|t| centres[c * dim + t] + rng.gaussian() as f32)
+                .map(|t| centres[c * dim + t] + 0.3 * rng.gaussian() as f32)
                 .collect();
             if normalise {
                 crate::distance::normalize(&mut v);
@@ -619,17 +730,34 @@ mod tests {
 
     fn recall(metric: Metric, normalise: bool) -> f64 {
         let (n, dim) = (5000, 32);
-        let v = data(n, dim, 1, normalise);
+        let all = data(n + 50, dim, 1, normalise);
+        let (v, qs) = all.split_at(n * dim);
         let kernels = Kernels::best();
-        let ix = build(&v, dim, metric, LshParams { tables: 16, bits: std::env::var("TB").ok().and_then(|x| x.parse().ok()).unwrap_or(0), seed: 2 }, kernels)
-            .expect("built");
+        let params = LshParams {
+            tables: crate::types::LSH_DEFAULT_TABLES,
+            bits: 0,
+            seed: 2,
+        };
+        let ix = build(v, dim, metric, params, kernels).expect("built");
         let view = ix.view();
-        let qs = data(50, dim, 77, normalise);
         let pool = VisitedPool::default();
         let mut hit = 0;
         for q in qs.chunks_exact(dim) {
             let mut visited = pool.take(n);
-            let got = search(&view, &v, kernels, metric, q, LshQuery { k: 10, probes: 16 }, &|_| true, &mut visited);
+            let got = search(
+                &view,
+                v,
+                kernels,
+                metric,
+                q,
+                LshQuery {
+                    k: 10,
+                    probes: crate::types::LSH_DEFAULT_PROBES,
+                    refine: crate::types::LSH_DEFAULT_REFINE,
+                },
+                &|_| true,
+                &mut visited,
+            );
             let mut top = TopK::new(10);
             for (r, x) in v.chunks_exact(dim).enumerate() {
                 top.push(kernels.distance(metric, q, x), r as u64);
@@ -672,10 +800,29 @@ mod tests {
     #[test]
     fn damaged_tables_are_refused() {
         let v = data(2000, 8, 3, true);
-        let ix = build(&v, 8, Metric::Cosine, LshParams { tables: 4, bits: 0, seed: 1 }, Kernels::best())
-            .expect("built");
+        let ix = build(
+            &v,
+            8,
+            Metric::Cosine,
+            LshParams {
+                tables: 4,
+                bits: 0,
+                seed: 1,
+            },
+            Kernels::best(),
+        )
+        .expect("built");
         let chk = |f: &FrozenLsh| {
-            LshView::new(&f.meta, &f.functions, &f.table_offsets, &f.keys, &f.starts, &f.rows).is_ok()
+            LshView::new(
+                &f.meta,
+                &f.functions,
+                &f.table_offsets,
+                &f.keys,
+                &f.starts,
+                &f.rows,
+                &f.sigs,
+            )
+            .is_ok()
         };
         assert!(chk(&ix));
         let mut bad = ix.clone();
@@ -690,40 +837,5 @@ mod tests {
         let mut bad = ix;
         bad.table_offsets[2] = bad.table_offsets[4] + 1;
         assert!(!chk(&bad));
-    }
-}
-#[cfg(test)]
-use tests::data as tests_data;
-#[cfg(test)]
-mod dbg {
-    use super::*;
-    #[test]
-    fn dbg_e2() {
-        let (n, dim) = (5000, 32);
-        let v = super::tests_data(n, dim, 1, false);
-        let kernels = Kernels::best();
-        let mut rng = Rng::new(5);
-        let r10 = typical_knn_distance(&v, dim, kernels, &mut rng);
-        eprintln!("r10 {r10}");
-        for bits in [2usize, 4, 6] {
-        let ix = build(&v, dim, Metric::L2, LshParams { tables: 1, bits, seed: 2 }, kernels).unwrap();
-        let view = ix.view();
-        let fns = view.functions();
-        let q = &v[..dim];
-        let mut h = vec![0.0; view.bits];
-        let mut sc = vec![];
-        fns.project(kernels, 0, q, &mut h);
-        let hk = fns.key(&h, &mut sc);
-        let mut same = 0; let mut near = 0;
-        for (r, x) in v.chunks_exact(dim).enumerate() {
-            let d = kernels.l2_sq(q, x).sqrt();
-            if d < r10 as f32 { near += 1;
-              fns.project(kernels, 0, x, &mut h);
-              if fns.key(&h, &mut sc) == hk { same += 1; }
-            }
-            let _ = r;
-        }
-        eprintln!("bits {bits} w {} near {near} same {same} buckets {}", f64::from_bits(ix.meta[5]), ix.keys.len());
-        }
     }
 }

@@ -115,6 +115,11 @@ pub(crate) unsafe fn sq_dists_columns(x: &[f32], cols: &[f32], k: usize, out: &m
 /// # Safety
 /// The CPU must support the target features (checked by `Kernels::for_isa`).
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn nearest_column(x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) -> (u32, f32) {
+pub(crate) unsafe fn nearest_column(
+    x: &[f32],
+    cols: &[f32],
+    k: usize,
+    out: &mut [f32],
+) -> (u32, f32) {
     crate::distance::scalar::nearest_column(x, cols, k, out)
 }

@@ -42,6 +42,7 @@ pub(crate) const SECTION_LSH_TABLE_OFFSETS: u32 = 18;
 pub(crate) const SECTION_LSH_KEYS: u32 = 19;
 pub(crate) const SECTION_LSH_STARTS: u32 = 20;
 pub(crate) const SECTION_LSH_ROWS: u32 = 21;
+pub(crate) const SECTION_LSH_SIGS: u32 = 22;
 
 /// Index kind codes stored in the header.
 pub(crate) const INDEX_FLAT: u8 = 1;

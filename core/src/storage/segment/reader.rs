@@ -9,12 +9,11 @@ use memmap2::Mmap;
 
 use super::layout::{
     SegmentFooter, SegmentHeader, FOOTER_BYTES, HEADER_PAGE_BYTES, INDEX_FLAT, INDEX_HNSW,
-    INDEX_IVF_PQ, INDEX_LSH, SECTION_IVF_CENTROIDS, SECTION_IVF_CODEBOOKS, SECTION_IVF_CODES,
-    SECTION_IVF_LIST_OFFSETS, SECTION_IVF_LIST_ROWS, SECTION_IVF_META, SECTION_LSH_FUNCTIONS,
-    SECTION_LSH_KEYS, SECTION_LSH_META, SECTION_LSH_ROWS, SECTION_LSH_STARTS,
-    SECTION_LSH_TABLE_OFFSETS,
-    SECTION_ALIGN, SECTION_HNSW_L0, SECTION_HNSW_META, SECTION_HNSW_UPPER,
-    SECTION_HNSW_UPPER_OFFSETS, SECTION_IDS, SECTION_ID_INDEX, SECTION_PAYLOAD_BYTES,
+    INDEX_IVF_PQ, INDEX_LSH, SECTION_ALIGN, SECTION_HNSW_L0, SECTION_HNSW_META, SECTION_HNSW_UPPER,
+    SECTION_HNSW_UPPER_OFFSETS, SECTION_IDS, SECTION_ID_INDEX, SECTION_IVF_CENTROIDS,
+    SECTION_IVF_CODEBOOKS, SECTION_IVF_CODES, SECTION_IVF_LIST_OFFSETS, SECTION_IVF_LIST_ROWS,
+    SECTION_IVF_META, SECTION_LSH_FUNCTIONS, SECTION_LSH_KEYS, SECTION_LSH_META, SECTION_LSH_ROWS,
+    SECTION_LSH_SIGS, SECTION_LSH_STARTS, SECTION_LSH_TABLE_OFFSETS, SECTION_PAYLOAD_BYTES,
     SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC, SEGMENT_OLDEST_VERSION,
     SEGMENT_VERSION,
 };
@@ -52,7 +51,7 @@ enum IndexParts {
     },
     Lsh {
         meta: [u64; 8],
-        parts: [Range<usize>; 5],
+        parts: [Range<usize>; 6],
     },
 }
 
@@ -220,7 +219,10 @@ impl SegmentReader {
                     section(SECTION_IVF_CODES, 1, None)?,
                 ];
                 if meta[3] != rows as u64 || meta[4] != dim as u64 {
-                    return Err(corrupt(meta_r.start, "ivf_pq shape differs from the segment's".into()));
+                    return Err(corrupt(
+                        meta_r.start,
+                        "ivf_pq shape differs from the segment's".into(),
+                    ));
                 }
                 IvfPqView::new(
                     &meta,
@@ -242,9 +244,13 @@ impl SegmentReader {
                     section(SECTION_LSH_KEYS, 8, None)?,
                     section(SECTION_LSH_STARTS, 4, None)?,
                     section(SECTION_LSH_ROWS, 4, None)?,
+                    section(SECTION_LSH_SIGS, 1, None)?,
                 ];
                 if meta[3] != rows as u64 || meta[4] != dim as u64 {
-                    return Err(corrupt(meta_r.start, "lsh shape differs from the segment's".into()));
+                    return Err(corrupt(
+                        meta_r.start,
+                        "lsh shape differs from the segment's".into(),
+                    ));
                 }
                 LshView::new(
                     &meta,
@@ -253,6 +259,7 @@ impl SegmentReader {
                     bytemuck::cast_slice(&map[parts[2].clone()]),
                     bytemuck::cast_slice(&map[parts[3].clone()]),
                     bytemuck::cast_slice(&map[parts[4].clone()]),
+                    &map[parts[5].clone()],
                 )
                 .map_err(|why| corrupt(meta_r.start, format!("lsh index: {why}")))?;
                 IndexParts::Lsh { meta, parts }
@@ -380,6 +387,7 @@ impl SegmentReader {
                 bytemuck::cast_slice(&m[parts[2].clone()]),
                 bytemuck::cast_slice(&m[parts[3].clone()]),
                 bytemuck::cast_slice(&m[parts[4].clone()]),
+                &m[parts[5].clone()],
             )),
         }
     }

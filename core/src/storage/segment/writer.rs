@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 
 use super::layout::{
     SectionEntry, SegmentFooter, SegmentHeader, FOOTER_BYTES, HEADER_PAGE_BYTES, INDEX_FLAT,
-    INDEX_HNSW, INDEX_IVF_PQ, INDEX_LSH, MAX_SECTIONS, SECTION_IVF_CENTROIDS, SECTION_IVF_CODEBOOKS,
-    SECTION_IVF_CODES, SECTION_IVF_LIST_OFFSETS, SECTION_IVF_LIST_ROWS, SECTION_IVF_META,
-    SECTION_LSH_FUNCTIONS, SECTION_LSH_KEYS, SECTION_LSH_META, SECTION_LSH_ROWS,
-    SECTION_LSH_STARTS, SECTION_LSH_TABLE_OFFSETS, SECTION_ALIGN, SECTION_HNSW_L0, SECTION_HNSW_META,
-    SECTION_HNSW_UPPER, SECTION_HNSW_UPPER_OFFSETS, SECTION_IDS, SECTION_ID_INDEX,
-    SECTION_PAYLOAD_BYTES, SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC,
-    SEGMENT_VERSION,
+    INDEX_HNSW, INDEX_IVF_PQ, INDEX_LSH, MAX_SECTIONS, SECTION_ALIGN, SECTION_HNSW_L0,
+    SECTION_HNSW_META, SECTION_HNSW_UPPER, SECTION_HNSW_UPPER_OFFSETS, SECTION_IDS,
+    SECTION_ID_INDEX, SECTION_IVF_CENTROIDS, SECTION_IVF_CODEBOOKS, SECTION_IVF_CODES,
+    SECTION_IVF_LIST_OFFSETS, SECTION_IVF_LIST_ROWS, SECTION_IVF_META, SECTION_LSH_FUNCTIONS,
+    SECTION_LSH_KEYS, SECTION_LSH_META, SECTION_LSH_ROWS, SECTION_LSH_SIGS, SECTION_LSH_STARTS,
+    SECTION_LSH_TABLE_OFFSETS, SECTION_PAYLOAD_BYTES, SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS,
+    SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 use crate::error::{IoContext, Result};
 use crate::filter::value::Payload;
@@ -129,20 +129,36 @@ pub(crate) fn write_segment(
         }
         SegmentIndex::IvfPq(ix) => {
             sink.section(&tmp, SECTION_IVF_META, bytemuck::cast_slice(&ix.meta))?;
-            sink.section(&tmp, SECTION_IVF_CENTROIDS, bytemuck::cast_slice(&ix.centroids))?;
-            sink.section(&tmp, SECTION_IVF_CODEBOOKS, bytemuck::cast_slice(&ix.codebooks))?;
+            sink.section(
+                &tmp,
+                SECTION_IVF_CENTROIDS,
+                bytemuck::cast_slice(&ix.centroids),
+            )?;
+            sink.section(
+                &tmp,
+                SECTION_IVF_CODEBOOKS,
+                bytemuck::cast_slice(&ix.codebooks),
+            )?;
             sink.section(
                 &tmp,
                 SECTION_IVF_LIST_OFFSETS,
                 bytemuck::cast_slice(&ix.list_offsets),
             )?;
-            sink.section(&tmp, SECTION_IVF_LIST_ROWS, bytemuck::cast_slice(&ix.list_rows))?;
+            sink.section(
+                &tmp,
+                SECTION_IVF_LIST_ROWS,
+                bytemuck::cast_slice(&ix.list_rows),
+            )?;
             sink.section(&tmp, SECTION_IVF_CODES, &ix.codes)?;
             INDEX_IVF_PQ
         }
         SegmentIndex::Lsh(ix) => {
             sink.section(&tmp, SECTION_LSH_META, bytemuck::cast_slice(&ix.meta))?;
-            sink.section(&tmp, SECTION_LSH_FUNCTIONS, bytemuck::cast_slice(&ix.functions))?;
+            sink.section(
+                &tmp,
+                SECTION_LSH_FUNCTIONS,
+                bytemuck::cast_slice(&ix.functions),
+            )?;
             sink.section(
                 &tmp,
                 SECTION_LSH_TABLE_OFFSETS,
@@ -151,6 +167,7 @@ pub(crate) fn write_segment(
             sink.section(&tmp, SECTION_LSH_KEYS, bytemuck::cast_slice(&ix.keys))?;
             sink.section(&tmp, SECTION_LSH_STARTS, bytemuck::cast_slice(&ix.starts))?;
             sink.section(&tmp, SECTION_LSH_ROWS, bytemuck::cast_slice(&ix.rows))?;
+            sink.section(&tmp, SECTION_LSH_SIGS, &ix.sigs)?;
             INDEX_LSH
         }
     };
