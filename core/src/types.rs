@@ -111,7 +111,7 @@ pub enum IndexConfig {
 /// Default `nprobe` of IVF-PQ.
 pub const IVF_DEFAULT_NPROBE: usize = 24;
 /// Default `refine` of IVF-PQ.
-pub const IVF_DEFAULT_REFINE: usize = 4;
+pub const IVF_DEFAULT_REFINE: usize = 10;
 /// Default number of LSH tables.
 pub const LSH_DEFAULT_TABLES: usize = 32;
 /// Default LSH probes per table.

@@ -204,11 +204,15 @@ pub fn apply_crash_op(model: &mut Model, op: &CrashOp) {
     }
 }
 
-/// The deterministic contents of the format fixtures (`tests/fixtures/v<N>/`): the
-/// collection name, its config, and its final points (id -> vector as given, payload).
-pub fn fixture_contents() -> Vec<(&'static str, trovedb::CollectionConfig, Model)> {
+/// Format version the current build writes (its fixture is `tests/fixtures/v<N>/`).
+pub const FIXTURE_VERSION: u16 = 2;
+
+/// The deterministic contents of the format fixture of `version` (`tests/fixtures/v<N>/`):
+/// the collection name, its config, and its final points (id -> vector as given, payload).
+/// Version 2 added the ivf_pq and lsh index kinds.
+pub fn fixture_contents(version: u16) -> Vec<(&'static str, trovedb::CollectionConfig, Model)> {
     let mut out = Vec::new();
-    for (name, dim, metric, index, n) in [
+    let mut kinds = vec![
         (
             "flat_l2",
             4usize,
@@ -223,7 +227,27 @@ pub fn fixture_contents() -> Vec<(&'static str, trovedb::CollectionConfig, Model
             trovedb::IndexConfig::hnsw(),
             1200,
         ),
-    ] {
+    ];
+    if version >= 2 {
+        // Spelled out: the fixture's manifest holds these values, whatever the defaults become.
+        let seed = trovedb::HNSW_DEFAULT_SEED;
+        let ivf = trovedb::IndexConfig::IvfPq {
+            nlist: 0,
+            pq_m: 0,
+            nprobe: 24,
+            refine: 4,
+            seed,
+        };
+        let lsh = trovedb::IndexConfig::Lsh {
+            tables: 32,
+            bits: 0,
+            probes: 32,
+            seed,
+        };
+        kinds.push(("ivf_pq_l2", 8, Metric::L2, ivf, 1300));
+        kinds.push(("lsh_cos", 8, Metric::Cosine, lsh, 1300));
+    }
+    for (name, dim, metric, index, n) in kinds {
         let mut rng = Rng::new(n);
         let mut model = Model::new();
         for id in 0..n {

@@ -7,7 +7,16 @@ use trovedb_tests::{assert_exact, fixture_contents, normalized, repo_root, Rng};
 
 #[test]
 fn v1_fixture_opens_with_every_point_intact() {
-    let src = repo_root().join("tests/fixtures/v1");
+    check_fixture(1);
+}
+
+#[test]
+fn v2_fixture_opens_with_every_point_intact() {
+    check_fixture(2);
+}
+
+fn check_fixture(version: u16) {
+    let src = repo_root().join(format!("tests/fixtures/v{version}"));
     assert!(
         src.join("collections").is_dir(),
         "missing fixture {}",
@@ -16,7 +25,7 @@ fn v1_fixture_opens_with_every_point_intact() {
     let dir = tempfile::tempdir().unwrap();
     super::wal_recovery::copy_tree(&src, dir.path());
     let db = Database::open(dir.path(), DbOptions::default()).unwrap();
-    for (name, cfg, model) in fixture_contents() {
+    for (name, cfg, model) in fixture_contents(version) {
         let c = db.collection(name).unwrap();
         assert_eq!(c.config(), &cfg);
         assert_eq!(c.len(), model.len(), "{name}");
@@ -52,7 +61,12 @@ fn v1_fixture_opens_with_every_point_intact() {
             let q = rng.vector(cfg.dim);
             let params = SearchParams::default().with_payload(true);
             let flat = cfg.index == trovedb::IndexConfig::Flat;
-            let params = if flat { params } else { params.with_ef(500) };
+            let params = match cfg.index {
+                trovedb::IndexConfig::Flat => params,
+                trovedb::IndexConfig::Hnsw { .. } => params.with_ef(500),
+                trovedb::IndexConfig::IvfPq { .. } => params.with_nprobe(64),
+                _ => params.with_probes(64),
+            };
             let hits = c.search(&q, 5, &params).unwrap();
             if flat {
                 assert_exact(cfg.metric, &exact, &q, &hits, 5);

@@ -231,6 +231,20 @@ mod tests {
     }
 
     #[test]
+    fn repair_splits_the_largest_cluster() {
+        // Cluster 1 is empty, cluster 2 the largest: afterwards 1 sits next to 2's centre and
+        // they share its points.
+        let mut rows = vec![0.0, 0.0, 9.0, 9.0, 4.0, 4.0];
+        let mut counts = vec![3, 0, 10];
+        repair_empty(&mut rows, &mut counts, 2, &mut Rng::new(1));
+        assert_eq!(counts, vec![3, 5, 5]);
+        for t in 0..2 {
+            assert!((rows[2 + t] - 4.0).abs() < 0.01 && (rows[4 + t] - 4.0).abs() < 0.01);
+            assert!((rows[2 + t] - rows[4 + t]).abs() > 0.0);
+        }
+    }
+
+    #[test]
     fn transposed_distances_match_direct() {
         let mut rng = Rng::new(5);
         let (k, dim) = (37, 11);

@@ -4,14 +4,14 @@
 //! Used once per released format version: `tests/fixtures/v<N>/`.
 
 use trovedb::{Database, DbOptions};
-use trovedb_tests::fixture_contents;
+use trovedb_tests::{fixture_contents, FIXTURE_VERSION};
 
 fn main() -> anyhow::Result<()> {
     let dir = std::env::args()
         .nth(1)
         .ok_or_else(|| anyhow::anyhow!("usage: make_fixture <dir>"))?;
     let db = Database::open(&dir, DbOptions::default().seal_threshold_rows(usize::MAX))?;
-    for (name, cfg, model) in fixture_contents() {
+    for (name, cfg, model) in fixture_contents(FIXTURE_VERSION) {
         let c = db.create_collection(name, &cfg)?;
         let n = model.keys().max().map_or(0, |m| m + 1);
         // Everything first (sealed), then deletions and the last tenth again (WAL tail).
