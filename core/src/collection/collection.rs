@@ -740,6 +740,12 @@ impl Collection {
             }
             let payloads: Vec<&Payload> = rows.iter().map(|r| &a.payloads[*r]).collect();
             let built = self.build_index(a, rows.len(), &vectors);
+            // The segment's payload index, from the payloads already in memory: written into
+            // the file and kept for this process's filtered queries.
+            let mut index = PayloadIndex::default();
+            for p in &payloads {
+                index.add(p);
+            }
             let id = m.next_segment_id;
             let name = segment::file_name(id);
             write_segment(
@@ -753,6 +759,7 @@ impl Collection {
                     vectors: &vectors,
                     payloads: &payloads,
                     index: built.as_segment_index(),
+                    payload_index: Some(&index),
                 },
             )?;
             let reader =
@@ -764,12 +771,6 @@ impl Collection {
                 rows: ids.len() as u64,
                 deletes: None,
             });
-            // The sealed segment's payload index, from the payloads already in memory, so
-            // its first filtered query does not decode them again.
-            let mut index = PayloadIndex::default();
-            for p in &payloads {
-                index.add(p);
-            }
             new_reader = Some((id, reader, index));
         }
         let mut keep = Vec::with_capacity(st.sealed.len());

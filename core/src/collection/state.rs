@@ -63,15 +63,21 @@ impl SealedSegment {
         Ok(b)
     }
 
-    /// The payload index (decodes every payload once, on first use).
+    /// The payload index: read from the segment file on first use, or (format v1 files)
+    /// built by decoding every payload once.
     pub(crate) fn payload_index(&self) -> Result<&PayloadIndex> {
         if let Some(ix) = self.payload_index.get() {
             return Ok(ix);
         }
-        let mut ix = PayloadIndex::default();
-        for row in 0..self.reader.rows() {
-            ix.add(&self.reader.payload(row)?);
-        }
+        let ix = if let Some(ix) = self.reader.persisted_payload_index() {
+            ix?
+        } else {
+            let mut ix = PayloadIndex::default();
+            for row in 0..self.reader.rows() {
+                ix.add(&self.reader.payload(row)?);
+            }
+            ix
+        };
         // Two threads may build it at once; either result is the same.
         let _ = self.payload_index.set(ix);
         Ok(self.payload_index.get().expect("set just above"))

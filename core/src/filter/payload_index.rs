@@ -11,7 +11,8 @@ use std::ops::Bound;
 
 use super::bitset::Bitset;
 use super::expr::Filter;
-use super::value::{Payload, Value};
+use super::value::{Payload, Value, MAX_KEY_BYTES, MAX_PAYLOAD_BYTES};
+use crate::storage::codec::{put_str, put_u32, put_u64, DecodeResult, Decoder};
 
 /// f64 with a total order (payload floats are finite).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,7 +53,132 @@ fn set<'a>(len: usize, rows: impl IntoIterator<Item = &'a u32>) -> Bitset {
     b
 }
 
+/// Append a row list: `count u32`, then the rows.
+fn put_rows(out: &mut Vec<u8>, rows: &[u32]) {
+    put_u32(out, rows.len() as u32);
+    for r in rows {
+        put_u32(out, *r);
+    }
+}
+
+/// Read a row list whose rows must ascend strictly and lie below `n`.
+fn get_rows(d: &mut Decoder<'_>, n: usize) -> DecodeResult<Vec<u32>> {
+    let count = d.u32()? as usize;
+    if count > n || count.saturating_mul(4) > d.remaining() {
+        return d.err(format!("row list of {count} entries is too long"));
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let r = d.u32()?;
+        if r as usize >= n || out.last().is_some_and(|l| *l >= r) {
+            return d.err(format!("row {r} out of order or out of range"));
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// A count of map entries, bounded by the bytes left (each entry takes at least 8).
+fn get_count(d: &mut Decoder<'_>) -> DecodeResult<usize> {
+    let c = d.u32()? as usize;
+    if c.saturating_mul(8) > d.remaining() {
+        return d.err(format!("count {c} exceeds the bytes left"));
+    }
+    Ok(c)
+}
+
 impl PayloadIndex {
+    /// The persisted form (FORMAT.md §Payload index): `rows u64, fields u32`, then per field
+    /// in name order: `name str`, row lists `present, nulls, false, true`, then
+    /// `count u32` entries each of strings (`str`, rows), ints (`i64`, rows), floats (`f64`,
+    /// rows), tags (`str`, rows), keys ascending. A row list is `count u32, rows u32...`.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.rows as u64);
+        put_u32(out, self.fields.len() as u32);
+        let mut names: Vec<&String> = self.fields.keys().collect();
+        names.sort();
+        for name in names {
+            let f = &self.fields[name];
+            put_str(out, name);
+            put_rows(out, &f.present);
+            put_rows(out, &f.nulls);
+            put_rows(out, &f.bools[0]);
+            put_rows(out, &f.bools[1]);
+            put_u32(out, f.strs.len() as u32);
+            for (k, rows) in &f.strs {
+                put_str(out, k);
+                put_rows(out, rows);
+            }
+            put_u32(out, f.ints.len() as u32);
+            for (k, rows) in &f.ints {
+                put_u64(out, u64::from_le_bytes(k.to_le_bytes()));
+                put_rows(out, rows);
+            }
+            put_u32(out, f.floats.len() as u32);
+            for (k, rows) in &f.floats {
+                put_u64(out, k.0.to_bits());
+                put_rows(out, rows);
+            }
+            let mut tags: Vec<(&String, &Vec<u32>)> = f.tags.iter().collect();
+            tags.sort();
+            put_u32(out, tags.len() as u32);
+            for (k, rows) in tags {
+                put_str(out, k);
+                put_rows(out, rows);
+            }
+        }
+    }
+
+    /// Read what [`PayloadIndex::encode`] wrote, for a segment of `rows` rows. Every length
+    /// and row is checked; never panics on damaged bytes.
+    pub(crate) fn decode(bytes: &[u8], rows: usize) -> DecodeResult<PayloadIndex> {
+        let d = &mut Decoder::new(bytes);
+        let n = d.u64()?;
+        if n != rows as u64 {
+            return d.err(format!("index of {n} rows for a segment of {rows}"));
+        }
+        let mut ix = PayloadIndex {
+            rows,
+            fields: HashMap::new(),
+        };
+        let nf = get_count(d)?;
+        for _ in 0..nf {
+            let name = d.str(MAX_KEY_BYTES)?.to_owned();
+            let mut f = FieldIndex {
+                present: get_rows(d, rows)?,
+                nulls: get_rows(d, rows)?,
+                ..FieldIndex::default()
+            };
+            f.bools = [get_rows(d, rows)?, get_rows(d, rows)?];
+            for _ in 0..get_count(d)? {
+                let k = d.str(MAX_PAYLOAD_BYTES)?.to_owned();
+                f.strs.insert(k, get_rows(d, rows)?);
+            }
+            for _ in 0..get_count(d)? {
+                let k = d.i64()?;
+                f.ints.insert(k, get_rows(d, rows)?);
+            }
+            for _ in 0..get_count(d)? {
+                let x = d.f64()?;
+                if !x.is_finite() {
+                    return d.err("a float key is not finite");
+                }
+                f.floats.insert(Key(x), get_rows(d, rows)?);
+            }
+            for _ in 0..get_count(d)? {
+                let k = d.str(MAX_PAYLOAD_BYTES)?.to_owned();
+                f.tags.insert(k, get_rows(d, rows)?);
+            }
+            if ix.fields.insert(name, f).is_some() {
+                return d.err("a field appears twice");
+            }
+        }
+        if d.remaining() != 0 {
+            return d.err(format!("{} trailing bytes", d.remaining()));
+        }
+        Ok(ix)
+    }
+
     /// Index row `rows()` (rows are added in order).
     pub(crate) fn add(&mut self, p: &Payload) {
         let row = self.rows as u32;
@@ -353,9 +479,14 @@ mod tests {
             for p in &payloads {
                 idx.add(p);
             }
+            // The persisted form evaluates identically.
+            let mut bytes = Vec::new();
+            idx.encode(&mut bytes);
+            let loaded = PayloadIndex::decode(&bytes, payloads.len()).expect("round trip");
             for _ in 0..50 {
                 let f = filter(&mut r, 0);
                 let got = idx.eval(&f);
+                assert_eq!(loaded.eval(&f), got, "round {round}: {f:?}");
                 for (i, p) in payloads.iter().enumerate() {
                     assert_eq!(
                         got.get(i),
@@ -365,5 +496,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn damaged_persisted_index_is_an_error_not_a_panic() {
+        let mut idx = PayloadIndex::default();
+        let mut r = R(99);
+        for _ in 0..40 {
+            let mut p = Payload::new();
+            for k in FIELDS {
+                p.insert(k.to_string(), value(&mut r));
+            }
+            idx.add(&p);
+        }
+        let mut bytes = Vec::new();
+        idx.encode(&mut bytes);
+        assert!(
+            PayloadIndex::decode(&bytes, 41).is_err(),
+            "row count mismatch"
+        );
+        for cut in 0..bytes.len() {
+            assert!(
+                PayloadIndex::decode(&bytes[..cut], 40).is_err(),
+                "truncated at {cut}"
+            );
+        }
+        let mut bad = 0;
+        for at in 0..bytes.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut b = bytes.clone();
+                b[at] ^= bit;
+                // Either refused or decoded into something well formed (a flipped value
+                // byte can still be a valid index); it must never panic.
+                if PayloadIndex::decode(&b, 40).is_err() {
+                    bad += 1;
+                }
+            }
+        }
+        assert!(
+            bad > bytes.len() / 2,
+            "most flips must be detected structurally ({bad})"
+        );
     }
 }

@@ -13,11 +13,13 @@
 //! Probe sequences follow Lv et al., "Multi-probe LSH" (VLDB 2007): perturbation sets are
 //! generated in increasing score (sum of squared boundary distances) with shift/expand.
 //!
-//! Candidates are ranked before the exact re-ranking by how many of the `tables * bits`
-//! hash values they share with the query (collision counting over a stored per-row
-//! signature: the SimHash bits, or the low byte of each E2LSH value); only the best
-//! `refine * k` are compared exactly. Bucket collisions alone are a coarse signal: on real
-//! embeddings, re-ranking every candidate cost more than a flat scan at recall 0.9.
+//! Candidates are ranked before the exact re-ranking by a stored per-row signature of all
+//! `tables * bits` hash values: the Hamming distance of the SimHash bits, or the squared
+//! difference of the E2LSH values; only the best `refine * k` are compared exactly. Bucket
+//! collisions alone are a coarse signal: on real embeddings, re-ranking every candidate cost
+//! more than a flat scan at recall 0.9. When the probed buckets would hold more than
+//! 1/8 of the segment, the signatures of all rows are ranked instead (a linear scan of a few
+//! dozen bytes per row is cheaper than gathering that many candidates through the tables).
 //!
 //! Frozen layout (FORMAT.md §LSH):
 //! - meta `u64 [8]` = family (1 SimHash, 2 E2LSH), tables, bits, rows, dim, w (f64 bits),
@@ -29,8 +31,10 @@
 //!   bucket ends where the next bucket of its table begins (or at the table's end,
 //!   `(t + 1) * rows`);
 //! - rows `u32 [tables * rows]`: each table's rows grouped by bucket;
-//! - signatures `u8 [rows][sig]`: per table, the key as `u64` LE (SimHash, sig = 8 *
-//!   tables) or the low byte of each of the `bits` values (E2LSH, sig = bits * tables).
+//! - signatures `u8 [rows][sig]`: SimHash: the `tables * bits` bits, bit `g = t * bits + i`
+//!   at byte `g / 8`, bit `g % 8`, padded to whole `u64` words (sig = 8 * ceil(tables * bits
+//!   / 64)); E2LSH: each value `floor((a.v + b) / w)` clamped to an `i8` (sig = tables *
+//!   bits).
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
@@ -50,6 +54,8 @@ pub(crate) const FAMILY_E2LSH: u64 = 2;
 pub(crate) const MIN_ROWS: usize = 1025;
 /// Bits per SimHash key are at most 64 (one `u64`).
 pub(crate) const MAX_BITS: usize = 64;
+/// Rank all signatures instead when the probed buckets hold more than `rows / SCAN_FRACTION`.
+const SCAN_FRACTION: usize = 8;
 /// E2LSH bucket width as a multiple of the median 10-NN distance of a sample.
 const E2LSH_W_FACTOR: f64 = 2.0;
 
@@ -106,6 +112,38 @@ impl FrozenLsh {
     }
 }
 
+/// Bytes of signature per row.
+pub(crate) fn sig_len(family: u64, tables: usize, bits: usize) -> usize {
+    if family == FAMILY_SIMHASH {
+        8 * (tables * bits).div_ceil(64)
+    } else {
+        tables * bits
+    }
+}
+
+/// Signature distance (smaller = more likely near).
+#[inline]
+fn sig_distance(simhash: bool, a: &[u8], b: &[u8]) -> u32 {
+    if simhash {
+        a.chunks_exact(8)
+            .zip(b.chunks_exact(8))
+            .map(|(x, y)| {
+                let x = u64::from_le_bytes(x.try_into().unwrap_or([0; 8]));
+                let y = u64::from_le_bytes(y.try_into().unwrap_or([0; 8]));
+                (x ^ y).count_ones()
+            })
+            .sum()
+    } else {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| {
+                let d = i32::from(x.cast_signed()) - i32::from(y.cast_signed());
+                d.unsigned_abs() * d.unsigned_abs()
+            })
+            .sum()
+    }
+}
+
 /// FNV-1a over 32-bit words: the bucket key of an E2LSH hash vector.
 fn e2_key(h: &[i32]) -> u64 {
     let mut k = 0xcbf2_9ce4_8422_2325u64;
@@ -146,22 +184,30 @@ impl Functions<'_> {
         }
     }
 
-    /// Bytes of signature per table.
-    fn sig_part(&self) -> usize {
-        if self.family == FAMILY_SIMHASH {
-            8
-        } else {
-            self.bits
-        }
-    }
-
-    /// The signature part of projections `h` (see the module docs).
-    fn sig(&self, h: &[f32], out: &mut [u8]) {
-        if self.family == FAMILY_SIMHASH {
-            out.copy_from_slice(&simhash_key(h).to_le_bytes());
-        } else {
-            for (o, x) in out.iter_mut().zip(h) {
-                *o = x.floor() as i32 as u8;
+    /// Write the signature of `v` (every table's values; see the module docs) into `out`
+    /// (`sig_len` bytes, zeroed by the caller). `h` is scratch of `bits` floats.
+    fn signature(
+        &self,
+        kernels: &Kernels,
+        tables: usize,
+        v: &[f32],
+        h: &mut [f32],
+        out: &mut [u8],
+    ) {
+        for t in 0..tables {
+            self.project(kernels, t, v, h);
+            if self.family == FAMILY_SIMHASH {
+                for (i, x) in h.iter().enumerate() {
+                    if *x > 0.0 {
+                        let g = t * self.bits + i;
+                        out[g / 8] |= 1 << (g % 8);
+                    }
+                }
+            } else {
+                for (i, x) in h.iter().enumerate() {
+                    out[t * self.bits + i] =
+                        (x.floor().clamp(-128.0, 127.0) as i8).to_le_bytes()[0];
+                }
             }
         }
     }
@@ -204,8 +250,8 @@ fn typical_knn_distance(vectors: &[f32], dim: usize, kernels: &Kernels, rng: &mu
     d10[d10.len() / 2]
 }
 
-/// One built table: bucket keys, bucket starts, rows by bucket, per-row signature parts.
-type Table = (Vec<u64>, Vec<u32>, Vec<u32>, Vec<u8>);
+/// One built table: bucket keys, bucket starts, rows by bucket.
+type Table = (Vec<u64>, Vec<u32>, Vec<u32>);
 
 /// Build the tables over `vectors`. `None` when the segment is too small to be worth
 /// hashing ([`MIN_ROWS`]); such segments are scanned exactly.
@@ -263,20 +309,33 @@ pub(crate) fn build(
         proj: &functions[..nf * dim],
         bias: &functions[nf * dim..],
     };
-    let part = fns.sig_part();
+    let slen = sig_len(family, tables, bits);
+    let mut sigs = vec![0u8; rows * slen];
+    sigs.par_chunks_mut(slen * 256)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let mut h = vec![0.0f32; bits];
+            for (j, sig) in out.chunks_exact_mut(slen).enumerate() {
+                let r = block * 256 + j;
+                fns.signature(
+                    kernels,
+                    tables,
+                    &vectors[r * dim..(r + 1) * dim],
+                    &mut h,
+                    sig,
+                );
+            }
+        });
     let per_table: Vec<Table> = (0..tables)
         .into_par_iter()
         .map(|t| {
             let mut h = vec![0.0f32; bits];
             let mut scratch = Vec::with_capacity(bits);
-            let mut sig = vec![0u8; rows * part];
             let mut pairs: Vec<(u64, u32)> = vectors
                 .chunks_exact(dim)
-                .zip(sig.chunks_exact_mut(part))
                 .enumerate()
-                .map(|(r, (v, s))| {
+                .map(|(r, v)| {
                     fns.project(kernels, t, v, &mut h);
-                    fns.sig(&h, s);
                     (fns.key(&h, &mut scratch), r as u32)
                 })
                 .collect();
@@ -290,21 +349,16 @@ pub(crate) fn build(
                     starts.push(base + i as u32);
                 }
             }
-            (keys, starts, pairs.into_iter().map(|p| p.1).collect(), sig)
+            (keys, starts, pairs.into_iter().map(|p| p.1).collect())
         })
         .collect();
     let mut table_offsets = vec![0u64];
     let (mut keys, mut starts, mut all_rows) = (Vec::new(), Vec::new(), Vec::new());
-    let mut sigs = vec![0u8; rows * part * tables];
-    for (t, (k, s, r, sig)) in per_table.into_iter().enumerate() {
+    for (k, s, r) in per_table {
         keys.extend(k);
         starts.extend(s);
         all_rows.extend(r);
         table_offsets.push(keys.len() as u64);
-        for (row, chunk) in sig.chunks_exact(part).enumerate() {
-            let at = (row * tables + t) * part;
-            sigs[at..at + part].copy_from_slice(chunk);
-        }
     }
     Some(FrozenLsh {
         meta: [
@@ -384,7 +438,7 @@ impl<'a> LshView<'a> {
             || keys.len() != buckets
             || starts.len() != buckets
             || table_rows.len() != total_rows
-            || sigs.len() != total_rows * if meta[0] == FAMILY_SIMHASH { 8 } else { bits }
+            || sigs.len() != rows * sig_len(meta[0], tables, bits)
         {
             return Err("section sizes do not match the meta".into());
         }
@@ -477,8 +531,8 @@ impl<'a> LshView<'a> {
         }
     }
 
-    /// The rows of bucket `key` in table `t` (empty if there is none).
-    fn bucket(&self, t: usize, key: u64) -> &'a [u32] {
+    /// Where the rows of bucket `key` in table `t` lie in the rows array (empty if none).
+    fn bucket_span(&self, t: usize, key: u64) -> std::ops::Range<usize> {
         let (a, b) = (
             self.table_offsets[t] as usize,
             self.table_offsets[t + 1] as usize,
@@ -492,9 +546,9 @@ impl<'a> LshView<'a> {
                 } else {
                     (t + 1) * self.rows
                 };
-                &self.table_rows[s..e]
+                s..e
             }
-            Err(_) => &[],
+            Err(_) => 0..0,
         }
     }
 }
@@ -570,6 +624,7 @@ struct Scratch {
     score: Vec<f32>,
     qsig: Vec<u8>,
     cand: Vec<(u32, u32)>,
+    spans: Vec<std::ops::Range<usize>>,
 }
 
 thread_local! {
@@ -592,37 +647,22 @@ pub(crate) fn search(
     visited: &mut Visited,
 ) -> Vec<(u32, f32)> {
     let fns = ix.functions();
-    let (bits, dim) = (ix.bits, ix.dim);
-    let part = fns.sig_part();
-    let stride = part * ix.tables;
+    let (bits, dim, rows) = (ix.bits, ix.dim, ix.rows);
+    let slen = sig_len(ix.family, ix.tables, bits);
     let mut top = TopK::new(opts.k);
     let simhash = ix.family == FAMILY_SIMHASH;
+    let keep = opts.k.saturating_mul(opts.refine.max(1));
     SCRATCH.with(|s| {
         let s = &mut *s.borrow_mut();
         s.h.resize(bits, 0.0);
-        s.qsig.resize(stride, 0);
+        s.qsig.clear();
+        s.qsig.resize(slen, 0);
         s.cand.clear();
-        for t in 0..ix.tables {
-            fns.project(kernels, t, query, &mut s.h);
-            fns.sig(&s.h, &mut s.qsig[t * part..(t + 1) * part]);
-        }
+        s.spans.clear();
+        fns.signature(kernels, ix.tables, query, &mut s.h, &mut s.qsig);
         let qsig = std::mem::take(&mut s.qsig);
-        // Hash values of a row that differ from the query's (fewer = more likely near).
-        let mismatch = |r: usize| -> u32 {
-            let sig = &ix.sigs[r * stride..(r + 1) * stride];
-            if simhash {
-                sig.chunks_exact(8)
-                    .zip(qsig.chunks_exact(8))
-                    .map(|(a, b)| {
-                        let a = u64::from_le_bytes(a.try_into().unwrap_or([0; 8]));
-                        let b = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-                        (a ^ b).count_ones()
-                    })
-                    .sum()
-            } else {
-                sig.iter().zip(&qsig).map(|(a, b)| u32::from(a != b)).sum()
-            }
-        };
+        let sig_of = |r: usize| &ix.sigs[r * slen..(r + 1) * slen];
+        let mut gathered = 0usize;
         for t in 0..ix.tables {
             fns.project(kernels, t, query, &mut s.h);
             let home = fns.key(&s.h, &mut s.ints);
@@ -674,18 +714,40 @@ pub(crate) fn search(
                         .iter()
                         .fold(home, |k, x| k ^ (1u64 << order[*x as usize].1))
                 };
-                for &row in ix.bucket(t, key) {
+                let span = ix.bucket_span(t, key);
+                gathered += span.len();
+                s.spans.push(span);
+            }
+        }
+        if gathered > rows / SCAN_FRACTION {
+            // The buckets cover much of the segment: rank every allowed row's signature.
+            let mut best = TopK::new(keep);
+            let mut thr = best.threshold();
+            for r in 0..rows {
+                let d = sig_distance(simhash, sig_of(r), &qsig) as f32;
+                if d <= thr && allow(r) {
+                    best.push(d, r as u64);
+                    thr = best.threshold();
+                }
+            }
+            s.cand.extend(
+                best.into_sorted()
+                    .into_iter()
+                    .map(|(r, d)| (d as u32, r as u32)),
+            );
+        } else {
+            for span in &s.spans {
+                for &row in &ix.table_rows[span.clone()] {
                     let r = row as usize;
                     if visited.insert(r) && allow(r) {
-                        s.cand.push((mismatch(r), row));
+                        s.cand.push((sig_distance(simhash, sig_of(r), &qsig), row));
                     }
                 }
             }
-        }
-        let keep = opts.k.saturating_mul(opts.refine.max(1));
-        if s.cand.len() > keep {
-            s.cand.select_nth_unstable(keep);
-            s.cand.truncate(keep);
+            if s.cand.len() > keep {
+                s.cand.select_nth_unstable(keep);
+                s.cand.truncate(keep);
+            }
         }
         for &(_, row) in &s.cand {
             let r = row as usize;

@@ -43,6 +43,8 @@ pub(crate) const SECTION_LSH_KEYS: u32 = 19;
 pub(crate) const SECTION_LSH_STARTS: u32 = 20;
 pub(crate) const SECTION_LSH_ROWS: u32 = 21;
 pub(crate) const SECTION_LSH_SIGS: u32 = 22;
+/// The persisted payload index (v2; optional: v1 segments rebuild it from the payloads).
+pub(crate) const SECTION_PAYLOAD_INDEX: u32 = 23;
 
 /// Index kind codes stored in the header.
 pub(crate) const INDEX_FLAT: u8 = 1;

@@ -14,10 +14,11 @@ use super::layout::{
     SECTION_IVF_CODEBOOKS, SECTION_IVF_CODES, SECTION_IVF_LIST_OFFSETS, SECTION_IVF_LIST_ROWS,
     SECTION_IVF_META, SECTION_LSH_FUNCTIONS, SECTION_LSH_KEYS, SECTION_LSH_META, SECTION_LSH_ROWS,
     SECTION_LSH_SIGS, SECTION_LSH_STARTS, SECTION_LSH_TABLE_OFFSETS, SECTION_PAYLOAD_BYTES,
-    SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC, SEGMENT_OLDEST_VERSION,
-    SEGMENT_VERSION,
+    SECTION_PAYLOAD_INDEX, SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC,
+    SEGMENT_OLDEST_VERSION, SEGMENT_VERSION,
 };
 use crate::error::{Error, Result};
+use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
 use crate::index::hnsw::graph::GraphView;
 use crate::index::ivfpq::IvfPqView;
@@ -37,6 +38,8 @@ pub(crate) struct SegmentReader {
     id_index: Range<usize>,
     payload_offsets: Range<usize>,
     payload_bytes: Range<usize>,
+    /// The persisted payload index (absent in v1 files).
+    payload_index: Option<Range<usize>>,
     index: IndexParts,
 }
 
@@ -298,6 +301,10 @@ impl SegmentReader {
             id_index: section(SECTION_ID_INDEX, 16, Some(rows))?,
             payload_offsets: section(SECTION_PAYLOAD_OFFSETS, 8, Some(rows + 1))?,
             payload_bytes: section(SECTION_PAYLOAD_BYTES, 1, None)?,
+            payload_index: match header.section(SECTION_PAYLOAD_INDEX) {
+                Some(_) => Some(section(SECTION_PAYLOAD_INDEX, 1, None)?),
+                None => None,
+            },
             path: path.to_path_buf(),
             map,
             header,
@@ -400,6 +407,21 @@ impl SegmentReader {
         // A row out of range or not matching `ids` means the table is damaged; treat the
         // id as absent rather than index out of bounds. `verify()` reports it.
         (row < self.rows() && self.ids()[row] == id).then_some(row)
+    }
+
+    /// The payload index persisted in the file, checksummed and decoded (`None` for files
+    /// written without one: format v1). Damage is a `Corruption` naming file and offset.
+    pub(crate) fn persisted_payload_index(&self) -> Option<Result<PayloadIndex>> {
+        let range = self.payload_index.clone()?;
+        Some(self.verify_section(SECTION_PAYLOAD_INDEX).and_then(|()| {
+            PayloadIndex::decode(&self.map[range.clone()], self.rows()).map_err(|e| {
+                Error::corruption(
+                    &self.path,
+                    (range.start + e.offset) as u64,
+                    format!("bad payload index: {}", e.reason),
+                )
+            })
+        }))
     }
 
     /// Decode the payload of `row`.

@@ -11,10 +11,11 @@ use super::layout::{
     SECTION_ID_INDEX, SECTION_IVF_CENTROIDS, SECTION_IVF_CODEBOOKS, SECTION_IVF_CODES,
     SECTION_IVF_LIST_OFFSETS, SECTION_IVF_LIST_ROWS, SECTION_IVF_META, SECTION_LSH_FUNCTIONS,
     SECTION_LSH_KEYS, SECTION_LSH_META, SECTION_LSH_ROWS, SECTION_LSH_SIGS, SECTION_LSH_STARTS,
-    SECTION_LSH_TABLE_OFFSETS, SECTION_PAYLOAD_BYTES, SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS,
-    SEGMENT_MAGIC, SEGMENT_VERSION,
+    SECTION_LSH_TABLE_OFFSETS, SECTION_PAYLOAD_BYTES, SECTION_PAYLOAD_INDEX,
+    SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 use crate::error::{IoContext, Result};
+use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
 use crate::index::hnsw::graph::FrozenGraph;
 use crate::index::ivfpq::FrozenIvfPq;
@@ -33,6 +34,8 @@ pub(crate) struct SegmentData<'a> {
     pub payloads: &'a [&'a Payload],
     /// The index over these rows.
     pub index: SegmentIndex<'a>,
+    /// The payload index over these rows (persisted so a reopen need not decode payloads).
+    pub payload_index: Option<&'a PayloadIndex>,
 }
 
 /// The index stored with a segment.
@@ -114,6 +117,12 @@ pub(crate) fn write_segment(
         bytemuck::cast_slice(&offsets),
     )?;
     sink.section(&tmp, SECTION_PAYLOAD_BYTES, &payload_bytes)?;
+    drop(payload_bytes);
+    if let Some(ix) = data.payload_index {
+        let mut bytes = Vec::new();
+        ix.encode(&mut bytes);
+        sink.section(&tmp, SECTION_PAYLOAD_INDEX, &bytes)?;
+    }
     let index_kind = match data.index {
         SegmentIndex::Flat => INDEX_FLAT,
         SegmentIndex::Hnsw(g) => {
