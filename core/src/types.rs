@@ -118,7 +118,7 @@ pub const LSH_DEFAULT_TABLES: usize = 32;
 pub const LSH_DEFAULT_PROBES: usize = 32;
 /// Default LSH re-ranking factor: the best `refine * k` candidates by collision count are
 /// compared exactly.
-pub const LSH_DEFAULT_REFINE: usize = 50;
+pub const LSH_DEFAULT_REFINE: usize = 20;
 
 /// Defaults of the HNSW parameters.
 pub const HNSW_DEFAULT_M: usize = 16;

@@ -35,6 +35,9 @@ pub enum Isa {
 type RawKernel = unsafe fn(&[f32], &[f32]) -> f32;
 type ColumnsKernel = unsafe fn(&[f32], &[f32], usize, &mut [f32]);
 type NearestKernel = unsafe fn(&[f32], &[f32], usize, &mut [f32]) -> (u32, f32);
+type HammingKernel = unsafe fn(&[u8], &[u8]) -> u32;
+type HammingAllKernel = unsafe fn(&[u8], &[u8], &mut [u32]);
+type SqI8AllKernel = unsafe fn(&[u8], &[u8], &mut [u32]);
 
 /// A pair of kernels for one ISA. Obtain one with [`Kernels::best`] or [`Kernels::for_isa`].
 #[derive(Clone, Copy)]
@@ -44,6 +47,9 @@ pub struct Kernels {
     dot: RawKernel,
     cols: ColumnsKernel,
     nearest: NearestKernel,
+    hamming: HammingKernel,
+    hamming_all: HammingAllKernel,
+    sq_i8_all: SqI8AllKernel,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -61,6 +67,9 @@ const SCALAR: Kernels = Kernels {
     dot: scalar::dot,
     cols: scalar::sq_dists_columns_ref,
     nearest: scalar::nearest_column_ref,
+    hamming: scalar::hamming_ref,
+    hamming_all: scalar::hamming_all_ref,
+    sq_i8_all: scalar::sq_i8_all_ref,
 };
 
 impl Kernels {
@@ -69,21 +78,32 @@ impl Kernels {
         match isa {
             Isa::Scalar => Some(SCALAR),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-                .then_some(Kernels {
-                    isa,
-                    l2: x86_64::avx2::l2_sq,
-                    dot: x86_64::avx2::dot,
-                    cols: x86_64::avx2::sq_dists_columns,
-                    nearest: x86_64::avx2::nearest_column,
-                }),
+            Isa::Avx2 => (is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("popcnt"))
+            .then_some(Kernels {
+                isa,
+                l2: x86_64::avx2::l2_sq,
+                dot: x86_64::avx2::dot,
+                cols: x86_64::avx2::sq_dists_columns,
+                nearest: x86_64::avx2::nearest_column,
+                hamming: x86_64::avx2::hamming,
+                hamming_all: x86_64::avx2::hamming_all,
+                sq_i8_all: x86_64::avx2::sq_i8_all,
+            }),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => is_x86_feature_detected!("avx512f").then_some(Kernels {
+            Isa::Avx512 => (is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("popcnt"))
+            .then_some(Kernels {
                 isa,
                 l2: x86_64::avx512::l2_sq,
                 dot: x86_64::avx512::dot,
                 cols: x86_64::avx512::sq_dists_columns,
                 nearest: x86_64::avx512::nearest_column,
+                hamming: x86_64::avx512::hamming,
+                hamming_all: x86_64::avx512::hamming_all,
+                sq_i8_all: x86_64::avx512::sq_i8_all,
             }),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => Some(Kernels {
@@ -92,6 +112,9 @@ impl Kernels {
                 dot: aarch64::neon::dot,
                 cols: scalar::sq_dists_columns_ref,
                 nearest: scalar::nearest_column_ref,
+                hamming: scalar::hamming_ref,
+                hamming_all: scalar::hamming_all_ref,
+                sq_i8_all: scalar::sq_i8_all_ref,
             }),
             #[allow(unreachable_patterns)]
             _ => None,
@@ -169,6 +192,34 @@ impl Kernels {
         );
         // SAFETY: as in `sq_dists_columns`.
         unsafe { (self.nearest)(x, cols, k, out) }
+    }
+
+    /// Hamming distance between equal-length bit strings of whole `u64` words. Panics on
+    /// a length mismatch.
+    #[inline]
+    pub fn hamming(&self, a: &[u8], b: &[u8]) -> u32 {
+        assert!(a.len() == b.len(), "hamming needs equal lengths");
+        // SAFETY: the ISA was verified by `for_isa` when this `Kernels` was built; the body
+        // is safe code.
+        unsafe { (self.hamming)(a, b) }
+    }
+
+    /// `out[r]` = Hamming distance from `q` to row `r` of `rows` (rows of `q.len()` bytes).
+    /// Panics unless `rows` holds exactly `out.len()` rows.
+    #[inline]
+    pub fn hamming_all(&self, q: &[u8], rows: &[u8], out: &mut [u32]) {
+        assert!(rows.len() == q.len() * out.len(), "hamming_all sizes");
+        // SAFETY: as in `hamming`.
+        unsafe { (self.hamming_all)(q, rows, out) }
+    }
+
+    /// `out[r]` = squared distance from `q` to row `r` of `rows`, all read as `i8` vectors
+    /// of `q.len()` components. Panics unless `rows` holds exactly `out.len()` rows.
+    #[inline]
+    pub fn sq_i8_all(&self, q: &[u8], rows: &[u8], out: &mut [u32]) {
+        assert!(rows.len() == q.len() * out.len(), "sq_i8_all sizes");
+        // SAFETY: as in `hamming`.
+        unsafe { (self.sq_i8_all)(q, rows, out) }
     }
 
     /// The distance under `metric` (smaller is nearer). Cosine assumes unit vectors.

@@ -108,3 +108,65 @@ pub(crate) fn nearest_column_ref(x: &[f32], cols: &[f32], k: usize, out: &mut [f
 pub(crate) fn sq_dists_columns_ref(x: &[f32], cols: &[f32], k: usize, out: &mut [f32]) {
     sq_dists_columns(x, cols, k, out);
 }
+
+/// Hamming distance between two bit strings of equal length (whole `u64` words, LE).
+#[allow(
+    clippy::inline_always,
+    reason = "inlined into each ISA's #[target_feature] wrapper, which is what uses popcnt"
+)]
+#[inline(always)]
+pub fn hamming(a: &[u8], b: &[u8]) -> u32 {
+    a.chunks_exact(8)
+        .zip(b.chunks_exact(8))
+        .map(|(x, y)| {
+            let x = u64::from_le_bytes(x.try_into().unwrap_or([0; 8]));
+            let y = u64::from_le_bytes(y.try_into().unwrap_or([0; 8]));
+            (x ^ y).count_ones()
+        })
+        .sum()
+}
+
+/// Reference (non-inlined) copy of [`hamming`] for the scalar `Kernels`.
+pub(crate) fn hamming_ref(a: &[u8], b: &[u8]) -> u32 {
+    hamming(a, b)
+}
+
+/// `out[r] = hamming(q, rows[r])` for every `q.len()`-byte row of `rows`.
+#[allow(
+    clippy::inline_always,
+    reason = "inlined into each ISA's #[target_feature] wrapper, which is what uses popcnt"
+)]
+#[inline(always)]
+pub fn hamming_all(q: &[u8], rows: &[u8], out: &mut [u32]) {
+    for (o, r) in out.iter_mut().zip(rows.chunks_exact(q.len().max(1))) {
+        *o = hamming(q, r);
+    }
+}
+
+/// Reference (non-inlined) copy of [`hamming_all`] for the scalar `Kernels`.
+pub(crate) fn hamming_all_ref(q: &[u8], rows: &[u8], out: &mut [u32]) {
+    hamming_all(q, rows, out);
+}
+
+/// `out[r]` = squared Euclidean distance between `q` and row `r` of `rows`, both read as
+/// `i8` vectors of `q.len()` components (quantised projections).
+#[allow(
+    clippy::inline_always,
+    reason = "inlined into each ISA's #[target_feature] wrapper, which is what vectorises it"
+)]
+#[inline(always)]
+pub fn sq_i8_all(q: &[u8], rows: &[u8], out: &mut [u32]) {
+    for (o, r) in out.iter_mut().zip(rows.chunks_exact(q.len().max(1))) {
+        let mut acc = 0i32;
+        for (a, b) in q.iter().zip(r) {
+            let d = i32::from(a.cast_signed()) - i32::from(b.cast_signed());
+            acc += d * d;
+        }
+        *o = acc.unsigned_abs();
+    }
+}
+
+/// Reference (non-inlined) copy of [`sq_i8_all`] for the scalar `Kernels`.
+pub(crate) fn sq_i8_all_ref(q: &[u8], rows: &[u8], out: &mut [u32]) {
+    sq_i8_all(q, rows, out);
+}

@@ -385,7 +385,7 @@ pub(crate) fn search(
     metric: Metric,
     query: &[f32],
     opts: IvfPqQuery,
-    allow: &dyn Fn(usize) -> bool,
+    allow: &impl Fn(usize) -> bool,
 ) -> Vec<(u32, f32)> {
     let (m, dsub, dim) = (ix.m, ix.dsub, ix.dim);
     debug_assert_eq!(vectors.len(), ix.rows * dim);

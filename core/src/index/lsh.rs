@@ -54,6 +54,10 @@ pub(crate) const FAMILY_E2LSH: u64 = 2;
 pub(crate) const MIN_ROWS: usize = 1025;
 /// Bits per SimHash key are at most 64 (one `u64`).
 pub(crate) const MAX_BITS: usize = 64;
+/// E2LSH signatures store each value `(a.v + b) / w` at this resolution (in steps of
+/// `w / 4`, clamped to an i8): the squared differences then estimate the projected distance
+/// (Johnson-Lindenstrauss) four times more finely than the bucket values themselves.
+const E2LSH_SIG_SCALE: f32 = 4.0;
 /// Rank all signatures instead when the probed buckets hold more than `rows / SCAN_FRACTION`.
 const SCAN_FRACTION: usize = 8;
 /// E2LSH bucket width as a multiple of the median 10-NN distance of a sample.
@@ -123,16 +127,9 @@ pub(crate) fn sig_len(family: u64, tables: usize, bits: usize) -> usize {
 
 /// Signature distance (smaller = more likely near).
 #[inline]
-fn sig_distance(simhash: bool, a: &[u8], b: &[u8]) -> u32 {
+fn sig_distance(kernels: &Kernels, simhash: bool, a: &[u8], b: &[u8]) -> u32 {
     if simhash {
-        a.chunks_exact(8)
-            .zip(b.chunks_exact(8))
-            .map(|(x, y)| {
-                let x = u64::from_le_bytes(x.try_into().unwrap_or([0; 8]));
-                let y = u64::from_le_bytes(y.try_into().unwrap_or([0; 8]));
-                (x ^ y).count_ones()
-            })
-            .sum()
+        kernels.hamming(a, b)
     } else {
         a.iter()
             .zip(b)
@@ -185,7 +182,8 @@ impl Functions<'_> {
     }
 
     /// Write the signature of `v` (every table's values; see the module docs) into `out`
-    /// (`sig_len` bytes, zeroed by the caller). `h` is scratch of `bits` floats.
+    /// (`sig_len` bytes, zeroed by the caller), and every table's projections into `h`
+    /// (`tables * bits` floats).
     fn signature(
         &self,
         kernels: &Kernels,
@@ -195,6 +193,7 @@ impl Functions<'_> {
         out: &mut [u8],
     ) {
         for t in 0..tables {
+            let h = &mut h[t * self.bits..(t + 1) * self.bits];
             self.project(kernels, t, v, h);
             if self.family == FAMILY_SIMHASH {
                 for (i, x) in h.iter().enumerate() {
@@ -206,7 +205,7 @@ impl Functions<'_> {
             } else {
                 for (i, x) in h.iter().enumerate() {
                     out[t * self.bits + i] =
-                        (x.floor().clamp(-128.0, 127.0) as i8).to_le_bytes()[0];
+                        ((x * E2LSH_SIG_SCALE).round().clamp(-128.0, 127.0) as i8).to_le_bytes()[0];
                 }
             }
         }
@@ -314,7 +313,7 @@ pub(crate) fn build(
     sigs.par_chunks_mut(slen * 256)
         .enumerate()
         .for_each(|(block, out)| {
-            let mut h = vec![0.0f32; bits];
+            let mut h = vec![0.0f32; tables * bits];
             for (j, sig) in out.chunks_exact_mut(slen).enumerate() {
                 let r = block * 256 + j;
                 fns.signature(
@@ -553,47 +552,46 @@ impl<'a> LshView<'a> {
     }
 }
 
-/// Perturbation sets over `n` candidate perturbations sorted by ascending `score`, in
-/// ascending total score (shift/expand generation); `valid` rejects sets that may not be
-/// applied together. Emits up to `count` sets into `out` (each a list of indices).
-fn probe_sets(score: &[f32], count: usize, valid: impl Fn(&[u8]) -> bool, out: &mut Vec<Vec<u8>>) {
-    struct Key(f32);
-    impl PartialEq for Key {
-        fn eq(&self, o: &Self) -> bool {
-            self.0.total_cmp(&o.0).is_eq()
-        }
-    }
-    impl Eq for Key {}
-    impl PartialOrd for Key {
-        fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-            Some(self.cmp(o))
-        }
-    }
-    impl Ord for Key {
-        fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-            self.0.total_cmp(&o.0)
-        }
-    }
+/// Perturbation sets over up to 128 candidate perturbations sorted by ascending `score`,
+/// in ascending total score (shift/expand generation). A set is a bit mask over positions
+/// in `score`; `valid` rejects sets that may not be applied together. Emits up to `count`
+/// sets into `out`. Allocation-free apart from `heap` and `out` (reused scratch).
+fn probe_sets(
+    score: &[f32],
+    count: usize,
+    valid: impl Fn(u128) -> bool,
+    heap: &mut BinaryHeap<Reverse<ProbeSet>>,
+    out: &mut Vec<u128>,
+) {
     out.clear();
-    if score.is_empty() || count == 0 {
+    heap.clear();
+    let n = score.len().min(128);
+    if n == 0 || count == 0 {
         return;
     }
-    let mut heap: BinaryHeap<Reverse<(Key, Vec<u8>)>> = BinaryHeap::new();
-    heap.push(Reverse((Key(score[0]), vec![0])));
+    heap.push(Reverse(ProbeSet {
+        score: score[0],
+        mask: 1,
+        last: 0,
+    }));
     // Each pop adds at most two sets; bound the work even when most sets are invalid.
     let mut budget = count * 8 + 64;
-    while let Some(Reverse((Key(s), set))) = heap.pop() {
-        let last = *set.last().expect("sets are never empty") as usize;
-        if last + 1 < score.len() {
-            let mut shift = set.clone();
-            *shift.last_mut().expect("non-empty") = (last + 1) as u8;
-            heap.push(Reverse((Key(s - score[last] + score[last + 1]), shift)));
-            let mut expand = set.clone();
-            expand.push((last + 1) as u8);
-            heap.push(Reverse((Key(s + score[last + 1]), expand)));
+    while let Some(Reverse(set)) = heap.pop() {
+        let last = set.last as usize;
+        if last + 1 < n {
+            heap.push(Reverse(ProbeSet {
+                score: set.score - score[last] + score[last + 1],
+                mask: (set.mask & !(1u128 << last)) | (1u128 << (last + 1)),
+                last: set.last + 1,
+            }));
+            heap.push(Reverse(ProbeSet {
+                score: set.score + score[last + 1],
+                mask: set.mask | (1u128 << (last + 1)),
+                last: set.last + 1,
+            }));
         }
-        if valid(&set) {
-            out.push(set);
+        if valid(set.mask) {
+            out.push(set.mask);
             if out.len() >= count {
                 return;
             }
@@ -603,6 +601,43 @@ fn probe_sets(score: &[f32], count: usize, valid: impl Fn(&[u8]) -> bool, out: &
             return;
         }
     }
+}
+
+/// A perturbation set under construction: total score, members, highest member.
+#[derive(Debug, Clone, Copy)]
+struct ProbeSet {
+    score: f32,
+    mask: u128,
+    last: u8,
+}
+
+impl PartialEq for ProbeSet {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o).is_eq()
+    }
+}
+impl Eq for ProbeSet {}
+impl PartialOrd for ProbeSet {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for ProbeSet {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.score.total_cmp(&o.score).then(self.mask.cmp(&o.mask))
+    }
+}
+
+/// Positions set in a mask, ascending.
+fn members(mut mask: u128) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
+        let i = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        Some(i)
+    })
 }
 
 /// Per-query knobs.
@@ -618,13 +653,18 @@ pub(crate) struct LshQuery {
 #[derive(Default)]
 struct Scratch {
     h: Vec<f32>,
+    ht: Vec<f32>,
     ints: Vec<i32>,
     order: Vec<(f32, u32)>,
-    sets: Vec<Vec<u8>>,
+    sets: Vec<u128>,
+    partner: Vec<u128>,
+    heap: BinaryHeap<Reverse<ProbeSet>>,
     score: Vec<f32>,
     qsig: Vec<u8>,
     cand: Vec<(u32, u32)>,
     spans: Vec<std::ops::Range<usize>>,
+    dists: Vec<u32>,
+    hist: Vec<usize>,
 }
 
 thread_local! {
@@ -643,7 +683,7 @@ pub(crate) fn search(
     metric: Metric,
     query: &[f32],
     opts: LshQuery,
-    allow: &dyn Fn(usize) -> bool,
+    allow: &impl Fn(usize) -> bool,
     visited: &mut Visited,
 ) -> Vec<(u32, f32)> {
     let fns = ix.functions();
@@ -654,7 +694,7 @@ pub(crate) fn search(
     let keep = opts.k.saturating_mul(opts.refine.max(1));
     SCRATCH.with(|s| {
         let s = &mut *s.borrow_mut();
-        s.h.resize(bits, 0.0);
+        s.h.resize(ix.tables * bits, 0.0);
         s.qsig.clear();
         s.qsig.resize(slen, 0);
         s.cand.clear();
@@ -662,18 +702,34 @@ pub(crate) fn search(
         fns.signature(kernels, ix.tables, query, &mut s.h, &mut s.qsig);
         let qsig = std::mem::take(&mut s.qsig);
         let sig_of = |r: usize| &ix.sigs[r * slen..(r + 1) * slen];
-        let mut gathered = 0usize;
+        // Expected rows in the probed buckets (mean occupancy): when that alone passes the
+        // scan threshold, skip the bucket lookups and rank every signature directly.
+        let buckets = ix.keys.len().max(1);
+        let expected = ix
+            .tables
+            .saturating_mul(opts.probes.max(1))
+            .saturating_mul(rows * ix.tables)
+            / buckets;
+        let mut gathered = if expected > rows / SCAN_FRACTION {
+            usize::MAX
+        } else {
+            0
+        };
         for t in 0..ix.tables {
-            fns.project(kernels, t, query, &mut s.h);
-            let home = fns.key(&s.h, &mut s.ints);
+            if gathered > rows / SCAN_FRACTION {
+                break;
+            }
+            s.ht.clear();
+            s.ht.extend_from_slice(&s.h[t * bits..(t + 1) * bits]);
+            let home = fns.key(&s.ht, &mut s.ints);
             // Candidate perturbations sorted by their cost: (score, code) where the code is
             // the bit to flip (SimHash) or 2*coordinate + (0: -1, 1: +1) (E2LSH).
             s.order.clear();
             if ix.family == FAMILY_SIMHASH {
                 s.order
-                    .extend(s.h.iter().enumerate().map(|(i, x)| (x * x, i as u32)));
+                    .extend(s.ht.iter().enumerate().map(|(i, x)| (x * x, i as u32)));
             } else {
-                for (i, x) in s.h.iter().enumerate() {
+                for (i, x) in s.ht.iter().enumerate() {
                     let f = x - x.floor();
                     s.order.push((f * f, 2 * i as u32));
                     s.order.push(((1.0 - f) * (1.0 - f), 2 * i as u32 + 1));
@@ -684,17 +740,28 @@ pub(crate) fn search(
             s.score.extend(s.order.iter().map(|o| o.0));
             let order = &s.order;
             let e2 = ix.family == FAMILY_E2LSH;
+            // E2LSH: one coordinate cannot move both ways. partner[x] = the position of the
+            // opposite move of the same coordinate.
+            s.partner.clear();
+            if e2 {
+                s.partner.resize(order.len(), 0);
+                let mut pos_of = [usize::MAX; 128];
+                for (x, o) in order.iter().enumerate().take(128) {
+                    pos_of[o.1 as usize % 128] = x;
+                }
+                for (x, o) in order.iter().enumerate().take(128) {
+                    let other = pos_of[(o.1 ^ 1) as usize % 128];
+                    if other < 128 {
+                        s.partner[x] = 1u128 << other;
+                    }
+                }
+            }
+            let partner = &s.partner;
             probe_sets(
                 &s.score,
                 opts.probes.saturating_sub(1),
-                |set| {
-                    // E2LSH: one coordinate cannot move both ways.
-                    !e2 || set.iter().enumerate().all(|(a, x)| {
-                        set[a + 1..]
-                            .iter()
-                            .all(|y| order[*x as usize].1 / 2 != order[*y as usize].1 / 2)
-                    })
-                },
+                |mask| !e2 || members(mask).all(|x| mask & partner[x] == 0),
+                &mut s.heap,
                 &mut s.sets,
             );
             for p in 0..=s.sets.len() {
@@ -702,45 +769,69 @@ pub(crate) fn search(
                     home
                 } else if e2 {
                     s.ints.clear();
-                    s.ints.extend(s.h.iter().map(|x| x.floor() as i32));
-                    for &x in &s.sets[p - 1] {
-                        let code = order[x as usize].1;
+                    s.ints.extend(s.ht.iter().map(|x| x.floor() as i32));
+                    for x in members(s.sets[p - 1]) {
+                        let code = order[x].1;
                         let c = &mut s.ints[(code / 2) as usize];
                         *c += if code % 2 == 0 { -1 } else { 1 };
                     }
                     e2_key(&s.ints)
                 } else {
-                    s.sets[p - 1]
-                        .iter()
-                        .fold(home, |k, x| k ^ (1u64 << order[*x as usize].1))
+                    members(s.sets[p - 1]).fold(home, |k, x| k ^ (1u64 << order[x].1))
                 };
                 let span = ix.bucket_span(t, key);
                 gathered += span.len();
                 s.spans.push(span);
+                if gathered > rows / SCAN_FRACTION {
+                    break;
+                }
+            }
+            if gathered > rows / SCAN_FRACTION {
+                break;
             }
         }
         if gathered > rows / SCAN_FRACTION {
-            // The buckets cover much of the segment: rank every allowed row's signature.
-            let mut best = TopK::new(keep);
-            let mut thr = best.threshold();
-            for r in 0..rows {
-                let d = sig_distance(simhash, sig_of(r), &qsig) as f32;
-                if d <= thr && allow(r) {
-                    best.push(d, r as u64);
-                    thr = best.threshold();
+            // The buckets cover much of the segment: rank every allowed row's signature
+            // (one pass computing all distances, then a histogram cut at the keep-th).
+            s.dists.resize(rows, 0);
+            if simhash {
+                kernels.hamming_all(&qsig, &ix.sigs[..rows * slen], &mut s.dists);
+            } else {
+                kernels.sq_i8_all(&qsig, &ix.sigs[..rows * slen], &mut s.dists);
+            }
+            let max = s.dists.iter().copied().max().unwrap_or(0) as usize;
+            s.hist.clear();
+            s.hist.resize(max + 2, 0);
+            for (r, d) in s.dists.iter_mut().enumerate() {
+                if allow(r) {
+                    s.hist[*d as usize] += 1;
+                } else {
+                    *d = u32::MAX;
                 }
             }
-            s.cand.extend(
-                best.into_sorted()
-                    .into_iter()
-                    .map(|(r, d)| (d as u32, r as u32)),
-            );
+            let (mut cut, mut seen) = (0usize, 0usize);
+            while cut <= max && seen + s.hist[cut] < keep {
+                seen += s.hist[cut];
+                cut += 1;
+            }
+            // Every allowed row strictly below `cut`, then rows at `cut` up to `keep`.
+            let mut at_cut = keep.saturating_sub(seen);
+            for (r, d) in s.dists.iter().enumerate() {
+                let d = *d as usize;
+                if d < cut || (d == cut && at_cut > 0) {
+                    if d == cut {
+                        at_cut -= 1;
+                    }
+                    s.cand.push((d as u32, r as u32));
+                }
+            }
         } else {
             for span in &s.spans {
                 for &row in &ix.table_rows[span.clone()] {
                     let r = row as usize;
                     if visited.insert(r) && allow(r) {
-                        s.cand.push((sig_distance(simhash, sig_of(r), &qsig), row));
+                        s.cand
+                            .push((sig_distance(kernels, simhash, sig_of(r), &qsig), row));
                     }
                 }
             }
@@ -846,16 +937,18 @@ mod tests {
     #[test]
     fn probe_sets_ascend_and_respect_validity() {
         let score = [0.1, 0.2, 0.4, 0.8];
-        let mut out = Vec::new();
-        probe_sets(&score, 15, |_| true, &mut out);
+        let (mut out, mut heap) = (Vec::new(), BinaryHeap::new());
+        probe_sets(&score, 15, |_| true, &mut heap, &mut out);
         assert_eq!(out.len(), 15); // every non-empty subset of 4
         let totals: Vec<f32> = out
             .iter()
-            .map(|s| s.iter().map(|i| score[*i as usize]).sum())
+            .map(|m| members(*m).map(|i| score[i]).sum())
             .collect();
         assert!(totals.windows(2).all(|w| w[0] <= w[1] + 1e-6), "{totals:?}");
-        probe_sets(&score, 15, |s| !s.contains(&1), &mut out);
-        assert!(out.iter().all(|s| !s.contains(&1)));
+        let distinct: std::collections::HashSet<u128> = out.iter().copied().collect();
+        assert_eq!(distinct.len(), 15);
+        probe_sets(&score, 15, |m| m & 0b10 == 0, &mut heap, &mut out);
+        assert!(out.iter().all(|m| m & 0b10 == 0));
         assert_eq!(out.len(), 7);
     }
 

@@ -120,3 +120,30 @@ pub(crate) unsafe fn nearest_column(
 ) -> (u32, f32) {
     crate::distance::scalar::nearest_column(x, cols, k, out)
 }
+
+/// [`crate::distance::scalar::hamming`] compiled with the hardware popcount.
+///
+/// # Safety
+/// The CPU must support the target features (checked by `Kernels::for_isa`).
+#[target_feature(enable = "avx512f,popcnt")]
+pub(crate) unsafe fn hamming(a: &[u8], b: &[u8]) -> u32 {
+    crate::distance::scalar::hamming(a, b)
+}
+
+/// [`crate::distance::scalar::hamming_all`] compiled with the hardware popcount.
+///
+/// # Safety
+/// The CPU must support the target features (checked by `Kernels::for_isa`).
+#[target_feature(enable = "avx512f,popcnt")]
+pub(crate) unsafe fn hamming_all(q: &[u8], rows: &[u8], out: &mut [u32]) {
+    crate::distance::scalar::hamming_all(q, rows, out);
+}
+
+/// [`crate::distance::scalar::sq_i8_all`] compiled for this ISA.
+///
+/// # Safety
+/// The CPU must support the target features (checked by `Kernels::for_isa`).
+#[target_feature(enable = "avx512f,avx512bw,popcnt")]
+pub(crate) unsafe fn sq_i8_all(q: &[u8], rows: &[u8], out: &mut [u32]) {
+    crate::distance::scalar::sq_i8_all(q, rows, out);
+}
