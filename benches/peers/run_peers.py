@@ -292,7 +292,7 @@ def make_trovedb(kind, metric, dim, a):
             self.build_params = {
                 "hnsw": {"m": a.m, "ef_construction": a.ef_construction},
                 "ivf_pq": {"nlist": a.nlist, "pq_m": a.pq_m},
-                "lsh": {"tables": a.lsh_tables, "bits": a.lsh_table_bits},
+                "lsh": {k: v for k, v in {"tables": a.lsh_tables, "bits": a.lsh_table_bits}.items() if v},
             }.get(kind, {})
             self.dir = tempfile.TemporaryDirectory()
             self.params = {}
@@ -385,7 +385,7 @@ def main() -> int:
     ap.add_argument("--lsh-bits", type=int, default=512, help="faiss IndexLSH code bits")
     ap.add_argument("--sweep-lsh-refine", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 50, 100, 200, 400],
                     help="faiss IndexLSH + IndexRefineFlat k_factor values")
-    ap.add_argument("--lsh-tables", type=int, default=16, help="trovedb lsh tables")
+    ap.add_argument("--lsh-tables", type=int, default=0, help="trovedb lsh tables (0: the engine's default)")
     ap.add_argument("--lsh-table-bits", type=int, default=0, help="trovedb lsh bits per table (0: automatic)")
     ap.add_argument("--sweep-probes", type=lambda s: [int(x) for x in s.split(",")], default=[4, 8, 16, 32, 64, 128])
     ap.add_argument("--out", default="bench-out/peers.jsonl")

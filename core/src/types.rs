@@ -311,6 +311,11 @@ pub struct CollectionConfig {
     pub metric: Metric,
     /// The index built over sealed segments.
     pub index: IndexConfig,
+    /// Payload fields kept in the payload index for filters; `None` (the default) indexes
+    /// every field. Filters on other fields still work: they are evaluated by reading the
+    /// payloads of the segment (slower, no extra memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexed_fields: Option<Vec<String>>,
 }
 
 /// Largest supported dimension. Bounds allocations made from on-disk headers.
@@ -323,6 +328,7 @@ impl CollectionConfig {
             dim,
             metric,
             index: IndexConfig::Flat,
+            indexed_fields: None,
         }
     }
 
@@ -333,6 +339,20 @@ impl CollectionConfig {
                 "dim",
                 format!("must be in 1..={MAX_DIM}, got {}", self.dim),
             ));
+        }
+        if let Some(fields) = &self.indexed_fields {
+            if let Some(bad) = fields
+                .iter()
+                .find(|f| f.is_empty() || f.len() > crate::filter::value::MAX_KEY_BYTES)
+            {
+                return Err(Error::invalid(
+                    "indexed_fields",
+                    format!(
+                        "field names must be 1..={} bytes, got `{bad}`",
+                        crate::filter::value::MAX_KEY_BYTES
+                    ),
+                ));
+            }
         }
         match self.index {
             IndexConfig::IvfPq { pq_m, .. } if pq_m != 0 && !self.dim.is_multiple_of(pq_m) => {

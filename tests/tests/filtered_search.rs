@@ -291,3 +291,66 @@ fn persisted_payload_index_is_used_and_checked() {
     );
     assert!(c.verify().is_err());
 }
+
+#[test]
+fn indexed_fields_restrict_the_index_not_the_answers() {
+    use trovedb::{CollectionConfig, Database, DbOptions, Metric, Payload, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let n = 2500u64;
+    let ids: Vec<u64> = (0..n).collect();
+    let vectors: Vec<f32> = (0..n * 4).map(|i| ((i * 7) % 101) as f32).collect();
+    let payloads: Vec<Payload> = ids
+        .iter()
+        .map(|i| {
+            let mut p = Payload::new();
+            p.insert("k".into(), Value::Int((i % 7) as i64));
+            p.insert("s".into(), Value::Str(format!("v{}", i % 3)));
+            p
+        })
+        .collect();
+    let cfg = CollectionConfig {
+        indexed_fields: Some(vec!["k".into()]),
+        ..CollectionConfig::new(4, Metric::L2)
+    };
+    let filters = [
+        r#"{"k": {"$gte": 5}}"#,
+        r#"{"s": "v1"}"#,
+        r#"{"$or": [{"k": 2}, {"s": {"$ne": "v0"}}]}"#,
+    ];
+    let check = |c: &trovedb::Collection| {
+        for json in filters {
+            let f = Filter::from_json_str(json).unwrap();
+            let want: Vec<u64> = ids
+                .iter()
+                .copied()
+                .filter(|i| f.matches(&payloads[*i as usize]))
+                .collect();
+            assert_eq!(c.count(&f).unwrap(), want.len(), "{json}");
+            let q = [3.0f32, 1.0, 4.0, 1.0];
+            let hits = c
+                .search(&q, 5, &SearchParams::default().with_filter(f.clone()))
+                .unwrap();
+            assert!(hits.iter().all(|h| want.contains(&h.id)), "{json}");
+        }
+    };
+    {
+        let db = Database::open(dir.path(), DbOptions::default()).unwrap();
+        let c = db.create_collection("c", &cfg).unwrap();
+        c.upsert(&ids[..1000], &vectors[..4000], &payloads[..1000])
+            .unwrap();
+        c.flush().unwrap();
+        c.upsert(&ids[1000..], &vectors[4000..], &payloads[1000..])
+            .unwrap();
+        check(&c); // one sealed segment + the appendable one
+        db.close().unwrap();
+    }
+    let db = Database::open(dir.path(), DbOptions::default()).unwrap();
+    let c = db.collection("c").unwrap();
+    assert_eq!(c.config().indexed_fields, Some(vec!["k".to_string()]));
+    check(&c);
+    let bad = CollectionConfig {
+        indexed_fields: Some(vec![String::new()]),
+        ..CollectionConfig::new(4, Metric::L2)
+    };
+    assert!(db.create_collection("bad", &bad).is_err());
+}

@@ -50,7 +50,10 @@ impl PyDatabase {
     /// Create a collection. `index` is "flat", "hnsw", "ivf_pq" or "lsh"; index parameters
     /// (m, ef_construction, ef_search, nlist, pq_m, nprobe, refine, tables, bits, probes,
     /// seed) go in `**index_params`.
-    #[pyo3(signature = (name, dim, metric = "cosine", index = "flat", **index_params))]
+    /// `indexed_fields` limits the payload index to those fields (default: all); filters on
+    /// other fields still work by reading payloads.
+    #[pyo3(signature = (name, dim, metric = "cosine", index = "flat", indexed_fields = None, **index_params))]
+    #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
     fn create_collection(
         &self,
         py: Python<'_>,
@@ -58,6 +61,7 @@ impl PyDatabase {
         dim: usize,
         metric: &str,
         index: &str,
+        indexed_fields: Option<Vec<String>>,
         index_params: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyCollection> {
         let metric = Metric::parse(metric).py_err()?;
@@ -69,6 +73,7 @@ impl PyDatabase {
         }
         let config = CollectionConfig {
             index: IndexConfig::from_name(index, &params).py_err()?,
+            indexed_fields,
             ..CollectionConfig::new(dim, metric)
         };
         let db = Arc::clone(&self.db);

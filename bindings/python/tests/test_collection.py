@@ -315,3 +315,18 @@ def test_oversized_result_requests_are_refused(tmp_path):
             c.search(np.zeros((64, 2), dtype=np.float32), k=2**23)
         ids, _ = c.search([0.0, 1.0], k=3)
         assert ids.tolist() == [1, trovedb.PAD_ID, trovedb.PAD_ID]
+
+
+def test_indexed_fields_limit_the_index_not_the_answers(tmp_path):
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((500, 8)).astype(np.float32)
+    pays = [{"k": i % 7, "s": f"v{i % 3}"} for i in range(500)]
+    with trovedb.open(tmp_path) as db:
+        c = db.create_collection("c", dim=8, metric="l2", indexed_fields=["k"])
+        c.upsert(np.arange(500), vecs, pays)
+        for flt, ok in [({"k": {"$gte": 5}}, lambda p: p["k"] >= 5), ({"s": "v1"}, lambda p: p["s"] == "v1")]:
+            assert c.count(filter=flt) == sum(ok(p) for p in pays)
+            ids, _ = c.search(vecs[0], k=5, filter=flt)
+            assert all(ok(pays[i]) for i in ids.tolist())
+        with pytest.raises(ValueError):
+            db.create_collection("bad", dim=8, indexed_fields=[""])

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use crate::distance::Kernels;
 use crate::filter::bitset::Bitset;
 use crate::filter::cache::{FilterCache, KeyedFilter};
-use crate::filter::payload_index::PayloadIndex;
+use crate::filter::payload_index::{IndexedFields, PayloadIndex};
 use crate::filter::value::Payload;
 use crate::index::hnsw::build::{GraphBuilder, VectorSet};
 use crate::index::hnsw::HnswParams;
@@ -27,10 +27,10 @@ pub(crate) struct AppendableSegment {
 }
 
 impl AppendableSegment {
-    pub(crate) fn new(dim: usize, hnsw: Option<HnswParams>) -> Self {
+    pub(crate) fn new(dim: usize, hnsw: Option<HnswParams>, only: IndexedFields) -> Self {
         AppendableSegment {
             graph: hnsw.map(GraphBuilder::new),
-            payload_index: PayloadIndex::default(),
+            payload_index: PayloadIndex::new(only),
             filter_cache: FilterCache::default(),
             dim,
             vectors: Vec::new(),
@@ -91,7 +91,17 @@ impl AppendableSegment {
     /// Live rows matching `filter`.
     pub(crate) fn passing(&self, filter: &KeyedFilter<'_>) -> Bitset {
         let all = self.filter_cache.get_or_eval(filter, self.rows(), || {
-            Ok::<_, std::convert::Infallible>(self.payload_index.eval(filter.filter))
+            if self.payload_index.covers(filter.filter) {
+                return Ok::<_, std::convert::Infallible>(self.payload_index.eval(filter.filter));
+            }
+            // A field outside `indexed_fields`: evaluate on the payloads in memory.
+            let mut b = Bitset::new(self.rows());
+            for (row, p) in self.payloads.iter().enumerate() {
+                if filter.filter.matches(p) {
+                    b.insert(row);
+                }
+            }
+            Ok(b)
         });
         let mut b = match all {
             Ok(a) => (*a).clone(),

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::appendable::AppendableSegment;
 use super::options::{DbOptions, Durability};
-use super::state::{hnsw_params, Knobs, SealedSegment, State};
+use super::state::{hnsw_params, indexed_fields, Knobs, SealedSegment, State};
 use crate::distance::{normalize, Kernels};
 use crate::error::{Error, Result};
 use crate::filter::bitset::Bitset;
@@ -185,7 +185,12 @@ impl Collection {
                 Some(d) => deletes::read_file(&dir.join(&d.file), m.id, reader.rows())?,
                 None => Bitset::new(reader.rows()),
             };
-            sealed.push(SealedSegment::new(m.id, Arc::new(reader), deleted));
+            sealed.push(SealedSegment::new(
+                m.id,
+                Arc::new(reader),
+                deleted,
+                indexed_fields(&config),
+            ));
         }
         let mut state = State::new(&config, Kernels::best(), sealed);
         let wdir = wal_dir(dir);
@@ -742,7 +747,7 @@ impl Collection {
             let built = self.build_index(a, rows.len(), &vectors);
             // The segment's payload index, from the payloads already in memory: written into
             // the file and kept for this process's filtered queries.
-            let mut index = PayloadIndex::default();
+            let mut index = PayloadIndex::new(indexed_fields(&self.config));
             for p in &payloads {
                 index.add(p);
             }
@@ -803,7 +808,12 @@ impl Collection {
         }
         if let Some((id, reader, index)) = new_reader {
             let rows = reader.rows();
-            let seg = SealedSegment::new(id, Arc::new(reader), Bitset::new(rows));
+            let seg = SealedSegment::new(
+                id,
+                Arc::new(reader),
+                Bitset::new(rows),
+                indexed_fields(&self.config),
+            );
             // A fresh segment's lock is empty, so this cannot fail.
             let _ = seg.payload_index.set(index);
             st.sealed.push(seg);

@@ -11,9 +11,10 @@ use crate::error::Result;
 use crate::filter::bitset::Bitset;
 use crate::filter::cache::{FilterCache, KeyedFilter};
 use crate::filter::expr::Filter;
-use crate::filter::payload_index::PayloadIndex;
+use crate::filter::payload_index::{IndexedFields, PayloadIndex};
 use crate::filter::value::Payload;
 use crate::index::hnsw::graph::Graph;
+use crate::index::hnsw::search::Expand;
 use crate::index::hnsw::visited::VisitedPool;
 use crate::index::hnsw::{search as hnsw_search, HnswParams};
 use crate::index::ivfpq::{self, IvfPqQuery, IvfPqView};
@@ -37,10 +38,17 @@ pub(crate) struct SealedSegment {
     pub payload_index: OnceLock<PayloadIndex>,
     /// Recent filter results.
     pub filter_cache: FilterCache,
+    /// The payload fields the collection indexes.
+    only: IndexedFields,
 }
 
 impl SealedSegment {
-    pub(crate) fn new(id: u64, reader: Arc<SegmentReader>, deleted: Bitset) -> SealedSegment {
+    pub(crate) fn new(
+        id: u64,
+        reader: Arc<SegmentReader>,
+        deleted: Bitset,
+        only: IndexedFields,
+    ) -> SealedSegment {
         SealedSegment {
             id,
             reader,
@@ -48,6 +56,7 @@ impl SealedSegment {
             dirty: false,
             payload_index: OnceLock::new(),
             filter_cache: FilterCache::default(),
+            only,
         }
     }
 
@@ -56,7 +65,18 @@ impl SealedSegment {
         let all = self
             .filter_cache
             .get_or_eval(filter, self.reader.rows(), || {
-                Ok(self.payload_index()?.eval(filter.filter))
+                let ix = self.payload_index()?;
+                if ix.covers(filter.filter) {
+                    return Ok(ix.eval(filter.filter));
+                }
+                // A field outside `indexed_fields`: read every payload of the segment.
+                let mut b = Bitset::new(self.reader.rows());
+                for row in 0..self.reader.rows() {
+                    if filter.filter.matches(&self.reader.payload(row)?) {
+                        b.insert(row);
+                    }
+                }
+                Ok(b)
             })?;
         let mut b = (*all).clone();
         b.and_not(&self.deleted);
@@ -70,9 +90,11 @@ impl SealedSegment {
             return Ok(ix);
         }
         let ix = if let Some(ix) = self.reader.persisted_payload_index() {
-            ix?
+            let mut ix = ix?;
+            ix.set_only(self.only.clone());
+            ix
         } else {
-            let mut ix = PayloadIndex::default();
+            let mut ix = PayloadIndex::new(self.only.clone());
             for row in 0..self.reader.rows() {
                 ix.add(&self.reader.payload(row)?);
             }
@@ -117,6 +139,35 @@ pub(crate) struct Knobs {
     pub probes: usize,
 }
 
+/// Pass rate (numerator, denominator) below which filtered graph search expands rejected
+/// neighbours two hops instead of scoring them (`TROVEDB_TWO_HOP_BELOW` = percent, for
+/// measurements).
+fn two_hop_below() -> (usize, usize) {
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let pct = *V.get_or_init(|| {
+        std::env::var("TROVEDB_TWO_HOP_BELOW")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(TWO_HOP_BELOW_PERCENT)
+    });
+    (pct, 100)
+}
+
+/// Multiplier of the scan-or-graph bound (`TROVEDB_SCAN_BOUND_SCALE`, for measurements;
+/// default 1).
+fn scan_bound_scale() -> f64 {
+    static V: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var("TROVEDB_SCAN_BOUND_SCALE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1.0)
+    })
+}
+
+/// Default of [`two_hop_below`], in percent.
+const TWO_HOP_BELOW_PERCENT: usize = 30;
+
 /// A probe count scaled for a filter passing `passing` of `rows`: by `1 / sqrt(pass rate)`.
 /// With a pass rate `s` the k nearest passing points lie about `1/s` times deeper in the
 /// unfiltered ranking; on text-minilm-dev, widening by `1/sqrt(s)` brought IVF-PQ and LSH
@@ -148,6 +199,14 @@ pub(crate) struct State {
 /// below it a scan is as fast as a graph search and always exact.
 pub(crate) const FLAT_SCAN_MAX_ROWS: usize = 1024;
 
+/// The payload fields a collection indexes (`None`: all).
+pub(crate) fn indexed_fields(config: &CollectionConfig) -> IndexedFields {
+    config
+        .indexed_fields
+        .as_ref()
+        .map(|f| Arc::new(f.iter().cloned().collect()))
+}
+
 /// HNSW build parameters of a collection config, if it uses HNSW.
 pub(crate) fn hnsw_params(config: &CollectionConfig) -> Option<HnswParams> {
     match config.index {
@@ -172,7 +231,11 @@ impl State {
         sealed: Vec<SealedSegment>,
     ) -> State {
         State {
-            appendable: AppendableSegment::new(config.dim, hnsw_params(config)),
+            appendable: AppendableSegment::new(
+                config.dim,
+                hnsw_params(config),
+                indexed_fields(config),
+            ),
             sealed,
             config: config.clone(),
             kernels,
@@ -181,7 +244,11 @@ impl State {
 
     /// Start a fresh appendable segment (after a seal).
     pub(crate) fn reset_appendable(&mut self) {
-        self.appendable = AppendableSegment::new(self.config.dim, hnsw_params(&self.config));
+        self.appendable = AppendableSegment::new(
+            self.config.dim,
+            hnsw_params(&self.config),
+            indexed_fields(&self.config),
+        );
     }
 
     /// Upsert rows (vectors as stored): replace older rows, append, link into the graph.
@@ -329,7 +396,8 @@ impl State {
                 // 0.5 sent 10-30% filters to the graph and cut their QPS 3-13x; by 2 or 4 it
                 // scanned 50-100% filters and cut QPS 1.7-9x. 1 was best at every
                 // selectivity tried.
-                (passing as f64) <= ((knobs.ef * m0) as f64 * rows as f64).sqrt()
+                (passing as f64)
+                    <= scan_bound_scale() * ((knobs.ef * m0) as f64 * rows as f64).sqrt()
             }
             // A filtered probe scores about rows * nprobe' / nlist codes (nprobe' widened
             // for the pass rate, see `widen`); scanning fewer passing rows exactly is both
@@ -436,9 +504,25 @@ impl State {
                     Some(a) => a.get(n as usize),
                     None => !seg.deleted.get(n as usize),
                 };
+                let passing = seg.allowed.map_or(rows, Bitset::count_ones);
+                let expand = if passing * two_hop_below().1 < rows * two_hop_below().0 {
+                    Expand::TwoHop
+                } else {
+                    Expand::Through
+                };
                 let mut visited = pool.take(g.len());
                 let found = hnsw_search::with_scratch(|scratch| {
-                    hnsw_search::search(g, &dist, &prefetch, k, ef, &allow, &mut visited, scratch)
+                    hnsw_search::search(
+                        g,
+                        &dist,
+                        &prefetch,
+                        k,
+                        ef,
+                        &allow,
+                        expand,
+                        &mut visited,
+                        scratch,
+                    )
                 });
                 pool.give(visited);
                 for c in found {

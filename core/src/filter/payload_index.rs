@@ -6,8 +6,9 @@
 //! [`PayloadIndex::eval`] turns a [`Filter`] into the bitset of matching rows with the
 //! same semantics as [`Filter::matches`] (checked by a property test).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use super::bitset::Bitset;
 use super::expr::Filter;
@@ -40,11 +41,15 @@ struct FieldIndex {
     present: Vec<u32>,
 }
 
-/// Rows by payload value, for every field seen.
+/// The fields a payload index keeps (`None`: all of them).
+pub(crate) type IndexedFields = Option<Arc<BTreeSet<String>>>;
+
+/// Rows by payload value, for every field seen (or only the configured ones).
 #[derive(Debug, Default)]
 pub(crate) struct PayloadIndex {
     rows: usize,
     fields: HashMap<String, FieldIndex>,
+    only: IndexedFields,
 }
 
 fn set<'a>(len: usize, rows: impl IntoIterator<Item = &'a u32>) -> Bitset {
@@ -140,6 +145,7 @@ impl PayloadIndex {
         let mut ix = PayloadIndex {
             rows,
             fields: HashMap::new(),
+            only: None,
         };
         let nf = get_count(d)?;
         for _ in 0..nf {
@@ -179,11 +185,48 @@ impl PayloadIndex {
         Ok(ix)
     }
 
+    /// An empty index keeping only `only` (all fields when `None`).
+    pub(crate) fn new(only: IndexedFields) -> PayloadIndex {
+        PayloadIndex {
+            only,
+            ..PayloadIndex::default()
+        }
+    }
+
+    /// Restrict to `only` (for an index read from a file, which holds just those fields).
+    pub(crate) fn set_only(&mut self, only: IndexedFields) {
+        self.only = only;
+    }
+
+    fn indexes(&self, field: &str) -> bool {
+        self.only.as_ref().is_none_or(|o| o.contains(field))
+    }
+
+    /// Whether every field `filter` names is indexed, so [`PayloadIndex::eval`] answers it.
+    pub(crate) fn covers(&self, filter: &Filter) -> bool {
+        match filter {
+            Filter::Eq(f, _)
+            | Filter::Ne(f, _)
+            | Filter::Gt(f, _)
+            | Filter::Gte(f, _)
+            | Filter::Lt(f, _)
+            | Filter::Lte(f, _)
+            | Filter::In(f, _)
+            | Filter::Nin(f, _)
+            | Filter::Exists(f, _) => self.indexes(f),
+            Filter::And(fs) | Filter::Or(fs) => fs.iter().all(|x| self.covers(x)),
+            Filter::Not(x) => self.covers(x),
+        }
+    }
+
     /// Index row `rows()` (rows are added in order).
     pub(crate) fn add(&mut self, p: &Payload) {
         let row = self.rows as u32;
         self.rows += 1;
         for (k, v) in p {
+            if !self.indexes(k) {
+                continue;
+            }
             let f = self.fields.entry(k.clone()).or_default();
             f.present.push(row);
             match v {

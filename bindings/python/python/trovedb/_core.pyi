@@ -57,6 +57,7 @@ class Database:
         dim: int,
         metric: str = "cosine",
         index: str = "flat",
+        indexed_fields: Optional[Sequence[str]] = None,
         **index_params: float,
     ) -> Collection: ...
     def get_collection(self, name: str) -> Collection: ...

@@ -11,7 +11,7 @@ use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
 use super::graph::{FrozenGraph, Graph};
-use super::search::{greedy_descent, search_layer, with_scratch, Cand};
+use super::search::{greedy_descent, search_layer, with_scratch, Cand, Expand};
 use super::visited::VisitedPool;
 use super::HnswParams;
 use crate::distance::Kernels;
@@ -170,6 +170,7 @@ impl GraphBuilder {
                     self.params.ef_construction,
                     lev,
                     &|n| n != q,
+                    Expand::Through,
                     &mut visited,
                     s,
                 );

@@ -51,7 +51,7 @@ pub(crate) const MAX_LEVEL: usize = 15;
 mod tests {
     use super::build::{GraphBuilder, VectorSet};
     use super::graph::{Graph, GraphView};
-    use super::search::{search, Scratch};
+    use super::search::{search, Expand, Scratch};
     use super::visited::VisitedPool;
     use super::HnswParams;
     use crate::distance::Kernels;
@@ -93,6 +93,7 @@ mod tests {
         vs: &VectorSet<'_>,
         queries: &[f32],
         allow: &dyn Fn(u32) -> bool,
+        expand: Expand,
     ) -> f64 {
         let pool = VisitedPool::default();
         let mut scratch = Scratch::default();
@@ -114,6 +115,7 @@ mod tests {
                 10,
                 64,
                 &|i| allow(i),
+                expand,
                 &mut visited,
                 &mut scratch,
             );
@@ -150,11 +152,23 @@ mod tests {
             let b = GraphBuilder::build(params(), &vs);
             let frozen = b.freeze();
             let view = frozen.view();
-            let r = recall(&view, &vs, &queries, &|_| true);
+            let r = recall(&view, &vs, &queries, &|_| true, Expand::Through);
             assert!(r >= 0.95, "{metric:?} recall {r}");
-            assert!((recall(&b, &vs, &queries, &|_| true) - r).abs() < 1e-12);
-            let r_odd = recall(&view, &vs, &queries, &|i| i % 3 != 0);
-            assert!(r_odd >= 0.9, "{metric:?} filtered recall {r_odd}");
+            let rb = recall(&b, &vs, &queries, &|_| true, Expand::Through);
+            assert!((rb - r).abs() < 1e-12);
+            for expand in [Expand::Through, Expand::TwoHop] {
+                let r_odd = recall(&view, &vs, &queries, &|i| i % 3 != 0, expand);
+                assert!(
+                    r_odd >= 0.9,
+                    "{metric:?} {expand:?} filtered recall {r_odd}"
+                );
+                // A 5% pass rate: two-hop expansion keeps the allowed subgraph connected.
+                let r5 = recall(&view, &vs, &queries, &|i| i % 20 == 7, expand);
+                println!("{metric:?} {expand:?}: 5% filter recall {r5}");
+                if expand == Expand::TwoHop {
+                    assert!(r5 >= 0.9, "{metric:?} two-hop 5% recall {r5}");
+                }
+            }
         }
     }
 

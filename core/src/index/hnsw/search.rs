@@ -1,6 +1,10 @@
 //! Greedy descent through the upper layers, then a best-first beam search on the layer
-//! below. Rows rejected by `allow` (deleted, or filtered out) are traversed — they keep the
-//! graph connected — but never returned.
+//! below. Rows rejected by `allow` (deleted, or filtered out) are never returned. With
+//! [`Expand::Through`] they are traversed like any node (they keep the graph connected);
+//! with [`Expand::TwoHop`] (for low pass rates, in the spirit of ACORN, Patel et al. 2024)
+//! a rejected neighbour is not scored at all: its own allowed neighbours are taken in its
+//! place, so the search walks the subgraph of allowed nodes, kept connected through
+//! two-hop links, and spends its distance computations on nodes it may return.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -32,10 +36,22 @@ impl Ord for Cand {
     }
 }
 
+/// How a beam search treats neighbours rejected by `allow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expand {
+    /// Score and traverse them (never return them).
+    Through,
+    /// Replace them by their allowed neighbours (two-hop), never scoring them.
+    TwoHop,
+}
+
 /// Scratch buffers reused by one search.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     pub nbrs: Vec<u32>,
+    pub hop2: Vec<u32>,
+    pub expanded: Vec<u32>,
+    pub used: Vec<u32>,
     pub candidates: BinaryHeap<Reverse<Cand>>,
     pub results: BinaryHeap<Cand>,
 }
@@ -99,6 +115,7 @@ pub(crate) fn search_layer<G: Graph + ?Sized>(
     ef: usize,
     level: usize,
     allow: &impl Fn(u32) -> bool,
+    expand: Expand,
     visited: &mut Visited,
     s: &mut Scratch,
 ) -> Vec<Cand> {
@@ -120,6 +137,42 @@ pub(crate) fn search_layer<G: Graph + ?Sized>(
             break;
         }
         g.neighbors(c.id, level, &mut s.nbrs);
+        if expand == Expand::TwoHop {
+            // Allowed neighbours as they are, then each rejected one replaced by its allowed
+            // neighbours, up to twice the list length.
+            let cap = 2 * s.nbrs.len().max(1);
+            s.expanded.clear();
+            s.expanded
+                .extend(s.nbrs.iter().copied().filter(|n| allow(*n)));
+            s.used.clear();
+            for i in 0..s.nbrs.len() {
+                let n = s.nbrs[i];
+                if s.expanded.len() >= cap {
+                    break;
+                }
+                if !allow(n) && !visited.contains(n as usize) {
+                    s.used.push(n);
+                    g.neighbors(n, level, &mut s.hop2);
+                    for &m in &s.hop2 {
+                        if s.expanded.len() >= cap {
+                            break;
+                        }
+                        if allow(m) {
+                            s.expanded.push(m);
+                        }
+                    }
+                }
+            }
+            // Nothing new allowed within two hops (a region without passing points, e.g. a
+            // filter correlated with the data): walk through the rejected neighbours as
+            // `Through` does, so the search can still leave the region.
+            if s.expanded.iter().any(|m| !visited.contains(*m as usize)) {
+                for &n in &s.used {
+                    visited.insert(n as usize);
+                }
+                std::mem::swap(&mut s.nbrs, &mut s.expanded);
+            }
+        }
         // PERF: keep only unvisited neighbours and prefetch their vectors first, so the
         // loads overlap instead of stalling one distance at a time.
         s.nbrs.retain(|n| visited.insert(*n as usize));
@@ -159,6 +212,7 @@ pub(crate) fn search<G: Graph + ?Sized>(
     k: usize,
     ef: usize,
     allow: &impl Fn(u32) -> bool,
+    expand: Expand,
     visited: &mut Visited,
     s: &mut Scratch,
 ) -> Vec<Cand> {
@@ -166,7 +220,18 @@ pub(crate) fn search<G: Graph + ?Sized>(
         return Vec::new();
     };
     let start = greedy_descent(g, dist, entry, 0, &mut s.nbrs);
-    let mut found = search_layer(g, dist, prefetch, &[start], ef.max(k), 0, allow, visited, s);
+    let mut found = search_layer(
+        g,
+        dist,
+        prefetch,
+        &[start],
+        ef.max(k),
+        0,
+        allow,
+        expand,
+        visited,
+        s,
+    );
     found.truncate(k);
     found
 }

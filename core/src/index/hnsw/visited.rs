@@ -22,6 +22,12 @@ impl Visited {
         }
     }
 
+    /// Whether `i` was visited in this search.
+    #[inline]
+    pub(crate) fn contains(&self, i: usize) -> bool {
+        self.marks[i] == self.generation
+    }
+
     /// Mark `i`; returns true if it was not yet visited in this search.
     #[inline]
     pub(crate) fn insert(&mut self, i: usize) -> bool {
