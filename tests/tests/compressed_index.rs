@@ -100,6 +100,8 @@ fn check(index: IndexConfig, metric: Metric, name: &str, fallback: Option<&str>,
             .map(|i| {
                 let mut p = trovedb::Payload::new();
                 p.insert("tenth".into(), trovedb::Value::Int((i % 10) as i64));
+                p.insert("r".into(), trovedb::Value::Int((i % 1000) as i64));
+                p.insert("q".into(), trovedb::Value::Int((i / 1000) as i64));
                 p
             })
             .collect();
@@ -133,6 +135,10 @@ fn check(index: IndexConfig, metric: Metric, name: &str, fallback: Option<&str>,
                 &(|id: u64| id % 10 < 5) as &dyn Fn(u64) -> bool,
             ),
             (r#"{"tenth": 3}"#, &|id: u64| id % 10 == 3),
+            // 1% and 0.1%: every selectivity the planner may send to the index or to an
+            // exact scan of the passing rows.
+            (r#"{"r": {"$lt": 10}}"#, &|id: u64| id % 1000 < 10),
+            (r#"{"r": 7}"#, &|id: u64| id % 1000 == 7),
         ] {
             let p = SearchParams::default().with_filter(Filter::from_json_str(json).unwrap());
             let r = recall(&c, metric, dim, &base, &queries, &p, keep);
@@ -142,13 +148,26 @@ fn check(index: IndexConfig, metric: Metric, name: &str, fallback: Option<&str>,
                 "{want_kind} filtered {json} recall@10 {r} < 0.90"
             );
         }
-        // A filter passing 0.5%: the planner scans the passing rows exactly.
-        let f =
-            Filter::from_json_str(r#"{"$and": [{"tenth": 3}, {"tenth": {"$in": [3]}}]}"#).unwrap();
+        // Fewer than k pass: all of them. None pass: an empty result, not an error.
+        let f = Filter::from_json_str(r#"{"r": 7, "q": {"$lt": 5}}"#).unwrap();
+        let few: Vec<u64> = (0..n as u64)
+            .filter(|i| i % 1000 == 7 && i / 1000 < 5)
+            .collect();
         let got = c
             .search(&queries[..dim], 10, &SearchParams::default().with_filter(f))
             .unwrap();
-        assert!(got.iter().all(|h| h.id % 10 == 3));
+        let mut ids: Vec<u64> = got.iter().map(|h| h.id).collect();
+        ids.sort_unstable();
+        if few.len() <= 10 {
+            assert_eq!(ids, few, "every passing point, when fewer than k pass");
+        } else {
+            assert!(ids.iter().all(|i| few.contains(i)) && ids.len() == 10);
+        }
+        let f = Filter::from_json_str(r#"{"r": -1}"#).unwrap();
+        assert!(c
+            .search(&queries[..dim], 10, &SearchParams::default().with_filter(f))
+            .unwrap()
+            .is_empty());
         before = results(&c, dim, &queries[..(queries.len() / dim).min(100) * dim]);
     }
     // Reopen: identical results, straight from the files.
