@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
 mod collection_basic;
+mod compaction;
 mod compressed_index;
 mod corruption_detected;
 mod crash_process;

@@ -291,6 +291,13 @@ impl PyCollection {
         py.detach(|| c.flush()).py_err()
     }
 
+    /// Merge all segments into one without the deleted rows (index rebuilt), publish it
+    /// atomically and remove the old files. Returns the number of rows dropped.
+    fn compact(&self, py: Python<'_>) -> PyResult<usize> {
+        let c = &self.c;
+        py.detach(|| c.compact()).py_err()
+    }
+
     /// Check every checksum of every sealed segment.
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         let c = &self.c;

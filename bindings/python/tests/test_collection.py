@@ -330,3 +330,23 @@ def test_indexed_fields_limit_the_index_not_the_answers(tmp_path):
             assert all(ok(pays[i]) for i in ids.tolist())
         with pytest.raises(ValueError):
             db.create_collection("bad", dim=8, indexed_fields=[""])
+
+
+def test_compact_drops_deleted_rows_and_keeps_results(tmp_path):
+    rng = np.random.default_rng(11)
+    vecs = rng.standard_normal((4000, 8)).astype(np.float32)
+    with trovedb.open(tmp_path, seal_threshold_rows=1000) as db:
+        c = db.create_collection("c", dim=8, metric="l2")
+        c.upsert(np.arange(4000), vecs)
+        c.delete(np.arange(0, 4000, 2))
+        c.flush()
+        before = c.stats()
+        assert c.compact() == 2000
+        after = c.stats()
+        assert len(after["segments"]) == 1 and after["deleted"] == 0
+        assert after["bytes_on_disk"] <= 0.6 * before["bytes_on_disk"]
+        q = rng.standard_normal(8).astype(np.float32)
+        ids, _ = c.search(q, k=5)
+        survivors = np.arange(1, 4000, 2)
+        d = ((vecs[survivors] - q) ** 2).sum(axis=1)
+        assert ids.tolist() == survivors[np.argsort(d)[:5]].tolist()

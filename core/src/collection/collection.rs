@@ -661,6 +661,125 @@ impl Collection {
         self.seal_locked(&mut ws)
     }
 
+    /// Merge every segment into one, dropping deleted rows and rebuilding the index, then
+    /// publish it atomically (a new manifest) and remove the old files. Writers wait for
+    /// it; searches keep running on the old segments until the switch. A crash at any point
+    /// leaves either the old or the new set of segments (plus the log). Returns the rows
+    /// dropped.
+    pub fn compact(&self) -> Result<usize> {
+        self.check_open()?;
+        let mut ws = self.write.lock();
+        if let Some(first) = ws.poisoned.clone() {
+            return Err(Error::Poisoned { first });
+        }
+        self.seal_locked(&mut ws)?;
+        // Writers are held by `ws`, so the segments and their deletions cannot change now.
+        let old: Vec<(u64, Arc<SegmentReader>, Bitset)> = {
+            let st = self.state.read();
+            st.sealed
+                .iter()
+                .map(|s| (s.id, Arc::clone(&s.reader), s.deleted.clone()))
+                .collect()
+        };
+        let dropped: usize = old.iter().map(|(_, _, d)| d.count_ones()).sum();
+        if old.len() <= 1 && dropped == 0 {
+            return Ok(0);
+        }
+        // Gather the live rows, oldest segment first (each id lives in one row only).
+        let dim = self.config.dim;
+        let live: usize = old.iter().map(|(_, r, d)| r.rows() - d.count_ones()).sum();
+        let mut ids = Vec::with_capacity(live);
+        let mut vectors = Vec::with_capacity(live * dim);
+        let mut owned = Vec::with_capacity(live);
+        for (_, r, deleted) in &old {
+            for row in (0..r.rows()).filter(|row| !deleted.get(*row)) {
+                ids.push(r.ids()[row]);
+                vectors.extend_from_slice(r.vector(row));
+                owned.push(r.payload(row)?);
+            }
+        }
+        let payloads: Vec<&Payload> = owned.iter().collect();
+        let mut m = ws.manifest.clone();
+        let id = m.next_segment_id;
+        let name = segment::file_name(id);
+        let mut new_seg = None;
+        if !ids.is_empty() {
+            let built = self.build_fresh_index(&vectors);
+            let mut index = PayloadIndex::new(indexed_fields(&self.config));
+            for p in &payloads {
+                index.add(p);
+            }
+            write_segment(
+                &self.dir,
+                &name,
+                &SegmentData {
+                    segment_id: id,
+                    metric: self.config.metric,
+                    dim,
+                    ids: &ids,
+                    vectors: &vectors,
+                    payloads: &payloads,
+                    index: built.as_segment_index(),
+                    payload_index: Some(&index),
+                },
+            )?;
+            let reader = SegmentReader::open(&self.dir.join(&name), dim, self.config.metric)?;
+            new_seg = Some((reader, index));
+        }
+        drop((vectors, owned));
+        let garbage: Vec<String> = m
+            .segments
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(s.file.clone()).chain(s.deletes.iter().map(|d| d.file.clone()))
+            })
+            .collect();
+        m.next_segment_id += 1;
+        m.segments = new_seg
+            .iter()
+            .map(|_| SegmentMeta {
+                id,
+                file: name.clone(),
+                rows: ids.len() as u64,
+                deletes: None,
+            })
+            .collect();
+        if let Err(e) = m.store(&self.dir) {
+            ws.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        // Published. Searches holding the old readers keep their maps until they finish;
+        // unlinking a mapped file leaves the mapping valid.
+        {
+            let mut st = self.state.write();
+            st.sealed = new_seg
+                .into_iter()
+                .map(|(reader, index)| {
+                    let rows = reader.rows();
+                    let seg = SealedSegment::new(
+                        id,
+                        Arc::new(reader),
+                        Bitset::new(rows),
+                        indexed_fields(&self.config),
+                    );
+                    let _ = seg.payload_index.set(index);
+                    seg
+                })
+                .collect();
+        }
+        ws.manifest = m;
+        for f in garbage {
+            fsutil::remove_if_exists(&self.dir.join(f))?;
+        }
+        Ok(dropped)
+    }
+
+    /// Build this collection's index over `vectors` from scratch (compaction).
+    fn build_fresh_index(&self, vectors: &[f32]) -> BuiltIndex {
+        let empty = AppendableSegment::new(self.config.dim, None, None);
+        self.build_index(&empty, usize::MAX, vectors)
+    }
+
     /// Build the index of a segment about to be sealed from the appendable `a`, whose live
     /// rows are `vectors` (`live` of them).
     fn build_index(&self, a: &AppendableSegment, live: usize, vectors: &[f32]) -> BuiltIndex {

@@ -40,6 +40,11 @@ fn main() -> anyhow::Result<()> {
                 c.delete(&ids)?;
             }
         }
+        // Every 7th step also compacts, so kills land during compaction too (it changes no
+        // point, so the parent's model is unaffected).
+        if i % 7 == 6 {
+            c.compact()?;
+        }
         writeln!(out, "ack {i}")?;
         out.flush()?;
     }
