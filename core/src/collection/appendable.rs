@@ -69,21 +69,33 @@ impl AppendableSegment {
         self.by_id.insert(id, row);
     }
 
-    /// Link rows added since the last call into the graph (in parallel over rayon).
-    pub(crate) fn index_new_rows(&mut self, kernels: &Kernels, metric: Metric) {
+    /// Give the graph a node for every row added since the last call; returns the nodes
+    /// still to link (see [`AppendableSegment::link`]). Until linked, a node is unreachable
+    /// by graph search.
+    pub(crate) fn grow_graph(&mut self) -> std::ops::Range<usize> {
         let rows = self.rows();
-        let dim = self.dim;
-        if let Some(g) = &mut self.graph {
-            let from = g.len_nodes();
-            if from < rows {
+        match &mut self.graph {
+            Some(g) if g.len_nodes() < rows => {
+                let from = g.len_nodes();
                 g.add_nodes(rows - from);
+                from..rows
+            }
+            _ => 0..0,
+        }
+    }
+
+    /// Link `nodes` into the graph (in parallel over rayon). Takes `&self`: the graph's links
+    /// are atomics behind per-node locks, so searches may run meanwhile.
+    pub(crate) fn link(&self, nodes: std::ops::Range<usize>, kernels: &Kernels, metric: Metric) {
+        if let Some(g) = &self.graph {
+            if !nodes.is_empty() {
                 let vs = VectorSet {
                     data: &self.vectors,
-                    dim,
+                    dim: self.dim,
                     kernels,
                     metric,
                 };
-                g.insert_range(from, rows, &vs);
+                g.insert_range(nodes.start, nodes.end, &vs);
             }
         }
     }

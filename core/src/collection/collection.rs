@@ -369,7 +369,7 @@ impl Collection {
         }
         self.log_and_apply(KIND_UPSERT, &body, |st| {
             let pays = (0..n).map(|i| payloads.get(i).cloned().unwrap_or_default());
-            st.upsert_rows(ids, &stored, pays);
+            st.upsert_rows(ids, &stored, pays)
         })
     }
 
@@ -434,12 +434,22 @@ impl Collection {
         Ok(lsn)
     }
 
-    fn log_and_apply(&self, kind: u8, body: &[u8], apply: impl FnOnce(&mut State)) -> Result<()> {
+    /// Log a record, apply it (under the state's write lock), then link the appended rows
+    /// into the appendable graph under a shared lock, so searches run during the linking.
+    fn log_and_apply(
+        &self,
+        kind: u8,
+        body: &[u8],
+        apply: impl FnOnce(&mut State) -> std::ops::Range<usize>,
+    ) -> Result<()> {
         let mut ws = self.write.lock();
         let lsn = self.append_locked(&mut ws, kind, body)?;
         let full = {
             let mut st = self.state.write();
-            apply(&mut st);
+            let nodes = apply(&mut st);
+            // Writers are held by `ws`, so nothing changes the state while it is shared.
+            let st = parking_lot::RwLockWriteGuard::downgrade(st);
+            st.link(nodes);
             st.appendable.live_count() >= self.options.seal_threshold_rows
         };
         if full {
@@ -844,17 +854,25 @@ impl Collection {
 
     /// Seal: write the segment and deletion files, publish the manifest, then rotate the
     /// log and remove what the new manifest no longer needs (FORMAT.md §Commit).
+    ///
+    /// The segment is built and written while searches go on: `ws` holds every writer off,
+    /// so the appendable segment (shared through its `Arc`) and the deletion bitsets cannot
+    /// change; the state's write lock is taken only to switch to the new segment.
     fn seal_inner(&self, ws: &mut WriteState) -> Result<()> {
         let last = ws.next_lsn - 1;
-        let mut st = self.state.write();
-        let dirty = st.sealed.iter().any(|s| s.dirty);
-        if st.appendable.rows() == 0 && !dirty && last == ws.manifest.checkpoint_lsn {
+        let (a, dirty) = {
+            let st = self.state.read();
+            (
+                Arc::clone(&st.appendable),
+                st.sealed.iter().any(|s| s.dirty),
+            )
+        };
+        if a.rows() == 0 && !dirty && last == ws.manifest.checkpoint_lsn {
             return Ok(());
         }
         let mut m = ws.manifest.clone();
         let mut garbage = Vec::new();
         let mut new_reader = None;
-        let a = &st.appendable;
         if a.live_count() > 0 {
             let rows: Vec<usize> = a.live_rows().collect();
             let ids: Vec<u64> = rows.iter().map(|r| a.ids[*r]).collect();
@@ -863,7 +881,7 @@ impl Collection {
                 vectors.extend_from_slice(a.vector(*r));
             }
             let payloads: Vec<&Payload> = rows.iter().map(|r| &a.payloads[*r]).collect();
-            let built = self.build_index(a, rows.len(), &vectors);
+            let built = self.build_index(&a, rows.len(), &vectors);
             // The segment's payload index, from the payloads already in memory: written into
             // the file and kept for this process's filtered queries.
             let mut index = PayloadIndex::new(indexed_fields(&self.config));
@@ -897,6 +915,7 @@ impl Collection {
             });
             new_reader = Some((id, reader, index));
         }
+        let st = self.state.read();
         let mut keep = Vec::with_capacity(st.sealed.len());
         for s in &st.sealed {
             let meta_pos = m.segments.iter().position(|x| x.id == s.id);
@@ -918,9 +937,11 @@ impl Collection {
                 garbage.extend(old.map(|d| d.file));
             }
         }
+        drop(st);
         m.checkpoint_lsn = last;
         m.store(&self.dir)?;
         // Published. Now bring memory in line with the manifest.
+        let mut st = self.state.write();
         st.sealed.retain(|s| keep.contains(&s.id));
         for s in &mut st.sealed {
             s.dirty = false;
@@ -939,6 +960,7 @@ impl Collection {
         }
         st.reset_appendable();
         drop(st);
+        drop(a);
         ws.manifest = m;
         self.rotate_wal(ws, last)?;
         for f in garbage {

@@ -189,7 +189,8 @@ pub(crate) enum Location {
 
 #[derive(Debug)]
 pub(crate) struct State {
-    pub appendable: AppendableSegment,
+    /// Shared with a seal in progress (which reads it without the state lock).
+    pub appendable: Arc<AppendableSegment>,
     pub sealed: Vec<SealedSegment>,
     config: CollectionConfig,
     kernels: &'static Kernels,
@@ -231,11 +232,11 @@ impl State {
         sealed: Vec<SealedSegment>,
     ) -> State {
         State {
-            appendable: AppendableSegment::new(
+            appendable: Arc::new(AppendableSegment::new(
                 config.dim,
                 hnsw_params(config),
                 indexed_fields(config),
-            ),
+            )),
             sealed,
             config: config.clone(),
             kernels,
@@ -244,28 +245,60 @@ impl State {
 
     /// Start a fresh appendable segment (after a seal).
     pub(crate) fn reset_appendable(&mut self) {
-        self.appendable = AppendableSegment::new(
+        self.appendable = Arc::new(self.fresh_appendable());
+    }
+
+    fn fresh_appendable(&self) -> AppendableSegment {
+        AppendableSegment::new(
             self.config.dim,
             hnsw_params(&self.config),
             indexed_fields(&self.config),
-        );
+        )
     }
 
     /// Upsert rows (vectors as stored): replace older rows, append, link into the graph.
+    /// Upsert rows (vectors as stored): replace older rows and append. Returns the graph
+    /// nodes still to link with [`State::link`] (which needs only `&self`).
     pub(crate) fn upsert_rows(
         &mut self,
         ids: &[u64],
         vectors: &[f32],
         payloads: impl Iterator<Item = Payload>,
-    ) {
+    ) -> std::ops::Range<usize> {
         let dim = self.config.dim;
         for ((i, id), p) in ids.iter().enumerate().zip(payloads) {
             self.remove(*id);
-            self.appendable
+            self.app_mut()
                 .push(*id, &vectors[i * dim..(i + 1) * dim], p);
         }
-        self.appendable
-            .index_new_rows(self.kernels, self.config.metric);
+        self.app_mut().grow_graph()
+    }
+
+    /// Link appended rows into the appendable graph; searches may run meanwhile.
+    pub(crate) fn link(&self, nodes: std::ops::Range<usize>) {
+        self.appendable.link(nodes, self.kernels, self.config.metric);
+    }
+
+    /// The appendable segment, for a writer. Writers are serialised by the collection's
+    /// write mutex, and the only other holder of the `Arc` is a seal in progress, which
+    /// holds that mutex too; so a writer always has the segment to itself.
+    fn app_mut(&mut self) -> &mut AppendableSegment {
+        if Arc::get_mut(&mut self.appendable).is_none() {
+            // Unreachable by the invariant above; stay correct rather than panic: copy it.
+            let old = Arc::clone(&self.appendable);
+            let mut copy = self.fresh_appendable();
+            for r in 0..old.rows() {
+                copy.push(old.ids[r], old.vector(r), old.payloads[r].clone());
+                if old.deleted.get(r) {
+                    copy.remove(old.ids[r]);
+                }
+            }
+            let nodes = copy.grow_graph();
+            copy.link(nodes, self.kernels, self.config.metric);
+            self.appendable = Arc::new(copy);
+        }
+        let unique = Arc::get_mut(&mut self.appendable);
+        unique.unwrap_or_else(|| unreachable!("made unique just above"))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -295,7 +328,7 @@ impl State {
     /// Delete the live row of `id`; returns whether there was one.
     pub(crate) fn remove(&mut self, id: u64) -> bool {
         match self.locate(id) {
-            Some(Location::Appendable(_)) => self.appendable.remove(id),
+            Some(Location::Appendable(_)) => self.app_mut().remove(id),
             Some(Location::Sealed { seg, row }) => {
                 let s = &mut self.sealed[seg];
                 s.deleted.insert(row);
@@ -316,7 +349,9 @@ impl State {
                     .iter()
                     .flat_map(|p| p.vector.iter().copied())
                     .collect();
-                self.upsert_rows(&ids, &vectors, points.into_iter().map(|p| p.payload));
+                let nodes =
+                    self.upsert_rows(&ids, &vectors, points.into_iter().map(|p| p.payload));
+                self.link(nodes);
             }
             WalOp::Delete { ids } => {
                 for id in ids {
