@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod background;
 mod collection;
 pub mod distance;
 mod error;

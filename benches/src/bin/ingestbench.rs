@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use trovedb::{CollectionConfig, Database, DbOptions, Durability, IndexConfig, Metric, SearchParams};
+use trovedb::{
+    CollectionConfig, Database, DbOptions, Durability, IndexConfig, Metric, SearchParams,
+};
 use trovedb_bench::dataset::load_texmex;
 use trovedb_bench::recall::percentile;
 use trovedb_bench::synthetic::gaussian_mixture;
@@ -170,7 +172,7 @@ fn main() -> Result<()> {
 
     // Phase 2: the same searcher alone, as many queries (at least 2,000).
     let nq = ds.nq();
-    let count = during.len().max(2000);
+    let count = during.len().clamp(2000, 20_000);
     let mut idle = Vec::with_capacity(count);
     for i in 0..count {
         let q = ds.query(i % nq);
@@ -209,7 +211,10 @@ fn main() -> Result<()> {
             "idle": {"queries": idle.len(), "p50_ms": i50, "p99_ms": i99, "p999_ms": i999},
             "segments": st.segments.len(),
         });
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(out)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)?;
         writeln!(f, "{rec}")?;
     }
     Ok(())

@@ -95,7 +95,7 @@ impl AppendableSegment {
                     kernels,
                     metric,
                 };
-                g.insert_range(nodes.start, nodes.end, &vs);
+                crate::background::build(|| g.insert_range(nodes.start, nodes.end, &vs));
             }
         }
     }

@@ -714,7 +714,7 @@ impl Collection {
         let name = segment::file_name(id);
         let mut new_seg = None;
         if !ids.is_empty() {
-            let built = self.build_fresh_index(&vectors);
+            let built = crate::background::build(|| self.build_fresh_index(&vectors));
             let mut index = PayloadIndex::new(indexed_fields(&self.config));
             for p in &payloads {
                 index.add(p);
@@ -881,7 +881,7 @@ impl Collection {
                 vectors.extend_from_slice(a.vector(*r));
             }
             let payloads: Vec<&Payload> = rows.iter().map(|r| &a.payloads[*r]).collect();
-            let built = self.build_index(&a, rows.len(), &vectors);
+            let built = crate::background::build(|| self.build_index(&a, rows.len(), &vectors));
             // The segment's payload index, from the payloads already in memory: written into
             // the file and kept for this process's filtered queries.
             let mut index = PayloadIndex::new(indexed_fields(&self.config));

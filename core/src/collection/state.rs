@@ -276,7 +276,8 @@ impl State {
 
     /// Link appended rows into the appendable graph; searches may run meanwhile.
     pub(crate) fn link(&self, nodes: std::ops::Range<usize>) {
-        self.appendable.link(nodes, self.kernels, self.config.metric);
+        self.appendable
+            .link(nodes, self.kernels, self.config.metric);
     }
 
     /// The appendable segment, for a writer. Writers are serialised by the collection's
@@ -349,8 +350,7 @@ impl State {
                     .iter()
                     .flat_map(|p| p.vector.iter().copied())
                     .collect();
-                let nodes =
-                    self.upsert_rows(&ids, &vectors, points.into_iter().map(|p| p.payload));
+                let nodes = self.upsert_rows(&ids, &vectors, points.into_iter().map(|p| p.payload));
                 self.link(nodes);
             }
             WalOp::Delete { ids } => {

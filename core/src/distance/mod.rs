@@ -302,6 +302,59 @@ mod tests {
     }
 
     #[test]
+    fn batch_kernels_of_every_isa_match_a_direct_computation() {
+        let mut seed = 7u64;
+        for kern in Kernels::available() {
+            for (dim, k) in [(1, 1), (4, 256), (3, 17), (16, 33), (128, 100), (5, 1000)] {
+                let rows: Vec<f32> = (0..dim * k).map(|_| lcg(&mut seed)).collect();
+                let mut cols = vec![0.0; dim * k];
+                for c in 0..k {
+                    for t in 0..dim {
+                        cols[t * k + c] = rows[c * dim + t];
+                    }
+                }
+                let x: Vec<f32> = (0..dim).map(|_| lcg(&mut seed)).collect();
+                let mut out = vec![0.0; k];
+                kern.sq_dists_columns(&x, &cols, k, &mut out);
+                let direct: Vec<f32> = (0..k)
+                    .map(|c| scalar::l2_sq(&x, &rows[c * dim..(c + 1) * dim]))
+                    .collect();
+                for c in 0..k {
+                    assert!((out[c] - direct[c]).abs() <= 1e-4 * direct[c].max(1.0));
+                }
+                let (at, d) = kern.nearest_column(&x, &cols, k, &mut out);
+                let best = direct.iter().copied().fold(f32::INFINITY, f32::min);
+                assert!((d - best).abs() <= 1e-4 * best.max(1.0), "{:?}", kern.isa());
+                assert!((direct[at as usize] - best).abs() <= 1e-4 * best.max(1.0));
+            }
+            for words in [1usize, 3, 6, 12] {
+                let n = 50;
+                let bytes: Vec<u8> = (0..words * 8 * (n + 1))
+                    .map(|_| (lcg(&mut seed) * 1000.0) as i32 as u8)
+                    .collect();
+                let (q, rows) = bytes.split_at(words * 8);
+                let mut out = vec![0u32; n];
+                kern.hamming_all(q, rows, &mut out);
+                for (r, row) in rows.chunks_exact(words * 8).enumerate() {
+                    let ham: u32 = q.iter().zip(row).map(|(a, b)| (a ^ b).count_ones()).sum();
+                    assert_eq!(out[r], ham, "{:?}", kern.isa());
+                    assert_eq!(kern.hamming(q, row), ham);
+                }
+                let mut sq = vec![0u32; n];
+                kern.sq_i8_all(q, rows, &mut sq);
+                for (r, row) in rows.chunks_exact(words * 8).enumerate() {
+                    let want: i64 = q
+                        .iter()
+                        .zip(row)
+                        .map(|(a, b)| (i64::from(*a as i8) - i64::from(*b as i8)).pow(2))
+                        .sum();
+                    assert_eq!(i64::from(sq[r]), want, "{:?}", kern.isa());
+                }
+            }
+        }
+    }
+
+    #[test]
     fn scalar_matches_f64_definition() {
         let a = [1.0f32, 2.0, 3.0, -4.0, 0.5];
         let b = [0.0f32, -1.0, 3.0, 2.0, 0.25];
