@@ -27,6 +27,9 @@ mod collection;
 pub mod distance;
 mod error;
 pub mod filter;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 mod storage;
 mod types;

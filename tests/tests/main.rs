@@ -9,6 +9,7 @@ mod crash_process;
 mod database_lock;
 mod filtered_search;
 mod format_fixtures;
+mod fuzz_smoke;
 mod hnsw_index;
 mod real_data;
 mod wal_recovery;

@@ -1,0 +1,7 @@
+//! Fuzz target: arbitrary bytes through `trovedb::fuzzing::filter_parse` — an error is fine, a
+//! panic, hang or huge allocation is a bug.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = trovedb::fuzzing::filter_parse(data);
+});

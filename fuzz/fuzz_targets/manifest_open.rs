@@ -1,0 +1,7 @@
+//! Fuzz target: arbitrary bytes through `trovedb::fuzzing::manifest_open` — an error is fine, a
+//! panic, hang or huge allocation is a bug.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = trovedb::fuzzing::manifest_open(data);
+});
