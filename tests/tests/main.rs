@@ -12,4 +12,5 @@ mod format_fixtures;
 mod fuzz_smoke;
 mod hnsw_index;
 mod real_data;
+mod stress;
 mod wal_recovery;
