@@ -214,3 +214,115 @@ pub fn run(seed: &Seed, bytes: &[u8]) -> Result<()> {
         _ => filter_parse(bytes).map(drop),
     }
 }
+
+/// Interpret `bytes` as a sequence of operations — upsert, delete, exact search, filtered
+/// count, get, flush, compact, reopen — on a flat collection that seals every 8 rows, and
+/// check every answer against an in-memory model (brute-force search). Panics on any
+/// disagreement or unexpected error: that is what a fuzzer should report.
+pub fn ops(bytes: &[u8]) {
+    use std::collections::BTreeMap;
+    let fail = |what: &str, e: &dyn std::fmt::Display| -> ! { panic!("ops: {what}: {e}") };
+    let Ok(s) = Scratch::new() else { return };
+    let opts = || {
+        DbOptions::default()
+            .seal_threshold_rows(8)
+            .durability(crate::Durability::Off)
+    };
+    let cfg = CollectionConfig::new(4, Metric::L2);
+    let mut db = Database::open(&s.0, opts()).unwrap_or_else(|e| fail("open", &e));
+    let mut c = db
+        .create_collection("c", &cfg)
+        .unwrap_or_else(|e| fail("create", &e));
+    let mut model: BTreeMap<u64, ([f32; 4], i64)> = BTreeMap::new();
+    let mut it = bytes.iter().copied();
+    let mut next = move || it.next();
+    let mut steps = 0;
+    while let Some(op) = next() {
+        steps += 1;
+        if steps > 64 {
+            break;
+        }
+        match op % 8 {
+            0 => {
+                let n = 1 + usize::from(next().unwrap_or(0) % 4);
+                let mut ids = Vec::new();
+                let mut vectors = Vec::new();
+                let mut payloads = Vec::new();
+                for _ in 0..n {
+                    let id = u64::from(next().unwrap_or(0) % 32);
+                    let v: [f32; 4] =
+                        std::array::from_fn(|_| f32::from(next().unwrap_or(0) % 16) - 8.0);
+                    let k = i64::from(next().unwrap_or(0) % 4);
+                    let mut p = crate::Payload::new();
+                    p.insert("k".into(), crate::Value::Int(k));
+                    ids.push(id);
+                    vectors.extend_from_slice(&v);
+                    payloads.push(p);
+                    model.insert(id, (v, k)); // last duplicate wins, as documented
+                }
+                c.upsert(&ids, &vectors, &payloads)
+                    .unwrap_or_else(|e| fail("upsert", &e));
+            }
+            1 => {
+                let id = u64::from(next().unwrap_or(0) % 32);
+                let n = c.delete(&[id]).unwrap_or_else(|e| fail("delete", &e));
+                assert_eq!(
+                    n,
+                    usize::from(model.remove(&id).is_some()),
+                    "ops: delete count"
+                );
+            }
+            2 => {
+                let q: [f32; 4] =
+                    std::array::from_fn(|_| f32::from(next().unwrap_or(0) % 16) - 8.0);
+                let k = 1 + usize::from(next().unwrap_or(0) % 5);
+                let hits = c
+                    .search(&q, k, &crate::SearchParams::default())
+                    .unwrap_or_else(|e| fail("search", &e));
+                let mut want: Vec<(f32, u64)> = model
+                    .iter()
+                    .map(|(id, (v, _))| {
+                        (v.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum(), *id)
+                    })
+                    .collect();
+                want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                want.truncate(k);
+                let got: Vec<(f32, u64)> = hits.iter().map(|h| (h.distance, h.id)).collect();
+                assert_eq!(got, want, "ops: exact search disagrees with the model");
+            }
+            3 => {
+                let k = i64::from(next().unwrap_or(0) % 4);
+                let f = Filter::Eq("k".into(), crate::Value::Int(k));
+                let n = c.count(&f).unwrap_or_else(|e| fail("count", &e));
+                assert_eq!(
+                    n,
+                    model.values().filter(|(_, x)| *x == k).count(),
+                    "ops: count"
+                );
+            }
+            4 => {
+                let id = u64::from(next().unwrap_or(0) % 32);
+                let got = c.get(id).unwrap_or_else(|e| fail("get", &e));
+                assert_eq!(
+                    got.map(|p| p.vector),
+                    model.get(&id).map(|(v, _)| v.to_vec()),
+                    "ops: get {id}"
+                );
+            }
+            5 => c.flush().unwrap_or_else(|e| fail("flush", &e)),
+            6 => {
+                c.compact().unwrap_or_else(|e| fail("compact", &e));
+            }
+            _ => {
+                drop(c);
+                db.close().unwrap_or_else(|e| fail("close", &e));
+                db = Database::open(&s.0, opts()).unwrap_or_else(|e| fail("reopen", &e));
+                c = db
+                    .collection("c")
+                    .unwrap_or_else(|e| fail("collection", &e));
+            }
+        }
+        assert_eq!(c.len(), model.len(), "ops: len");
+    }
+    let _ = db.close();
+}

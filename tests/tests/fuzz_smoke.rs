@@ -105,6 +105,14 @@ fn mutated_files_never_panic() {
             *per_target.entry("filter").or_insert(0u64) += 1;
         }
     }
+    // Operation sequences against the model (random bytes as ops; see fuzzing::ops).
+    for _ in 0..cases / 3 {
+        let len = 20 + rng.below(200) as usize;
+        let b: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+        trovedb::fuzzing::ops(&b);
+        total += 1;
+        *per_target.entry("ops").or_insert(0u64) += 1;
+    }
     println!(
         "fuzz smoke: {total} mutated inputs ({per_target:?}), {refused} file cases refused with a typed error, {:.1} s, seed {seed}",
         t.elapsed().as_secs_f64()

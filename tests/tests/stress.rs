@@ -19,7 +19,10 @@ const DIM: usize = 8;
 fn check_contents(c: &trovedb::Collection, model: &Model) {
     assert_eq!(c.len(), model.len());
     for (id, (v, p)) in model {
-        let got = c.get(*id).unwrap().unwrap_or_else(|| panic!("id {id} lost"));
+        let got = c
+            .get(*id)
+            .unwrap()
+            .unwrap_or_else(|| panic!("id {id} lost"));
         assert_eq!(&got.payload, p, "id {id}");
         assert_eq!(&got.vector, v, "id {id}");
     }
@@ -103,9 +106,9 @@ fn writers_searchers_and_compaction_together() {
                 ids.dedup();
                 assert_eq!(ids.len(), hits.len(), "duplicate ids in a result");
                 if s == 1 {
-                    assert!(hits
-                        .iter()
-                        .all(|h| h.payload.as_ref().and_then(|p| p.get("w")) == Some(&Value::Int(w))));
+                    assert!(hits.iter().all(
+                        |h| h.payload.as_ref().and_then(|p| p.get("w")) == Some(&Value::Int(w))
+                    ));
                 }
                 n += 1;
                 if n % 8 == 0 {

@@ -26,6 +26,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         std::fs::write(dir.join(format!("seed-{i}")), f)?;
     }
+    let dir = root.join("ops");
+    std::fs::create_dir_all(&dir)?;
+    // Upserts, a search, a flush, deletes, a compaction, a reopen, a count, a get.
+    let seed: Vec<u8> = vec![
+        0, 3, 1, 2, 3, 4, 1, 5, 6, 7, 8, 2, 9, 10, 11, 12, 3, 13, 14, 15, 0, 2, 1, 1, 1, 1, 3,
+        5, 1, 5, 1, 9, 6, 2, 0, 0, 0, 0, 4, 7, 3, 1, 4, 2, 4, 9,
+    ];
+    std::fs::write(dir.join("seed-0"), seed)?;
     println!("corpus written to {}", root.display());
     Ok(())
 }
