@@ -111,7 +111,7 @@ fn writers_searchers_and_compaction_together() {
                     ));
                 }
                 n += 1;
-                if n % 8 == 0 {
+                if n.is_multiple_of(8) {
                     // Leave the index builders (background priority) some CPU on 2 cores.
                     std::thread::sleep(Duration::from_micros(200));
                 }
