@@ -129,6 +129,10 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: &std::path::Path) -> Result<T> {
-        self.map_err(|e| Error::io(path, e))
+        #[cfg(feature = "testing")]
+        let this = crate::testing::intercept(self, path);
+        #[cfg(not(feature = "testing"))]
+        let this = self;
+        this.map_err(|e| Error::io(path, e))
     }
 }

@@ -32,6 +32,9 @@ pub mod filter;
 pub mod fuzzing;
 mod index;
 mod storage;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 mod types;
 
 pub use collection::{

@@ -7,6 +7,7 @@ mod compressed_index;
 mod corruption_detected;
 mod crash_process;
 mod database_lock;
+mod fault_injection;
 mod filtered_search;
 mod format_fixtures;
 mod fuzz_smoke;

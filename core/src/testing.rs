@@ -1,0 +1,60 @@
+//! Fault injection for tests (feature `testing`; not a stable API): make the n-th file
+//! operation under a directory fail with a chosen OS error (`ENOSPC`, `EIO`, ...).
+//!
+//! Every file operation of the engine reports its result through one place
+//! (`IoContext::at` in `error.rs`), which consults the armed fault. The operation itself has
+//! already run when the fault fires, so this models an operation reported as failed whose
+//! effect may or may not have reached the disk — the case fsync errors present — and
+//! exercises every error path: the call returns a typed error, the handle refuses further
+//! writes where it must, and nothing acknowledged is lost.
+
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+
+#[derive(Debug)]
+struct Fault {
+    under: PathBuf,
+    countdown: u64,
+    errno: i32,
+    seen: u64,
+    fired: bool,
+}
+
+static FAULT: Mutex<Option<Fault>> = Mutex::new(None);
+
+/// Make the file operation number `n` (0-based) under `dir` fail once with OS error
+/// `errno`. Replaces any armed fault.
+pub fn fail_io_after(dir: &Path, n: u64, errno: i32) {
+    *FAULT.lock() = Some(Fault {
+        under: dir.to_path_buf(),
+        countdown: n,
+        errno,
+        seen: 0,
+        fired: false,
+    });
+}
+
+/// Disarm; returns how many operations under the directory were seen and whether the
+/// fault fired.
+pub fn clear_io_fault() -> Option<(u64, bool)> {
+    FAULT.lock().take().map(|f| (f.seen, f.fired))
+}
+
+pub(crate) fn intercept<T>(r: std::io::Result<T>, path: &Path) -> std::io::Result<T> {
+    let mut g = FAULT.lock();
+    let Some(f) = g.as_mut() else { return r };
+    if !path.starts_with(&f.under) {
+        return r;
+    }
+    f.seen += 1;
+    if f.fired {
+        return r;
+    }
+    if f.countdown == 0 {
+        f.fired = true;
+        return Err(std::io::Error::from_raw_os_error(f.errno));
+    }
+    f.countdown -= 1;
+    r
+}

@@ -1,0 +1,167 @@
+//! Failing file operations (ENOSPC, EIO) injected at every operation index of a workload
+//! of upserts, deletes, seals and compactions: the failing call returns a typed error, the
+//! handle either keeps working or refuses writes with `Poisoned`, nothing panics, and after
+//! a reopen without faults every acknowledged write is present and the one failed call is
+//! applied entirely or not at all.
+
+use trovedb::testing::{clear_io_fault, fail_io_after};
+use trovedb::{CollectionConfig, Database, DbOptions, Error, IndexConfig, Metric, Payload, Value};
+use trovedb_tests::{Model, Rng};
+
+const DIM: usize = 4;
+
+enum Op {
+    Upsert(Vec<(u64, Vec<f32>, Payload)>),
+    Delete(Vec<u64>),
+    Flush,
+    Compact,
+}
+
+fn workload() -> Vec<Op> {
+    let mut rng = Rng::new(77);
+    let mut ops = Vec::new();
+    for i in 0..40u64 {
+        ops.push(match i % 10 {
+            4 | 8 => Op::Delete((0..3).map(|_| rng.below(60)).collect()),
+            6 => Op::Flush,
+            9 => Op::Compact,
+            _ => Op::Upsert(
+                (0..4)
+                    .map(|j| {
+                        let mut p = Payload::new();
+                        p.insert("i".into(), Value::Int((i * 10 + j) as i64));
+                        (rng.below(60), rng.vector(DIM), p)
+                    })
+                    .collect(),
+            ),
+        });
+    }
+    ops
+}
+
+fn apply(model: &mut Model, op: &Op) {
+    match op {
+        Op::Upsert(points) => {
+            for (id, v, p) in points {
+                model.insert(*id, (v.clone(), p.clone()));
+            }
+        }
+        Op::Delete(ids) => {
+            for id in ids {
+                model.remove(id);
+            }
+        }
+        Op::Flush | Op::Compact => {}
+    }
+}
+
+fn contents(c: &trovedb::Collection) -> Model {
+    (0..60u64)
+        .filter_map(|id| c.get(id).unwrap().map(|p| (id, (p.vector, p.payload))))
+        .collect()
+}
+
+#[test]
+fn failed_writes_and_syncs_lose_nothing_acknowledged() {
+    let ops = workload();
+    let (mut cases, mut fired_total, mut poisoned_total) = (0u64, 0u64, 0u64);
+    for (n, errno) in (0..3000u64).map(|n| {
+        (
+            n,
+            if n % 2 == 0 {
+                libc_enospc()
+            } else {
+                libc_eio()
+            },
+        )
+    }) {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = || DbOptions::default().seal_threshold_rows(24);
+        let cfg = CollectionConfig {
+            index: if n % 3 == 0 {
+                IndexConfig::hnsw()
+            } else {
+                IndexConfig::Flat
+            },
+            ..CollectionConfig::new(DIM, Metric::L2)
+        };
+        {
+            let db = Database::open(dir.path(), opts()).unwrap();
+            db.create_collection("c", &cfg).unwrap();
+        }
+        let mut acked = Model::new();
+        let mut failed: Option<&Op> = None;
+        {
+            let db = Database::open(dir.path(), opts()).unwrap();
+            let c = db.collection("c").unwrap();
+            fail_io_after(dir.path(), n, errno);
+            for op in &ops {
+                let r = match op {
+                    Op::Upsert(points) => {
+                        let ids: Vec<u64> = points.iter().map(|p| p.0).collect();
+                        let v: Vec<f32> = points.iter().flat_map(|p| p.1.clone()).collect();
+                        let pl: Vec<Payload> = points.iter().map(|p| p.2.clone()).collect();
+                        c.upsert(&ids, &v, &pl)
+                    }
+                    Op::Delete(ids) => c.delete(ids).map(drop),
+                    Op::Flush => c.flush(),
+                    Op::Compact => c.compact().map(drop),
+                };
+                match r {
+                    Ok(()) => apply(&mut acked, op),
+                    // The call that hit the fault: an I/O error, or Poisoned when the failure
+                    // was a group-commit fsync (reported to every waiter that way).
+                    Err(Error::Io { .. } | Error::Corruption { .. } | Error::Poisoned { .. })
+                        if failed.is_none() =>
+                    {
+                        failed = Some(op);
+                    }
+                    // Every later write is refused.
+                    Err(Error::Poisoned { .. }) => poisoned_total += 1,
+                    Err(e) => panic!("case {n}: unexpected error {e:?}"),
+                }
+            }
+            let (seen, fired) = clear_io_fault().unwrap();
+            if !fired {
+                assert!(failed.is_none());
+                // The workload did fewer operations than n: every later n is the same.
+                assert!(seen <= n);
+                break;
+            }
+            fired_total += 1;
+            let _ = db.close();
+        }
+        // Reopen with no fault: everything acknowledged is there; the failed call is applied
+        // entirely or not at all.
+        let db = Database::open(dir.path(), opts()).unwrap();
+        let c = db.collection("c").unwrap();
+        let got = contents(&c);
+        let mut with_failed = acked.clone();
+        if let Some(op) = failed {
+            apply(&mut with_failed, op);
+        }
+        assert!(
+            got == acked || got == with_failed,
+            "case {n}: reopened contents match neither the acknowledged writes nor them plus the failed call: got {} ids, acked {}, with failed {}; failed op kind {:?}",
+            got.len(), acked.len(), with_failed.len(),
+            failed.map(|o| match o { Op::Upsert(_) => "upsert", Op::Delete(_) => "delete", Op::Flush => "flush", Op::Compact => "compact" })
+        );
+        c.verify().unwrap();
+        cases += 1;
+    }
+    println!(
+        "fault injection: {cases} cases (a failing file operation at each index, ENOSPC/EIO alternately), {fired_total} fired, {poisoned_total} later calls refused as Poisoned"
+    );
+    assert!(
+        cases > 50,
+        "the workload should perform more than 50 file operations"
+    );
+}
+
+fn libc_enospc() -> i32 {
+    28
+}
+
+fn libc_eio() -> i32 {
+    5
+}
