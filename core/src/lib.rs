@@ -39,6 +39,7 @@ mod types;
 
 pub use collection::{
     Collection, CollectionStats, Database, DbOptions, Durability, Hit, Point, SegmentStats,
+    RESERVED_ID,
 };
 pub use error::{Error, Result};
 pub use filter::expr::Filter;

@@ -244,9 +244,12 @@ fn bad_input_is_refused_and_changes_nothing() {
         "refused writes must not reach the log"
     );
     assert_eq!(c.len(), 1);
-    // Huge ids are ordinary ids.
-    c.upsert(&[u64::MAX], &[0.0, 1.0, 0.0], &[]).unwrap();
-    assert_eq!(c.get(u64::MAX).unwrap().unwrap().id, u64::MAX);
+    // Huge ids are ordinary ids, except u64::MAX: it marks padding in batched results.
+    c.upsert(&[u64::MAX - 1], &[0.0, 1.0, 0.0], &[]).unwrap();
+    assert_eq!(c.get(u64::MAX - 1).unwrap().unwrap().id, u64::MAX - 1);
+    let e = c.upsert(&[u64::MAX], &[0.0, 1.0, 0.0], &[]).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    assert!(c.get(u64::MAX).unwrap().is_none());
 }
 
 #[test]

@@ -13,7 +13,7 @@ use crate::convert::{f32_array, filter_from_py, id_array, payload_from_py, paylo
 use crate::error::IntoPy;
 
 /// Id used to pad results when fewer than k points exist.
-const PAD_ID: u64 = u64::MAX;
+const PAD_ID: u64 = trovedb::RESERVED_ID;
 /// Results are returned as dense `(nq, k)` arrays; this bounds their allocation.
 const MAX_K: usize = 1 << 24;
 /// Bound on `nq * k` (the dense result arrays are allocated up front).

@@ -123,6 +123,10 @@ def test_bad_input_raises_and_changes_nothing(tmp_path):
             c.upsert([2], np.zeros((1, 1, 3), dtype=np.float32))
         with pytest.raises(ValueError):
             c.upsert([-1], [[1, 2, 3]])
+        with pytest.raises(ValueError, match="reserved"):
+            c.upsert([trovedb.PAD_ID], [[1, 2, 3]])  # the padding id
+        with pytest.raises(TypeError):
+            c.upsert([2**64], [[1, 2, 3]])
         with pytest.raises(TypeError):
             c.upsert([1.5], [[1, 2, 3]])
         with pytest.raises(TypeError):

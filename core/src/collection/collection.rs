@@ -94,6 +94,10 @@ pub struct CollectionStats {
     pub checkpoint_lsn: u64,
 }
 
+/// The one id points may not have: `u64::MAX` marks padding in batched results (Python's
+/// `PAD_ID`).
+pub const RESERVED_ID: u64 = u64::MAX;
+
 /// An index built for a segment about to be written.
 enum BuiltIndex {
     Flat,
@@ -334,6 +338,12 @@ impl Collection {
                     ),
                 )
             });
+        }
+        if ids.contains(&RESERVED_ID) {
+            return Err(Error::invalid(
+                "ids",
+                format!("id {RESERVED_ID} (2^64 - 1) is reserved: it marks padding in results"),
+            ));
         }
         if !payloads.is_empty() && payloads.len() != n {
             return Err(Error::invalid(

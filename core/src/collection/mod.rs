@@ -8,6 +8,6 @@ mod db;
 mod options;
 mod state;
 
-pub use collection::{Collection, CollectionStats, Hit, Point, SegmentStats};
+pub use collection::{Collection, CollectionStats, Hit, Point, SegmentStats, RESERVED_ID};
 pub use db::Database;
 pub use options::{DbOptions, Durability};
