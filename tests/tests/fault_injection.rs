@@ -86,13 +86,13 @@ fn failed_writes_and_syncs_lose_nothing_acknowledged() {
             ..CollectionConfig::new(DIM, Metric::L2)
         };
         {
-            let db = Database::open(dir.path(), opts()).unwrap();
+            let db = open(dir.path(), &opts);
             db.create_collection("c", &cfg).unwrap();
         }
         let mut acked = Model::new();
         let mut failed: Option<&Op> = None;
         {
-            let db = Database::open(dir.path(), opts()).unwrap();
+            let db = open(dir.path(), &opts);
             let c = db.collection("c").unwrap();
             fail_io_after(dir.path(), n, errno);
             for op in &ops {
@@ -133,7 +133,7 @@ fn failed_writes_and_syncs_lose_nothing_acknowledged() {
         }
         // Reopen with no fault: everything acknowledged is there; the failed call is applied
         // entirely or not at all.
-        let db = Database::open(dir.path(), opts()).unwrap();
+        let db = open(dir.path(), &opts);
         let c = db.collection("c").unwrap();
         let got = contents(&c);
         let mut with_failed = acked.clone();
@@ -156,6 +156,19 @@ fn failed_writes_and_syncs_lose_nothing_acknowledged() {
         cases > 50,
         "the workload should perform more than 50 file operations"
     );
+}
+
+/// Open, retrying briefly on `Locked`: another test in this binary may fork a child process
+/// (the crash test) while this one holds the lock, and the forked copy of the lock's file
+/// descriptor keeps the lock until the child's exec closes it.
+fn open(dir: &std::path::Path, opts: &dyn Fn() -> DbOptions) -> Database {
+    for _ in 0..100 {
+        match Database::open(dir, opts()) {
+            Err(Error::Locked { .. }) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            r => return r.unwrap(),
+        }
+    }
+    panic!("{} stayed locked", dir.display());
 }
 
 fn libc_enospc() -> i32 {
