@@ -38,6 +38,7 @@ type NearestKernel = unsafe fn(&[f32], &[f32], usize, &mut [f32]) -> (u32, f32);
 type HammingKernel = unsafe fn(&[u8], &[u8]) -> u32;
 type HammingAllKernel = unsafe fn(&[u8], &[u8], &mut [u32]);
 type SqI8AllKernel = unsafe fn(&[u8], &[u8], &mut [u32]);
+type SqI8GatherKernel = unsafe fn(&[u8], &[u8], &[u32], &mut [u32]);
 
 /// A pair of kernels for one ISA. Obtain one with [`Kernels::best`] or [`Kernels::for_isa`].
 #[derive(Clone, Copy)]
@@ -50,6 +51,7 @@ pub struct Kernels {
     hamming: HammingKernel,
     hamming_all: HammingAllKernel,
     sq_i8_all: SqI8AllKernel,
+    sq_i8_gather: SqI8GatherKernel,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -70,6 +72,7 @@ const SCALAR: Kernels = Kernels {
     hamming: scalar::hamming_ref,
     hamming_all: scalar::hamming_all_ref,
     sq_i8_all: scalar::sq_i8_all_ref,
+    sq_i8_gather: scalar::sq_i8_gather_ref,
 };
 
 impl Kernels {
@@ -90,6 +93,7 @@ impl Kernels {
                 hamming: x86_64::avx2::hamming,
                 hamming_all: x86_64::avx2::hamming_all,
                 sq_i8_all: x86_64::avx2::sq_i8_all,
+                sq_i8_gather: x86_64::avx2::sq_i8_gather,
             }),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => (is_x86_feature_detected!("avx512f")
@@ -104,6 +108,7 @@ impl Kernels {
                 hamming: x86_64::avx512::hamming,
                 hamming_all: x86_64::avx512::hamming_all,
                 sq_i8_all: x86_64::avx512::sq_i8_all,
+                sq_i8_gather: x86_64::avx512::sq_i8_gather,
             }),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => Some(Kernels {
@@ -115,6 +120,7 @@ impl Kernels {
                 hamming: scalar::hamming_ref,
                 hamming_all: scalar::hamming_all_ref,
                 sq_i8_all: scalar::sq_i8_all_ref,
+                sq_i8_gather: scalar::sq_i8_gather_ref,
             }),
             #[allow(unreachable_patterns)]
             _ => None,
@@ -220,6 +226,16 @@ impl Kernels {
         assert!(rows.len() == q.len() * out.len(), "sq_i8_all sizes");
         // SAFETY: as in `hamming`.
         unsafe { (self.sq_i8_all)(q, rows, out) }
+    }
+
+    /// `out[i]` = squared distance from `q` to row `rows[i]` of `all` (rows of `q.len()`
+    /// bytes as `i8`; a row out of range gives `u32::MAX`). Panics if `out` is shorter
+    /// than `rows`.
+    #[inline]
+    pub fn sq_i8_gather(&self, q: &[u8], all: &[u8], rows: &[u32], out: &mut [u32]) {
+        assert!(out.len() >= rows.len(), "sq_i8_gather sizes");
+        // SAFETY: as in `hamming`.
+        unsafe { (self.sq_i8_gather)(q, all, rows, out) }
     }
 
     /// The distance under `metric` (smaller is nearer). Cosine assumes unit vectors.
@@ -342,6 +358,13 @@ mod tests {
                 }
                 let mut sq = vec![0u32; n];
                 kern.sq_i8_all(q, rows, &mut sq);
+                let picks: Vec<u32> = (0..n as u32).rev().chain([n as u32 + 5]).collect();
+                let mut gathered = vec![0u32; picks.len()];
+                kern.sq_i8_gather(q, rows, &picks, &mut gathered);
+                for (i, &p) in picks.iter().enumerate() {
+                    let want = sq.get(p as usize).copied().unwrap_or(u32::MAX);
+                    assert_eq!(gathered[i], want, "{:?} gather row {p}", kern.isa());
+                }
                 for (r, row) in rows.chunks_exact(words * 8).enumerate() {
                     let want: i64 = q
                         .iter()

@@ -170,3 +170,33 @@ pub fn sq_i8_all(q: &[u8], rows: &[u8], out: &mut [u32]) {
 pub(crate) fn sq_i8_all_ref(q: &[u8], rows: &[u8], out: &mut [u32]) {
     sq_i8_all(q, rows, out);
 }
+
+/// `out[i]` = squared distance between `q` and row `rows[i]` of `all` (rows of `q.len()`
+/// bytes read as `i8`). Rows out of range give `u32::MAX`.
+#[allow(
+    clippy::inline_always,
+    reason = "inlined into each ISA's #[target_feature] wrapper, which is what vectorises it"
+)]
+#[inline(always)]
+pub fn sq_i8_gather(q: &[u8], all: &[u8], rows: &[u32], out: &mut [u32]) {
+    let w = q.len().max(1);
+    for (o, &r) in out.iter_mut().zip(rows) {
+        let start = r as usize * w;
+        *o = match all.get(start..start + w) {
+            Some(row) => {
+                let mut acc = 0i32;
+                for (a, b) in q.iter().zip(row) {
+                    let d = i32::from(a.cast_signed()) - i32::from(b.cast_signed());
+                    acc += d * d;
+                }
+                acc.unsigned_abs()
+            }
+            None => u32::MAX,
+        };
+    }
+}
+
+/// Reference (non-inlined) copy of [`sq_i8_gather`] for the scalar `Kernels`.
+pub(crate) fn sq_i8_gather_ref(q: &[u8], all: &[u8], rows: &[u32], out: &mut [u32]) {
+    sq_i8_gather(q, all, rows, out);
+}

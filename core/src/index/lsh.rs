@@ -665,6 +665,7 @@ struct Scratch {
     spans: Vec<std::ops::Range<usize>>,
     dists: Vec<u32>,
     hist: Vec<usize>,
+    rows: Vec<u32>,
 }
 
 thread_local! {
@@ -826,15 +827,27 @@ pub(crate) fn search(
                 }
             }
         } else {
+            s.rows.clear();
             for span in &s.spans {
                 for &row in &ix.table_rows[span.clone()] {
                     let r = row as usize;
                     if visited.insert(r) && allow(r) {
-                        s.cand
-                            .push((sig_distance(kernels, simhash, sig_of(r), &qsig), row));
+                        s.rows.push(row);
                     }
                 }
             }
+            // PERF: one kernel call scores every candidate (E2LSH i8 signatures); on 1M x 128
+            // per-candidate calls were the largest cost of the gathering path.
+            s.dists.resize(s.rows.len(), 0);
+            if simhash {
+                for (d, &row) in s.dists.iter_mut().zip(&s.rows) {
+                    *d = sig_distance(kernels, true, sig_of(row as usize), &qsig);
+                }
+            } else {
+                kernels.sq_i8_gather(&qsig, ix.sigs, &s.rows, &mut s.dists);
+            }
+            s.cand
+                .extend(s.dists.iter().copied().zip(s.rows.iter().copied()));
             if s.cand.len() > keep {
                 s.cand.select_nth_unstable(keep);
                 s.cand.truncate(keep);

@@ -150,3 +150,12 @@ pub(crate) unsafe fn hamming_all(q: &[u8], rows: &[u8], out: &mut [u32]) {
 pub(crate) unsafe fn sq_i8_all(q: &[u8], rows: &[u8], out: &mut [u32]) {
     crate::distance::scalar::sq_i8_all(q, rows, out);
 }
+
+/// [`crate::distance::scalar::sq_i8_gather`] compiled for this ISA.
+///
+/// # Safety
+/// The CPU must support the target features (checked by `Kernels::for_isa`).
+#[target_feature(enable = "avx2,fma,popcnt")]
+pub(crate) unsafe fn sq_i8_gather(q: &[u8], all: &[u8], rows: &[u32], out: &mut [u32]) {
+    crate::distance::scalar::sq_i8_gather(q, all, rows, out);
+}
