@@ -151,3 +151,63 @@ fn searches_during_compaction_never_error_or_miss() {
     println!("{total} searches ran during compaction");
     assert_eq!(c.len(), 5000);
 }
+
+#[test]
+fn background_seal_keeps_frozen_rows_searchable_and_deletable() {
+    // An ivf_pq collection (training takes a while) sealing every 3,000 rows: the writer that
+    // fills the segment returns at once; while the build runs, the frozen rows are found,
+    // deleted and replaced, and everything holds after the publication and a reopen.
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 32;
+    let opts = || DbOptions::default().seal_threshold_rows(3000);
+    let cfg = CollectionConfig {
+        index: IndexConfig::ivf_pq(),
+        ..CollectionConfig::new(dim, Metric::L2)
+    };
+    let db = Database::open(dir.path(), opts()).unwrap();
+    let c = db.create_collection("c", &cfg).unwrap();
+    let mut model = fill(&c, 3000, dim, 5); // the 3rd batch fills the segment: frozen now
+                                            // During the build: the frozen rows answer get and filtered search; delete and replace.
+    for id in [0u64, 1500, 2999] {
+        let f = trovedb::Filter::from_json_str(&format!(r#"{{"id": {id}}}"#)).unwrap();
+        let hits = c
+            .search(&model[&id].0, 1, &SearchParams::default().with_filter(f))
+            .unwrap();
+        assert_eq!(hits[0].id, id);
+    }
+    c.delete(&[10, 20]).unwrap();
+    model.remove(&10);
+    model.remove(&20);
+    let mut rng = Rng::new(99);
+    let v = rng.vector(dim);
+    let mut p = Payload::new();
+    p.insert("id".into(), Value::Int(30));
+    c.upsert(&[30], &v, &[p.clone()]).unwrap();
+    model.insert(30, (v, p));
+    let check = |c: &trovedb::Collection| {
+        assert_eq!(c.len(), model.len());
+        for id in [10u64, 20] {
+            assert!(c.get(id).unwrap().is_none(), "deleted id {id} came back");
+        }
+        assert_eq!(c.get(30).unwrap().unwrap().vector, model[&30].0);
+        let mut rng = Rng::new(7);
+        for _ in 0..5 {
+            let q = rng.vector(dim);
+            let exact = trovedb::SearchParams::default()
+                .with_nprobe(10_000)
+                .with_refine(1000);
+            let hits = c.search(&q, 10, &exact).unwrap();
+            assert!(hits.iter().all(|h| model.contains_key(&h.id)));
+        }
+    };
+    check(&c);
+    // stats() waits for the build and publishes it: one ivf_pq segment, deletions mapped.
+    let st = c.stats().unwrap();
+    assert_eq!(st.segments.len(), 1, "{st:?}");
+    assert_eq!(st.segments[0].index, "ivf_pq");
+    assert_eq!(st.segments[0].deleted, 3, "ids 10, 20 and the old 30");
+    check(&c);
+    db.close().unwrap();
+    let db = Database::open(dir.path(), opts()).unwrap();
+    check(&db.collection("c").unwrap());
+}

@@ -102,6 +102,12 @@ impl AppendableSegment {
 
     /// Live rows matching `filter`.
     pub(crate) fn passing(&self, filter: &KeyedFilter<'_>) -> Bitset {
+        self.passing_except(filter, &self.deleted)
+    }
+
+    /// Rows matching `filter` that are not in `dead` (for a frozen segment, whose deletions
+    /// after the freeze are kept outside it).
+    pub(crate) fn passing_except(&self, filter: &KeyedFilter<'_>, dead: &Bitset) -> Bitset {
         let all = self.filter_cache.get_or_eval(filter, self.rows(), || {
             if self.payload_index.covers(filter.filter) {
                 return Ok::<_, std::convert::Infallible>(self.payload_index.eval(filter.filter));
@@ -119,7 +125,7 @@ impl AppendableSegment {
             Ok(a) => (*a).clone(),
             Err(never) => match never {},
         };
-        b.and_not(&self.deleted);
+        b.and_not(dead);
         b
     }
 

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::appendable::AppendableSegment;
 use super::options::{DbOptions, Durability};
-use super::state::{hnsw_params, indexed_fields, Knobs, SealedSegment, State};
+use super::state::{hnsw_params, indexed_fields, Frozen, Knobs, SealedSegment, State};
 use crate::distance::{normalize, Kernels};
 use crate::error::{Error, Result};
 use crate::filter::bitset::Bitset;
@@ -123,6 +123,17 @@ struct WriteState {
     next_lsn: u64,
     manifest: Manifest,
     poisoned: Option<String>,
+    /// The background build of the frozen segment, if one is in flight.
+    sealing: Option<std::thread::JoinHandle<Result<SealBuild>>>,
+}
+
+/// A segment built in the background from a frozen appendable segment, not yet published.
+struct SealBuild {
+    id: u64,
+    name: String,
+    rows: usize,
+    reader: SegmentReader,
+    index: PayloadIndex,
 }
 
 /// A named set of points with a fixed dimension and metric. `Send + Sync`; share it
@@ -227,6 +238,7 @@ impl Collection {
                 next_lsn,
                 manifest,
                 poisoned: None,
+                sealing: None,
             }),
             state: RwLock::new(state),
             sync,
@@ -463,7 +475,13 @@ impl Collection {
             st.appendable.live_count() >= self.options.seal_threshold_rows
         };
         if full {
-            self.seal_locked(&mut ws)?;
+            self.freeze_locked(&mut ws)?;
+        } else if ws
+            .sealing
+            .as_ref()
+            .is_some_and(std::thread::JoinHandle::is_finished)
+        {
+            self.publish_locked(&mut ws)?;
         }
         drop(ws);
         self.wait_durable(lsn)
@@ -803,55 +821,156 @@ impl Collection {
     /// Build the index of a segment about to be sealed from the appendable `a`, whose live
     /// rows are `vectors` (`live` of them).
     fn build_index(&self, a: &AppendableSegment, live: usize, vectors: &[f32]) -> BuiltIndex {
-        let (dim, metric) = (self.config.dim, self.config.metric);
-        match &self.config.index {
-            IndexConfig::Flat => BuiltIndex::Flat,
-            IndexConfig::Hnsw { .. } => {
-                // The appendable graph is reused when no row was deleted (rows map one to
-                // one); otherwise the graph is built afresh over the live rows, in parallel.
-                match (&a.graph, hnsw_params(&self.config)) {
-                    (Some(g), _) if a.deleted.count_ones() == 0 && g.len_nodes() == live => {
-                        BuiltIndex::Hnsw(g.freeze())
+        build_index_with(&self.config, self.kernels, a, live, vectors)
+    }
+
+    /// Freeze the full appendable segment and build its sealed segment on a background
+    /// thread; writers continue into a fresh appendable segment and searches see both. At
+    /// most one frozen segment exists: a second freeze first waits for (and publishes) the
+    /// previous build — the back-pressure.
+    fn freeze_locked(&self, ws: &mut WriteState) -> Result<()> {
+        self.publish_locked(ws)?;
+        let last = ws.next_lsn - 1;
+        let seg = {
+            let mut st = self.state.write();
+            let seg = Arc::clone(&st.appendable);
+            st.frozen = Some(Frozen {
+                dead: seg.deleted.clone(),
+                seg: Arc::clone(&seg),
+                lsn: last,
+            });
+            st.reset_appendable();
+            seg
+        };
+        // Start a new log file, so that the files holding the frozen segment's records can be
+        // dropped once it is published (its records end at `last`).
+        let r = (|| -> Result<()> {
+            ws.wal.sync()?;
+            ws.wal = WalWriter::create(&wal_dir(&self.dir), last + 1)?;
+            self.sync.rotated(&ws.wal);
+            Ok(())
+        })();
+        if let Err(e) = r {
+            ws.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        let id = ws.manifest.next_segment_id;
+        ws.manifest.next_segment_id += 1;
+        let (dir, config, kernels) = (self.dir.clone(), self.config.clone(), self.kernels);
+        let handle = std::thread::Builder::new()
+            .name("trovedb-seal".into())
+            .spawn(move || build_sealed(&dir, &config, kernels, &seg, id))
+            .map_err(|e| Error::io(&self.dir, e))?;
+        ws.sealing = Some(handle);
+        Ok(())
+    }
+
+    /// Publish the background-built segment (waiting for the build if it is still running):
+    /// manifest with the new segment and every pending deletion file, checkpoint at the
+    /// frozen segment's last record, then the in-memory switch and log clean-up.
+    fn publish_locked(&self, ws: &mut WriteState) -> Result<()> {
+        let Some(handle) = ws.sealing.take() else {
+            return Ok(());
+        };
+        let built = handle
+            .join()
+            .unwrap_or_else(|_| Err(Error::invalid("seal", "the background seal panicked")));
+        let r = built.and_then(|b| self.publish_build(ws, b));
+        if let Err(e) = &r {
+            ws.poisoned = Some(e.to_string());
+        }
+        r
+    }
+
+    fn publish_build(&self, ws: &mut WriteState, b: SealBuild) -> Result<()> {
+        let now = ws.next_lsn - 1;
+        let mut m = ws.manifest.clone();
+        let mut garbage = Vec::new();
+        let (checkpoint, keep) = {
+            let st = self.state.read();
+            let checkpoint = st.frozen.as_ref().map_or(now, |f| f.lsn);
+            m.segments.push(SegmentMeta {
+                id: b.id,
+                file: b.name.clone(),
+                rows: b.rows as u64,
+                deletes: None,
+            });
+            let keep = self.persist_deletions(&st, &mut m, now, &mut garbage)?;
+            (checkpoint, keep)
+        };
+        m.checkpoint_lsn = checkpoint;
+        m.store(&self.dir)?;
+        {
+            let mut st = self.state.write();
+            st.sealed.retain(|s| keep.contains(&s.id));
+            for s in &mut st.sealed {
+                s.dirty = false;
+            }
+            let rows = b.reader.rows();
+            let mut seg = SealedSegment::new(
+                b.id,
+                Arc::new(b.reader),
+                Bitset::new(rows),
+                indexed_fields(&self.config),
+            );
+            let _ = seg.payload_index.set(b.index);
+            // Rows deleted since the freeze: the sealed rows are the frozen rows that were
+            // live at the freeze, in order. These deletions are in the log after the
+            // checkpoint, and the next checkpoint writes them to a deletion file.
+            if let Some(f) = st.frozen.take() {
+                let mut row = 0;
+                for r in 0..f.seg.rows() {
+                    if f.seg.deleted.get(r) {
+                        continue;
                     }
-                    (_, Some(params)) => {
-                        let vs = VectorSet {
-                            data: vectors,
-                            dim,
-                            kernels: self.kernels,
-                            metric,
-                        };
-                        BuiltIndex::Hnsw(GraphBuilder::build(params, &vs).freeze())
+                    if f.dead.get(r) {
+                        seg.deleted.insert(row);
+                        seg.dirty = true;
                     }
-                    (_, None) => BuiltIndex::Flat,
+                    row += 1;
                 }
             }
-            IndexConfig::IvfPq {
-                nlist, pq_m, seed, ..
-            } => ivfpq::build(
-                vectors,
-                dim,
-                IvfPqParams {
-                    nlist: *nlist,
-                    pq_m: *pq_m,
-                    seed: *seed,
-                },
-            )
-            .map_or(BuiltIndex::Flat, BuiltIndex::IvfPq),
-            IndexConfig::Lsh {
-                tables, bits, seed, ..
-            } => lsh::build(
-                vectors,
-                dim,
-                metric,
-                LshParams {
-                    tables: *tables,
-                    bits: *bits,
-                    seed: *seed,
-                },
-                self.kernels,
-            )
-            .map_or(BuiltIndex::Flat, BuiltIndex::Lsh),
+            st.sealed.push(seg);
         }
+        ws.manifest = m;
+        self.rotate_wal(ws, checkpoint)?;
+        for f in garbage {
+            fsutil::remove_if_exists(&self.dir.join(f))?;
+        }
+        Ok(())
+    }
+
+    /// Write a deletion file for every sealed segment with new deletions and drop segments
+    /// with no live row, into `m`; returns the ids of the segments kept.
+    fn persist_deletions(
+        &self,
+        st: &State,
+        m: &mut Manifest,
+        lsn: u64,
+        garbage: &mut Vec<String>,
+    ) -> Result<Vec<u64>> {
+        let mut keep = Vec::with_capacity(st.sealed.len());
+        for s in &st.sealed {
+            let meta_pos = m.segments.iter().position(|x| x.id == s.id);
+            let Some(pos) = meta_pos else { continue };
+            if s.live_count() == 0 {
+                let old = m.segments.remove(pos);
+                garbage.push(old.file);
+                garbage.extend(old.deletes.map(|d| d.file));
+                continue;
+            }
+            keep.push(s.id);
+            if s.dirty {
+                let name = deletes::file_name(s.id, lsn);
+                deletes::write(&self.dir.join(&name), s.id, &s.deleted)?;
+                let old = m.segments[pos].deletes.replace(DeleteMeta {
+                    file: name,
+                    count: s.deleted.count_ones() as u64,
+                });
+                garbage.extend(old.map(|d| d.file));
+            }
+        }
+        Ok(keep)
     }
 
     fn seal_locked(&self, ws: &mut WriteState) -> Result<()> {
@@ -869,6 +988,7 @@ impl Collection {
     /// so the appendable segment (shared through its `Arc`) and the deletion bitsets cannot
     /// change; the state's write lock is taken only to switch to the new segment.
     fn seal_inner(&self, ws: &mut WriteState) -> Result<()> {
+        self.publish_locked(ws)?;
         let last = ws.next_lsn - 1;
         let (a, dirty) = {
             let st = self.state.read();
@@ -926,27 +1046,7 @@ impl Collection {
             new_reader = Some((id, reader, index));
         }
         let st = self.state.read();
-        let mut keep = Vec::with_capacity(st.sealed.len());
-        for s in &st.sealed {
-            let meta_pos = m.segments.iter().position(|x| x.id == s.id);
-            let Some(pos) = meta_pos else { continue };
-            if s.live_count() == 0 {
-                let old = m.segments.remove(pos);
-                garbage.push(old.file);
-                garbage.extend(old.deletes.map(|d| d.file));
-                continue;
-            }
-            keep.push(s.id);
-            if s.dirty {
-                let name = deletes::file_name(s.id, last);
-                deletes::write(&self.dir.join(&name), s.id, &s.deleted)?;
-                let old = m.segments[pos].deletes.replace(DeleteMeta {
-                    file: name,
-                    count: s.deleted.count_ones() as u64,
-                });
-                garbage.extend(old.map(|d| d.file));
-            }
-        }
+        let keep = self.persist_deletions(&st, &mut m, last, &mut garbage)?;
         drop(st);
         m.checkpoint_lsn = last;
         m.store(&self.dir)?;
@@ -994,8 +1094,14 @@ impl Collection {
     }
 
     /// Statistics: rows, segments, deletions, bytes on disk.
+    ///
+    /// A background seal in progress is waited for and published first, so the figures are
+    /// those of the files on disk.
     pub fn stats(&self) -> Result<CollectionStats> {
-        let ws = self.write.lock();
+        let mut ws = self.write.lock();
+        if ws.poisoned.is_none() {
+            self.publish_locked(&mut ws)?;
+        }
         let st = self.state.read();
         let segments = st
             .sealed
@@ -1032,11 +1138,18 @@ impl Collection {
 
     /// Sync the log and refuse further calls.
     pub(crate) fn close(&self) -> Result<()> {
-        let ws = self.write.lock();
+        let mut ws = self.write.lock();
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        ws.wal.sync()
+        // Finish a background seal (its records are in the log either way).
+        let published = if ws.poisoned.is_none() {
+            self.publish_locked(&mut ws)
+        } else {
+            Ok(())
+        };
+        ws.wal.sync()?;
+        published
     }
 
     /// The collection's directory.
@@ -1089,4 +1202,110 @@ fn spawn_syncer(sync: Weak<GroupSync>, every: std::time::Duration) {
         })
         .map(drop)
         .unwrap_or_default();
+}
+
+/// Build and write the sealed segment of a frozen appendable segment (background thread).
+fn build_sealed(
+    dir: &Path,
+    config: &CollectionConfig,
+    kernels: &'static Kernels,
+    a: &AppendableSegment,
+    id: u64,
+) -> Result<SealBuild> {
+    let rows: Vec<usize> = a.live_rows().collect();
+    let ids: Vec<u64> = rows.iter().map(|r| a.ids[*r]).collect();
+    let mut vectors = Vec::with_capacity(rows.len() * config.dim);
+    for r in &rows {
+        vectors.extend_from_slice(a.vector(*r));
+    }
+    let payloads: Vec<&Payload> = rows.iter().map(|r| &a.payloads[*r]).collect();
+    let built =
+        crate::background::build(|| build_index_with(config, kernels, a, rows.len(), &vectors));
+    let mut index = PayloadIndex::new(indexed_fields(config));
+    for p in &payloads {
+        index.add(p);
+    }
+    let name = segment::file_name(id);
+    write_segment(
+        dir,
+        &name,
+        &SegmentData {
+            segment_id: id,
+            metric: config.metric,
+            dim: config.dim,
+            ids: &ids,
+            vectors: &vectors,
+            payloads: &payloads,
+            index: built.as_segment_index(),
+            payload_index: Some(&index),
+        },
+    )?;
+    let reader = SegmentReader::open(&dir.join(&name), config.dim, config.metric)?;
+    Ok(SealBuild {
+        id,
+        name,
+        rows: ids.len(),
+        reader,
+        index,
+    })
+}
+
+/// Build the index of a segment about to be sealed from the appendable `a`, whose live rows
+/// are `vectors` (`live` of them).
+fn build_index_with(
+    config: &CollectionConfig,
+    kernels: &'static Kernels,
+    a: &AppendableSegment,
+    live: usize,
+    vectors: &[f32],
+) -> BuiltIndex {
+    let (dim, metric) = (config.dim, config.metric);
+    match &config.index {
+        IndexConfig::Flat => BuiltIndex::Flat,
+        IndexConfig::Hnsw { .. } => {
+            // The appendable graph is reused when no row was deleted (rows map one to
+            // one); otherwise the graph is built afresh over the live rows, in parallel.
+            match (&a.graph, hnsw_params(config)) {
+                (Some(g), _) if a.deleted.count_ones() == 0 && g.len_nodes() == live => {
+                    BuiltIndex::Hnsw(g.freeze())
+                }
+                (_, Some(params)) => {
+                    let vs = VectorSet {
+                        data: vectors,
+                        dim,
+                        kernels,
+                        metric,
+                    };
+                    BuiltIndex::Hnsw(GraphBuilder::build(params, &vs).freeze())
+                }
+                (_, None) => BuiltIndex::Flat,
+            }
+        }
+        IndexConfig::IvfPq {
+            nlist, pq_m, seed, ..
+        } => ivfpq::build(
+            vectors,
+            dim,
+            IvfPqParams {
+                nlist: *nlist,
+                pq_m: *pq_m,
+                seed: *seed,
+            },
+        )
+        .map_or(BuiltIndex::Flat, BuiltIndex::IvfPq),
+        IndexConfig::Lsh {
+            tables, bits, seed, ..
+        } => lsh::build(
+            vectors,
+            dim,
+            metric,
+            LshParams {
+                tables: *tables,
+                bits: *bits,
+                seed: *seed,
+            },
+            kernels,
+        )
+        .map_or(BuiltIndex::Flat, BuiltIndex::Lsh),
+    }
 }

@@ -180,10 +180,27 @@ fn widen(probes: usize, passing: usize, rows: usize) -> usize {
     ((probes as f64 * f).ceil() as usize).max(probes)
 }
 
+/// An appendable segment being sealed in the background: still searched, never written to
+/// again; deletions after the freeze go to `dead` (which starts as its own deletions).
+#[derive(Debug)]
+pub(crate) struct Frozen {
+    pub seg: Arc<AppendableSegment>,
+    pub dead: Bitset,
+    /// Last log record it contains (the checkpoint its publication establishes).
+    pub lsn: u64,
+}
+
+impl Frozen {
+    pub(crate) fn live_count(&self) -> usize {
+        self.seg.rows() - self.dead.count_ones()
+    }
+}
+
 /// Where the live row of an id is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Location {
     Appendable(usize),
+    Frozen(usize),
     Sealed { seg: usize, row: usize },
 }
 
@@ -191,6 +208,8 @@ pub(crate) enum Location {
 pub(crate) struct State {
     /// Shared with a seal in progress (which reads it without the state lock).
     pub appendable: Arc<AppendableSegment>,
+    /// The previous appendable segment while a background seal builds it.
+    pub frozen: Option<Frozen>,
     pub sealed: Vec<SealedSegment>,
     config: CollectionConfig,
     kernels: &'static Kernels,
@@ -237,6 +256,7 @@ impl State {
                 hnsw_params(config),
                 indexed_fields(config),
             )),
+            frozen: None,
             sealed,
             config: config.clone(),
             kernels,
@@ -304,6 +324,7 @@ impl State {
 
     pub(crate) fn len(&self) -> usize {
         self.appendable.live_count()
+            + self.frozen.as_ref().map_or(0, Frozen::live_count)
             + self
                 .sealed
                 .iter()
@@ -314,6 +335,13 @@ impl State {
     pub(crate) fn locate(&self, id: u64) -> Option<Location> {
         if let Some(r) = self.appendable.find(id) {
             return Some(Location::Appendable(r));
+        }
+        if let Some(f) = &self.frozen {
+            if let Some(r) = f.seg.find(id) {
+                if !f.dead.get(r) {
+                    return Some(Location::Frozen(r));
+                }
+            }
         }
         // Newest segment first: that is where a recently rewritten id lives.
         for (seg, s) in self.sealed.iter().enumerate().rev() {
@@ -330,6 +358,13 @@ impl State {
     pub(crate) fn remove(&mut self, id: u64) -> bool {
         match self.locate(id) {
             Some(Location::Appendable(_)) => self.app_mut().remove(id),
+            Some(Location::Frozen(row)) => match &mut self.frozen {
+                Some(f) => {
+                    f.dead.insert(row);
+                    true
+                }
+                None => false,
+            },
             Some(Location::Sealed { seg, row }) => {
                 let s = &mut self.sealed[seg];
                 s.deleted.insert(row);
@@ -402,6 +437,18 @@ impl State {
                     IndexView::Lsh(ix) => Ann::Lsh(*ix),
                 },
                 ids: &|r| ids[r],
+            };
+            self.search_segment(&seg, query, knobs, pool, &mut top);
+        }
+        if let Some(fz) = &self.frozen {
+            let a = &fz.seg;
+            let allowed = filter.map(|f| a.passing_except(f, &fz.dead));
+            let seg = SegmentView {
+                vectors: &a.vectors,
+                deleted: &fz.dead,
+                allowed: allowed.as_ref(),
+                index: a.graph.as_ref().map_or(Ann::None, |g| Ann::Graph(g)),
+                ids: &|r| a.ids[r],
             };
             self.search_segment(&seg, query, knobs, pool, &mut top);
         }
@@ -592,6 +639,13 @@ impl State {
                 return Ok(out);
             }
         }
+        if let Some(f) = &self.frozen {
+            let b = f.seg.passing_except(filter, &f.dead);
+            out.extend(b.iter_ones().map(Location::Frozen).take(limit - out.len()));
+            if out.len() >= limit {
+                return Ok(out);
+            }
+        }
         let b = self.appendable.passing(filter);
         out.extend(
             b.iter_ones()
@@ -605,6 +659,7 @@ impl State {
     pub(crate) fn id_at(&self, loc: Location) -> u64 {
         match loc {
             Location::Appendable(r) => self.appendable.ids[r],
+            Location::Frozen(r) => self.frozen.as_ref().map_or(0, |f| f.seg.ids[r]),
             Location::Sealed { seg, row } => self.sealed[seg].reader.ids()[row],
         }
     }
@@ -617,6 +672,14 @@ impl State {
                 self.appendable.vector(r).to_vec(),
                 self.appendable.payloads[r].clone(),
             ),
+            Location::Frozen(r) => match &self.frozen {
+                Some(f) => (
+                    f.seg.ids[r],
+                    f.seg.vector(r).to_vec(),
+                    f.seg.payloads[r].clone(),
+                ),
+                None => (0, Vec::new(), Payload::new()),
+            },
             Location::Sealed { seg, row } => {
                 let r = &self.sealed[seg].reader;
                 (r.ids()[row], r.vector(row).to_vec(), r.payload(row)?)
@@ -631,6 +694,9 @@ impl State {
         for s in &self.sealed {
             let b = s.passing(filter)?;
             n += b.count_ones();
+        }
+        if let Some(f) = &self.frozen {
+            n += f.seg.passing_except(filter, &f.dead).count_ones();
         }
         let a = &self.appendable;
         let b = a.passing(filter);
@@ -655,6 +721,18 @@ impl State {
                 &mut tops,
             );
         }
+        if let Some(f) = &self.frozen {
+            flat::scan_block(
+                kernels,
+                config.metric,
+                config.dim,
+                &f.seg.vectors,
+                queries,
+                |r| !f.dead.get(r),
+                |r| f.seg.ids[r],
+                &mut tops,
+            );
+        }
         let a = &self.appendable;
         flat::scan_block(
             kernels,
@@ -673,6 +751,10 @@ impl State {
     pub(crate) fn payload_of(&self, id: u64) -> Result<Payload> {
         Ok(match self.locate(id) {
             Some(Location::Appendable(r)) => self.appendable.payloads[r].clone(),
+            Some(Location::Frozen(r)) => self
+                .frozen
+                .as_ref()
+                .map_or_else(Payload::new, |f| f.seg.payloads[r].clone()),
             Some(Location::Sealed { seg, row }) => self.sealed[seg].reader.payload(row)?,
             None => Payload::new(),
         })
