@@ -51,7 +51,7 @@ pub fn wal_replay(bytes: &[u8]) -> Result<u64> {
         .get(16..24)
         .map_or(1, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
         .clamp(1, u64::MAX / 2);
-    s.write(&format!("wal-{first:020}.log"), bytes)?;
+    s.write(&wal::file_name(first), bytes)?;
     let mut n = 0;
     wal::replay::replay(&s.0, first - 1, |_, _| {
         n += 1;

@@ -739,30 +739,18 @@ impl Collection {
         let payloads: Vec<&Payload> = owned.iter().collect();
         let mut m = ws.manifest.clone();
         let id = m.next_segment_id;
-        let name = segment::file_name(id);
         let mut new_seg = None;
         if !ids.is_empty() {
             let built = crate::background::build(|| self.build_fresh_index(&vectors));
-            let mut index = PayloadIndex::new(indexed_fields(&self.config));
-            for p in &payloads {
-                index.add(p);
-            }
-            write_segment(
+            new_seg = Some(write_sealed(
                 &self.dir,
-                &name,
-                &SegmentData {
-                    segment_id: id,
-                    metric: self.config.metric,
-                    dim,
-                    ids: &ids,
-                    vectors: &vectors,
-                    payloads: &payloads,
-                    index: built.as_segment_index(),
-                    payload_index: Some(&index),
-                },
-            )?;
-            let reader = SegmentReader::open(&self.dir.join(&name), dim, self.config.metric)?;
-            new_seg = Some((reader, index));
+                &self.config,
+                id,
+                &ids,
+                &vectors,
+                &payloads,
+                &built,
+            )?);
         }
         drop((vectors, owned));
         let garbage: Vec<String> = m
@@ -775,10 +763,10 @@ impl Collection {
         m.next_segment_id += 1;
         m.segments = new_seg
             .iter()
-            .map(|_| SegmentMeta {
+            .map(|b| SegmentMeta {
                 id,
-                file: name.clone(),
-                rows: ids.len() as u64,
+                file: b.name.clone(),
+                rows: b.rows as u64,
                 deletes: None,
             })
             .collect();
@@ -792,16 +780,8 @@ impl Collection {
             let mut st = self.state.write();
             st.sealed = new_seg
                 .into_iter()
-                .map(|(reader, index)| {
-                    let rows = reader.rows();
-                    let seg = SealedSegment::new(
-                        id,
-                        Arc::new(reader),
-                        Bitset::new(rows),
-                        indexed_fields(&self.config),
-                    );
-                    let _ = seg.payload_index.set(index);
-                    seg
+                .map(|b| {
+                    SealedSegment::fresh(b.id, b.reader, b.index, indexed_fields(&self.config))
                 })
                 .collect();
         }
@@ -906,14 +886,8 @@ impl Collection {
             for s in &mut st.sealed {
                 s.dirty = false;
             }
-            let rows = b.reader.rows();
-            let mut seg = SealedSegment::new(
-                b.id,
-                Arc::new(b.reader),
-                Bitset::new(rows),
-                indexed_fields(&self.config),
-            );
-            let _ = seg.payload_index.set(b.index);
+            let mut seg =
+                SealedSegment::fresh(b.id, b.reader, b.index, indexed_fields(&self.config));
             // Rows deleted since the freeze: the sealed rows are the frozen rows that were
             // live at the freeze, in order. These deletions are in the log after the
             // checkpoint, and the next checkpoint writes them to a deletion file.
@@ -1002,48 +976,17 @@ impl Collection {
         }
         let mut m = ws.manifest.clone();
         let mut garbage = Vec::new();
-        let mut new_reader = None;
+        let mut new_seg = None;
         if a.live_count() > 0 {
-            let rows: Vec<usize> = a.live_rows().collect();
-            let ids: Vec<u64> = rows.iter().map(|r| a.ids[*r]).collect();
-            let mut vectors = Vec::with_capacity(rows.len() * self.config.dim);
-            for r in &rows {
-                vectors.extend_from_slice(a.vector(*r));
-            }
-            let payloads: Vec<&Payload> = rows.iter().map(|r| &a.payloads[*r]).collect();
-            let built = crate::background::build(|| self.build_index(&a, rows.len(), &vectors));
-            // The segment's payload index, from the payloads already in memory: written into
-            // the file and kept for this process's filtered queries.
-            let mut index = PayloadIndex::new(indexed_fields(&self.config));
-            for p in &payloads {
-                index.add(p);
-            }
-            let id = m.next_segment_id;
-            let name = segment::file_name(id);
-            write_segment(
-                &self.dir,
-                &name,
-                &SegmentData {
-                    segment_id: id,
-                    metric: self.config.metric,
-                    dim: self.config.dim,
-                    ids: &ids,
-                    vectors: &vectors,
-                    payloads: &payloads,
-                    index: built.as_segment_index(),
-                    payload_index: Some(&index),
-                },
-            )?;
-            let reader =
-                SegmentReader::open(&self.dir.join(&name), self.config.dim, self.config.metric)?;
+            let b = build_sealed(&self.dir, &self.config, self.kernels, &a, m.next_segment_id)?;
             m.next_segment_id += 1;
             m.segments.push(SegmentMeta {
-                id,
-                file: name,
-                rows: ids.len() as u64,
+                id: b.id,
+                file: b.name.clone(),
+                rows: b.rows as u64,
                 deletes: None,
             });
-            new_reader = Some((id, reader, index));
+            new_seg = Some(b);
         }
         let st = self.state.read();
         let keep = self.persist_deletions(&st, &mut m, last, &mut garbage)?;
@@ -1056,17 +999,13 @@ impl Collection {
         for s in &mut st.sealed {
             s.dirty = false;
         }
-        if let Some((id, reader, index)) = new_reader {
-            let rows = reader.rows();
-            let seg = SealedSegment::new(
-                id,
-                Arc::new(reader),
-                Bitset::new(rows),
+        if let Some(b) = new_seg {
+            st.sealed.push(SealedSegment::fresh(
+                b.id,
+                b.reader,
+                b.index,
                 indexed_fields(&self.config),
-            );
-            // A fresh segment's lock is empty, so this cannot fail.
-            let _ = seg.payload_index.set(index);
-            st.sealed.push(seg);
+            ));
         }
         st.reset_appendable();
         drop(st);
@@ -1221,8 +1160,22 @@ fn build_sealed(
     let payloads: Vec<&Payload> = rows.iter().map(|r| &a.payloads[*r]).collect();
     let built =
         crate::background::build(|| build_index_with(config, kernels, a, rows.len(), &vectors));
+    write_sealed(dir, config, id, &ids, &vectors, &payloads, &built)
+}
+
+/// Write segment `id` holding these rows and their index (with the payload index built from
+/// `payloads`), durably, and open it.
+fn write_sealed(
+    dir: &Path,
+    config: &CollectionConfig,
+    id: u64,
+    ids: &[u64],
+    vectors: &[f32],
+    payloads: &[&Payload],
+    built: &BuiltIndex,
+) -> Result<SealBuild> {
     let mut index = PayloadIndex::new(indexed_fields(config));
-    for p in &payloads {
+    for p in payloads {
         index.add(p);
     }
     let name = segment::file_name(id);
@@ -1233,9 +1186,9 @@ fn build_sealed(
             segment_id: id,
             metric: config.metric,
             dim: config.dim,
-            ids: &ids,
-            vectors: &vectors,
-            payloads: &payloads,
+            ids,
+            vectors,
+            payloads,
             index: built.as_segment_index(),
             payload_index: Some(&index),
         },

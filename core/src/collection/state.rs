@@ -60,6 +60,21 @@ impl SealedSegment {
         }
     }
 
+    /// A just-written segment: no deletions, and the payload index built while writing it
+    /// (so its first filtered query need not read it back).
+    pub(crate) fn fresh(
+        id: u64,
+        reader: SegmentReader,
+        index: PayloadIndex,
+        only: IndexedFields,
+    ) -> SealedSegment {
+        let rows = reader.rows();
+        let seg = SealedSegment::new(id, Arc::new(reader), Bitset::new(rows), only);
+        // A new OnceLock is empty, so this cannot fail.
+        let _ = seg.payload_index.set(index);
+        seg
+    }
+
     /// Live rows matching `filter`.
     pub(crate) fn passing(&self, filter: &KeyedFilter<'_>) -> Result<Bitset> {
         let all = self

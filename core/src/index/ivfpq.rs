@@ -75,18 +75,14 @@ pub(crate) struct FrozenIvfPq {
 impl FrozenIvfPq {
     #[cfg(test)]
     pub(crate) fn view(&self) -> IvfPqView<'_> {
-        IvfPqView {
-            nlist: self.meta[0] as usize,
-            m: self.meta[1] as usize,
-            dsub: self.meta[2] as usize,
-            rows: self.meta[3] as usize,
-            dim: self.meta[4] as usize,
-            centroids: &self.centroids,
-            codebooks: &self.codebooks,
-            list_offsets: &self.list_offsets,
-            list_rows: &self.list_rows,
-            codes: &self.codes,
-        }
+        IvfPqView::trusted(
+            &self.meta,
+            &self.centroids,
+            &self.codebooks,
+            &self.list_offsets,
+            &self.list_rows,
+            &self.codes,
+        )
     }
 }
 
