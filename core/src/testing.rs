@@ -12,8 +12,17 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The n-th file operation of any kind runs, then reports failure.
+    Fail,
+    /// The n-th data write writes only a prefix of its bytes, then reports failure.
+    Tear,
+}
+
 #[derive(Debug)]
 struct Fault {
+    mode: Mode,
     under: PathBuf,
     countdown: u64,
     errno: i32,
@@ -27,6 +36,22 @@ static FAULT: Mutex<Option<Fault>> = Mutex::new(None);
 /// `errno`. Replaces any armed fault.
 pub fn fail_io_after(dir: &Path, n: u64, errno: i32) {
     *FAULT.lock() = Some(Fault {
+        mode: Mode::Fail,
+        under: dir.to_path_buf(),
+        countdown: n,
+        errno,
+        seen: 0,
+        fired: false,
+    });
+}
+
+/// Make the data write number `n` (0-based; writes only, under `dir`) a torn write: only
+/// the first half of its bytes (rounded down, so possibly none) reaches the file before it
+/// fails with OS error `errno`, as on a device that filled up or failed mid-write.
+/// Replaces any armed fault.
+pub fn tear_write_after(dir: &Path, n: u64, errno: i32) {
+    *FAULT.lock() = Some(Fault {
+        mode: Mode::Tear,
         under: dir.to_path_buf(),
         countdown: n,
         errno,
@@ -44,7 +69,7 @@ pub fn clear_io_fault() -> Option<(u64, bool)> {
 pub(crate) fn intercept<T>(r: std::io::Result<T>, path: &Path) -> std::io::Result<T> {
     let mut g = FAULT.lock();
     let Some(f) = g.as_mut() else { return r };
-    if !path.starts_with(&f.under) {
+    if f.mode != Mode::Fail || !path.starts_with(&f.under) {
         return r;
     }
     f.seen += 1;
@@ -57,4 +82,24 @@ pub(crate) fn intercept<T>(r: std::io::Result<T>, path: &Path) -> std::io::Resul
     }
     f.countdown -= 1;
     r
+}
+
+/// Consulted before every data write of `len` bytes to `path`: `Some((keep, error))` when
+/// an armed tear fault fires on it.
+pub(crate) fn tear(path: &Path, len: usize) -> Option<(usize, std::io::Error)> {
+    let mut g = FAULT.lock();
+    let f = g.as_mut()?;
+    if f.mode != Mode::Tear || !path.starts_with(&f.under) {
+        return None;
+    }
+    f.seen += 1;
+    if f.fired {
+        return None;
+    }
+    if f.countdown == 0 {
+        f.fired = true;
+        return Some((len / 2, std::io::Error::from_raw_os_error(f.errno)));
+    }
+    f.countdown -= 1;
+    None
 }

@@ -4,7 +4,7 @@
 //! a reopen without faults every acknowledged write is present and the one failed call is
 //! applied entirely or not at all.
 
-use trovedb::testing::{clear_io_fault, fail_io_after};
+use trovedb::testing::{clear_io_fault, fail_io_after, tear_write_after};
 use trovedb::{CollectionConfig, Database, DbOptions, Error, IndexConfig, Metric, Payload, Value};
 use trovedb_tests::{Model, Rng};
 
@@ -63,6 +63,39 @@ fn contents(c: &trovedb::Collection) -> Model {
 
 #[test]
 fn failed_writes_and_syncs_lose_nothing_acknowledged() {
+    let (cases, fired, poisoned) = run(fail_io_after);
+    println!(
+        "fault injection: {cases} cases (a failing file operation at each index, ENOSPC/EIO alternately), {fired} fired, {poisoned} later calls refused as Poisoned"
+    );
+    assert!(
+        cases > 50,
+        "the workload should perform more than 50 file operations"
+    );
+}
+
+/// Torn writes: the n-th data write puts only half its bytes in the file, then fails. A
+/// torn log record must not hide the records acknowledged before it, and a torn segment,
+/// manifest or deletion file must never be published.
+#[test]
+fn torn_writes_lose_nothing_acknowledged() {
+    let (cases, fired, poisoned) = run(tear_write_after);
+    println!(
+        "torn writes: {cases} cases (half of the n-th data write reaches the file, then ENOSPC/EIO), {fired} fired, {poisoned} later calls refused as Poisoned"
+    );
+    assert!(
+        cases > 50,
+        "the workload should perform more than 50 writes"
+    );
+}
+
+/// Run the workload once per operation index `n` with `arm(dir, n, errno)` armed; returns
+/// (cases, faults fired, later calls refused as Poisoned).
+fn run(arm: fn(&std::path::Path, u64, i32)) -> (u64, u64, u64) {
+    // The armed fault is process-wide: one test at a time arms it.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let ops = workload();
     let (mut cases, mut fired_total, mut poisoned_total) = (0u64, 0u64, 0u64);
     for (n, errno) in (0..3000u64).map(|n| {
@@ -94,7 +127,7 @@ fn failed_writes_and_syncs_lose_nothing_acknowledged() {
         {
             let db = open(dir.path(), &opts);
             let c = db.collection("c").unwrap();
-            fail_io_after(dir.path(), n, errno);
+            arm(dir.path(), n, errno);
             for op in &ops {
                 let r = match op {
                     Op::Upsert(points) => {
@@ -149,13 +182,7 @@ fn failed_writes_and_syncs_lose_nothing_acknowledged() {
         c.verify().unwrap();
         cases += 1;
     }
-    println!(
-        "fault injection: {cases} cases (a failing file operation at each index, ENOSPC/EIO alternately), {fired_total} fired, {poisoned_total} later calls refused as Poisoned"
-    );
-    assert!(
-        cases > 50,
-        "the workload should perform more than 50 file operations"
-    );
+    (cases, fired_total, poisoned_total)
 }
 
 /// Open, retrying briefly on `Locked`: another test in this binary may fork a child process

@@ -11,12 +11,24 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).at(dir)?.sync_all().at(dir)
 }
 
+/// Write all of `bytes` to `out` (a file at `path`). Every data write of the engine goes
+/// through here, so that tests (feature `testing`) can tear one: write a prefix, then fail.
+pub(crate) fn write_all(out: &mut impl Write, bytes: &[u8], path: &Path) -> Result<()> {
+    #[cfg(feature = "testing")]
+    if let Some((keep, e)) = crate::testing::tear(path, bytes.len()) {
+        // Whatever the prefix write reports, the call fails with the injected error.
+        let _ = out.write_all(&bytes[..keep]).and_then(|()| out.flush());
+        return Err(Error::io(path, e));
+    }
+    out.write_all(bytes).at(path)
+}
+
 /// Write `bytes` to `path` through a temp file: write, fsync, rename, fsync the directory.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp).at(&tmp)?;
-        f.write_all(bytes).at(&tmp)?;
+        write_all(&mut f, bytes, &tmp)?;
         f.sync_all().at(&tmp)?;
     }
     fs::rename(&tmp, path).at(path)?;

@@ -21,7 +21,7 @@ use crate::index::hnsw::graph::FrozenGraph;
 use crate::index::ivfpq::FrozenIvfPq;
 use crate::index::lsh::FrozenLsh;
 use crate::storage::codec::encode_payload;
-use crate::storage::fsutil::sync_dir;
+use crate::storage::fsutil::{sync_dir, write_all};
 use crate::types::Metric;
 
 /// The rows of a segment to be sealed, in row order.
@@ -57,11 +57,9 @@ struct SectionSink<W: Write> {
 impl<W: Write> SectionSink<W> {
     fn section(&mut self, path: &Path, kind: u32, bytes: &[u8]) -> Result<()> {
         let pad = (SECTION_ALIGN as u64 - self.pos % SECTION_ALIGN as u64) % SECTION_ALIGN as u64;
-        self.out
-            .write_all(&[0u8; SECTION_ALIGN][..pad as usize])
-            .at(path)?;
+        write_all(&mut self.out, &[0u8; SECTION_ALIGN][..pad as usize], path)?;
         self.pos += pad;
-        self.out.write_all(bytes).at(path)?;
+        write_all(&mut self.out, bytes, path)?;
         self.sections.push(SectionEntry {
             kind,
             reserved: 0,
@@ -92,7 +90,7 @@ pub(crate) fn write_segment(
         pos: HEADER_PAGE_BYTES as u64,
         sections: Vec::with_capacity(MAX_SECTIONS),
     };
-    sink.out.write_all(&[0u8; HEADER_PAGE_BYTES]).at(&tmp)?;
+    write_all(&mut sink.out, &[0u8; HEADER_PAGE_BYTES], &tmp)?;
 
     sink.section(&tmp, SECTION_VECTORS, bytemuck::cast_slice(data.vectors))?;
     sink.section(&tmp, SECTION_IDS, bytemuck::cast_slice(data.ids))?;
@@ -205,13 +203,13 @@ pub(crate) fn write_segment(
         reserved: 0,
         magic: SEGMENT_MAGIC,
     };
-    sink.out.write_all(bytemuck::bytes_of(&footer)).at(&tmp)?;
+    write_all(&mut sink.out, bytemuck::bytes_of(&footer), &tmp)?;
     let mut file = sink
         .out
         .into_inner()
         .map_err(|e| crate::error::Error::io(&tmp, e.into_error()))?;
     file.seek(SeekFrom::Start(0)).at(&tmp)?;
-    file.write_all(bytemuck::bytes_of(&header)).at(&tmp)?;
+    write_all(&mut file, bytemuck::bytes_of(&header), &tmp)?;
     file.sync_all().at(&tmp)?;
     drop(file);
     fs::rename(&tmp, &path).at(&path)?;

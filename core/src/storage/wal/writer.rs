@@ -7,7 +7,7 @@
 //! fsync instead of paying N.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::{file_name, record_crc, WAL_HEADER_BYTES, WAL_MAGIC, WAL_VERSION};
 use crate::error::{Error, IoContext, Result};
-use crate::storage::fsutil::sync_dir;
+use crate::storage::fsutil::{sync_dir, write_all};
 
 /// The WAL file currently being appended to.
 #[derive(Debug)]
@@ -60,7 +60,7 @@ impl WalWriter {
             .read(true)
             .open(&path)
             .at(&path)?;
-        file.write_all(&encode_header(seed, first_lsn)).at(&path)?;
+        write_all(&mut file, &encode_header(seed, first_lsn), &path)?;
         file.sync_all().at(&path)?;
         sync_dir(dir)?;
         Ok(WalWriter {
@@ -108,8 +108,8 @@ impl WalWriter {
         head[8..16].copy_from_slice(&lsn.to_le_bytes());
         head[16] = kind;
         let mut f = &*self.file;
-        f.write_all(&head).at(&self.path)?;
-        f.write_all(body).at(&self.path)?;
+        write_all(&mut f, &head, &self.path)?;
+        write_all(&mut f, body, &self.path)?;
         Ok(())
     }
 
