@@ -280,3 +280,92 @@ fn collections_create_list_drop_and_close() {
     assert_eq!(db.collection("b.v2").unwrap().metric(), Metric::Dot);
     assert_eq!(db.collection("a").unwrap().dim(), 3);
 }
+
+#[test]
+fn more_bad_input_and_documented_edge_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), opts(4)).unwrap();
+    let c = db
+        .create_collection("c", &CollectionConfig::new(2, Metric::L2))
+        .unwrap();
+    for i in 0..6u64 {
+        c.upsert(&[i], &[i as f32, 0.0], &[payload(i)]).unwrap();
+    }
+    let before = c.stats().unwrap().last_lsn;
+    let p = SearchParams::default();
+    // Batch search: a ragged query buffer, NaN in the second query.
+    assert!(matches!(
+        c.search_batch(&[0.0, 0.0, 1.0], 1, &p),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        c.search_batch(&[0.0, 0.0, 1.0, f32::NEG_INFINITY], 1, &p),
+        Err(Error::NonFiniteValue { .. })
+    ));
+    assert!(matches!(
+        c.search_batch(&[0.0, 0.0], 0, &p),
+        Err(Error::InvalidArgument { .. })
+    ));
+    // Payloads: a key over 256 bytes, a string over 1 MiB, nested JSON.
+    let mut long_key = Payload::new();
+    long_key.insert("k".repeat(300), Value::Int(1));
+    let mut huge = Payload::new();
+    huge.insert("s".into(), Value::Str("x".repeat(1 << 20)));
+    for bad in [long_key, huge] {
+        assert!(matches!(
+            c.upsert(&[9], &[9.0, 9.0], &[bad]),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+    let mut deep = serde_json::json!("leaf");
+    for _ in 0..100 {
+        deep = serde_json::json!([deep]);
+    }
+    assert!(trovedb::payload_from_json(&serde_json::json!({ "d": deep })).is_err());
+    assert!(trovedb::payload_from_json(&serde_json::json!({"d": {"a": 1}})).is_err());
+    // Malformed filters are refused when parsed, so no entry point sees them.
+    for f in [
+        r#"{"a": {"$bogus": 1}}"#,
+        r#"{"$or": 3}"#,
+        r#"{"a": {"$in": 5}}"#,
+        "[",
+        "",
+    ] {
+        assert!(
+            matches!(
+                trovedb::Filter::from_json_str(f),
+                Err(Error::InvalidArgument { .. })
+            ),
+            "{f}"
+        );
+    }
+    assert_eq!(c.stats().unwrap().last_lsn, before);
+    assert_eq!(c.len(), 6);
+    // Unicode keys and values round-trip.
+    let mut uni = Payload::new();
+    uni.insert("ключ ✓ 鍵".into(), Value::Str("значение 🙂".into()));
+    c.upsert(&[7], &[7.0, 0.0], &[uni.clone()]).unwrap();
+    assert_eq!(c.get(7).unwrap().unwrap().payload, uni);
+    // Duplicate ids in one batch: the last occurrence wins, also after a seal and a reopen.
+    c.upsert(
+        &[8, 8, 8],
+        &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0],
+        &[payload(1), payload(2), payload(3)],
+    )
+    .unwrap();
+    let check = |c: &trovedb::Collection| {
+        assert_eq!(c.len(), 8);
+        let got = c.get(8).unwrap().unwrap();
+        assert_eq!((got.vector, got.payload), (vec![3.0, 3.0], payload(3)));
+        let hits = c.search(&[3.0, 3.0], 2, &p).unwrap();
+        assert_eq!(hits[0].id, 8);
+        assert_ne!(hits[1].id, 8, "a duplicate id must not appear twice");
+    };
+    check(&c);
+    c.flush().unwrap();
+    check(&c);
+    drop(c);
+    db.close().unwrap();
+    let db = Database::open(dir.path(), opts(4)).unwrap();
+    check(&db.collection("c").unwrap());
+}

@@ -51,6 +51,15 @@ fn expect_corruption(dir: &Path, file_name_part: &str) -> u64 {
     assert!(err.to_string().contains(&file.display().to_string()));
     // The damaged collection does not take the database down with it.
     assert_eq!(db.collection("good").unwrap().len(), 40);
+    drop(db);
+    // Opening everything reports it by name with the same error, and opens the rest.
+    let db = Database::open(dir, DbOptions::default()).unwrap();
+    let report = db.open_all().unwrap();
+    assert_eq!(report.opened, vec!["good".to_owned()]);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].0, "bad");
+    assert_eq!(report.failed[0].1.to_string(), err.to_string());
+    assert_eq!(db.collection("good").unwrap().len(), 40);
     offset
 }
 

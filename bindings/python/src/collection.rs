@@ -150,8 +150,10 @@ impl PyCollection {
         py: Python<'py>,
         ids: Option<&Bound<'py, PyAny>>,
         filter: Option<&Bound<'py, PyAny>>,
-        limit: usize,
+        limit: i64,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let limit = usize::try_from(limit)
+            .map_err(|_| PyValueError::new_err(format!("limit must be >= 0, got {limit}")))?;
         let c = Arc::clone(&self.c);
         let (single, points) = match (ids.filter(|i| !i.is_none()), filter_from_py(filter)?) {
             (Some(ids), None) => {
@@ -202,11 +204,12 @@ impl PyCollection {
         &self,
         py: Python<'py>,
         query: &Bound<'py, PyAny>,
-        k: usize,
+        k: i64,
         filter: Option<&Bound<'py, PyAny>>,
         include_payload: bool,
         search_params: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let k = usize::try_from(k).unwrap_or(0);
         if k == 0 || k > MAX_K {
             return Err(PyValueError::new_err(format!(
                 "k must be in 1..={MAX_K}, got {k}"

@@ -61,6 +61,13 @@ pub(crate) fn id_array<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAr
     if kind == "i" && size > 0 && arr.call_method0("min")?.extract::<i64>()? < 0 {
         return Err(PyValueError::new_err("ids must be non-negative"));
     }
+    let ndim: usize = arr.getattr("ndim")?.extract()?;
+    if ndim > 1 {
+        return Err(PyValueError::new_err(format!(
+            "ids must be an int or a 1-D sequence of ints; got shape {}",
+            arr.getattr("shape")?.str()?
+        )));
+    }
     let flat = arr.call_method1("reshape", (-1,))?;
     let kwargs = PyDict::new(obj.py());
     kwargs.set_item("dtype", np.getattr("uint64")?)?;

@@ -30,14 +30,17 @@ pub(crate) fn open(
     py: Python<'_>,
     path: std::path::PathBuf,
     durability: &str,
-    seal_threshold_rows: usize,
+    seal_threshold_rows: i64,
 ) -> PyResult<PyDatabase> {
     let d = Durability::parse(durability).py_err()?;
-    if seal_threshold_rows == 0 {
-        return Err(PyValueError::new_err(
-            "seal_threshold_rows must be at least 1",
-        ));
-    }
+    let seal_threshold_rows = usize::try_from(seal_threshold_rows)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "seal_threshold_rows must be at least 1, got {seal_threshold_rows}"
+            ))
+        })?;
     let opts = DbOptions::default()
         .durability(d)
         .seal_threshold_rows(seal_threshold_rows);
@@ -58,13 +61,15 @@ impl PyDatabase {
         &self,
         py: Python<'_>,
         name: &str,
-        dim: usize,
+        dim: i64,
         metric: &str,
         index: &str,
         indexed_fields: Option<Vec<String>>,
         index_params: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyCollection> {
         let metric = Metric::parse(metric).py_err()?;
+        // Negative: refused by the config's own check (dim 0), with its message.
+        let dim = usize::try_from(dim).unwrap_or(0);
         let mut params = Vec::new();
         if let Some(p) = index_params {
             for (k, v) in p.iter() {
@@ -95,6 +100,23 @@ impl PyDatabase {
     /// Names of all collections, sorted.
     fn list_collections(&self) -> PyResult<Vec<String>> {
         self.db.list_collections().py_err()
+    }
+
+    /// Open every collection. Returns `{name: None}` for each that opened and
+    /// `{name: error}` (an exception instance, e.g. CorruptionError naming the file and
+    /// offset) for each that could not: one damaged collection does not stop the others.
+    fn open_all(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<std::collections::BTreeMap<String, Option<PyErr>>> {
+        let db = Arc::clone(&self.db);
+        let report = py.detach(move || db.open_all()).py_err()?;
+        let mut out: std::collections::BTreeMap<String, Option<PyErr>> =
+            report.opened.into_iter().map(|n| (n, None)).collect();
+        for (name, e) in report.failed {
+            out.insert(name, Some(crate::error::to_py(e)));
+        }
+        Ok(out)
     }
 
     /// Delete a collection and its files.

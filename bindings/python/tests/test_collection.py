@@ -354,3 +354,102 @@ def test_compact_drops_deleted_rows_and_keeps_results(tmp_path):
         survivors = np.arange(1, 4000, 2)
         d = ((vecs[survivors] - q) ** 2).sum(axis=1)
         assert ids.tolist() == survivors[np.argsort(d)[:5]].tolist()
+
+
+def test_more_bad_input_every_entry_point(tmp_path):
+    """Each public entry point with malformed arguments: a typed error, nothing stored changes."""
+    with trovedb.open(tmp_path) as db:
+        c = db.create_collection("c", dim=3, metric="l2")
+        c.upsert([1, 2], [[1, 2, 3], [4, 5, 6]], [{"a": 1}, {"a": 2}])
+        before = (c.stats()["last_lsn"], len(c), c.get(1), c.get(2))
+
+        def unchanged():
+            now = (c.stats()["last_lsn"], len(c), c.get(1), c.get(2))
+            assert now[:2] == before[:2]
+            for a, b in zip(now[2:], before[2:]):
+                assert a["payload"] == b["payload"]
+                np.testing.assert_array_equal(a["vector"], b["vector"])
+
+        # Queries: NaN/inf, wrong dimension, wrong ndim, wrong dtype, empty batch.
+        for q in ([np.nan, 0, 0], [0, np.inf, 0], [[1, 2, 3], [0, -np.inf, 0]]):
+            with pytest.raises(ValueError):
+                c.search(q, k=1)
+        with pytest.raises(ValueError):
+            c.search(np.zeros((2, 4), dtype=np.float32), k=1)
+        with pytest.raises(ValueError):
+            c.search(np.zeros((1, 1, 3), dtype=np.float32), k=1)
+        with pytest.raises(TypeError):
+            c.search(np.array(["a", "b", "c"]), k=1)
+        with pytest.raises(ValueError):
+            c.search([1, 2, 3], k=-1)
+        ids, dists = c.search(np.zeros((0, 3), dtype=np.float32), k=2)
+        assert ids.shape == (0, 2) and dists.shape == (0, 2)
+        # A non-contiguous float64 query batch gives the same answers as a contiguous one.
+        wide = np.array([[1, 9, 2, 9, 3, 9], [4, 9, 5, 9, 6, 9]], dtype=np.float64)
+        np.testing.assert_array_equal(
+            c.search(wide[:, ::2], k=2)[0], c.search(np.float32([[1, 2, 3], [4, 5, 6]]), k=2)[0]
+        )
+        # Ids: negative, too large, non-integral, wrong shape, for upsert/delete/get.
+        for bad in ([-5], [2**64], [1.5], [[1, 2]]):
+            with pytest.raises((TypeError, ValueError)):
+                c.upsert(bad, np.zeros((len(bad), 3), dtype=np.float32))
+            with pytest.raises((TypeError, ValueError)):
+                c.delete(bad)
+            with pytest.raises((TypeError, ValueError)):
+                c.get(bad)
+        # Vectors: float16/int input is converted; a list of ragged rows is refused.
+        with pytest.raises((TypeError, ValueError)):
+            c.upsert([3, 4], [[1, 2, 3], [1, 2]])
+        # Payloads: deep nesting, non-string keys, too many entries for the ids, bad types.
+        deep: object = "leaf"
+        for _ in range(200):
+            deep = [deep]
+        with pytest.raises(TypeError):
+            c.upsert([3], [[0, 0, 0]], [{"deep": deep}])
+        with pytest.raises(TypeError):
+            c.upsert([3], [[0, 0, 0]], [{"set": {1, 2}}])
+        with pytest.raises(ValueError):
+            c.upsert([3], [[0, 0, 0]], [{"a": 1}, {"a": 2}])
+        with pytest.raises(TypeError):
+            c.upsert([3], [[0, 0, 0]], ["not a dict"])
+        # Filters: malformed anywhere they are accepted.
+        for f in ({"a": {"$gt": "x", "$bogus": 1}}, {"$or": "notalist"}, {"a": {"$in": 5}}):
+            with pytest.raises(ValueError):
+                c.search([0, 0, 0], k=1, filter=f)
+            with pytest.raises(ValueError):
+                c.count(filter=f)
+            with pytest.raises(ValueError):
+                c.get(filter=f)
+            with pytest.raises(ValueError):
+                c.delete(filter=f)
+        deep_filter: dict = {"a": 1}
+        for _ in range(100):
+            deep_filter = {"$not": deep_filter}
+        with pytest.raises(ValueError, match="deeper"):
+            c.count(filter=deep_filter)
+        unchanged()
+        # Duplicate ids in one batch: the last occurrence wins (documented).
+        c.upsert([9, 9, 9], [[1, 1, 1], [2, 2, 2], [3, 3, 3]], [{"v": 1}, {"v": 2}, {"v": 3}])
+        assert len(c) == 3 and c.get(9)["payload"] == {"v": 3}
+        np.testing.assert_array_equal(c.get(9)["vector"], [3, 3, 3])
+        # k larger than the collection: padded with PAD_ID and +inf.
+        ids, dists = c.search([0, 0, 0], k=10)
+        assert sorted(ids[:3].tolist()) == [1, 2, 9] and (ids[3:] == trovedb.PAD_ID).all()
+        assert np.isinf(dists[3:]).all()
+
+
+def test_open_all_reports_a_damaged_collection_by_name(tmp_path):
+    with trovedb.open(tmp_path) as db:
+        for name in ("bad", "good"):
+            c = db.create_collection(name, dim=2, metric="l2")
+            c.upsert([1, 2], [[0, 1], [1, 0]])
+    manifest = tmp_path / "collections" / "bad" / "MANIFEST"
+    raw = bytearray(manifest.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    manifest.write_bytes(bytes(raw))
+    with trovedb.open(tmp_path) as db:
+        report = db.open_all()
+        assert set(report) == {"bad", "good"} and report["good"] is None
+        assert isinstance(report["bad"], trovedb.CorruptionError)
+        assert "MANIFEST" in str(report["bad"])
+        assert len(db.get_collection("good")) == 2

@@ -15,6 +15,16 @@ use crate::types::CollectionConfig;
 const COLLECTIONS_DIR: &str = "collections";
 const LOCK_FILE: &str = "LOCK";
 
+/// What [`Database::open_all`] found.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// Collections that opened, sorted by name.
+    pub opened: Vec<String>,
+    /// Collections that could not be opened, sorted by name, each with its error (for
+    /// damaged files, [`Error::Corruption`] naming the file and offset).
+    pub failed: Vec<(String, Error)>,
+}
+
 /// An open database directory. One handle per directory at a time (a second opener,
 /// in this process or another, gets [`Error::Locked`]).
 #[derive(Debug)]
@@ -139,6 +149,23 @@ impl Database {
             .map(|(n, _)| n)
             .filter(|n| !n.starts_with('.'))
             .collect())
+    }
+
+    /// Open every collection. A collection that cannot be opened (a damaged file, a
+    /// newer format, an I/O error) does not stop the others: it is reported by name with
+    /// its error, and the collections that opened are ready in this handle.
+    pub fn open_all(&self) -> Result<OpenReport> {
+        let mut report = OpenReport::default();
+        for name in self.list_collections()? {
+            match self.collection(&name) {
+                Ok(_) => report.opened.push(name),
+                // Another handle dropped it between the listing and the open.
+                Err(Error::CollectionNotFound { .. }) => {}
+                Err(e @ Error::Closed) => return Err(e),
+                Err(e) => report.failed.push((name, e)),
+            }
+        }
+        Ok(report)
     }
 
     /// Delete a collection and its files. Existing handles to it return [`Error::Closed`].

@@ -9,5 +9,5 @@ mod options;
 mod state;
 
 pub use collection::{Collection, CollectionStats, Hit, Point, SegmentStats, RESERVED_ID};
-pub use db::Database;
+pub use db::{Database, OpenReport};
 pub use options::{DbOptions, Durability};
