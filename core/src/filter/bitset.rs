@@ -55,8 +55,14 @@ impl Bitset {
         let w = &mut self.words[i / 64];
         let bit = 1u64 << (i % 64);
         let was_clear = *w & bit == 0;
-        *w |= bit;
-        self.ones += usize::from(was_clear);
+        // A branch, not `ones += usize::from(was_clear)`: rustc 1.95.0 (LLVM, opt-level >= 2,
+        // release profile) drops the first increment of `a.insert(i) && a.insert(j)` in that
+        // form (found by this module's test under `cargo test --release`; a 15-line repro
+        // outside this crate does the same). The branch form compiles correctly.
+        if was_clear {
+            *w |= bit;
+            self.ones += 1;
+        }
         was_clear
     }
 
