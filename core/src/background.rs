@@ -8,7 +8,7 @@
 //! builders); see README "Ingest while searching" for the figures with this pool.
 #![expect(
     unsafe_code,
-    reason = "one FFI call to setpriority(2) on each pool thread at start"
+    reason = "FFI calls: setpriority(2) on each pool thread at start; malloc_trim(3) after builds"
 )]
 
 use std::sync::OnceLock;
@@ -49,5 +49,20 @@ pub(crate) fn build<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     match pool() {
         Some(p) if rayon::current_thread_index().is_none() => p.install(f),
         _ => f(),
+    }
+}
+
+/// Return memory freed by a seal or merge to the operating system. glibc keeps freed heap
+/// memory in its arenas (one per thread that allocated); a build allocates and frees a few
+/// hundred bytes per row in graph lists and buffers, across the pool's threads. Measured
+/// with `churnbench --synthetic 100000,128` (HNSW, three rounds of deleting and re-inserting
+/// half, then compact): resident memory 184-219 MiB without trimming against 131-135 MiB for
+/// a fresh load; with trimming 135-148 MiB.
+pub(crate) fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes an integer by value and only walks the allocator's own
+    // free lists under its locks; it is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -38,8 +38,8 @@ pub mod testing;
 mod types;
 
 pub use collection::{
-    Collection, CollectionStats, Database, DbOptions, Durability, Hit, OpenReport, Point,
-    SegmentStats, RESERVED_ID,
+    BackgroundStats, Collection, CollectionStats, CompactionPolicy, Database, DbOptions,
+    Durability, Hit, OpenReport, Point, SegmentStats, RESERVED_ID,
 };
 pub use error::{Error, Result};
 pub use filter::expr::Filter;

@@ -103,3 +103,25 @@ pub(crate) fn tear(path: &Path, len: usize) -> Option<(usize, std::io::Error)> {
     f.countdown -= 1;
     None
 }
+
+static MERGE_HOLD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static MERGE_HELD: parking_lot::Condvar = parking_lot::Condvar::new();
+
+/// Hold (or release) background merges of collections under `dir`: a merge that starts
+/// while held waits, its inputs chosen and their deletions noted, until released.
+pub fn hold_merges(dir: &Path, hold: bool) {
+    let mut g = MERGE_HOLD.lock();
+    g.retain(|d| d != dir);
+    if hold {
+        g.push(dir.to_path_buf());
+    }
+    MERGE_HELD.notify_all();
+}
+
+/// Called by a background merge of the collection in `dir` before it builds anything.
+pub(crate) fn merge_gate(dir: &Path) {
+    let mut g = MERGE_HOLD.lock();
+    while g.iter().any(|d| dir.starts_with(d)) {
+        MERGE_HELD.wait(&mut g);
+    }
+}

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use trovedb::{
-    CollectionConfig, Database, DbOptions, IndexConfig, Metric, Payload, SearchParams, Value,
+    CollectionConfig, CompactionPolicy, Database, DbOptions, IndexConfig, Metric, Payload,
+    SearchParams, Value,
 };
 use trovedb_tests::{assert_exact, Model, Rng};
 
@@ -33,7 +34,10 @@ fn fill(c: &trovedb::Collection, n: u64, dim: usize, seed: u64) -> Model {
 fn compact_after_deleting_half_gives_back_space_and_stays_exact() {
     let dir = tempfile::tempdir().unwrap();
     let dim = 32;
-    let opts = DbOptions::default().seal_threshold_rows(2500);
+    // Background merging off: this test is about compact() itself.
+    let opts = DbOptions::default()
+        .seal_threshold_rows(2500)
+        .compaction(CompactionPolicy::off());
     let db = Database::open(dir.path(), opts).unwrap();
     let c = db
         .create_collection("c", &CollectionConfig::new(dim, Metric::L2))
@@ -201,7 +205,8 @@ fn background_seal_keeps_frozen_rows_searchable_and_deletable() {
         }
     };
     check(&c);
-    // stats() waits for the build and publishes it: one ivf_pq segment, deletions mapped.
+    // Once the build is published: one ivf_pq segment, deletions mapped.
+    c.wait_idle().unwrap();
     let st = c.stats().unwrap();
     assert_eq!(st.segments.len(), 1, "{st:?}");
     assert_eq!(st.segments[0].index, "ivf_pq");

@@ -40,6 +40,7 @@ fn sigkill_during_writes_and_seals_loses_no_acknowledged_write() {
     let mut model = Model::new();
     let mut next_step = 0u64;
     let mut acked_total = 0u64;
+    let mut merges_total = 0u64;
     for iter in 0..iters {
         let target = rng.below(40) + 1;
         let mut child = Command::new(env!("CARGO_BIN_EXE_crash_writer"))
@@ -52,10 +53,13 @@ fn sigkill_during_writes_and_seals_loses_no_acknowledged_write() {
             .unwrap();
         let out = BufReader::new(child.stdout.take().unwrap());
         let mut last_ack = None;
+        let mut child_merges = 0u64;
         for line in out.lines() {
             let line = line.unwrap();
-            if let Some(i) = line.strip_prefix("ack ") {
+            if let Some(rest) = line.strip_prefix("ack ") {
+                let (i, merges) = rest.split_once(" merges ").unwrap();
                 let i: u64 = i.parse().unwrap();
+                child_merges = merges.parse().unwrap();
                 last_ack = Some(i);
                 if i + 1 >= next_step + target {
                     break;
@@ -64,6 +68,7 @@ fn sigkill_during_writes_and_seals_loses_no_acknowledged_write() {
         }
         child.kill().unwrap();
         child.wait().unwrap();
+        merges_total += child_merges;
         let last_ack = last_ack.expect("child acknowledged nothing");
         // Model after every acknowledged step.
         for i in next_step..=last_ack {
@@ -92,7 +97,11 @@ fn sigkill_during_writes_and_seals_loses_no_acknowledged_write() {
         }
     }
     println!(
-        "crash test: {iters} kills, {acked_total} acknowledged steps checked, final {} points",
+        "crash test: {iters} kills, {acked_total} acknowledged steps checked, {merges_total} background merges published before the kills, final {} points",
         model.len()
+    );
+    assert!(
+        merges_total > 0,
+        "the workload should trigger background merges"
     );
 }

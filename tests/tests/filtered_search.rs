@@ -102,6 +102,7 @@ fn filtered_recall_at_every_selectivity() {
             c.upsert(&ids[s..e], &d.base[s * d.dim..e * d.dim], &d.payloads[s..e])
                 .unwrap();
         }
+        c.wait_idle().unwrap();
         assert_eq!(
             c.stats().unwrap().segments.len(),
             1,

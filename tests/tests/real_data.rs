@@ -38,6 +38,7 @@ fn flat_is_exact_on_minilm_before_and_after_reopen() {
             c.upsert(&ids[r.clone()], &base[r.start * dim..r.end * dim], &[])
                 .unwrap();
         }
+        c.wait_idle().unwrap();
         assert_eq!(c.stats().unwrap().segments.len(), 3);
         check(&c);
     }

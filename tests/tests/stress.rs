@@ -39,6 +39,7 @@ fn writers_searchers_and_compaction_together() {
         DbOptions::default()
             .seal_threshold_rows(400)
             .durability(trovedb::Durability::Off)
+            .compaction(trovedb::CompactionPolicy::default().min_segments(2))
     };
     let db = Database::open(dir.path(), opts()).unwrap();
     let cfg = CollectionConfig {
@@ -125,7 +126,7 @@ fn writers_searchers_and_compaction_together() {
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::Acquire) {
-                std::thread::sleep(Duration::from_millis(150));
+                std::thread::sleep(Duration::from_millis(400));
                 c.compact().unwrap();
                 n += 1;
             }
@@ -153,8 +154,9 @@ fn writers_searchers_and_compaction_together() {
     }
     let searches: u64 = others.into_iter().map(|h| h.join().unwrap()).sum();
     let compactions = compactor.join().unwrap();
+    let merges = c.stats().unwrap().background.merges_done;
     println!(
-        "stress: {writes} write calls, {searches} searches, {compactions} compactions in {secs} s (stopped in {:.2} s)",
+        "stress: {writes} write calls, {searches} searches, {compactions} compactions, {merges} background merges in {secs} s (stopped in {:.2} s)",
         t.elapsed().as_secs_f64()
     );
     assert!(writes > 0 && searches > 0 && compactions > 0);

@@ -6,7 +6,9 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use trovedb::{CollectionConfig, Database, DbOptions, Durability, Metric, Payload, Value};
+use trovedb::{
+    CollectionConfig, CompactionPolicy, Database, DbOptions, Durability, Metric, Payload, Value,
+};
 
 fn wal_files(db_dir: &Path, coll: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(db_dir.join("collections").join(coll).join("wal"))
@@ -109,7 +111,10 @@ fn torn_tail_is_truncated_at_every_cut_point() {
 fn seal_then_more_writes_then_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = Database::open(dir.path(), DbOptions::default().seal_threshold_rows(7)).unwrap();
+        let opts = DbOptions::default()
+            .seal_threshold_rows(7)
+            .compaction(CompactionPolicy::off());
+        let db = Database::open(dir.path(), opts).unwrap();
         let c = db
             .create_collection("c", &CollectionConfig::new(4, Metric::L2))
             .unwrap();
@@ -119,6 +124,7 @@ fn seal_then_more_writes_then_reopen() {
             c.upsert(&[i], &[i as f32, 1.0, 2.0, 3.0], &[p]).unwrap();
         }
         c.delete(&[3, 8, 29]).unwrap();
+        c.wait_idle().unwrap();
         let st = c.stats().unwrap();
         assert_eq!(st.segments.len(), 4);
         assert!(st.checkpoint_lsn > 0 && st.last_lsn > st.checkpoint_lsn);

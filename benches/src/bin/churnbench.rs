@@ -3,8 +3,8 @@
 //! process (allocators keep freed memory), then compare the two lines:
 //!
 //! ```text
-//! churnbench fresh --dataset DIR [--index hnsw]
-//! churnbench churn --dataset DIR [--index hnsw] [--rounds 3]
+//! churnbench fresh (--dataset DIR | --synthetic N,DIM) [--index hnsw]
+//! churnbench churn (--dataset DIR | --synthetic N,DIM) [--index hnsw] [--rounds 3]
 //! ```
 //! Both end with the same points (ids 0..n of the base vectors); both search every query once
 //! (touching the maps) before RSS is read.
@@ -15,21 +15,33 @@ use anyhow::{bail, Context, Result};
 use trovedb::{CollectionConfig, Database, DbOptions, Durability, IndexConfig, SearchParams};
 use trovedb_bench::dataset::load_texmex;
 use trovedb_bench::report::rss_bytes;
+use trovedb_bench::synthetic::gaussian_mixture;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().context("mode: fresh | churn")?;
-    let (mut dataset, mut index, mut rounds) = (None, "hnsw".to_string(), 3usize);
+    let (mut dataset, mut synthetic, mut index, mut rounds) =
+        (None, None, "hnsw".to_string(), 3usize);
     while let Some(f) = args.next() {
         let v = args.next().with_context(|| format!("{f} needs a value"))?;
         match f.as_str() {
             "--dataset" => dataset = Some(PathBuf::from(v)),
+            "--synthetic" => {
+                let (n, d) = v.split_once(',').context("--synthetic N,DIM")?;
+                synthetic = Some((n.parse::<usize>()?, d.parse::<usize>()?));
+            }
             "--index" => index = v,
             "--rounds" => rounds = v.parse()?,
             _ => bail!("unknown flag {f}"),
         }
     }
-    let ds = load_texmex(&dataset.context("--dataset DIR")?, None, "main")?;
+    let ds = match (dataset, synthetic) {
+        (Some(d), None) => load_texmex(&d, None, "main")?,
+        (None, Some((n, dim))) => {
+            gaussian_mixture(n, dim, 64, 100, trovedb::Metric::L2, 1, &|_| {})?
+        }
+        _ => bail!("give one of --dataset DIR or --synthetic N,DIM"),
+    };
     let (n, dim) = (ds.n(), ds.dim);
     let work = tempfile::tempdir_in(std::env::temp_dir())?;
     let db = Database::open(

@@ -301,15 +301,25 @@ impl PyCollection {
         py.detach(|| c.compact()).py_err()
     }
 
+    /// Wait until no background seal or merge is running (publishing their results and
+    /// any merge the compaction policy starts meanwhile).
+    fn wait_idle(&self, py: Python<'_>) -> PyResult<()> {
+        let c = &self.c;
+        py.detach(|| c.wait_idle()).py_err()
+    }
+
     /// Check every checksum of every sealed segment.
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         let c = &self.c;
         py.detach(|| c.verify()).py_err()
     }
 
-    /// Sizes and layout: rows, segments, deleted rows, bytes on disk, index per segment.
+    /// Sizes and layout: rows, segments, deleted rows, bytes on disk, index per segment,
+    /// and background work (`background`: sealing, merging segment ids, merges_done,
+    /// last_error). Work still running is reported, not waited for.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.c.stats().py_err()?;
+        let c = &self.c;
+        let s = py.detach(|| c.stats()).py_err()?;
         let d = PyDict::new(py);
         d.set_item("rows", s.rows)?;
         d.set_item("appendable_rows", s.appendable_rows)?;
@@ -331,6 +341,13 @@ impl PyCollection {
             segs.append(sd)?;
         }
         d.set_item("segments", segs)?;
+        d.set_item("frozen_rows", s.frozen_rows)?;
+        let bg = PyDict::new(py);
+        bg.set_item("sealing", s.background.sealing)?;
+        bg.set_item("merging", s.background.merging.clone())?;
+        bg.set_item("merges_done", s.background.merges_done)?;
+        bg.set_item("last_error", s.background.last_error.clone())?;
+        d.set_item("background", bg)?;
         Ok(d)
     }
 

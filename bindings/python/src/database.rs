@@ -5,7 +5,9 @@ use std::sync::Arc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use trovedb::{CollectionConfig, Database, DbOptions, Durability, IndexConfig, Metric};
+use trovedb::{
+    CollectionConfig, CompactionPolicy, Database, DbOptions, Durability, IndexConfig, Metric,
+};
 
 use crate::collection::PyCollection;
 use crate::error::IntoPy;
@@ -25,13 +27,38 @@ pub(crate) struct PyDatabase {
     clippy::needless_pass_by_value,
     reason = "pyo3 extracts os.PathLike into an owned PathBuf"
 )]
-#[pyo3(signature = (path, durability = "always", seal_threshold_rows = 100_000))]
+#[pyo3(signature = (
+    path,
+    durability = "always",
+    seal_threshold_rows = 100_000,
+    background_compaction = true,
+    compaction_min_segments = 4,
+    compaction_max_deleted_fraction = 0.3,
+    compaction_max_merged_rows = 2_000_000,
+))]
+#[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
 pub(crate) fn open(
     py: Python<'_>,
     path: std::path::PathBuf,
     durability: &str,
     seal_threshold_rows: i64,
+    background_compaction: bool,
+    compaction_min_segments: i64,
+    compaction_max_deleted_fraction: f64,
+    compaction_max_merged_rows: i64,
 ) -> PyResult<PyDatabase> {
+    let count = |name: &str, v: i64| {
+        usize::try_from(v)
+            .map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {v}")))
+    };
+    let policy = CompactionPolicy::default()
+        .background(background_compaction)
+        .min_segments(count("compaction_min_segments", compaction_min_segments)?)
+        .max_deleted_fraction(compaction_max_deleted_fraction)
+        .max_merged_rows(count(
+            "compaction_max_merged_rows",
+            compaction_max_merged_rows,
+        )?);
     let d = Durability::parse(durability).py_err()?;
     let seal_threshold_rows = usize::try_from(seal_threshold_rows)
         .ok()
@@ -43,7 +70,8 @@ pub(crate) fn open(
         })?;
     let opts = DbOptions::default()
         .durability(d)
-        .seal_threshold_rows(seal_threshold_rows);
+        .seal_threshold_rows(seal_threshold_rows)
+        .compaction(policy);
     let db = py.detach(|| Database::open(&path, opts)).py_err()?;
     Ok(PyDatabase { db: Arc::new(db) })
 }

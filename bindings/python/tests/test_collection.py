@@ -339,7 +339,7 @@ def test_indexed_fields_limit_the_index_not_the_answers(tmp_path):
 def test_compact_drops_deleted_rows_and_keeps_results(tmp_path):
     rng = np.random.default_rng(11)
     vecs = rng.standard_normal((4000, 8)).astype(np.float32)
-    with trovedb.open(tmp_path, seal_threshold_rows=1000) as db:
+    with trovedb.open(tmp_path, seal_threshold_rows=1000, background_compaction=False) as db:
         c = db.create_collection("c", dim=8, metric="l2")
         c.upsert(np.arange(4000), vecs)
         c.delete(np.arange(0, 4000, 2))
@@ -453,3 +453,33 @@ def test_open_all_reports_a_damaged_collection_by_name(tmp_path):
         assert isinstance(report["bad"], trovedb.CorruptionError)
         assert "MANIFEST" in str(report["bad"])
         assert len(db.get_collection("good")) == 2
+
+
+def test_background_compaction_policy_and_stats(tmp_path):
+    rng = np.random.default_rng(11)
+    vecs = rng.standard_normal((1600, 8)).astype(np.float32)
+    for background in (True, False):
+        path = tmp_path / str(background)
+        with trovedb.open(path, seal_threshold_rows=100, background_compaction=background) as db:
+            c = db.create_collection("c", dim=8, metric="l2")
+            for b in range(32):
+                c.upsert(np.arange(b * 50, b * 50 + 50), vecs[b * 50 : b * 50 + 50])
+                c.flush()
+            c.delete(np.arange(0, 1600, 7))
+            c.wait_idle()
+            st = c.stats()
+            bg = st["background"]
+            assert bg["sealing"] is False and bg["merging"] == [] and bg["last_error"] is None
+            if background:
+                assert bg["merges_done"] >= 4 and len(st["segments"]) <= 6
+            else:
+                assert bg["merges_done"] == 0 and len(st["segments"]) == 32
+            live = np.setdiff1d(np.arange(1600), np.arange(0, 1600, 7))
+            assert len(c) == len(live)
+            q = rng.standard_normal(8).astype(np.float32)
+            ids, _ = c.search(q, k=10)
+            np.testing.assert_array_equal(ids, live[brute_force(vecs[live], q, 10, "l2")])
+    with pytest.raises(ValueError, match="min_segments"):
+        trovedb.open(tmp_path / "bad", compaction_min_segments=1)
+    with pytest.raises(ValueError, match="max_deleted_fraction"):
+        trovedb.open(tmp_path / "bad", compaction_max_deleted_fraction=0.0)

@@ -9,7 +9,7 @@ use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
 use super::appendable::AppendableSegment;
-use super::options::{DbOptions, Durability};
+use super::options::{CompactionPolicy, DbOptions, Durability};
 use super::state::{hnsw_params, indexed_fields, Frozen, Knobs, SealedSegment, State};
 use crate::distance::{normalize, Kernels};
 use crate::error::{Error, Result};
@@ -92,6 +92,23 @@ pub struct CollectionStats {
     pub last_lsn: u64,
     /// LSN covered by the sealed segments.
     pub checkpoint_lsn: u64,
+    /// Rows of the frozen segment being sealed in the background (0 when none is).
+    pub frozen_rows: usize,
+    /// Background work.
+    pub background: BackgroundStats,
+}
+
+/// Background work of a collection, as [`Collection::stats`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackgroundStats {
+    /// A frozen segment is being built and written.
+    pub sealing: bool,
+    /// Ids of the segments a merge in progress is combining (empty when none is).
+    pub merging: Vec<u64>,
+    /// Background merges published since the collection was opened.
+    pub merges_done: u64,
+    /// The last background merge failure, if any (its inputs stay as they were).
+    pub last_error: Option<String>,
 }
 
 /// The one id points may not have: `u64::MAX` marks padding in batched results (Python's
@@ -125,7 +142,35 @@ struct WriteState {
     poisoned: Option<String>,
     /// The background build of the frozen segment, if one is in flight.
     sealing: Option<std::thread::JoinHandle<Result<SealBuild>>>,
+    /// The background merge, if one is in flight.
+    merge: Option<MergeJob>,
+    /// Background merges published since open.
+    merges_done: u64,
+    /// The last background merge failure (the merge is dropped; the inputs stay).
+    merge_error: Option<String>,
+    /// No new background merge before this instant (after a failure).
+    merge_retry_after: Option<std::time::Instant>,
 }
+
+/// A background merge of sealed segments.
+struct MergeJob {
+    handle: std::thread::JoinHandle<Result<Option<SealBuild>>>,
+    /// The input segments with their deletions when the merge started: the merged rows are
+    /// their live rows, in this order.
+    inputs: Vec<(u64, Bitset)>,
+}
+
+impl std::fmt::Debug for MergeJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<u64> = self.inputs.iter().map(|i| i.0).collect();
+        f.debug_struct("MergeJob")
+            .field("inputs", &ids)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long background merging pauses after a failed merge.
+const MERGE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A segment built in the background from a frozen appendable segment, not yet published.
 struct SealBuild {
@@ -239,6 +284,10 @@ impl Collection {
                 manifest,
                 poisoned: None,
                 sealing: None,
+                merge: None,
+                merges_done: 0,
+                merge_error: None,
+                merge_retry_after: None,
             }),
             state: RwLock::new(state),
             sync,
@@ -436,6 +485,7 @@ impl Collection {
                 st.remove(*id);
             }
         }
+        self.housekeeping_locked(&mut ws)?;
         drop(ws);
         self.wait_durable(lsn)?;
         Ok(present.len())
@@ -476,15 +526,209 @@ impl Collection {
         };
         if full {
             self.freeze_locked(&mut ws)?;
-        } else if ws
+        }
+        self.housekeeping_locked(&mut ws)?;
+        drop(ws);
+        self.wait_durable(lsn)
+    }
+
+    /// Publish background work that has finished and start a merge if the policy calls for
+    /// one. Never waits.
+    fn housekeeping_locked(&self, ws: &mut WriteState) -> Result<()> {
+        if ws.poisoned.is_some() {
+            return Ok(());
+        }
+        if ws
             .sealing
             .as_ref()
             .is_some_and(std::thread::JoinHandle::is_finished)
         {
-            self.publish_locked(&mut ws)?;
+            self.publish_locked(ws)?;
         }
-        drop(ws);
-        self.wait_durable(lsn)
+        self.publish_merge_locked(ws, false)?;
+        self.maybe_start_merge_locked(ws)
+    }
+
+    /// Start a background merge of the segments the compaction policy picks, if any and if
+    /// none is running.
+    fn maybe_start_merge_locked(&self, ws: &mut WriteState) -> Result<()> {
+        let policy = &self.options.compaction;
+        if !policy.background || ws.merge.is_some() || ws.poisoned.is_some() {
+            return Ok(());
+        }
+        if ws
+            .merge_retry_after
+            .is_some_and(|t| std::time::Instant::now() < t)
+        {
+            return Ok(());
+        }
+        let inputs: Vec<(u64, Arc<SegmentReader>, Bitset)> = {
+            let st = self.state.read();
+            let sizes: Vec<(u64, usize, usize)> = st
+                .sealed
+                .iter()
+                .map(|s| (s.id, s.reader.rows(), s.deleted.count_ones()))
+                .collect();
+            let Some(pick) = pick_merge(policy, &sizes) else {
+                return Ok(());
+            };
+            st.sealed
+                .iter()
+                .filter(|s| pick.contains(&s.id))
+                .map(|s| (s.id, Arc::clone(&s.reader), s.deleted.clone()))
+                .collect()
+        };
+        let id = ws.manifest.next_segment_id;
+        ws.manifest.next_segment_id += 1;
+        let job_inputs = inputs.iter().map(|(i, _, d)| (*i, d.clone())).collect();
+        let (dir, config, kernels) = (self.dir.clone(), self.config.clone(), self.kernels);
+        let handle = std::thread::Builder::new()
+            .name("trovedb-merge".into())
+            .spawn(move || {
+                #[cfg(feature = "testing")]
+                crate::testing::merge_gate(&dir);
+                build_merged(&dir, &config, kernels, &inputs, id)
+            })
+            .map_err(|e| Error::io(&self.dir, e))?;
+        ws.merge = Some(MergeJob {
+            handle,
+            inputs: job_inputs,
+        });
+        Ok(())
+    }
+
+    /// Publish the background merge if it has finished (or, with `wait`, once it has): a
+    /// manifest with the merged segment in place of its inputs, the rows deleted while it
+    /// ran marked in it (and written to its deletion file), then the in-memory switch. The
+    /// inputs' files are removed when the last search using them ends. A failed build is
+    /// recorded and dropped (the inputs stay; merging pauses for a while); a failed
+    /// manifest write poisons the collection like any other.
+    fn publish_merge_locked(&self, ws: &mut WriteState, wait: bool) -> Result<()> {
+        if !ws
+            .merge
+            .as_ref()
+            .is_some_and(|j| wait || j.handle.is_finished())
+        {
+            return Ok(());
+        }
+        let Some(job) = ws.merge.take() else {
+            return Ok(());
+        };
+        let built = job
+            .handle
+            .join()
+            .unwrap_or_else(|_| Err(Error::invalid("merge", "the background merge panicked")));
+        let built = match built {
+            Ok(b) => b,
+            Err(e) => {
+                ws.merge_error = Some(e.to_string());
+                ws.merge_retry_after = Some(std::time::Instant::now() + MERGE_RETRY_PAUSE);
+                return Ok(());
+            }
+        };
+        if ws.poisoned.is_some() {
+            // Nothing more may be published; the merged file is an orphan for the next open.
+            if let Some(b) = built {
+                b.reader.remove_when_unused();
+            }
+            return Ok(());
+        }
+        let r = self.publish_merge(ws, &job.inputs, built);
+        if let Err(e) = &r {
+            ws.poisoned = Some(e.to_string());
+        }
+        r
+    }
+
+    fn publish_merge(
+        &self,
+        ws: &mut WriteState,
+        inputs: &[(u64, Bitset)],
+        built: Option<SealBuild>,
+    ) -> Result<()> {
+        let now = ws.next_lsn - 1;
+        let mut seg = built
+            .map(|b| SealedSegment::fresh(b.id, b.reader, b.index, indexed_fields(&self.config)));
+        // Rows deleted since the merge started: the merged rows are the inputs' rows that
+        // were live then, in input order.
+        {
+            let st = self.state.read();
+            let mut row = 0;
+            for (id, snap) in inputs {
+                let Some(s) = st.sealed.iter().find(|s| s.id == *id) else {
+                    return Err(Error::invalid(
+                        "merge",
+                        format!("input segment {id} vanished during the merge"),
+                    ));
+                };
+                for r in (0..s.reader.rows()).filter(|r| !snap.get(*r)) {
+                    if s.deleted.get(r) {
+                        if let Some(seg) = &mut seg {
+                            seg.deleted.insert(row);
+                        }
+                    }
+                    row += 1;
+                }
+            }
+        }
+        let mut m = ws.manifest.clone();
+        let mut garbage = Vec::new();
+        m.segments.retain(|s| {
+            let input = inputs.iter().any(|(id, _)| *id == s.id);
+            if input {
+                garbage.extend(s.deletes.as_ref().map(|d| d.file.clone()));
+            }
+            !input
+        });
+        if let Some(seg) = &seg {
+            let deletes = if seg.deleted.count_ones() > 0 {
+                let name = deletes::file_name(seg.id, now);
+                deletes::write(&self.dir.join(&name), seg.id, &seg.deleted)?;
+                Some(DeleteMeta {
+                    file: name,
+                    count: seg.deleted.count_ones() as u64,
+                })
+            } else {
+                None
+            };
+            m.segments.push(SegmentMeta {
+                id: seg.id,
+                file: segment::file_name(seg.id),
+                rows: seg.reader.rows() as u64,
+                deletes,
+            });
+        }
+        m.store(&self.dir)?;
+        {
+            let mut st = self.state.write();
+            retire(&mut st, |s| inputs.iter().any(|(id, _)| *id == s.id));
+            st.sealed.extend(seg);
+        }
+        ws.manifest = m;
+        ws.merges_done += 1;
+        for f in garbage {
+            fsutil::remove_if_exists(&self.dir.join(f))?;
+        }
+        crate::background::release_free_memory();
+        Ok(())
+    }
+
+    /// Wait until no background seal or merge is running, publishing each result and
+    /// starting any merge the compaction policy calls for, until there is none left to do.
+    pub fn wait_idle(&self) -> Result<()> {
+        self.check_open()?;
+        let mut ws = self.write.lock();
+        loop {
+            if let Some(first) = ws.poisoned.clone() {
+                return Err(Error::Poisoned { first });
+            }
+            self.publish_locked(&mut ws)?;
+            self.publish_merge_locked(&mut ws, true)?;
+            self.maybe_start_merge_locked(&mut ws)?;
+            if ws.merge.is_none() && ws.sealing.is_none() {
+                return Ok(());
+            }
+        }
     }
 
     fn wait_durable(&self, lsn: u64) -> Result<()> {
@@ -700,10 +944,11 @@ impl Collection {
     }
 
     /// Merge every segment into one, dropping deleted rows and rebuilding the index, then
-    /// publish it atomically (a new manifest) and remove the old files. Writers wait for
-    /// it; searches keep running on the old segments until the switch. A crash at any point
-    /// leaves either the old or the new set of segments (plus the log). Returns the rows
-    /// dropped.
+    /// publish it atomically (a new manifest). Writers wait for it (a background merge in
+    /// progress is finished first); searches keep running on the old segments until the
+    /// switch, and the old files are removed when the last of those searches ends. A crash
+    /// at any point leaves either the old or the new set of segments (plus the log).
+    /// Returns the rows dropped.
     pub fn compact(&self) -> Result<usize> {
         self.check_open()?;
         let mut ws = self.write.lock();
@@ -711,6 +956,10 @@ impl Collection {
             return Err(Error::Poisoned { first });
         }
         self.seal_locked(&mut ws)?;
+        self.publish_merge_locked(&mut ws, true)?;
+        if let Some(first) = ws.poisoned.clone() {
+            return Err(Error::Poisoned { first });
+        }
         // Writers are held by `ws`, so the segments and their deletions cannot change now.
         let old: Vec<(u64, Arc<SegmentReader>, Bitset)> = {
             let st = self.state.read();
@@ -723,44 +972,16 @@ impl Collection {
         if old.len() <= 1 && dropped == 0 {
             return Ok(0);
         }
-        // Gather the live rows, oldest segment first (each id lives in one row only).
-        let dim = self.config.dim;
-        let live: usize = old.iter().map(|(_, r, d)| r.rows() - d.count_ones()).sum();
-        let mut ids = Vec::with_capacity(live);
-        let mut vectors = Vec::with_capacity(live * dim);
-        let mut owned = Vec::with_capacity(live);
-        for (_, r, deleted) in &old {
-            for row in (0..r.rows()).filter(|row| !deleted.get(*row)) {
-                ids.push(r.ids()[row]);
-                vectors.extend_from_slice(r.vector(row));
-                owned.push(r.payload(row)?);
-            }
-        }
-        let payloads: Vec<&Payload> = owned.iter().collect();
         let mut m = ws.manifest.clone();
         let id = m.next_segment_id;
-        let mut new_seg = None;
-        if !ids.is_empty() {
-            let built = crate::background::build(|| self.build_fresh_index(&vectors));
-            new_seg = Some(write_sealed(
-                &self.dir,
-                &self.config,
-                id,
-                &ids,
-                &vectors,
-                &payloads,
-                &built,
-            )?);
-        }
-        drop((vectors, owned));
+        m.next_segment_id += 1;
+        let new_seg = build_merged(&self.dir, &self.config, self.kernels, &old, id)?;
+        drop(old);
         let garbage: Vec<String> = m
             .segments
             .iter()
-            .flat_map(|s| {
-                std::iter::once(s.file.clone()).chain(s.deletes.iter().map(|d| d.file.clone()))
-            })
+            .filter_map(|s| s.deletes.as_ref().map(|d| d.file.clone()))
             .collect();
-        m.next_segment_id += 1;
         m.segments = new_seg
             .iter()
             .map(|b| SegmentMeta {
@@ -774,34 +995,19 @@ impl Collection {
             ws.poisoned = Some(e.to_string());
             return Err(e);
         }
-        // Published. Searches holding the old readers keep their maps until they finish;
-        // unlinking a mapped file leaves the mapping valid.
         {
             let mut st = self.state.write();
-            st.sealed = new_seg
-                .into_iter()
-                .map(|b| {
-                    SealedSegment::fresh(b.id, b.reader, b.index, indexed_fields(&self.config))
-                })
-                .collect();
+            retire(&mut st, |_| true);
+            st.sealed.extend(new_seg.into_iter().map(|b| {
+                SealedSegment::fresh(b.id, b.reader, b.index, indexed_fields(&self.config))
+            }));
         }
         ws.manifest = m;
         for f in garbage {
             fsutil::remove_if_exists(&self.dir.join(f))?;
         }
+        crate::background::release_free_memory();
         Ok(dropped)
-    }
-
-    /// Build this collection's index over `vectors` from scratch (compaction).
-    fn build_fresh_index(&self, vectors: &[f32]) -> BuiltIndex {
-        let empty = AppendableSegment::new(self.config.dim, None, None);
-        self.build_index(&empty, usize::MAX, vectors)
-    }
-
-    /// Build the index of a segment about to be sealed from the appendable `a`, whose live
-    /// rows are `vectors` (`live` of them).
-    fn build_index(&self, a: &AppendableSegment, live: usize, vectors: &[f32]) -> BuiltIndex {
-        build_index_with(&self.config, self.kernels, a, live, vectors)
     }
 
     /// Freeze the full appendable segment and build its sealed segment on a background
@@ -875,14 +1081,14 @@ impl Collection {
                 rows: b.rows as u64,
                 deletes: None,
             });
-            let keep = self.persist_deletions(&st, &mut m, now, &mut garbage)?;
+            let keep = self.persist_deletions(ws, &st, &mut m, now, &mut garbage)?;
             (checkpoint, keep)
         };
         m.checkpoint_lsn = checkpoint;
         m.store(&self.dir)?;
         {
             let mut st = self.state.write();
-            st.sealed.retain(|s| keep.contains(&s.id));
+            retire(&mut st, |s| !keep.contains(&s.id));
             for s in &mut st.sealed {
                 s.dirty = false;
             }
@@ -915,21 +1121,28 @@ impl Collection {
     }
 
     /// Write a deletion file for every sealed segment with new deletions and drop segments
-    /// with no live row, into `m`; returns the ids of the segments kept.
+    /// with no live row (except inputs of a merge in progress), into `m`; returns the ids of
+    /// the segments kept. Dropped segments' deletion files go to `garbage`; their segment
+    /// files are removed when their readers are retired and unused.
     fn persist_deletions(
         &self,
+        ws: &WriteState,
         st: &State,
         m: &mut Manifest,
         lsn: u64,
         garbage: &mut Vec<String>,
     ) -> Result<Vec<u64>> {
+        let merging = |id: u64| {
+            ws.merge
+                .as_ref()
+                .is_some_and(|j| j.inputs.iter().any(|(i, _)| *i == id))
+        };
         let mut keep = Vec::with_capacity(st.sealed.len());
         for s in &st.sealed {
             let meta_pos = m.segments.iter().position(|x| x.id == s.id);
             let Some(pos) = meta_pos else { continue };
-            if s.live_count() == 0 {
+            if s.live_count() == 0 && !merging(s.id) {
                 let old = m.segments.remove(pos);
-                garbage.push(old.file);
                 garbage.extend(old.deletes.map(|d| d.file));
                 continue;
             }
@@ -989,13 +1202,13 @@ impl Collection {
             new_seg = Some(b);
         }
         let st = self.state.read();
-        let keep = self.persist_deletions(&st, &mut m, last, &mut garbage)?;
+        let keep = self.persist_deletions(ws, &st, &mut m, last, &mut garbage)?;
         drop(st);
         m.checkpoint_lsn = last;
         m.store(&self.dir)?;
         // Published. Now bring memory in line with the manifest.
         let mut st = self.state.write();
-        st.sealed.retain(|s| keep.contains(&s.id));
+        retire(&mut st, |s| !keep.contains(&s.id));
         for s in &mut st.sealed {
             s.dirty = false;
         }
@@ -1032,15 +1245,13 @@ impl Collection {
         Ok(())
     }
 
-    /// Statistics: rows, segments, deletions, bytes on disk.
+    /// Statistics: rows, segments, deletions, bytes on disk, background work in progress.
     ///
-    /// A background seal in progress is waited for and published first, so the figures are
-    /// those of the files on disk.
+    /// Background work that has finished is published first; work still running is
+    /// reported, not waited for ([`Collection::wait_idle`] waits).
     pub fn stats(&self) -> Result<CollectionStats> {
         let mut ws = self.write.lock();
-        if ws.poisoned.is_none() {
-            self.publish_locked(&mut ws)?;
-        }
+        self.housekeeping_locked(&mut ws)?;
         let st = self.state.read();
         let segments = st
             .sealed
@@ -1063,6 +1274,17 @@ impl Collection {
             bytes_on_disk: dir_bytes(&self.dir)?,
             last_lsn: ws.next_lsn - 1,
             checkpoint_lsn: ws.manifest.checkpoint_lsn,
+            frozen_rows: st.frozen.as_ref().map_or(0, |f| f.seg.rows()),
+            background: BackgroundStats {
+                sealing: ws.sealing.is_some(),
+                merging: ws
+                    .merge
+                    .as_ref()
+                    .map(|j| j.inputs.iter().map(|(id, _)| *id).collect())
+                    .unwrap_or_default(),
+                merges_done: ws.merges_done,
+                last_error: ws.merge_error.clone(),
+            },
         })
     }
 
@@ -1081,12 +1303,16 @@ impl Collection {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        // Finish a background seal (its records are in the log either way).
+        // Finish a background seal (its records are in the log either way) and a background
+        // merge.
         let published = if ws.poisoned.is_none() {
             self.publish_locked(&mut ws)
         } else {
             Ok(())
         };
+        // Poisoned or not, no merge thread outlives the handle (a poisoned collection
+        // discards its result).
+        let published = published.and(self.publish_merge_locked(&mut ws, true));
         ws.wal.sync()?;
         published
     }
@@ -1141,6 +1367,99 @@ fn spawn_syncer(sync: Weak<GroupSync>, every: std::time::Duration) {
         })
         .map(drop)
         .unwrap_or_default();
+}
+
+/// Take the sealed segments matching `gone` out of the state; their files (no longer in the
+/// published manifest) are removed when the last search holding their readers ends.
+fn retire(st: &mut State, gone: impl Fn(&SealedSegment) -> bool) {
+    st.sealed.retain(|s| {
+        if gone(s) {
+            s.reader.remove_when_unused();
+            false
+        } else {
+            true
+        }
+    });
+}
+
+/// The segments the compaction policy merges next, from `(id, rows, deleted)` of each
+/// sealed segment: those past the deleted fraction first, else the smallest tier holding
+/// `min_segments` segments (its smallest `max_segments`, within `max_merged_rows`).
+pub(crate) fn pick_merge(
+    policy: &CompactionPolicy,
+    segs: &[(u64, usize, usize)],
+) -> Option<Vec<u64>> {
+    let live = |s: &(u64, usize, usize)| s.1 - s.2.min(s.1);
+    let mut worn: Vec<&(u64, usize, usize)> = segs
+        .iter()
+        .filter(|s| s.1 > 0 && live(s) > 0)
+        .filter(|s| s.2 as f64 >= policy.max_deleted_fraction * s.1 as f64)
+        .collect();
+    if !worn.is_empty() {
+        // The most worn first; together they never grow past their live rows.
+        worn.sort_by(|a, b| (b.2 * a.1).cmp(&(a.2 * b.1)));
+        worn.truncate(policy.max_segments);
+        return Some(worn.iter().map(|s| s.0).collect());
+    }
+    let tier = |s: &(u64, usize, usize)| {
+        ((live(s).max(1) as f64).ln() / policy.tier_ratio.ln()).floor() as i64
+    };
+    let mut by_size: Vec<&(u64, usize, usize)> = segs.iter().filter(|s| live(s) > 0).collect();
+    by_size.sort_by_key(|s| (live(s), s.0));
+    let mut i = 0;
+    while i < by_size.len() {
+        let t = tier(by_size[i]);
+        let j = i + by_size[i..].iter().take_while(|s| tier(s) == t).count();
+        let mut group: Vec<&(u64, usize, usize)> = by_size[i..j]
+            .iter()
+            .take(policy.max_segments)
+            .copied()
+            .collect();
+        while group.iter().map(|s| live(s)).sum::<usize>() > policy.max_merged_rows {
+            group.pop();
+        }
+        if group.len() >= policy.min_segments {
+            return Some(group.iter().map(|s| s.0).collect());
+        }
+        i = j;
+    }
+    None
+}
+
+/// Merge the live rows of `inputs` (each `(id, reader, deleted rows)`), in order, into
+/// segment `id` with a freshly built index, and write it. `None` when no row is live. The
+/// extra memory is that of the merged rows: their vectors, payloads and the new index.
+fn build_merged(
+    dir: &Path,
+    config: &CollectionConfig,
+    kernels: &'static Kernels,
+    inputs: &[(u64, Arc<SegmentReader>, Bitset)],
+    id: u64,
+) -> Result<Option<SealBuild>> {
+    let dim = config.dim;
+    let live: usize = inputs
+        .iter()
+        .map(|(_, r, d)| r.rows() - d.count_ones())
+        .sum();
+    if live == 0 {
+        return Ok(None);
+    }
+    let mut ids = Vec::with_capacity(live);
+    let mut vectors = Vec::with_capacity(live * dim);
+    let mut owned = Vec::with_capacity(live);
+    for (_, r, deleted) in inputs {
+        for row in (0..r.rows()).filter(|row| !deleted.get(*row)) {
+            ids.push(r.ids()[row]);
+            vectors.extend_from_slice(r.vector(row));
+            owned.push(r.payload(row)?);
+        }
+    }
+    let payloads: Vec<&Payload> = owned.iter().collect();
+    let empty = AppendableSegment::new(dim, None, None);
+    let built = crate::background::build(|| {
+        build_index_with(config, kernels, &empty, usize::MAX, &vectors)
+    });
+    write_sealed(dir, config, id, &ids, &vectors, &payloads, &built).map(Some)
 }
 
 /// Build and write the sealed segment of a frozen appendable segment (background thread).
@@ -1260,5 +1579,66 @@ fn build_index_with(
             kernels,
         )
         .map_or(BuiltIndex::Flat, BuiltIndex::Lsh),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(p: Option<Vec<u64>>) -> Vec<u64> {
+        let mut v = p.unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn pick_merge_by_tier_wear_and_size_cap() {
+        let p = CompactionPolicy::default();
+        // Three of a tier: nothing; four: the four.
+        let three = [(1, 100, 0), (2, 120, 0), (3, 90, 0), (4, 100_000, 0)];
+        assert_eq!(pick_merge(&p, &three), None);
+        let four = [
+            (1, 100, 0),
+            (2, 120, 0),
+            (3, 90, 0),
+            (4, 100_000, 0),
+            (5, 70, 0),
+        ];
+        assert_eq!(ids(pick_merge(&p, &four)), vec![1, 2, 3, 5]);
+        // Tiers go by live rows; with two full tiers the smaller one is merged first.
+        let mixed = [
+            (1, 300, 10),
+            (2, 310, 0),
+            (3, 280, 0),
+            (4, 260, 5),
+            (5, 10, 0),
+            (6, 12, 0),
+            (7, 11, 0),
+            (8, 9, 0),
+        ];
+        assert_eq!(ids(pick_merge(&p, &mixed)), vec![5, 6, 7, 8]);
+        // At most max_segments, the smallest of the tier.
+        let many: Vec<(u64, usize, usize)> = (0..12).map(|i| (i, 100 + i as usize, 0)).collect();
+        assert_eq!(ids(pick_merge(&p, &many)), (0..8).collect::<Vec<_>>());
+        // The size cap drops the largest until the group fits; too few left: nothing.
+        let capped = CompactionPolicy::default().max_merged_rows(450);
+        let big = [(1, 100, 0), (2, 110, 0), (3, 120, 0), (4, 130, 0)];
+        assert_eq!(pick_merge(&capped, &big), None);
+        let fits = CompactionPolicy::default().max_merged_rows(460);
+        assert_eq!(ids(pick_merge(&fits, &big)), vec![1, 2, 3, 4]);
+        // A worn segment (deleted fraction >= 0.3) is rewritten first, whatever the tiers.
+        let worn = [
+            (1, 100, 0),
+            (2, 120, 0),
+            (3, 90, 0),
+            (4, 1000, 300),
+            (5, 70, 0),
+        ];
+        assert_eq!(ids(pick_merge(&p, &worn)), vec![4]);
+        // Fully deleted segments are left to the seal (it drops them).
+        let dead = [(1, 100, 100), (2, 50, 0)];
+        assert_eq!(pick_merge(&p, &dead), None);
+        assert_eq!(pick_merge(&p, &[]), None);
     }
 }

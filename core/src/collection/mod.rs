@@ -8,6 +8,8 @@ mod db;
 mod options;
 mod state;
 
-pub use collection::{Collection, CollectionStats, Hit, Point, SegmentStats, RESERVED_ID};
+pub use collection::{
+    BackgroundStats, Collection, CollectionStats, Hit, Point, SegmentStats, RESERVED_ID,
+};
 pub use db::{Database, OpenReport};
-pub use options::{DbOptions, Durability};
+pub use options::{CompactionPolicy, DbOptions, Durability};

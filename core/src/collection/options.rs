@@ -50,6 +50,8 @@ pub struct DbOptions {
     /// The appendable segment is sealed into a segment file once it holds this many rows.
     /// Default 100,000.
     pub seal_threshold_rows: usize,
+    /// When sealed segments are merged in the background.
+    pub compaction: CompactionPolicy,
 }
 
 impl Default for DbOptions {
@@ -57,7 +59,133 @@ impl Default for DbOptions {
         DbOptions {
             durability: Durability::Always,
             seal_threshold_rows: 100_000,
+            compaction: CompactionPolicy::default(),
         }
+    }
+}
+
+/// The size-tiered background compaction policy. Segments are grouped in tiers by live
+/// rows (tier `t` holds segments with `tier_ratio^t <= live < tier_ratio^(t+1)`); when a tier
+/// holds `min_segments`, up to `max_segments` of them are merged into one (which lands a
+/// tier up), as long as the result stays within `max_merged_rows`. A segment whose deleted
+/// fraction reaches `max_deleted_fraction` is rewritten without its deleted rows. One merge
+/// runs at a time per collection, on a background thread (its index build at background
+/// priority); searches and writes go on, and rows deleted meanwhile stay deleted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct CompactionPolicy {
+    /// Merge in the background. Default true; `false` leaves merging to
+    /// [`crate::Collection::compact`].
+    pub background: bool,
+    /// Segments of one tier that trigger a merge (at least 2). Default 4.
+    pub min_segments: usize,
+    /// Most segments merged at once. Default 8.
+    pub max_segments: usize,
+    /// Size ratio between tiers (above 1). Default 4.
+    pub tier_ratio: f64,
+    /// Deleted fraction of a segment that triggers its rewrite (0 < f <= 1). Default 0.3.
+    pub max_deleted_fraction: f64,
+    /// Tier merges never build a segment above this many rows. Default 2,000,000.
+    pub max_merged_rows: usize,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        CompactionPolicy {
+            background: true,
+            min_segments: 4,
+            max_segments: 8,
+            tier_ratio: 4.0,
+            max_deleted_fraction: 0.3,
+            max_merged_rows: 2_000_000,
+        }
+    }
+}
+
+impl CompactionPolicy {
+    /// No background merging.
+    #[must_use]
+    pub fn off() -> Self {
+        CompactionPolicy {
+            background: false,
+            ..CompactionPolicy::default()
+        }
+    }
+
+    /// Merge in the background or not.
+    #[must_use]
+    pub fn background(mut self, on: bool) -> Self {
+        self.background = on;
+        self
+    }
+
+    /// Segments of one tier that trigger a merge.
+    #[must_use]
+    pub fn min_segments(mut self, n: usize) -> Self {
+        self.min_segments = n;
+        self.max_segments = self.max_segments.max(n);
+        self
+    }
+
+    /// Most segments merged at once.
+    #[must_use]
+    pub fn max_segments(mut self, n: usize) -> Self {
+        self.max_segments = n;
+        self
+    }
+
+    /// Size ratio between tiers.
+    #[must_use]
+    pub fn tier_ratio(mut self, r: f64) -> Self {
+        self.tier_ratio = r;
+        self
+    }
+
+    /// Deleted fraction that triggers a segment's rewrite.
+    #[must_use]
+    pub fn max_deleted_fraction(mut self, f: f64) -> Self {
+        self.max_deleted_fraction = f;
+        self
+    }
+
+    /// Largest segment a tier merge may build.
+    #[must_use]
+    pub fn max_merged_rows(mut self, n: usize) -> Self {
+        self.max_merged_rows = n;
+        self
+    }
+
+    /// Check the values; a bad one is `InvalidArgument` naming it.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |name, why: String| Err(crate::Error::invalid(name, why));
+        if self.min_segments < 2 {
+            return bad(
+                "min_segments",
+                format!("must be at least 2, got {}", self.min_segments),
+            );
+        }
+        if self.max_segments < self.min_segments {
+            return bad(
+                "max_segments",
+                format!(
+                    "must be at least min_segments ({}), got {}",
+                    self.min_segments, self.max_segments
+                ),
+            );
+        }
+        if !(self.tier_ratio.is_finite() && self.tier_ratio > 1.0) {
+            return bad(
+                "tier_ratio",
+                format!("must be above 1, got {}", self.tier_ratio),
+            );
+        }
+        if !(self.max_deleted_fraction > 0.0 && self.max_deleted_fraction <= 1.0) {
+            return bad(
+                "max_deleted_fraction",
+                format!("must be in (0, 1], got {}", self.max_deleted_fraction),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -66,6 +194,13 @@ impl DbOptions {
     #[must_use]
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;
+        self
+    }
+
+    /// Set the background compaction policy.
+    #[must_use]
+    pub fn compaction(mut self, policy: CompactionPolicy) -> Self {
+        self.compaction = policy;
         self
     }
 

@@ -1,12 +1,13 @@
 //! Child process of the crash test: runs the deterministic workload of
 //! `trovedb_tests::crash_op` against a database and prints `ack <i>` after step i returns
-//! (durability `always`), until it is killed.
+//! (durability `always`) with the number of background merges it has published so far,
+//! until it is killed.
 //!
 //! Usage: `crash_writer <dir> <seal_threshold_rows> [start_step]`
 
 use std::io::Write;
 
-use trovedb::{CollectionConfig, Database, DbOptions, Metric};
+use trovedb::{CollectionConfig, CompactionPolicy, Database, DbOptions, Metric};
 use trovedb_tests::{crash_op, CrashOp, CRASH_DIM};
 
 fn main() -> anyhow::Result<()> {
@@ -17,7 +18,17 @@ fn main() -> anyhow::Result<()> {
     );
     let seal: usize = args[2].parse()?;
     let start: u64 = args.get(3).map_or(Ok(0), |s| s.parse())?;
-    let db = Database::open(&args[1], DbOptions::default().seal_threshold_rows(seal))?;
+    // Background merges as often as possible (two segments of a tier, a fifth deleted), so
+    // that kills also land while a merge builds, writes or publishes.
+    let policy = CompactionPolicy::default()
+        .min_segments(2)
+        .max_deleted_fraction(0.2);
+    let db = Database::open(
+        &args[1],
+        DbOptions::default()
+            .seal_threshold_rows(seal)
+            .compaction(policy),
+    )?;
     let c = match db.collection("crash") {
         Ok(c) => c,
         Err(trovedb::Error::CollectionNotFound { .. }) => {
@@ -40,12 +51,12 @@ fn main() -> anyhow::Result<()> {
                 c.delete(&ids)?;
             }
         }
-        // Every 7th step also compacts, so kills land during compaction too (it changes no
+        // Every 14th step also compacts, so kills land during compaction too (it changes no
         // point, so the parent's model is unaffected).
-        if i % 7 == 6 {
+        if i % 14 == 6 {
             c.compact()?;
         }
-        writeln!(out, "ack {i}")?;
+        writeln!(out, "ack {i} merges {}", c.stats()?.background.merges_done)?;
         out.flush()?;
     }
     Ok(())

@@ -4,6 +4,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::Mmap;
 
@@ -41,6 +42,18 @@ pub(crate) struct SegmentReader {
     /// The persisted payload index (absent in v1 files).
     payload_index: Option<Range<usize>>,
     index: IndexParts,
+    /// Replaced by a merge: the file is removed when the last holder drops this reader.
+    obsolete: AtomicBool,
+}
+
+impl Drop for SegmentReader {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire) {
+            // Nothing references the file any more (the manifest stopped naming it before it
+            // was marked); if removal fails, the next open removes it as an orphan.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Where a validated index lies in the map.
@@ -308,6 +321,7 @@ impl SegmentReader {
             path: path.to_path_buf(),
             map,
             header,
+            obsolete: AtomicBool::new(false),
         };
         for kind in [
             SECTION_IDS,
@@ -322,6 +336,12 @@ impl SegmentReader {
             r.verify_section(kind)?;
         }
         Ok(r)
+    }
+
+    /// The file is no longer in the manifest: remove it once the last search (or build)
+    /// holding this reader lets go of it.
+    pub(crate) fn remove_when_unused(&self) {
+        self.obsolete.store(true, Ordering::Release);
     }
 
     fn verify_section(&self, kind: u32) -> Result<()> {

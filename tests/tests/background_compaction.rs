@@ -1,0 +1,228 @@
+//! The size-tiered background compaction policy: small segments are merged and worn ones
+//! rewritten while writes and searches go on; rows deleted or rewritten while a merge runs
+//! stay deleted (also across a reopen, and when a seal persists deletions meanwhile);
+//! switched off, nothing is merged.
+
+use std::time::{Duration, Instant};
+
+use trovedb::testing::hold_merges;
+use trovedb::{
+    Collection, CollectionConfig, CompactionPolicy, Database, DbOptions, IndexConfig, Metric,
+    Payload, SearchParams, Value,
+};
+use trovedb_tests::{assert_exact, Model, Rng};
+
+const DIM: usize = 8;
+
+fn put(c: &Collection, model: &mut Model, rng: &mut Rng, ids: &[u64]) {
+    let mut vectors = Vec::new();
+    let mut payloads = Vec::new();
+    for id in ids {
+        let v = rng.vector(DIM);
+        let mut p = Payload::new();
+        p.insert("id".into(), Value::Int(*id as i64));
+        p.insert("even".into(), Value::Bool(id % 2 == 0));
+        vectors.extend_from_slice(&v);
+        payloads.push(p.clone());
+        model.insert(*id, (v, p));
+    }
+    c.upsert(ids, &vectors, &payloads).unwrap();
+}
+
+fn del(c: &Collection, model: &mut Model, ids: &[u64]) {
+    c.delete(ids).unwrap();
+    for id in ids {
+        model.remove(id);
+    }
+}
+
+/// Contents equal the model (get of every id ever used, count, exact search, a filter).
+fn check(c: &Collection, model: &Model, rng: &mut Rng, max_id: u64) {
+    assert_eq!(c.len(), model.len());
+    for id in 0..max_id {
+        let got = c.get(id).unwrap().map(|p| (p.vector, p.payload));
+        assert_eq!(got.as_ref(), model.get(&id), "id {id}");
+    }
+    for _ in 0..10 {
+        let q = rng.vector(DIM);
+        let hits = c.search(&q, 10, &SearchParams::default()).unwrap();
+        assert_exact(Metric::L2, model, &q, &hits, 10);
+    }
+    let even = trovedb::Filter::from_json_str(r#"{"even": true}"#).unwrap();
+    let want = model.keys().filter(|id| *id % 2 == 0).count();
+    assert_eq!(c.count(&even).unwrap(), want);
+}
+
+fn open(dir: &std::path::Path, policy: CompactionPolicy) -> Database {
+    Database::open(
+        dir,
+        DbOptions::default()
+            .seal_threshold_rows(100)
+            .compaction(policy),
+    )
+    .unwrap()
+}
+
+#[test]
+fn tiers_of_small_segments_are_merged_in_the_background() {
+    for background in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = CompactionPolicy::default().background(background);
+        let db = open(dir.path(), policy);
+        let c = db
+            .create_collection("c", &CollectionConfig::new(DIM, Metric::L2))
+            .unwrap();
+        let (mut model, mut rng) = (Model::new(), Rng::new(7));
+        // 32 flushes of 50 rows: 32 small segments without merging.
+        for b in 0..32u64 {
+            let ids: Vec<u64> = (b * 50..b * 50 + 50).collect();
+            put(&c, &mut model, &mut rng, &ids);
+            if b % 3 == 0 {
+                del(&c, &mut model, &[b * 50 + 1, b * 25]);
+            }
+            c.flush().unwrap();
+            if b % 8 == 0 {
+                check(&c, &model, &mut rng, 1600);
+            }
+        }
+        c.wait_idle().unwrap();
+        let st = c.stats().unwrap();
+        if background {
+            assert!(st.background.merges_done >= 4, "{st:?}");
+            assert!(st.segments.len() <= 6, "tiers merged: {st:?}");
+            assert!(st.background.merging.is_empty() && !st.background.sealing);
+        } else {
+            assert_eq!(st.background.merges_done, 0);
+            assert_eq!(st.segments.len(), 32);
+        }
+        check(&c, &model, &mut rng, 1600);
+        drop(c);
+        db.close().unwrap();
+        let db = open(dir.path(), policy);
+        let c = db.collection("c").unwrap();
+        check(&c, &model, &mut rng, 1600);
+        c.verify().unwrap();
+    }
+}
+
+#[test]
+fn a_worn_segment_is_rewritten_without_its_deleted_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    // No tier merges (they would need 50 segments): only the deleted fraction acts.
+    let policy = CompactionPolicy::default()
+        .min_segments(50)
+        .max_deleted_fraction(0.3);
+    let db = open(dir.path(), policy);
+    let cfg = CollectionConfig {
+        index: IndexConfig::hnsw(),
+        ..CollectionConfig::new(DIM, Metric::L2)
+    };
+    let c = db.create_collection("c", &cfg).unwrap();
+    let (mut model, mut rng) = (Model::new(), Rng::new(8));
+    let ids: Vec<u64> = (0..2000).collect();
+    put(&c, &mut model, &mut rng, &ids);
+    c.flush().unwrap();
+    c.wait_idle().unwrap();
+    let before = c.stats().unwrap();
+    // 25% deleted: below the threshold, nothing happens.
+    let quarter: Vec<u64> = (0..2000).filter(|i| i % 4 == 0).collect();
+    del(&c, &mut model, &quarter);
+    c.wait_idle().unwrap();
+    assert_eq!(c.stats().unwrap().background.merges_done, 0);
+    // 37.5%: rewritten.
+    let eighth: Vec<u64> = (0..2000).filter(|i| i % 8 == 1).collect();
+    del(&c, &mut model, &eighth);
+    c.wait_idle().unwrap();
+    let after = c.stats().unwrap();
+    assert_eq!(after.background.merges_done, 1, "{after:?}");
+    let rows: usize = after.segments.iter().map(|s| s.rows).sum();
+    assert_eq!(rows, 1250, "{after:?}");
+    assert_eq!(after.deleted, 0);
+    assert!(
+        after.bytes_on_disk < before.bytes_on_disk * 3 / 4,
+        "{} -> {}",
+        before.bytes_on_disk,
+        after.bytes_on_disk
+    );
+    check(&c, &model, &mut rng, 2000);
+    drop(c);
+    db.close().unwrap();
+    let db = open(dir.path(), policy);
+    check(&db.collection("c").unwrap(), &model, &mut rng, 2000);
+}
+
+/// Hold a merge after it has chosen its inputs; delete and rewrite rows of those inputs
+/// (and, in one variant, seal so that the deletions are persisted and checkpointed before
+/// the merge publishes); release. The merged segment must carry those deletions, in memory
+/// and after a reopen.
+#[test]
+fn rows_deleted_during_a_merge_stay_deleted() {
+    for seal_meanwhile in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = CompactionPolicy::default().min_segments(4);
+        let db = open(dir.path(), policy);
+        let c = db
+            .create_collection("c", &CollectionConfig::new(DIM, Metric::L2))
+            .unwrap();
+        let (mut model, mut rng) = (Model::new(), Rng::new(9));
+        hold_merges(dir.path(), true);
+        for b in 0..4u64 {
+            let ids: Vec<u64> = (b * 60..b * 60 + 60).collect();
+            put(&c, &mut model, &mut rng, &ids);
+            c.flush().unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let merging = loop {
+            let st = c.stats().unwrap();
+            if !st.background.merging.is_empty() {
+                break st.background.merging;
+            }
+            assert!(Instant::now() < deadline, "no merge started: {st:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(merging.len(), 4);
+        // While the merge is held: delete rows of every input, rewrite others.
+        del(&c, &mut model, &[0, 61, 122, 183, 239]);
+        put(&c, &mut model, &mut rng, &[5, 66, 127]);
+        if seal_meanwhile {
+            c.flush().unwrap();
+        }
+        check(&c, &model, &mut rng, 240);
+        hold_merges(dir.path(), false);
+        c.wait_idle().unwrap();
+        let st = c.stats().unwrap();
+        assert_eq!(st.background.merges_done, 1, "{st:?}");
+        check(&c, &model, &mut rng, 240);
+        drop(c);
+        db.close().unwrap();
+        let db = open(dir.path(), policy);
+        let c = db.collection("c").unwrap();
+        check(&c, &model, &mut rng, 240);
+        // No file outside the manifest is left behind.
+        let st = c.stats().unwrap();
+        let segs = std::fs::read_dir(dir.path().join("collections/c"))
+            .unwrap()
+            .filter(|e| {
+                let n = e.as_ref().unwrap().file_name();
+                n.to_string_lossy().ends_with(".seg")
+            })
+            .count();
+        assert_eq!(segs, st.segments.len());
+    }
+}
+
+#[test]
+fn bad_policies_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for p in [
+        CompactionPolicy::default().min_segments(1),
+        CompactionPolicy::default().max_segments(2),
+        CompactionPolicy::default().tier_ratio(1.0),
+        CompactionPolicy::default().tier_ratio(f64::NAN),
+        CompactionPolicy::default().max_deleted_fraction(0.0),
+        CompactionPolicy::default().max_deleted_fraction(1.5),
+    ] {
+        let e = Database::open(dir.path(), DbOptions::default().compaction(p)).unwrap_err();
+        assert!(matches!(e, trovedb::Error::InvalidArgument { .. }), "{e}");
+    }
+}
