@@ -90,6 +90,7 @@ fn main() -> Result<()> {
         _ => bail!("mode: fresh | churn"),
     }
     c.flush()?;
+    c.wait_idle()?;
     anyhow::ensure!(
         c.len() == n && c.get(ids[n - 1])?.is_some(),
         "wrong final contents"
@@ -98,13 +99,25 @@ fn main() -> Result<()> {
         c.search(ds.query(i), 10, &SearchParams::default())?;
     }
     let st = c.stats()?;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
     println!(
-        "{mode}: {} points, {} segments, {} deleted rows, {} bytes on disk, rss {:.1} MiB",
+        "{mode}: {} points, {} segments, {} deleted rows, {} bytes on disk, rss {:.1} MiB (anon {:.1}, file {:.1}), peak {:.1} MiB",
         c.len(),
         st.segments.len(),
         st.deleted,
         st.bytes_on_disk,
-        rss_bytes() as f64 / (1 << 20) as f64
+        rss_bytes() as f64 / (1 << 20) as f64,
+        field("RssAnon:"),
+        field("RssFile:"),
+        field("VmHWM:"),
     );
     Ok(())
 }

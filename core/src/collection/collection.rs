@@ -1117,6 +1117,7 @@ impl Collection {
         for f in garbage {
             fsutil::remove_if_exists(&self.dir.join(f))?;
         }
+        crate::background::release_free_memory();
         Ok(())
     }
 
@@ -1228,6 +1229,7 @@ impl Collection {
         for f in garbage {
             fsutil::remove_if_exists(&self.dir.join(f))?;
         }
+        crate::background::release_free_memory();
         Ok(())
     }
 

@@ -56,6 +56,9 @@ impl Database {
     /// Open the database at `path`, creating the directory if it does not exist.
     pub fn open(path: impl AsRef<Path>, options: DbOptions) -> Result<Database> {
         options.compaction.validate()?;
+        if options.tune_allocator {
+            crate::background::tune_allocator();
+        }
         let root = path.as_ref().to_path_buf();
         let cdir = root.join(COLLECTIONS_DIR);
         std::fs::create_dir_all(&cdir).at(&cdir)?;

@@ -52,6 +52,12 @@ pub struct DbOptions {
     pub seal_threshold_rows: usize,
     /// When sealed segments are merged in the background.
     pub compaction: CompactionPolicy,
+    /// On Linux with glibc, fix the allocator's mmap threshold (4 MiB) and trim threshold
+    /// (1 MiB) for the process at the first open, unless the application set
+    /// `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_`: without it, memory freed after
+    /// seals and merges stays resident (README "Ingest while searching, compaction").
+    /// Default true.
+    pub tune_allocator: bool,
 }
 
 impl Default for DbOptions {
@@ -60,6 +66,7 @@ impl Default for DbOptions {
             durability: Durability::Always,
             seal_threshold_rows: 100_000,
             compaction: CompactionPolicy::default(),
+            tune_allocator: true,
         }
     }
 }
@@ -201,6 +208,13 @@ impl DbOptions {
     #[must_use]
     pub fn compaction(mut self, policy: CompactionPolicy) -> Self {
         self.compaction = policy;
+        self
+    }
+
+    /// Let the database fix glibc's allocation thresholds (see the field).
+    #[must_use]
+    pub fn tune_allocator(mut self, on: bool) -> Self {
+        self.tune_allocator = on;
         self
     }
 
