@@ -67,7 +67,10 @@ fn open(dir: &std::path::Path, policy: CompactionPolicy) -> Database {
 fn tiers_of_small_segments_are_merged_in_the_background() {
     for background in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let policy = CompactionPolicy::default().background(background);
+        // Tiers all the way up (the default cap, twice the seal threshold, stops at 200).
+        let policy = CompactionPolicy::default()
+            .background(background)
+            .max_merged_rows(1_000_000);
         let db = open(dir.path(), policy);
         let c = db
             .create_collection("c", &CollectionConfig::new(DIM, Metric::L2))
@@ -113,11 +116,10 @@ fn a_worn_segment_is_rewritten_without_its_deleted_rows() {
         .min_segments(50)
         .max_deleted_fraction(0.3);
     let db = open(dir.path(), policy);
-    let cfg = CollectionConfig {
-        index: IndexConfig::hnsw(),
-        ..CollectionConfig::new(DIM, Metric::L2)
-    };
-    let c = db.create_collection("c", &cfg).unwrap();
+    // Flat, so that every search can be checked exactly (HNSW rewrites: see below).
+    let c = db
+        .create_collection("c", &CollectionConfig::new(DIM, Metric::L2))
+        .unwrap();
     let (mut model, mut rng) = (Model::new(), Rng::new(8));
     let ids: Vec<u64> = (0..2000).collect();
     put(&c, &mut model, &mut rng, &ids);
@@ -159,7 +161,9 @@ fn a_worn_segment_is_rewritten_without_its_deleted_rows() {
 fn rows_deleted_during_a_merge_stay_deleted() {
     for seal_meanwhile in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let policy = CompactionPolicy::default().min_segments(4);
+        let policy = CompactionPolicy::default()
+            .min_segments(4)
+            .max_merged_rows(1_000_000);
         let db = open(dir.path(), policy);
         let c = db
             .create_collection("c", &CollectionConfig::new(DIM, Metric::L2))
@@ -224,5 +228,75 @@ fn bad_policies_are_refused() {
     ] {
         let e = Database::open(dir.path(), DbOptions::default().compaction(p)).unwrap_err();
         assert!(matches!(e, trovedb::Error::InvalidArgument { .. }), "{e}");
+    }
+}
+
+/// HNSW merges: with no deleted row in the largest input its graph is reused and the other
+/// rows inserted into it; with deletions the graph is rebuilt. Either way recall@10 against
+/// brute force stays high, and the merged segment has an HNSW index over every live row.
+#[test]
+fn merged_hnsw_segments_keep_recall() {
+    for delete_from_largest in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = CompactionPolicy::default().min_segments(4);
+        let db = Database::open(
+            dir.path(),
+            DbOptions::default()
+                .seal_threshold_rows(100_000)
+                .compaction(policy),
+        )
+        .unwrap();
+        let dim = 16;
+        let cfg = CollectionConfig {
+            index: IndexConfig::hnsw(),
+            ..CollectionConfig::new(dim, Metric::L2)
+        };
+        let c = db.create_collection("c", &cfg).unwrap();
+        let mut rng = Rng::new(10);
+        let mut model = Model::new();
+        // Four segments in one tier; the first is the largest.
+        let mut next = 0u64;
+        for rows in [3000u64, 2000, 1800, 1600] {
+            let ids: Vec<u64> = (next..next + rows).collect();
+            next += rows;
+            let mut vectors = Vec::new();
+            for id in &ids {
+                let v = rng.vector(dim);
+                vectors.extend_from_slice(&v);
+                model.insert(*id, (v, Payload::new()));
+            }
+            if delete_from_largest && rows == 3000 {
+                c.upsert(&ids, &vectors, &[]).unwrap();
+                c.flush().unwrap();
+                let gone: Vec<u64> = (0..3000).step_by(50).collect();
+                c.delete(&gone).unwrap();
+                for id in &gone {
+                    model.remove(id);
+                }
+                continue;
+            }
+            c.upsert(&ids, &vectors, &[]).unwrap();
+            c.flush().unwrap();
+        }
+        c.wait_idle().unwrap();
+        let st = c.stats().unwrap();
+        assert_eq!(st.background.merges_done, 1, "{st:?}");
+        assert_eq!(st.segments.len(), 1);
+        assert_eq!(st.segments[0].index, "hnsw");
+        assert_eq!(st.segments[0].rows, model.len());
+        let (mut hit, mut total) = (0usize, 0usize);
+        for _ in 0..100 {
+            let q = rng.vector(dim);
+            let want: Vec<u64> = trovedb_tests::oracle(Metric::L2, &model, &q, 10)
+                .into_iter()
+                .map(|x| x.0)
+                .collect();
+            let got = c.search(&q, 10, &SearchParams::default()).unwrap();
+            hit += got.iter().filter(|h| want.contains(&h.id)).count();
+            total += 10;
+        }
+        let recall = hit as f64 / total as f64;
+        println!("merged hnsw (deleted rows in the largest input: {delete_from_largest}): recall@10 {recall:.3}");
+        assert!(recall >= 0.95, "recall@10 {recall}");
     }
 }

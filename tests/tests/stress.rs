@@ -39,7 +39,11 @@ fn writers_searchers_and_compaction_together() {
         DbOptions::default()
             .seal_threshold_rows(400)
             .durability(trovedb::Durability::Off)
-            .compaction(trovedb::CompactionPolicy::default().min_segments(2))
+            .compaction(
+                trovedb::CompactionPolicy::default()
+                    .min_segments(2)
+                    .max_merged_rows(1_000_000),
+            )
     };
     let db = Database::open(dir.path(), opts()).unwrap();
     let cfg = CollectionConfig {

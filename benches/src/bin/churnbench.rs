@@ -89,8 +89,13 @@ fn main() -> Result<()> {
         }
         _ => bail!("mode: fresh | churn"),
     }
+    let t = std::time::Instant::now();
     c.flush()?;
     c.wait_idle()?;
+    eprintln!(
+        "flush + background work: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     anyhow::ensure!(
         c.len() == n && c.get(ids[n - 1])?.is_some(),
         "wrong final contents"

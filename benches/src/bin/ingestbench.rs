@@ -3,7 +3,7 @@
 //! ```text
 //! ingestbench (--dataset DIR | --synthetic N,DIM,CLUSTERS) [--index hnsw] [--batch 1000]
 //!             [--durability always|batch:MS|off] [--seal-rows 100000] [--k 10]
-//!             [--out results.jsonl] [--workdir DIR]
+//!             [--merges on|off] [--out results.jsonl] [--workdir DIR]
 //! ```
 //! One thread upserts the base vectors in batches (ids 0..n, end-to-end: log, fsync, index);
 //! another searches the query set round-robin the whole time and records each latency.
@@ -31,6 +31,8 @@ struct Args {
     batch: usize,
     durability: String,
     seal_rows: usize,
+    /// Background compaction (`--merges on|off`, default on).
+    merges: bool,
     k: usize,
     out: Option<PathBuf>,
     workdir: PathBuf,
@@ -44,6 +46,7 @@ fn parse() -> Result<Args> {
         batch: 1000,
         durability: "always".into(),
         seal_rows: 100_000,
+        merges: true,
         k: 10,
         out: None,
         workdir: PathBuf::from("bench-out/work"),
@@ -68,6 +71,7 @@ fn parse() -> Result<Args> {
             "--batch" => a.batch = val()?.parse()?,
             "--durability" => a.durability = val()?,
             "--seal-rows" => a.seal_rows = val()?.parse()?,
+            "--merges" => a.merges = val()? == "on",
             "--k" => a.k = val()?.parse()?,
             "--out" => a.out = Some(val()?.into()),
             "--workdir" => a.workdir = val()?.into(),
@@ -107,7 +111,8 @@ fn main() -> Result<()> {
         work.path(),
         DbOptions::default()
             .durability(durability)
-            .seal_threshold_rows(a.seal_rows),
+            .seal_threshold_rows(a.seal_rows)
+            .compaction(trovedb::CompactionPolicy::default().background(a.merges)),
     )?;
     let cfg = CollectionConfig {
         index: IndexConfig::from_name(&a.index, &[])?,
@@ -164,6 +169,10 @@ fn main() -> Result<()> {
         }
     }
     let ingest_s = t.elapsed().as_secs_f64();
+    // End to end: until every background seal and merge has been published (the searcher
+    // keeps going meanwhile).
+    c.wait_idle()?;
+    let settled_s = t.elapsed().as_secs_f64();
     done.store(true, Ordering::Release);
     let mut during = searcher
         .join()
@@ -185,9 +194,12 @@ fn main() -> Result<()> {
     let (i50, i99, i999) = summary(&mut idle);
     let rate = n as f64 / ingest_s;
     println!(
-        "ingest: {n} vectors in {ingest_s:.1} s = {rate:.0} vectors/s ({} segments, {} appendable rows)",
+        "ingest: {n} vectors in {ingest_s:.1} s = {rate:.0} vectors/s; background work done at {settled_s:.1} s = {:.0} vectors/s end to end ({} segments of {:?} rows, {} appendable rows, {} background merges)",
+        n as f64 / settled_s,
         st.segments.len(),
-        st.appendable_rows
+        st.segments.iter().map(|s| s.rows).collect::<Vec<_>>(),
+        st.appendable_rows,
+        st.background.merges_done
     );
     println!(
         "search during ingest: {} queries, p50 {d50:.3} ms, p99 {d99:.3} ms, p99.9 {d999:.3} ms",
@@ -207,6 +219,7 @@ fn main() -> Result<()> {
             "schema": 1, "bench": "ingest", "dataset": ds.name, "n": n, "dim": dim,
             "index": a.index, "batch": a.batch, "durability": a.durability,
             "seal_rows": a.seal_rows, "ingest_s": ingest_s, "ingest_vectors_per_s": rate,
+            "settled_s": settled_s, "merges": st.background.merges_done,
             "during": {"queries": during.len(), "p50_ms": d50, "p99_ms": d99, "p999_ms": d999},
             "idle": {"queries": idle.len(), "p50_ms": i50, "p99_ms": i99, "p999_ms": i999},
             "segments": st.segments.len(),

@@ -34,7 +34,7 @@ pub(crate) struct PyDatabase {
     background_compaction = true,
     compaction_min_segments = 4,
     compaction_max_deleted_fraction = 0.3,
-    compaction_max_merged_rows = 2_000_000,
+    compaction_max_merged_rows = 0,
 ))]
 #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
 pub(crate) fn open(

@@ -460,7 +460,12 @@ def test_background_compaction_policy_and_stats(tmp_path):
     vecs = rng.standard_normal((1600, 8)).astype(np.float32)
     for background in (True, False):
         path = tmp_path / str(background)
-        with trovedb.open(path, seal_threshold_rows=100, background_compaction=background) as db:
+        with trovedb.open(
+            path,
+            seal_threshold_rows=100,
+            background_compaction=background,
+            compaction_max_merged_rows=1_000_000,
+        ) as db:
             c = db.create_collection("c", dim=8, metric="l2")
             for b in range(32):
                 c.upsert(np.arange(b * 50, b * 50 + 50), vecs[b * 50 : b * 50 + 50])

@@ -23,7 +23,7 @@ use crate::index::hnsw::visited::VisitedPool;
 use crate::index::ivfpq::{self, FrozenIvfPq, IvfPqParams};
 use crate::index::lsh::{self, FrozenLsh, LshParams};
 use crate::storage::manifest::{DeleteMeta, Manifest, SegmentMeta};
-use crate::storage::segment::reader::SegmentReader;
+use crate::storage::segment::reader::{IndexView, SegmentReader};
 use crate::storage::segment::writer::{write_segment, SegmentData, SegmentIndex};
 use crate::storage::wal::record::{encode_delete, encode_upsert, KIND_DELETE, KIND_UPSERT};
 use crate::storage::wal::replay::{list_files, replay};
@@ -552,9 +552,12 @@ impl Collection {
     /// Start a background merge of the segments the compaction policy picks, if any and if
     /// none is running.
     fn maybe_start_merge_locked(&self, ws: &mut WriteState) -> Result<()> {
-        let policy = &self.options.compaction;
+        let mut policy = self.options.compaction;
         if !policy.background || ws.merge.is_some() || ws.poisoned.is_some() {
             return Ok(());
+        }
+        if policy.max_merged_rows == 0 {
+            policy.max_merged_rows = self.options.seal_threshold_rows.saturating_mul(2);
         }
         if ws
             .merge_retry_after
@@ -569,14 +572,17 @@ impl Collection {
                 .iter()
                 .map(|s| (s.id, s.reader.rows(), s.deleted.count_ones()))
                 .collect();
-            let Some(pick) = pick_merge(policy, &sizes) else {
+            let Some(pick) = pick_merge(&policy, &sizes) else {
                 return Ok(());
             };
-            st.sealed
+            let mut inputs: Vec<(u64, Arc<SegmentReader>, Bitset)> = st
+                .sealed
                 .iter()
                 .filter(|s| pick.contains(&s.id))
                 .map(|s| (s.id, Arc::clone(&s.reader), s.deleted.clone()))
-                .collect()
+                .collect();
+            order_for_reuse(&mut inputs);
+            inputs
         };
         let id = ws.manifest.next_segment_id;
         ws.manifest.next_segment_id += 1;
@@ -587,7 +593,7 @@ impl Collection {
             .spawn(move || {
                 #[cfg(feature = "testing")]
                 crate::testing::merge_gate(&dir);
-                build_merged(&dir, &config, kernels, &inputs, id)
+                build_merged(&dir, &config, kernels, &inputs, id, true)
             })
             .map_err(|e| Error::io(&self.dir, e))?;
         ws.merge = Some(MergeJob {
@@ -961,13 +967,14 @@ impl Collection {
             return Err(Error::Poisoned { first });
         }
         // Writers are held by `ws`, so the segments and their deletions cannot change now.
-        let old: Vec<(u64, Arc<SegmentReader>, Bitset)> = {
+        let mut old: Vec<(u64, Arc<SegmentReader>, Bitset)> = {
             let st = self.state.read();
             st.sealed
                 .iter()
                 .map(|s| (s.id, Arc::clone(&s.reader), s.deleted.clone()))
                 .collect()
         };
+        order_for_reuse(&mut old);
         let dropped: usize = old.iter().map(|(_, _, d)| d.count_ones()).sum();
         if old.len() <= 1 && dropped == 0 {
             return Ok(0);
@@ -975,7 +982,7 @@ impl Collection {
         let mut m = ws.manifest.clone();
         let id = m.next_segment_id;
         m.next_segment_id += 1;
-        let new_seg = build_merged(&self.dir, &self.config, self.kernels, &old, id)?;
+        let new_seg = build_merged(&self.dir, &self.config, self.kernels, &old, id, false)?;
         drop(old);
         let garbage: Vec<String> = m
             .segments
@@ -1325,10 +1332,17 @@ impl Collection {
     }
 }
 
+/// Bytes of the files under `dir`. Background seals and merges create, rename and remove
+/// files meanwhile: a file gone between the listing and its `stat` is skipped (found by
+/// the crash test, whose writer calls `stats()` while merges run).
 fn dir_bytes(dir: &Path) -> Result<u64> {
     let mut total = 0;
     for (_, p) in fsutil::list(dir)? {
-        let md = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?;
+        let md = match std::fs::metadata(&p) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&p, e)),
+        };
         total += if md.is_dir() {
             dir_bytes(&p)?
         } else {
@@ -1429,14 +1443,16 @@ pub(crate) fn pick_merge(
 }
 
 /// Merge the live rows of `inputs` (each `(id, reader, deleted rows)`), in order, into
-/// segment `id` with a freshly built index, and write it. `None` when no row is live. The
-/// extra memory is that of the merged rows: their vectors, payloads and the new index.
+/// segment `id` with its index (see [`merged_index`]), and write it. `None` when no row is
+/// live. The extra memory is that of the merged rows: their vectors, payloads and the new
+/// index. A `background` merge builds on the lowest-priority pool.
 fn build_merged(
     dir: &Path,
     config: &CollectionConfig,
     kernels: &'static Kernels,
     inputs: &[(u64, Arc<SegmentReader>, Bitset)],
     id: u64,
+    background: bool,
 ) -> Result<Option<SealBuild>> {
     let dim = config.dim;
     let live: usize = inputs
@@ -1457,11 +1473,62 @@ fn build_merged(
         }
     }
     let payloads: Vec<&Payload> = owned.iter().collect();
-    let empty = AppendableSegment::new(dim, None, None);
-    let built = crate::background::build(|| {
-        build_index_with(config, kernels, &empty, usize::MAX, &vectors)
-    });
+    let index = || merged_index(config, kernels, inputs, &vectors);
+    let built = if background {
+        crate::background::build_merge(index)
+    } else {
+        crate::background::build(index)
+    };
     write_sealed(dir, config, id, &ids, &vectors, &payloads, &built).map(Some)
+}
+
+/// Put first the input whose graph a merge can reuse: the largest with an HNSW index and no
+/// deleted row (its rows become the first rows of the merged segment, unchanged).
+fn order_for_reuse(inputs: &mut [(u64, Arc<SegmentReader>, Bitset)]) {
+    let best = inputs
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, r, d))| d.count_ones() == 0 && matches!(r.index(), IndexView::Hnsw(_)))
+        .max_by_key(|(_, (_, r, _))| r.rows())
+        .map(|(i, _)| i);
+    if let Some(i) = best {
+        inputs[..=i].rotate_right(1);
+    }
+}
+
+/// The index of merged rows `vectors` (the inputs' live rows in order). For HNSW, when the
+/// first input has no deleted row, its graph is copied and the other rows are inserted into
+/// it (`TROVEDB_MERGE_REBUILD=1` forces a rebuild, for measurements); otherwise the index is
+/// built afresh.
+fn merged_index(
+    config: &CollectionConfig,
+    kernels: &'static Kernels,
+    inputs: &[(u64, Arc<SegmentReader>, Bitset)],
+    vectors: &[f32],
+) -> BuiltIndex {
+    let rebuild = std::env::var_os("TROVEDB_MERGE_REBUILD").is_some_and(|v| v == "1");
+    if let (Some(params), Some((_, first, deleted)), false) =
+        (hnsw_params(config), inputs.first(), rebuild)
+    {
+        if let (IndexView::Hnsw(view), 0) = (first.index(), deleted.count_ones()) {
+            if let Some(mut b) = GraphBuilder::from_view(params, &view) {
+                let vs = VectorSet {
+                    data: vectors,
+                    dim: config.dim,
+                    kernels,
+                    metric: config.metric,
+                };
+                let (have, n) = (b.len_nodes(), vectors.len() / config.dim);
+                if have <= n {
+                    b.add_nodes(n - have);
+                    b.insert_range(have, n, &vs);
+                    return BuiltIndex::Hnsw(b.freeze());
+                }
+            }
+        }
+    }
+    let empty = AppendableSegment::new(config.dim, None, None);
+    build_index_with(config, kernels, &empty, usize::MAX, vectors)
 }
 
 /// Build and write the sealed segment of a frozen appendable segment (background thread).
@@ -1596,7 +1663,7 @@ mod tests {
 
     #[test]
     fn pick_merge_by_tier_wear_and_size_cap() {
-        let p = CompactionPolicy::default();
+        let p = CompactionPolicy::default().max_merged_rows(2_000_000);
         // Three of a tier: nothing; four: the four.
         let three = [(1, 100, 0), (2, 120, 0), (3, 90, 0), (4, 100_000, 0)];
         assert_eq!(pick_merge(&p, &three), None);
@@ -1624,10 +1691,10 @@ mod tests {
         let many: Vec<(u64, usize, usize)> = (0..12).map(|i| (i, 100 + i as usize, 0)).collect();
         assert_eq!(ids(pick_merge(&p, &many)), (0..8).collect::<Vec<_>>());
         // The size cap drops the largest until the group fits; too few left: nothing.
-        let capped = CompactionPolicy::default().max_merged_rows(450);
+        let capped = p.max_merged_rows(450);
         let big = [(1, 100, 0), (2, 110, 0), (3, 120, 0), (4, 130, 0)];
         assert_eq!(pick_merge(&capped, &big), None);
-        let fits = CompactionPolicy::default().max_merged_rows(460);
+        let fits = p.max_merged_rows(460);
         assert_eq!(ids(pick_merge(&fits, &big)), vec![1, 2, 3, 4]);
         // A worn segment (deleted fraction >= 0.3) is rewritten first, whatever the tiers.
         let worn = [

@@ -74,7 +74,9 @@ impl Default for DbOptions {
 /// The size-tiered background compaction policy. Segments are grouped in tiers by live
 /// rows (tier `t` holds segments with `tier_ratio^t <= live < tier_ratio^(t+1)`); when a tier
 /// holds `min_segments`, up to `max_segments` of them are merged into one (which lands a
-/// tier up), as long as the result stays within `max_merged_rows`. A segment whose deleted
+/// tier up), as long as the result stays within `max_merged_rows` (by default twice the seal
+/// threshold: small segments left by frequent flushes are merged, full-size ones are left to
+/// [`crate::Collection::compact`]). A segment whose deleted
 /// fraction reaches `max_deleted_fraction` is rewritten without its deleted rows. One merge
 /// runs at a time per collection, on a background thread (its index build at background
 /// priority); searches and writes go on, and rows deleted meanwhile stay deleted.
@@ -92,7 +94,10 @@ pub struct CompactionPolicy {
     pub tier_ratio: f64,
     /// Deleted fraction of a segment that triggers its rewrite (0 < f <= 1). Default 0.3.
     pub max_deleted_fraction: f64,
-    /// Tier merges never build a segment above this many rows. Default 2,000,000.
+    /// Tier merges never build a segment above this many rows. Default 0: twice the seal
+    /// threshold. Measured on a 1M x 128 ingest (README "Ingest while searching"): with a
+    /// cap of 2,000,000, background merges of full-size segments (400k and 600k rows) took
+    /// the end-to-end ingest from 141.6 s to 384 s, while idle search p99 fell 3.6x.
     pub max_merged_rows: usize,
 }
 
@@ -104,7 +109,7 @@ impl Default for CompactionPolicy {
             max_segments: 8,
             tier_ratio: 4.0,
             max_deleted_fraction: 0.3,
-            max_merged_rows: 2_000_000,
+            max_merged_rows: 0,
         }
     }
 }
@@ -155,7 +160,7 @@ impl CompactionPolicy {
         self
     }
 
-    /// Largest segment a tier merge may build.
+    /// Largest segment a tier merge may build (0: twice the seal threshold).
     #[must_use]
     pub fn max_merged_rows(mut self, n: usize) -> Self {
         self.max_merged_rows = n;

@@ -22,7 +22,8 @@ fn main() -> anyhow::Result<()> {
     // that kills also land while a merge builds, writes or publishes.
     let policy = CompactionPolicy::default()
         .min_segments(2)
-        .max_deleted_fraction(0.2);
+        .max_deleted_fraction(0.2)
+        .max_merged_rows(1_000_000);
     let db = Database::open(
         &args[1],
         DbOptions::default()

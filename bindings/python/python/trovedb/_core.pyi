@@ -48,7 +48,7 @@ def open(
     background_compaction: bool = True,
     compaction_min_segments: int = 4,
     compaction_max_deleted_fraction: float = 0.3,
-    compaction_max_merged_rows: int = 2000000,
+    compaction_max_merged_rows: int = 0,
 ) -> Database: ...
 
 @final

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
-use super::graph::{FrozenGraph, Graph};
+use super::graph::{FrozenGraph, Graph, GraphView};
 use super::search::{greedy_descent, search_layer, with_scratch, Cand, Expand};
 use super::visited::VisitedPool;
 use super::HnswParams;
@@ -95,6 +95,40 @@ impl GraphBuilder {
             self.upper
                 .push((0..level).map(|_| Mutex::new(Vec::new())).collect());
         }
+    }
+
+    /// A builder holding a copy of the frozen graph `g` (its nodes with their levels, links
+    /// and entry point), to which more nodes can be added and inserted: a merge reuses the
+    /// graph of its largest input this way instead of rebuilding it. `None` if `g` was built
+    /// with another degree than `params`.
+    pub(crate) fn from_view(params: HnswParams, g: &GraphView<'_>) -> Option<GraphBuilder> {
+        if g.m != params.m || g.m0 != params.m0() {
+            return None;
+        }
+        let n = g.len();
+        let mut b = GraphBuilder::new(params);
+        let w = b.width();
+        b.l0.reserve_exact(n * w);
+        b.locks.reserve_exact(n);
+        b.upper.reserve_exact(n);
+        let mut list = Vec::with_capacity(w);
+        for node in 0..n as u32 {
+            g.neighbors(node, 0, &mut list);
+            list.truncate(w - 1);
+            b.l0.push(AtomicU32::new(list.len() as u32));
+            b.l0.extend(list.iter().map(|x| AtomicU32::new(*x)));
+            b.l0.extend((list.len()..w - 1).map(|_| AtomicU32::new(0)));
+            b.locks.push(Mutex::new(()));
+            let levels = (1..=g.levels(node))
+                .map(|level| {
+                    g.neighbors(node, level, &mut list);
+                    Mutex::new(list.clone())
+                })
+                .collect();
+            b.upper.push(levels);
+        }
+        *b.entry.write() = g.entry();
+        Some(b)
     }
 
     /// Build a graph over every row of `vs`, in parallel on the current rayon pool.

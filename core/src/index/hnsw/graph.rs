@@ -176,6 +176,15 @@ impl<'a> GraphView<'a> {
         }
     }
 
+    /// Upper levels of `node` (0 for a node on layer 0 only).
+    pub(crate) fn levels(&self, node: u32) -> usize {
+        let n = node as usize;
+        match (self.offsets.get(n), self.offsets.get(n + 1)) {
+            (Some(a), Some(b)) => (b.saturating_sub(*a) as usize) / (1 + self.m),
+            _ => 0,
+        }
+    }
+
     /// Bytes of the link arrays (for statistics).
     pub(crate) fn bytes(&self) -> usize {
         4 * (self.l0.len() + self.offsets.len() + self.upper.len())
