@@ -10,10 +10,13 @@ use rayon::prelude::*;
 
 use super::appendable::AppendableSegment;
 use super::options::{CompactionPolicy, DbOptions, Durability};
-use super::state::{hnsw_params, indexed_fields, Frozen, Knobs, SealedSegment, State};
+use super::state::{
+    hnsw_params, indexed_fields, sealed_payload, search_sealed, Frozen, Knobs, SealedSegment, State,
+};
 use crate::distance::{normalize, Kernels};
 use crate::error::{Error, Result};
 use crate::filter::bitset::Bitset;
+use crate::filter::cache::KeyedFilter;
 use crate::filter::expr::Filter;
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::{validate_payload, Payload};
@@ -22,6 +25,7 @@ use crate::index::hnsw::graph::FrozenGraph;
 use crate::index::hnsw::visited::VisitedPool;
 use crate::index::ivfpq::{self, FrozenIvfPq, IvfPqParams};
 use crate::index::lsh::{self, FrozenLsh, LshParams};
+use crate::index::topk::TopK;
 use crate::storage::manifest::{DeleteMeta, Manifest, SegmentMeta};
 use crate::storage::segment::reader::{IndexView, SegmentReader};
 use crate::storage::segment::writer::{write_segment, SegmentData, SegmentIndex};
@@ -579,7 +583,7 @@ impl Collection {
                 .sealed
                 .iter()
                 .filter(|s| pick.contains(&s.id))
-                .map(|s| (s.id, Arc::clone(&s.reader), s.deleted.clone()))
+                .map(|s| (s.id, Arc::clone(&s.reader), Bitset::clone(&s.deleted)))
                 .collect();
             order_for_reuse(&mut inputs);
             inputs
@@ -670,7 +674,8 @@ impl Collection {
                 for r in (0..s.reader.rows()).filter(|r| !snap.get(*r)) {
                     if s.deleted.get(r) {
                         if let Some(seg) = &mut seg {
-                            seg.deleted.insert(row);
+                            // Written to the merged segment's deletion file below.
+                            Arc::make_mut(&mut seg.deleted).insert(row);
                         }
                     }
                     row += 1;
@@ -840,9 +845,89 @@ impl Collection {
         let mut buf = Vec::new();
         let q = self.prepare_query(query, &mut buf, k)?;
         let knobs = self.resolve_knobs(params, k)?;
-        let st = self.state.read();
-        let found = st.search(q, &knobs, &self.visited, params.filter.as_ref())?;
-        Self::to_hits(&st, found, params)
+        let mut hits = self.search_snapshot(q, 1, &knobs, params)?;
+        Ok(hits.pop().unwrap_or_default())
+    }
+
+    /// Search `nq` prepared queries (`nq * dim` floats; in parallel when more than one).
+    /// The in-memory segments are searched under the state lock, and a snapshot of the
+    /// sealed segments (their readers and deletion bitsets, shared) is taken under the same
+    /// lock; the sealed segments are then searched on that snapshot with the lock released,
+    /// so a long search holds off no writer, and a segment replaced meanwhile stays mapped
+    /// (its file is removed when the last snapshot holding it is dropped).
+    fn search_snapshot(
+        &self,
+        queries: &[f32],
+        nq: usize,
+        knobs: &Knobs,
+        params: &SearchParams,
+    ) -> Result<Vec<Vec<Hit>>> {
+        let dim = self.config.dim;
+        let filter = params.filter.as_ref().map(KeyedFilter::new);
+        let filter = filter.as_ref();
+        let search_unsealed = |st: &State, q: &[f32]| {
+            let mut top = TopK::new(knobs.k);
+            st.search_unsealed(q, knobs, &self.visited, filter, &mut top);
+            top.into_sorted()
+        };
+        let (sealed, ctx, partial, mut payloads) = {
+            let st = self.state.read();
+            let partial: Vec<Vec<(u64, f32)>> = if nq == 1 {
+                vec![search_unsealed(&st, queries)]
+            } else {
+                queries
+                    .par_chunks(dim)
+                    .map(|q| search_unsealed(&st, q))
+                    .collect()
+            };
+            // Payloads of in-memory hits are read now; sealed ones from the snapshot.
+            let mut payloads = std::collections::HashMap::new();
+            if params.include_payload {
+                for (id, _) in partial.iter().flatten() {
+                    payloads.insert(*id, st.payload_of(*id)?);
+                }
+            }
+            (st.sealed_snapshot(), st.ctx(), partial, payloads)
+        };
+        let finish = |q: &[f32], part: &Vec<(u64, f32)>| -> Result<Vec<(u64, f32)>> {
+            let mut top = TopK::new(knobs.k);
+            for (id, d) in part {
+                top.push(*d, *id);
+            }
+            search_sealed(ctx, &sealed, q, knobs, &self.visited, filter, &mut top)?;
+            Ok(top.into_sorted())
+        };
+        let found: Vec<Vec<(u64, f32)>> = if nq == 1 {
+            vec![finish(queries, &partial[0])?]
+        } else {
+            queries
+                .par_chunks(dim)
+                .zip(partial.par_iter())
+                .map(|(q, part)| finish(q, part))
+                .collect::<Result<_>>()?
+        };
+        found
+            .into_iter()
+            .map(|f| {
+                f.into_iter()
+                    .map(|(id, distance)| {
+                        let payload = if params.include_payload {
+                            Some(match payloads.remove(&id) {
+                                Some(p) => p,
+                                None => sealed_payload(&sealed, id)?.unwrap_or_default(),
+                            })
+                        } else {
+                            None
+                        };
+                        Ok(Hit {
+                            id,
+                            distance,
+                            payload,
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// Search many queries (row-major, `nq * dim` floats) in parallel over rayon. Same
@@ -875,27 +960,26 @@ impl Collection {
         for q in queries.chunks_exact(dim) {
             prepared.extend_from_slice(self.prepare_query(q, &mut buf, k)?);
         }
+        if self.config.index != IndexConfig::Flat || params.filter.is_some() {
+            return self.search_snapshot(&prepared, nq, &knobs, params);
+        }
+        // Exact unfiltered search of a flat collection: blocks of queries per pass over the
+        // vectors, under the state lock.
         let st = self.state.read();
-        let found: Vec<Vec<(u64, f32)>> =
-            if self.config.index == IndexConfig::Flat && params.filter.is_none() {
-                let block = crate::index::flat::QUERY_BLOCK;
-                // Enough blocks to keep every thread busy, never more than `block` per block.
-                let per = nq
-                    .div_ceil(rayon::current_num_threads().max(1))
-                    .clamp(1, block);
-                prepared
-                    .par_chunks(per * dim)
-                    .flat_map_iter(|chunk| {
-                        let qs: Vec<&[f32]> = chunk.chunks_exact(dim).collect();
-                        st.search_flat_block(&qs, k)
-                    })
-                    .collect()
-            } else {
-                prepared
-                    .par_chunks(dim)
-                    .map(|q| st.search(q, &knobs, &self.visited, params.filter.as_ref()))
-                    .collect::<Result<_>>()?
-            };
+        let found: Vec<Vec<(u64, f32)>> = {
+            let block = crate::index::flat::QUERY_BLOCK;
+            // Enough blocks to keep every thread busy, never more than `block` per block.
+            let per = nq
+                .div_ceil(rayon::current_num_threads().max(1))
+                .clamp(1, block);
+            prepared
+                .par_chunks(per * dim)
+                .flat_map_iter(|chunk| {
+                    let qs: Vec<&[f32]> = chunk.chunks_exact(dim).collect();
+                    st.search_flat_block(&qs, k)
+                })
+                .collect()
+        };
         found
             .into_iter()
             .map(|f| Self::to_hits(&st, f, params))
@@ -971,7 +1055,7 @@ impl Collection {
             let st = self.state.read();
             st.sealed
                 .iter()
-                .map(|s| (s.id, Arc::clone(&s.reader), s.deleted.clone()))
+                .map(|s| (s.id, Arc::clone(&s.reader), Bitset::clone(&s.deleted)))
                 .collect()
         };
         order_for_reuse(&mut old);
@@ -1111,8 +1195,7 @@ impl Collection {
                         continue;
                     }
                     if f.dead.get(r) {
-                        seg.deleted.insert(row);
-                        seg.dirty = true;
+                        seg.delete_row(row);
                     }
                     row += 1;
                 }
@@ -1709,5 +1792,39 @@ mod tests {
         let dead = [(1, 100, 100), (2, 50, 0)];
         assert_eq!(pick_merge(&p, &dead), None);
         assert_eq!(pick_merge(&p, &[]), None);
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+
+    /// A replaced segment's file stays until the last holder of its reader (a search
+    /// snapshot, a merge) lets go, then disappears.
+    #[test]
+    fn retired_segment_file_outlives_its_last_reader_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = CollectionConfig::new(2, Metric::L2);
+        let p = Payload::new();
+        let b = write_sealed(
+            dir.path(),
+            &config,
+            7,
+            &[1, 2],
+            &[0.0, 1.0, 2.0, 3.0],
+            &[&p, &p],
+            &BuiltIndex::Flat,
+        )
+        .expect("write");
+        let path = dir.path().join(&b.name);
+        let seg = SealedSegment::fresh(b.id, b.reader, b.index, None);
+        let snapshot = seg.clone();
+        let mut st = State::new(&config, Kernels::best(), vec![seg]);
+        retire(&mut st, |_| true);
+        assert!(st.sealed.is_empty());
+        assert!(path.exists(), "a snapshot still holds the reader");
+        assert_eq!(snapshot.reader.vector(1), &[2.0, 3.0]);
+        drop(snapshot);
+        assert!(!path.exists(), "removed with its last reader");
     }
 }

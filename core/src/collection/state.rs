@@ -27,19 +27,36 @@ use crate::types::{CollectionConfig, IndexConfig};
 
 use super::appendable::AppendableSegment;
 
-#[derive(Debug)]
+/// A sealed segment as the state holds it: the shared, immutable part and the deletions.
+/// Cloning is two `Arc` clones: a search takes a snapshot of every sealed segment this way
+/// and runs on it without the state lock. A writer changes `deleted` copy-on-write
+/// (`Arc::make_mut`), so a snapshot keeps the deletions it was taken with.
+#[derive(Debug, Clone)]
 pub(crate) struct SealedSegment {
-    pub id: u64,
-    pub reader: Arc<SegmentReader>,
-    pub deleted: Bitset,
+    pub data: Arc<SealedData>,
+    pub deleted: Arc<Bitset>,
     /// Deletions changed since the last checkpoint (a new deletion file is due).
     pub dirty: bool,
+}
+
+/// The immutable part of a sealed segment.
+#[derive(Debug)]
+pub(crate) struct SealedData {
+    pub id: u64,
+    pub reader: Arc<SegmentReader>,
     /// Payload index, built from the segment's payloads on the first filtered query.
     pub payload_index: OnceLock<PayloadIndex>,
-    /// Recent filter results.
+    /// Recent filter results (before deletions).
     pub filter_cache: FilterCache,
     /// The payload fields the collection indexes.
     only: IndexedFields,
+}
+
+impl std::ops::Deref for SealedSegment {
+    type Target = SealedData;
+    fn deref(&self) -> &SealedData {
+        &self.data
+    }
 }
 
 impl SealedSegment {
@@ -49,14 +66,26 @@ impl SealedSegment {
         deleted: Bitset,
         only: IndexedFields,
     ) -> SealedSegment {
+        SealedSegment::with_index(id, reader, deleted, only, OnceLock::new())
+    }
+
+    fn with_index(
+        id: u64,
+        reader: Arc<SegmentReader>,
+        deleted: Bitset,
+        only: IndexedFields,
+        payload_index: OnceLock<PayloadIndex>,
+    ) -> SealedSegment {
         SealedSegment {
-            id,
-            reader,
-            deleted,
+            data: Arc::new(SealedData {
+                id,
+                reader,
+                payload_index,
+                filter_cache: FilterCache::default(),
+                only,
+            }),
+            deleted: Arc::new(deleted),
             dirty: false,
-            payload_index: OnceLock::new(),
-            filter_cache: FilterCache::default(),
-            only,
         }
     }
 
@@ -69,10 +98,16 @@ impl SealedSegment {
         only: IndexedFields,
     ) -> SealedSegment {
         let rows = reader.rows();
-        let seg = SealedSegment::new(id, Arc::new(reader), Bitset::new(rows), only);
+        let built = OnceLock::new();
         // A new OnceLock is empty, so this cannot fail.
-        let _ = seg.payload_index.set(index);
-        seg
+        let _ = built.set(index);
+        SealedSegment::with_index(id, Arc::new(reader), Bitset::new(rows), only, built)
+    }
+
+    /// Mark `row` deleted (copy-on-write if a search snapshot shares the bitset).
+    pub(crate) fn delete_row(&mut self, row: usize) {
+        Arc::make_mut(&mut self.deleted).insert(row);
+        self.dirty = true;
     }
 
     /// Live rows matching `filter`.
@@ -98,6 +133,12 @@ impl SealedSegment {
         Ok(b)
     }
 
+    pub(crate) fn live_count(&self) -> usize {
+        self.reader.rows() - self.deleted.count_ones()
+    }
+}
+
+impl SealedData {
     /// The payload index: read from the segment file on first use, or (format v1 files)
     /// built by decoding every payload once.
     pub(crate) fn payload_index(&self) -> Result<&PayloadIndex> {
@@ -118,10 +159,6 @@ impl SealedSegment {
         // Two threads may build it at once; either result is the same.
         let _ = self.payload_index.set(ix);
         Ok(self.payload_index.get().expect("set just above"))
-    }
-
-    pub(crate) fn live_count(&self) -> usize {
-        self.reader.rows() - self.deleted.count_ones()
     }
 }
 
@@ -381,9 +418,7 @@ impl State {
                 None => false,
             },
             Some(Location::Sealed { seg, row }) => {
-                let s = &mut self.sealed[seg];
-                s.deleted.insert(row);
-                s.dirty = true;
+                self.sealed[seg].delete_row(row);
                 true
             }
             None => false,
@@ -424,37 +459,27 @@ impl State {
     /// `FLAT_SCAN_MAX_ROWS`) or a graph search with beam `ef`. With a filter, the payload
     /// index gives the passing rows first; when they are few, only they are scanned (exact),
     /// otherwise the graph is searched, traversing rejected rows but returning passing ones.
-    pub(crate) fn search(
+    /// What searching needs besides the segments.
+    pub(crate) fn ctx(&self) -> Ctx {
+        Ctx {
+            kernels: self.kernels,
+            metric: self.config.metric,
+            dim: self.config.dim,
+            m0: hnsw_params(&self.config).map_or(32, |p| p.m0()),
+        }
+    }
+
+    /// Search the in-memory segments (frozen and appendable) into `top`. The sealed ones
+    /// are searched with [`search_sealed`], on a snapshot taken under the same lock.
+    pub(crate) fn search_unsealed(
         &self,
         query: &[f32],
         knobs: &Knobs,
         pool: &VisitedPool,
-        filter: Option<&Filter>,
-    ) -> Result<Vec<(u64, f32)>> {
-        let filter = filter.map(KeyedFilter::new);
-        let filter = filter.as_ref();
-        let mut top = TopK::new(knobs.k);
-        for s in &self.sealed {
-            let allowed = match filter {
-                Some(f) => Some(s.passing(f)?),
-                None => None,
-            };
-            let ids = s.reader.ids();
-            let view = s.reader.index();
-            let seg = SegmentView {
-                vectors: s.reader.vectors(),
-                deleted: &s.deleted,
-                allowed: allowed.as_ref(),
-                index: match &view {
-                    IndexView::Flat => Ann::None,
-                    IndexView::Hnsw(g) => Ann::Graph(g),
-                    IndexView::IvfPq(ix) => Ann::IvfPq(*ix),
-                    IndexView::Lsh(ix) => Ann::Lsh(*ix),
-                },
-                ids: &|r| ids[r],
-            };
-            self.search_segment(&seg, query, knobs, pool, &mut top);
-        }
+        filter: Option<&KeyedFilter<'_>>,
+        top: &mut TopK,
+    ) {
+        let ctx = self.ctx();
         if let Some(fz) = &self.frozen {
             let a = &fz.seg;
             let allowed = filter.map(|f| a.passing_except(f, &fz.dead));
@@ -465,7 +490,7 @@ impl State {
                 index: a.graph.as_ref().map_or(Ann::None, |g| Ann::Graph(g)),
                 ids: &|r| a.ids[r],
             };
-            self.search_segment(&seg, query, knobs, pool, &mut top);
+            ctx.search_segment(&seg, query, knobs, pool, top);
         }
         let a = &self.appendable;
         let allowed = filter.map(|f| a.passing(f));
@@ -476,10 +501,73 @@ impl State {
             index: a.graph.as_ref().map_or(Ann::None, |g| Ann::Graph(g)),
             ids: &|r| a.ids[r],
         };
-        self.search_segment(&seg, query, knobs, pool, &mut top);
-        Ok(top.into_sorted())
+        ctx.search_segment(&seg, query, knobs, pool, top);
     }
 
+    /// The sealed segments as they are now (two `Arc` clones each): searches run on this
+    /// after releasing the state lock.
+    pub(crate) fn sealed_snapshot(&self) -> Vec<SealedSegment> {
+        self.sealed.clone()
+    }
+}
+
+/// What searching needs besides the segments (copied out of the state).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ctx {
+    kernels: &'static Kernels,
+    metric: crate::types::Metric,
+    dim: usize,
+    /// Layer-0 degree of the collection's HNSW graphs (for the scan-or-graph bound).
+    m0: usize,
+}
+
+/// Search sealed segments (a snapshot; no lock needed) into `top`.
+pub(crate) fn search_sealed(
+    ctx: Ctx,
+    sealed: &[SealedSegment],
+    query: &[f32],
+    knobs: &Knobs,
+    pool: &VisitedPool,
+    filter: Option<&KeyedFilter<'_>>,
+    top: &mut TopK,
+) -> Result<()> {
+    for s in sealed {
+        let allowed = match filter {
+            Some(f) => Some(s.passing(f)?),
+            None => None,
+        };
+        let ids = s.reader.ids();
+        let view = s.reader.index();
+        let seg = SegmentView {
+            vectors: s.reader.vectors(),
+            deleted: &s.deleted,
+            allowed: allowed.as_ref(),
+            index: match &view {
+                IndexView::Flat => Ann::None,
+                IndexView::Hnsw(g) => Ann::Graph(g),
+                IndexView::IvfPq(ix) => Ann::IvfPq(*ix),
+                IndexView::Lsh(ix) => Ann::Lsh(*ix),
+            },
+            ids: &|r| ids[r],
+        };
+        ctx.search_segment(&seg, query, knobs, pool, top);
+    }
+    Ok(())
+}
+
+/// The payload of `id` if it has a live row in one of `sealed` (a search snapshot).
+pub(crate) fn sealed_payload(sealed: &[SealedSegment], id: u64) -> Result<Option<Payload>> {
+    for s in sealed.iter().rev() {
+        if let Some(row) = s.reader.find(id) {
+            if !s.deleted.get(row) {
+                return s.reader.payload(row).map(Some);
+            }
+        }
+    }
+    Ok(None)
+}
+
+impl Ctx {
     /// Whether scanning `passing` rows exactly is cheaper than a filtered graph search of a
     /// segment of `rows`: a scan costs `passing` distances; a graph search about
     /// `ef * 2m / s` with pass rate `s = passing / rows`. Equal when
@@ -488,7 +576,7 @@ impl State {
         match index {
             Ann::None => true,
             Ann::Graph(_) => {
-                let m0 = hnsw_params(&self.config).map_or(32, |p| p.m0());
+                let m0 = self.m0;
                 // Measured on text-minilm-dev (20k, ef 64): scaling this bound by 0.25 or
                 // 0.5 sent 10-30% filters to the graph and cut their QPS 3-13x; by 2 or 4 it
                 // scanned 50-100% filters and cut QPS 1.7-9x. 1 was best at every
@@ -518,7 +606,7 @@ impl State {
         top: &mut TopK,
     ) {
         let (k, ef) = (knobs.k, knobs.ef);
-        let (kernels, metric, dim) = (self.kernels, self.config.metric, self.config.dim);
+        let (kernels, metric, dim) = (self.kernels, self.metric, self.dim);
         let rows = seg.vectors.len() / dim;
         let dist_row =
             |r: usize| kernels.distance(metric, query, &seg.vectors[r * dim..(r + 1) * dim]);
@@ -638,7 +726,9 @@ impl State {
             ),
         }
     }
+}
 
+impl State {
     /// Locations of up to `limit` live points matching `filter`, in segment order.
     pub(crate) fn matching(&self, filter: &Filter, limit: usize) -> Result<Vec<Location>> {
         let filter = &KeyedFilter::new(filter);
