@@ -162,6 +162,8 @@ struct MergeJob {
     /// The input segments with their deletions when the merge started: the merged rows are
     /// their live rows, in this order.
     inputs: Vec<(u64, Bitset)>,
+    /// Set by `close()`: the build gives up early and writes nothing.
+    stop: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for MergeJob {
@@ -592,17 +594,20 @@ impl Collection {
         ws.manifest.next_segment_id += 1;
         let job_inputs = inputs.iter().map(|(i, _, d)| (*i, d.clone())).collect();
         let (dir, config, kernels) = (self.dir.clone(), self.config.clone(), self.kernels);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_build = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name("trovedb-merge".into())
             .spawn(move || {
                 #[cfg(feature = "testing")]
                 crate::testing::merge_gate(&dir);
-                build_merged(&dir, &config, kernels, &inputs, id, true)
+                build_merged(&dir, &config, kernels, &inputs, id, true, &stop_build)
             })
             .map_err(|e| Error::io(&self.dir, e))?;
         ws.merge = Some(MergeJob {
             handle,
             inputs: job_inputs,
+            stop,
         });
         Ok(())
     }
@@ -1066,7 +1071,16 @@ impl Collection {
         let mut m = ws.manifest.clone();
         let id = m.next_segment_id;
         m.next_segment_id += 1;
-        let new_seg = build_merged(&self.dir, &self.config, self.kernels, &old, id, false)?;
+        let never = AtomicBool::new(false);
+        let new_seg = build_merged(
+            &self.dir,
+            &self.config,
+            self.kernels,
+            &old,
+            id,
+            false,
+            &never,
+        )?;
         drop(old);
         let garbage: Vec<String> = m
             .segments
@@ -1402,8 +1416,12 @@ impl Collection {
         } else {
             Ok(())
         };
-        // Poisoned or not, no merge thread outlives the handle (a poisoned collection
-        // discards its result).
+        // Poisoned or not, no merge thread outlives the handle: a merge still building is
+        // stopped (its inputs stay; a later open may merge them again), a finished one is
+        // published (a poisoned collection discards it).
+        if let Some(j) = &ws.merge {
+            j.stop.store(true, Ordering::Release);
+        }
         let published = published.and(self.publish_merge_locked(&mut ws, true));
         ws.wal.sync()?;
         published
@@ -1536,8 +1554,10 @@ fn build_merged(
     inputs: &[(u64, Arc<SegmentReader>, Bitset)],
     id: u64,
     background: bool,
+    stop: &AtomicBool,
 ) -> Result<Option<SealBuild>> {
     let dim = config.dim;
+    let stopped = || stop.load(Ordering::Acquire);
     let live: usize = inputs
         .iter()
         .map(|(_, r, d)| r.rows() - d.count_ones())
@@ -1549,6 +1569,9 @@ fn build_merged(
     let mut vectors = Vec::with_capacity(live * dim);
     let mut owned = Vec::with_capacity(live);
     for (_, r, deleted) in inputs {
+        if stopped() {
+            return Err(Error::Closed);
+        }
         for row in (0..r.rows()).filter(|row| !deleted.get(*row)) {
             ids.push(r.ids()[row]);
             vectors.extend_from_slice(r.vector(row));
@@ -1556,12 +1579,16 @@ fn build_merged(
         }
     }
     let payloads: Vec<&Payload> = owned.iter().collect();
-    let index = || merged_index(config, kernels, inputs, &vectors);
+    let index = || merged_index(config, kernels, inputs, &vectors, stop);
     let built = if background {
         crate::background::build_merge(index)
     } else {
         crate::background::build(index)
     };
+    // A stopped build is incomplete: nothing is written.
+    if stopped() {
+        return Err(Error::Closed);
+    }
     write_sealed(dir, config, id, &ids, &vectors, &payloads, &built).map(Some)
 }
 
@@ -1588,6 +1615,7 @@ fn merged_index(
     kernels: &'static Kernels,
     inputs: &[(u64, Arc<SegmentReader>, Bitset)],
     vectors: &[f32],
+    stop: &AtomicBool,
 ) -> BuiltIndex {
     let rebuild = std::env::var_os("TROVEDB_MERGE_REBUILD").is_some_and(|v| v == "1");
     if let (Some(params), Some((_, first, deleted)), false) =
@@ -1604,14 +1632,14 @@ fn merged_index(
                 let (have, n) = (b.len_nodes(), vectors.len() / config.dim);
                 if have <= n {
                     b.add_nodes(n - have);
-                    b.insert_range(have, n, &vs);
+                    b.insert_range_or_stop(have, n, &vs, stop);
                     return BuiltIndex::Hnsw(b.freeze());
                 }
             }
         }
     }
     let empty = AppendableSegment::new(config.dim, None, None);
-    build_index_with(config, kernels, &empty, usize::MAX, vectors)
+    build_index_with(config, kernels, &empty, usize::MAX, vectors, stop)
 }
 
 /// Build and write the sealed segment of a frozen appendable segment (background thread).
@@ -1629,8 +1657,16 @@ fn build_sealed(
         vectors.extend_from_slice(a.vector(*r));
     }
     let payloads: Vec<&Payload> = rows.iter().map(|r| &a.payloads[*r]).collect();
-    let built =
-        crate::background::build(|| build_index_with(config, kernels, a, rows.len(), &vectors));
+    let built = crate::background::build(|| {
+        build_index_with(
+            config,
+            kernels,
+            a,
+            rows.len(),
+            &vectors,
+            &AtomicBool::new(false),
+        )
+    });
     write_sealed(dir, config, id, &ids, &vectors, &payloads, &built)
 }
 
@@ -1675,13 +1711,15 @@ fn write_sealed(
 }
 
 /// Build the index of a segment about to be sealed from the appendable `a`, whose live rows
-/// are `vectors` (`live` of them).
+/// are `vectors` (`live` of them). An HNSW build gives up early once `stop` is set (the
+/// caller then discards the result).
 fn build_index_with(
     config: &CollectionConfig,
     kernels: &'static Kernels,
     a: &AppendableSegment,
     live: usize,
     vectors: &[f32],
+    stop: &AtomicBool,
 ) -> BuiltIndex {
     let (dim, metric) = (config.dim, config.metric);
     match &config.index {
@@ -1700,7 +1738,7 @@ fn build_index_with(
                         kernels,
                         metric,
                     };
-                    BuiltIndex::Hnsw(GraphBuilder::build(params, &vs).freeze())
+                    BuiltIndex::Hnsw(GraphBuilder::build_or_stop(params, &vs, stop).freeze())
                 }
                 (_, None) => BuiltIndex::Flat,
             }

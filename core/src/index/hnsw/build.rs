@@ -5,7 +5,7 @@
 //! With one thread the result is deterministic for a seed (levels are a pure function of
 //! (seed, node)).
 
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
@@ -132,27 +132,54 @@ impl GraphBuilder {
     }
 
     /// Build a graph over every row of `vs`, in parallel on the current rayon pool.
+    #[cfg(test)]
     pub(crate) fn build(params: HnswParams, vs: &VectorSet<'_>) -> GraphBuilder {
+        GraphBuilder::build_or_stop(params, vs, &AtomicBool::new(false))
+    }
+
+    /// [`GraphBuilder::build`], giving up early once `stop` is set (the graph is then
+    /// incomplete and must be thrown away).
+    pub(crate) fn build_or_stop(
+        params: HnswParams,
+        vs: &VectorSet<'_>,
+        stop: &AtomicBool,
+    ) -> GraphBuilder {
         let n = vs.data.len() / vs.dim;
         let mut b = GraphBuilder::new(params);
         b.add_nodes(n);
-        b.insert_range(0, n, vs);
+        b.insert_range_or_stop(0, n, vs, stop);
         b
     }
 
     /// Insert nodes `from..to` (already allocated) using every rayon thread.
     pub(crate) fn insert_range(&self, from: usize, to: usize, vs: &VectorSet<'_>) {
+        self.insert_range_or_stop(from, to, vs, &AtomicBool::new(false));
+    }
+
+    /// [`GraphBuilder::insert_range`], skipping the remaining nodes once `stop` is set.
+    pub(crate) fn insert_range_or_stop(
+        &self,
+        from: usize,
+        to: usize,
+        vs: &VectorSet<'_>,
+        stop: &AtomicBool,
+    ) {
         let seq_end = if rayon::current_num_threads() == 1 {
             to
         } else {
             to.min(from.max(SEQUENTIAL_PREFIX))
         };
         for i in from..seq_end {
+            if stop.load(Relaxed) {
+                return;
+            }
             self.insert(i as u32, vs);
         }
-        (seq_end..to)
-            .into_par_iter()
-            .for_each(|i| self.insert(i as u32, vs));
+        (seq_end..to).into_par_iter().for_each(|i| {
+            if !stop.load(Relaxed) {
+                self.insert(i as u32, vs);
+            }
+        });
     }
 
     fn read_l0(&self, node: u32, out: &mut Vec<u32>) {
