@@ -355,8 +355,9 @@ fn close_during_a_merge_loses_nothing() {
     assert!(st.segments.len() == 1 || st.segments.len() == 4, "{st:?}");
     let files: Vec<String> = std::fs::read_dir(dir.path().join("collections/c"))
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".seg") || n.ends_with(".tmp"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg" || x == "tmp"))
+        .map(|p| p.display().to_string())
         .collect();
     assert_eq!(files.len(), st.segments.len(), "{files:?}");
 }
