@@ -58,15 +58,16 @@ fn lower_priority(_nice: i32) {}
 /// from inside a rayon pool already (a caller that chose its own pool, e.g. a one-thread
 /// pool for a deterministic build), `f` runs right there instead.
 pub(crate) fn build<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    match pool() {
-        Some(p) if rayon::current_thread_index().is_none() => p.install(f),
-        _ => f(),
-    }
+    install(pool(), f)
 }
 
 /// Like [`build`], on the lower-priority pool of background merges.
 pub(crate) fn build_merge<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    match merge_pool() {
+    install(merge_pool(), f)
+}
+
+fn install<R: Send>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
+    match pool {
         Some(p) if rayon::current_thread_index().is_none() => p.install(f),
         _ => f(),
     }

@@ -35,14 +35,7 @@ static FAULT: Mutex<Option<Fault>> = Mutex::new(None);
 /// Make the file operation number `n` (0-based) under `dir` fail once with OS error
 /// `errno`. Replaces any armed fault.
 pub fn fail_io_after(dir: &Path, n: u64, errno: i32) {
-    *FAULT.lock() = Some(Fault {
-        mode: Mode::Fail,
-        under: dir.to_path_buf(),
-        countdown: n,
-        errno,
-        seen: 0,
-        fired: false,
-    });
+    arm(Mode::Fail, dir, n, errno);
 }
 
 /// Make the data write number `n` (0-based; writes only, under `dir`) a torn write: only
@@ -50,8 +43,12 @@ pub fn fail_io_after(dir: &Path, n: u64, errno: i32) {
 /// fails with OS error `errno`, as on a device that filled up or failed mid-write.
 /// Replaces any armed fault.
 pub fn tear_write_after(dir: &Path, n: u64, errno: i32) {
+    arm(Mode::Tear, dir, n, errno);
+}
+
+fn arm(mode: Mode, dir: &Path, n: u64, errno: i32) {
     *FAULT.lock() = Some(Fault {
-        mode: Mode::Tear,
+        mode,
         under: dir.to_path_buf(),
         countdown: n,
         errno,

@@ -156,12 +156,16 @@ struct WriteState {
     merge_retry_after: Option<std::time::Instant>,
 }
 
+/// An input of a merge: segment id, reader, and its deletions when the merge started (shared
+/// with the state's copy-on-write bitset, so later deletions do not show in it).
+type MergeInput = (u64, Arc<SegmentReader>, Arc<Bitset>);
+
 /// A background merge of sealed segments.
 struct MergeJob {
     handle: std::thread::JoinHandle<Result<Option<SealBuild>>>,
     /// The input segments with their deletions when the merge started: the merged rows are
     /// their live rows, in this order.
-    inputs: Vec<(u64, Bitset)>,
+    inputs: Vec<(u64, Arc<Bitset>)>,
     /// Set by `close()`: the build gives up early and writes nothing.
     stop: Arc<AtomicBool>,
 }
@@ -571,7 +575,7 @@ impl Collection {
         {
             return Ok(());
         }
-        let inputs: Vec<(u64, Arc<SegmentReader>, Bitset)> = {
+        let inputs: Vec<MergeInput> = {
             let st = self.state.read();
             let sizes: Vec<(u64, usize, usize)> = st
                 .sealed
@@ -581,18 +585,18 @@ impl Collection {
             let Some(pick) = pick_merge(&policy, &sizes) else {
                 return Ok(());
             };
-            let mut inputs: Vec<(u64, Arc<SegmentReader>, Bitset)> = st
+            let mut inputs: Vec<MergeInput> = st
                 .sealed
                 .iter()
                 .filter(|s| pick.contains(&s.id))
-                .map(|s| (s.id, Arc::clone(&s.reader), Bitset::clone(&s.deleted)))
+                .map(|s| (s.id, Arc::clone(&s.reader), Arc::clone(&s.deleted)))
                 .collect();
             order_for_reuse(&mut inputs);
             inputs
         };
         let id = ws.manifest.next_segment_id;
         ws.manifest.next_segment_id += 1;
-        let job_inputs = inputs.iter().map(|(i, _, d)| (*i, d.clone())).collect();
+        let job_inputs = inputs.iter().map(|(i, _, d)| (*i, Arc::clone(d))).collect();
         let (dir, config, kernels) = (self.dir.clone(), self.config.clone(), self.kernels);
         let stop = Arc::new(AtomicBool::new(false));
         let stop_build = Arc::clone(&stop);
@@ -619,14 +623,7 @@ impl Collection {
     /// recorded and dropped (the inputs stay; merging pauses for a while); a failed
     /// manifest write poisons the collection like any other.
     fn publish_merge_locked(&self, ws: &mut WriteState, wait: bool) -> Result<()> {
-        if !ws
-            .merge
-            .as_ref()
-            .is_some_and(|j| wait || j.handle.is_finished())
-        {
-            return Ok(());
-        }
-        let Some(job) = ws.merge.take() else {
+        let Some(job) = ws.merge.take_if(|j| wait || j.handle.is_finished()) else {
             return Ok(());
         };
         let built = job
@@ -649,16 +646,31 @@ impl Collection {
             return Ok(());
         }
         let r = self.publish_merge(ws, &job.inputs, built);
+        if r.is_ok() {
+            ws.merges_done += 1;
+        }
+        r
+    }
+
+    /// Publish a merged segment in place of `inputs` (see [`Self::publish_merge_locked`]);
+    /// any error poisons the collection.
+    fn publish_merge(
+        &self,
+        ws: &mut WriteState,
+        inputs: &[(u64, Arc<Bitset>)],
+        built: Option<SealBuild>,
+    ) -> Result<()> {
+        let r = self.publish_merge_inner(ws, inputs, built);
         if let Err(e) = &r {
             ws.poisoned = Some(e.to_string());
         }
         r
     }
 
-    fn publish_merge(
+    fn publish_merge_inner(
         &self,
         ws: &mut WriteState,
-        inputs: &[(u64, Bitset)],
+        inputs: &[(u64, Arc<Bitset>)],
         built: Option<SealBuild>,
     ) -> Result<()> {
         let now = ws.next_lsn - 1;
@@ -721,7 +733,6 @@ impl Collection {
             st.sealed.extend(seg);
         }
         ws.manifest = m;
-        ws.merges_done += 1;
         for f in garbage {
             fsutil::remove_if_exists(&self.dir.join(f))?;
         }
@@ -1056,11 +1067,11 @@ impl Collection {
             return Err(Error::Poisoned { first });
         }
         // Writers are held by `ws`, so the segments and their deletions cannot change now.
-        let mut old: Vec<(u64, Arc<SegmentReader>, Bitset)> = {
+        let mut old: Vec<MergeInput> = {
             let st = self.state.read();
             st.sealed
                 .iter()
-                .map(|s| (s.id, Arc::clone(&s.reader), Bitset::clone(&s.deleted)))
+                .map(|s| (s.id, Arc::clone(&s.reader), Arc::clone(&s.deleted)))
                 .collect()
         };
         order_for_reuse(&mut old);
@@ -1068,11 +1079,10 @@ impl Collection {
         if old.len() <= 1 && dropped == 0 {
             return Ok(0);
         }
-        let mut m = ws.manifest.clone();
-        let id = m.next_segment_id;
-        m.next_segment_id += 1;
+        let id = ws.manifest.next_segment_id;
+        ws.manifest.next_segment_id += 1;
         let never = AtomicBool::new(false);
-        let new_seg = build_merged(
+        let built = build_merged(
             &self.dir,
             &self.config,
             self.kernels,
@@ -1081,37 +1091,9 @@ impl Collection {
             false,
             &never,
         )?;
-        drop(old);
-        let garbage: Vec<String> = m
-            .segments
-            .iter()
-            .filter_map(|s| s.deletes.as_ref().map(|d| d.file.clone()))
-            .collect();
-        m.segments = new_seg
-            .iter()
-            .map(|b| SegmentMeta {
-                id,
-                file: b.name.clone(),
-                rows: b.rows as u64,
-                deletes: None,
-            })
-            .collect();
-        if let Err(e) = m.store(&self.dir) {
-            ws.poisoned = Some(e.to_string());
-            return Err(e);
-        }
-        {
-            let mut st = self.state.write();
-            retire(&mut st, |_| true);
-            st.sealed.extend(new_seg.into_iter().map(|b| {
-                SealedSegment::fresh(b.id, b.reader, b.index, indexed_fields(&self.config))
-            }));
-        }
-        ws.manifest = m;
-        for f in garbage {
-            fsutil::remove_if_exists(&self.dir.join(f))?;
-        }
-        crate::background::release_free_memory();
+        // Writers were held throughout, so no input row was deleted meanwhile.
+        let inputs: Vec<(u64, Arc<Bitset>)> = old.into_iter().map(|(i, _, d)| (i, d)).collect();
+        self.publish_merge(&mut ws, &inputs, built)?;
         Ok(dropped)
     }
 
@@ -1551,7 +1533,7 @@ fn build_merged(
     dir: &Path,
     config: &CollectionConfig,
     kernels: &'static Kernels,
-    inputs: &[(u64, Arc<SegmentReader>, Bitset)],
+    inputs: &[MergeInput],
     id: u64,
     background: bool,
     stop: &AtomicBool,
@@ -1594,7 +1576,7 @@ fn build_merged(
 
 /// Put first the input whose graph a merge can reuse: the largest with an HNSW index and no
 /// deleted row (its rows become the first rows of the merged segment, unchanged).
-fn order_for_reuse(inputs: &mut [(u64, Arc<SegmentReader>, Bitset)]) {
+fn order_for_reuse(inputs: &mut [MergeInput]) {
     let best = inputs
         .iter()
         .enumerate()
@@ -1613,7 +1595,7 @@ fn order_for_reuse(inputs: &mut [(u64, Arc<SegmentReader>, Bitset)]) {
 fn merged_index(
     config: &CollectionConfig,
     kernels: &'static Kernels,
-    inputs: &[(u64, Arc<SegmentReader>, Bitset)],
+    inputs: &[MergeInput],
     vectors: &[f32],
     stop: &AtomicBool,
 ) -> BuiltIndex {
