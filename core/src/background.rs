@@ -11,7 +11,7 @@
     reason = "FFI calls: setpriority(2) on each pool thread at start; mallopt(3) once; malloc_trim(3) after builds"
 )]
 
-use std::sync::OnceLock;
+use parking_lot::Mutex;
 
 /// Nice value of the index-building threads (seals, `compact()`, graph linking).
 const BUILD_NICE: i32 = 10;
@@ -24,24 +24,75 @@ fn make_pool(name: &'static str, nice: i32) -> Option<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
         .thread_name(move |i| format!("{name}-{i}"))
-        .start_handler(move |_| lower_priority(nice))
+        .start_handler(move |_| {
+            if nice != 0 {
+                lower_priority(nice);
+            }
+        })
         .build()
         .ok()
 }
 
+/// A thread pool that belongs to one process. `fork()` copies a pool into the child without
+/// its threads, and work handed to such a pool waits forever; so the pool is made per
+/// process id, lazily, and a child that inherited its parent's makes its own. The
+/// inherited one is leaked (its threads do not exist in the child, there is nothing to
+/// stop).
+struct ProcessPool {
+    name: &'static str,
+    nice: i32,
+    slot: Mutex<Option<(u32, Option<&'static rayon::ThreadPool>)>>,
+}
+
+impl ProcessPool {
+    const fn new(name: &'static str, nice: i32) -> Self {
+        ProcessPool {
+            name,
+            nice,
+            slot: Mutex::new(None),
+        }
+    }
+
+    fn get(&self) -> Option<&'static rayon::ThreadPool> {
+        let pid = std::process::id();
+        if let Some((owner, pool)) = *self.slot.lock() {
+            if owner == pid {
+                return pool;
+            }
+        }
+        // Built outside the lock, which therefore is only ever held for a copy; two
+        // threads racing here build two pools and the loser's is dropped.
+        let made = make_pool(self.name, self.nice);
+        let mut slot = self.slot.lock();
+        match *slot {
+            Some((owner, pool)) if owner == pid => pool,
+            _ => {
+                let pool = made.map(|p| &*Box::leak(Box::new(p)));
+                *slot = Some((pid, pool));
+                pool
+            }
+        }
+    }
+}
+
+static BUILD_POOL: ProcessPool = ProcessPool::new("trovedb-build", BUILD_NICE);
+static MERGE_POOL: ProcessPool = ProcessPool::new("trovedb-merge", MERGE_NICE);
+/// Batch searches fan out here rather than on rayon's global pool, which a forked child
+/// inherits without threads (a batch search in a child that opened its own handle would
+/// wait forever).
+static SEARCH_POOL: ProcessPool = ProcessPool::new("trovedb-search", 0);
+
 fn pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    POOL.get_or_init(|| make_pool("trovedb-build", BUILD_NICE))
-        .as_ref()
+    BUILD_POOL.get()
 }
 
 fn merge_pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    POOL.get_or_init(|| make_pool("trovedb-merge", MERGE_NICE))
-        .as_ref()
+    MERGE_POOL.get()
 }
 
-#[cfg(unix)]
+// Linux only: there `setpriority(PRIO_PROCESS, 0, ..)` changes the calling thread (nice values
+// are per thread); on macOS and the BSDs the same call would lower the whole host process.
+#[cfg(target_os = "linux")]
 fn lower_priority(nice: i32) {
     // SAFETY: setpriority only reads its integer arguments; `who = 0` with PRIO_PROCESS
     // names the calling thread on Linux (per-thread nice values). Failure is harmless (the
@@ -51,7 +102,7 @@ fn lower_priority(nice: i32) {
     }
 }
 
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 fn lower_priority(_nice: i32) {}
 
 /// Run `f` (and the parallel work it starts) on the background build pool. When called
@@ -59,6 +110,12 @@ fn lower_priority(_nice: i32) {}
 /// pool for a deterministic build), `f` runs right there instead.
 pub(crate) fn build<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     install(pool(), f)
+}
+
+/// Run `f` (a batch search) on this process's search pool, or in place when called from
+/// inside a rayon pool the caller chose.
+pub(crate) fn search<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    install(SEARCH_POOL.get(), f)
 }
 
 /// Like [`build`], on the lower-priority pool of background merges.

@@ -47,10 +47,33 @@ pub enum Error {
         name: String,
     },
     /// Another handle (in this or another process) holds the database lock.
-    #[error("database at {path} is locked by another handle")]
+    #[error(
+        "database at {path} is locked by another handle{}: one handle per directory writes \
+         at a time; close the other handle first",
+        holder.map(|p| format!(" (opened by process {p})")).unwrap_or_default()
+    )]
     Locked {
         /// The lock file.
         path: PathBuf,
+        /// The process id written into the lock file by the handle that holds it, when it
+        /// could be read (the holder may also be a child that inherited its descriptor).
+        holder: Option<u32>,
+    },
+    /// The handle was opened by another process and reached this one through `fork()`.
+    /// Every call on it is refused, so two processes never append to one log; it never
+    /// touches the files. Open the database in the child after the fork (or start
+    /// workers with the `spawn` method), after closing it in the parent.
+    #[error(
+        "this handle was opened by process {opened_by} and inherited by process {current} \
+         across fork(); it refuses every call so that the database is not corrupted: open \
+         the database in the child after the fork (close it in the parent before forking), \
+         or start workers with the 'spawn' method"
+    )]
+    InheritedAcrossFork {
+        /// The process that opened the handle.
+        opened_by: u32,
+        /// The process that used it.
+        current: u32,
     },
     /// Bytes on disk are not what the writer wrote.
     #[error("corruption in {file} at offset {offset}: {reason}")]

@@ -31,6 +31,7 @@ pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 mod index;
+mod process;
 mod storage;
 #[cfg(feature = "testing")]
 #[doc(hidden)]

@@ -10,6 +10,7 @@ mod crash_process;
 mod database_lock;
 mod fault_injection;
 mod filtered_search;
+mod fork_inherited_handle;
 mod format_fixtures;
 mod fuzz_smoke;
 mod hnsw_index;

@@ -7,7 +7,7 @@ use numpy::{IntoPyArray, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use trovedb::{Collection, Hit, Payload, SearchParams};
+use trovedb::{Collection, Filter, Hit, Payload, SearchParams};
 
 use crate::convert::{f32_array, filter_from_py, id_array, payload_from_py, payload_to_py};
 use crate::error::IntoPy;
@@ -136,7 +136,7 @@ impl PyCollection {
     fn count(&self, py: Python<'_>, filter: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
         let c = &self.c;
         match filter_from_py(filter)? {
-            None => Ok(c.len()),
+            None => py.detach(|| c.count(&Filter::And(Vec::new()))).py_err(),
             Some(f) => py.detach(|| c.count(&f)).py_err(),
         }
     }
@@ -351,8 +351,9 @@ impl PyCollection {
         Ok(d)
     }
 
-    fn __len__(&self) -> usize {
-        self.c.len()
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        let c = &self.c;
+        py.detach(|| c.count(&Filter::And(Vec::new()))).py_err()
     }
 
     /// The collection's name.
@@ -374,12 +375,16 @@ impl PyCollection {
     }
 
     fn __repr__(&self) -> String {
+        // A closed or fork-inherited handle still has a repr, without a count.
+        let len = self
+            .c
+            .count(&Filter::And(Vec::new()))
+            .map_or_else(|_| "?".to_owned(), |n| n.to_string());
         format!(
-            "Collection(name={:?}, dim={}, metric={:?}, len={})",
+            "Collection(name={:?}, dim={}, metric={:?}, len={len})",
             self.c.name(),
             self.c.dim(),
             self.c.metric().name(),
-            self.c.len()
         )
     }
 }

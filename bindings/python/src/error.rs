@@ -55,6 +55,12 @@ create_exception!(
 );
 create_exception!(
     trovedb,
+    InheritedHandleError,
+    TroveError,
+    "The handle was opened by another process and inherited across fork(); open the database in this process instead."
+);
+create_exception!(
+    trovedb,
     ClosedError,
     TroveError,
     "The database or collection handle is closed."
@@ -80,6 +86,10 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("StorageIOError", py.get_type::<StorageIOError>())?;
     m.add("PoisonedError", py.get_type::<PoisonedError>())?;
     m.add("ClosedError", py.get_type::<ClosedError>())?;
+    m.add(
+        "InheritedHandleError",
+        py.get_type::<InheritedHandleError>(),
+    )?;
     Ok(())
 }
 
@@ -100,6 +110,7 @@ pub(crate) fn to_py(e: trovedb::Error) -> PyErr {
         E::Io { .. } => StorageIOError::new_err(msg),
         E::Poisoned { .. } => PoisonedError::new_err(msg),
         E::Closed => ClosedError::new_err(msg),
+        E::InheritedAcrossFork { .. } => InheritedHandleError::new_err(msg),
         // The core enum is non-exhaustive: a variant added later still maps somewhere.
         _ => TroveError::new_err(msg),
     }

@@ -26,6 +26,7 @@ use crate::index::hnsw::visited::VisitedPool;
 use crate::index::ivfpq::{self, FrozenIvfPq, IvfPqParams};
 use crate::index::lsh::{self, FrozenLsh, LshParams};
 use crate::index::topk::TopK;
+use crate::process::Owner;
 use crate::storage::manifest::{DeleteMeta, Manifest, SegmentMeta};
 use crate::storage::segment::reader::{IndexView, SegmentReader};
 use crate::storage::segment::writer::{write_segment, SegmentData, SegmentIndex};
@@ -205,6 +206,9 @@ pub struct Collection {
     sync: Arc<GroupSync>,
     closed: AtomicBool,
     visited: VisitedPool,
+    /// The process that opened the handle; every call from another (a child that inherited
+    /// the handle through `fork()`) is refused before it takes a lock or touches a file.
+    owner: Owner,
 }
 
 fn wal_dir(dir: &Path) -> PathBuf {
@@ -303,6 +307,7 @@ impl Collection {
             sync,
             closed: AtomicBool::new(false),
             visited: VisitedPool::default(),
+            owner: Owner::current(),
         });
         if let Durability::Batch(every) = options.durability {
             spawn_syncer(Arc::downgrade(&c.sync), every);
@@ -330,7 +335,9 @@ impl Collection {
         self.config.metric
     }
 
-    /// Number of live points.
+    /// Number of live points. Infallible, so it cannot refuse a handle inherited across
+    /// `fork()` as every other call does: there, use [`Collection::count`] with an empty
+    /// `Filter::And`, which returns [`Error::InheritedAcrossFork`].
     pub fn len(&self) -> usize {
         self.state.read().len()
     }
@@ -341,6 +348,7 @@ impl Collection {
     }
 
     fn check_open(&self) -> Result<()> {
+        self.owner.check()?;
         if self.closed.load(Ordering::Acquire) {
             Err(Error::Closed)
         } else {
@@ -886,7 +894,7 @@ impl Collection {
             st.search_unsealed(q, knobs, &self.visited, filter, &mut top);
             top.into_sorted()
         };
-        let (sealed, ctx, partial, mut payloads) = {
+        let (sealed, ctx, partial, payloads) = {
             let st = self.state.read();
             let partial: Vec<Vec<(u64, f32)>> = if nq == 1 {
                 vec![search_unsealed(&st, queries)]
@@ -928,8 +936,10 @@ impl Collection {
                 f.into_iter()
                     .map(|(id, distance)| {
                         let payload = if params.include_payload {
-                            Some(match payloads.remove(&id) {
-                                Some(p) => p,
+                            // Two queries of a batch can hit the same in-memory row: the
+                            // payload is cloned, not taken.
+                            Some(match payloads.get(&id) {
+                                Some(p) => p.clone(),
                                 None => sealed_payload(&sealed, id)?.unwrap_or_default(),
                             })
                         } else {
@@ -977,12 +987,14 @@ impl Collection {
             prepared.extend_from_slice(self.prepare_query(q, &mut buf, k)?);
         }
         if self.config.index != IndexConfig::Flat || params.filter.is_some() {
-            return self.search_snapshot(&prepared, nq, &knobs, params);
+            return crate::background::search(|| {
+                self.search_snapshot(&prepared, nq, &knobs, params)
+            });
         }
         // Exact unfiltered search of a flat collection: blocks of queries per pass over the
         // vectors, under the state lock.
         let st = self.state.read();
-        let found: Vec<Vec<(u64, f32)>> = {
+        let found: Vec<Vec<(u64, f32)>> = crate::background::search(|| {
             let block = crate::index::flat::QUERY_BLOCK;
             // Enough blocks to keep every thread busy, never more than `block` per block.
             let per = nq
@@ -995,17 +1007,22 @@ impl Collection {
                     st.search_flat_block(&qs, k)
                 })
                 .collect()
-        };
+        });
         found
             .into_iter()
             .map(|f| Self::to_hits(&st, f, params))
             .collect()
     }
 
-    /// Number of live points whose payload matches `filter`.
+    /// Number of live points whose payload matches `filter` (an empty `Filter::And` matches
+    /// every point).
     pub fn count(&self, filter: &Filter) -> Result<usize> {
         self.check_open()?;
-        self.state.read().count(filter)
+        let st = self.state.read();
+        match filter {
+            Filter::And(all) if all.is_empty() => Ok(st.len()),
+            _ => st.count(filter),
+        }
     }
 
     /// Up to `limit` live points whose payload matches `filter` (a metadata-only query),
@@ -1338,6 +1355,7 @@ impl Collection {
     /// Background work that has finished is published first; work still running is
     /// reported, not waited for ([`Collection::wait_idle`] waits).
     pub fn stats(&self) -> Result<CollectionStats> {
+        self.owner.check()?;
         let mut ws = self.write.lock();
         self.housekeeping_locked(&mut ws)?;
         let st = self.state.read();
@@ -1378,6 +1396,7 @@ impl Collection {
 
     /// Check every checksum of every sealed segment (reads all files).
     pub fn verify(&self) -> Result<()> {
+        self.owner.check()?;
         let st = self.state.read();
         for s in &st.sealed {
             s.reader.verify()?;
@@ -1385,8 +1404,13 @@ impl Collection {
         Ok(())
     }
 
-    /// Sync the log and refuse further calls.
+    /// Sync the log and refuse further calls. In a process that inherited the handle through
+    /// `fork()` this only forgets it: the log and files belong to the opener.
     pub(crate) fn close(&self) -> Result<()> {
+        if !self.owner.is_current() {
+            self.closed.store(true, Ordering::Release);
+            return Ok(());
+        }
         let mut ws = self.write.lock();
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use super::collection::Collection;
 use super::options::DbOptions;
 use crate::error::{Error, IoContext, Result};
+use crate::process::Owner;
 use crate::storage::fsutil::{self, LockFile};
 use crate::types::CollectionConfig;
 
@@ -26,13 +27,17 @@ pub struct OpenReport {
 }
 
 /// An open database directory. One handle per directory at a time (a second opener,
-/// in this process or another, gets [`Error::Locked`]).
+/// in this process or another, gets [`Error::Locked`]). A handle belongs to the process
+/// that opened it: in a child that inherited it through `fork()`, every call returns
+/// [`Error::InheritedAcrossFork`] and nothing is written.
 #[derive(Debug)]
 pub struct Database {
     root: PathBuf,
     options: DbOptions,
     lock: Mutex<Option<LockFile>>,
     open: Mutex<HashMap<String, Arc<Collection>>>,
+    /// The process that opened the handle (see [`Error::InheritedAcrossFork`]).
+    owner: Owner,
 }
 
 fn validate_name(name: &str) -> Result<()> {
@@ -74,6 +79,7 @@ impl Database {
             options,
             lock: Mutex::new(Some(lock)),
             open: Mutex::new(HashMap::new()),
+            owner: Owner::current(),
         })
     }
 
@@ -93,6 +99,7 @@ impl Database {
     }
 
     fn check_open(&self) -> Result<()> {
+        self.owner.check()?;
         if self.lock.lock().is_some() {
             Ok(())
         } else {
@@ -199,8 +206,13 @@ impl Database {
     }
 
     /// Sync and close every collection and release the lock. Later calls on this
-    /// handle or its collections return [`Error::Closed`]. Also done on drop.
+    /// handle or its collections return [`Error::Closed`]. Also done on drop. In a process
+    /// that inherited the handle through `fork()`, closing touches nothing (the opener
+    /// still owns the files and the lock) and returns `Ok`.
     pub fn close(&self) -> Result<()> {
+        if !self.owner.is_current() {
+            return Ok(());
+        }
         let mut lock = self.lock.lock();
         let mut first_err = None;
         for (_, c) in self.open.lock().drain() {

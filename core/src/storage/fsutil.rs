@@ -38,10 +38,17 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// How long `LockFile::acquire` waits for a lock held elsewhere before giving up.
 const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// An exclusive advisory lock on a file, held until dropped.
+/// An exclusive advisory lock on a file, held until dropped. The holder writes its process
+/// id into the file, so that a refused opener can say who holds it.
 #[derive(Debug)]
 pub(crate) struct LockFile {
     _file: File,
+}
+
+/// The process id recorded in a lock file, if it holds one.
+fn lock_holder(path: &Path) -> Option<u32> {
+    let text = fs::read_to_string(path).ok()?;
+    text.trim().parse().ok()
 }
 
 impl LockFile {
@@ -60,13 +67,21 @@ impl LockFile {
         let deadline = std::time::Instant::now() + LOCK_PATIENCE;
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(LockFile { _file: file }),
+                Ok(()) => {
+                    // The pid is advice for error messages only: a failure to record it
+                    // does not stop the open.
+                    let _ = file.set_len(0).and_then(|()| {
+                        (&file).write_all(format!("{}\n", std::process::id()).as_bytes())
+                    });
+                    return Ok(LockFile { _file: file });
+                }
                 Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 Err(fs::TryLockError::WouldBlock) => {
                     return Err(Error::Locked {
                         path: path.to_path_buf(),
+                        holder: lock_holder(path),
                     })
                 }
                 Err(fs::TryLockError::Error(e)) => return Err(Error::io(path, e)),

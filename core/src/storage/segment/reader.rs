@@ -24,6 +24,7 @@ use crate::filter::value::Payload;
 use crate::index::hnsw::graph::GraphView;
 use crate::index::ivfpq::IvfPqView;
 use crate::index::lsh::LshView;
+use crate::process::Owner;
 use crate::storage::codec::{decode_payload, Decoder};
 use crate::storage::mmap::map_sealed;
 use crate::types::Metric;
@@ -44,11 +45,14 @@ pub(crate) struct SegmentReader {
     index: IndexParts,
     /// Replaced by a merge: the file is removed when the last holder drops this reader.
     obsolete: AtomicBool,
+    /// Only the process that opened the reader removes its file (a child that inherited it
+    /// through `fork()` drops its copy without touching the file).
+    owner: Owner,
 }
 
 impl Drop for SegmentReader {
     fn drop(&mut self) {
-        if self.obsolete.load(Ordering::Acquire) {
+        if self.obsolete.load(Ordering::Acquire) && self.owner.is_current() {
             // Nothing references the file any more (the manifest stopped naming it before it
             // was marked); if removal fails, the next open removes it as an orphan.
             let _ = std::fs::remove_file(&self.path);
@@ -322,6 +326,7 @@ impl SegmentReader {
             map,
             header,
             obsolete: AtomicBool::new(false),
+            owner: Owner::current(),
         };
         for kind in [
             SECTION_IDS,
