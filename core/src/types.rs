@@ -1,66 +1,28 @@
 //! Small shared types: the metric, index configuration, id newtypes.
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
 
-/// How distances between vectors are measured. Smaller is always nearer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Metric {
-    /// Squared Euclidean distance.
-    L2,
-    /// `1 - cos(a, b)`. Vectors are stored unit-normalised.
-    Cosine,
-    /// `-dot(a, b)`.
-    Dot,
-}
+pub use crate::distance::Metric;
 
+/// Parsing of metric names with the crate's error type (the enum itself lives in
+/// `distance`, which depends on nothing).
 impl Metric {
-    /// The metric's lower-case name, as accepted by [`Metric::parse`].
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::L2 => "l2",
-            Metric::Cosine => "cosine",
-            Metric::Dot => "dot",
-        }
-    }
-
     /// Parse `l2`, `cosine` or `dot` (also `euclidean`, `ip`).
     pub fn parse(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "l2" | "euclidean" => Ok(Metric::L2),
-            "cosine" | "cos" => Ok(Metric::Cosine),
-            "dot" | "ip" | "inner_product" => Ok(Metric::Dot),
-            other => Err(Error::invalid(
+        Metric::from_name(s).ok_or_else(|| {
+            Error::invalid(
                 "metric",
-                format!("unknown metric `{other}`; expected l2, cosine or dot"),
-            )),
-        }
-    }
-
-    pub(crate) fn code(self) -> u8 {
-        match self {
-            Metric::L2 => 1,
-            Metric::Cosine => 2,
-            Metric::Dot => 3,
-        }
-    }
-
-    pub(crate) fn from_code(c: u8) -> Option<Self> {
-        match c {
-            1 => Some(Metric::L2),
-            2 => Some(Metric::Cosine),
-            3 => Some(Metric::Dot),
-            _ => None,
-        }
+                format!(
+                    "unknown metric `{}`; expected l2, cosine or dot",
+                    s.to_ascii_lowercase()
+                ),
+            )
+        })
     }
 }
 
 /// Which index a collection builds over its sealed segments.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum IndexConfig {
     /// Exact search by a full scan (SIMD). Always correct; the oracle for every other index.
@@ -108,26 +70,12 @@ pub enum IndexConfig {
     },
 }
 
-/// Default `nprobe` of IVF-PQ.
-pub const IVF_DEFAULT_NPROBE: usize = 24;
-/// Default `refine` of IVF-PQ.
-pub const IVF_DEFAULT_REFINE: usize = 10;
-/// Default number of LSH tables.
-pub const LSH_DEFAULT_TABLES: usize = 32;
-/// Default LSH probes per table.
-pub const LSH_DEFAULT_PROBES: usize = 32;
-/// Default LSH re-ranking factor: the best `refine * k` candidates by collision count are
-/// compared exactly.
-pub const LSH_DEFAULT_REFINE: usize = 20;
-
-/// Defaults of the HNSW parameters.
-pub const HNSW_DEFAULT_M: usize = 16;
-/// Default `ef_construction`.
-pub const HNSW_DEFAULT_EF_CONSTRUCTION: usize = 200;
-/// Default `ef_search`.
-pub const HNSW_DEFAULT_EF_SEARCH: usize = 64;
-/// Default seed of the level draw.
-pub const HNSW_DEFAULT_SEED: u64 = 0x7472_6f76_6564;
+// The defaults belong to each index kind (`index` does not depend on `types`).
+pub use crate::index::hnsw::{
+    HNSW_DEFAULT_EF_CONSTRUCTION, HNSW_DEFAULT_EF_SEARCH, HNSW_DEFAULT_M, HNSW_DEFAULT_SEED,
+};
+pub use crate::index::ivfpq::{IVF_DEFAULT_NPROBE, IVF_DEFAULT_REFINE};
+pub use crate::index::lsh::{LSH_DEFAULT_PROBES, LSH_DEFAULT_REFINE, LSH_DEFAULT_TABLES};
 
 fn int_param(name: &'static str, v: f64, range: std::ops::RangeInclusive<u64>) -> Result<u64> {
     if v.fract() != 0.0 || v < *range.start() as f64 || v > *range.end() as f64 {
@@ -303,7 +251,10 @@ impl IndexConfig {
 }
 
 /// A collection's fixed shape, chosen at creation and checked at every open.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Not serialised as it is: the manifest stores its own versioned record
+/// (`storage::manifest::ConfigRecord`), so fields here can change without breaking files.
+#[derive(Debug, Clone, PartialEq)]
 pub struct CollectionConfig {
     /// Number of components in every vector.
     pub dim: usize,
@@ -314,7 +265,6 @@ pub struct CollectionConfig {
     /// Payload fields kept in the payload index for filters; `None` (the default) indexes
     /// every field. Filters on other fields still work: they are evaluated by reading the
     /// payloads of the segment (slower, no extra memory).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indexed_fields: Option<Vec<String>>,
 }
 

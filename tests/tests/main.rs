@@ -1,6 +1,7 @@
 //! trovedb integration tests: one binary, one module per area.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
+mod architecture_layering;
 mod background_compaction;
 mod collection_basic;
 mod compaction;

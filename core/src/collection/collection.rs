@@ -225,14 +225,14 @@ impl Collection {
             .and_then(|n| n.to_str())
             .unwrap_or("collection");
         let tmp = parent.join(format!(".tmp-{name}"));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        if fsutil::exists(&tmp) {
+            fsutil::remove_dir_all(&tmp)?;
         }
-        std::fs::create_dir_all(wal_dir(&tmp)).map_err(|e| Error::io(&tmp, e))?;
+        fsutil::create_dir_all(&wal_dir(&tmp))?;
         Manifest::new(config.clone()).store(&tmp)?;
         WalWriter::create(&wal_dir(&tmp), 1)?;
         fsutil::sync_dir(&tmp)?;
-        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+        fsutil::rename(&tmp, dir)?;
         fsutil::sync_dir(parent)
     }
 
@@ -1377,7 +1377,7 @@ impl Collection {
             appendable_rows: st.appendable.rows(),
             deleted: segments.iter().map(|s| s.deleted).sum(),
             segments,
-            bytes_on_disk: dir_bytes(&self.dir)?,
+            bytes_on_disk: fsutil::dir_bytes(&self.dir)?,
             last_lsn: ws.next_lsn - 1,
             checkpoint_lsn: ws.manifest.checkpoint_lsn,
             frozen_rows: st.frozen.as_ref().map_or(0, |f| f.seg.rows()),
@@ -1437,26 +1437,6 @@ impl Collection {
     pub fn path(&self) -> &Path {
         &self.dir
     }
-}
-
-/// Bytes of the files under `dir`. Background seals and merges create, rename and remove
-/// files meanwhile: a file gone between the listing and its `stat` is skipped (found by
-/// the crash test, whose writer calls `stats()` while merges run).
-fn dir_bytes(dir: &Path) -> Result<u64> {
-    let mut total = 0;
-    for (_, p) in fsutil::list(dir)? {
-        let md = match std::fs::metadata(&p) {
-            Ok(md) => md,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(&p, e)),
-        };
-        total += if md.is_dir() {
-            dir_bytes(&p)?
-        } else {
-            md.len()
-        };
-    }
-    Ok(total)
 }
 
 /// Remove segment, deletion and temp files that the manifest does not reference.
@@ -1614,7 +1594,7 @@ fn order_for_reuse(inputs: &mut [MergeInput]) {
 
 /// The index of merged rows `vectors` (the inputs' live rows in order). For HNSW, when the
 /// first input has no deleted row, its graph is copied and the other rows are inserted into
-/// it (`TROVEDB_MERGE_REBUILD=1` forces a rebuild, for measurements); otherwise the index is
+/// it (`TROVEDB_MERGE_REBUILD=1` with feature `bench` forces a rebuild, for measurements); otherwise the index is
 /// built afresh.
 fn merged_index(
     config: &CollectionConfig,
@@ -1623,7 +1603,13 @@ fn merged_index(
     vectors: &[f32],
     stop: &AtomicBool,
 ) -> BuiltIndex {
-    let rebuild = std::env::var_os("TROVEDB_MERGE_REBUILD").is_some_and(|v| v == "1");
+    #[cfg(feature = "bench")]
+    let rebuild = {
+        static V: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+        super::state::knob(&V, "TROVEDB_MERGE_REBUILD", 0) == 1
+    };
+    #[cfg(not(feature = "bench"))]
+    let rebuild = false;
     if let (Some(params), Some((_, first, deleted)), false) =
         (hnsw_params(config), inputs.first(), rebuild)
     {

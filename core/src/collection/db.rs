@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 
 use super::collection::Collection;
 use super::options::DbOptions;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::process::Owner;
 use crate::storage::fsutil::{self, LockFile};
 use crate::types::CollectionConfig;
@@ -66,12 +66,12 @@ impl Database {
         }
         let root = path.as_ref().to_path_buf();
         let cdir = root.join(COLLECTIONS_DIR);
-        std::fs::create_dir_all(&cdir).at(&cdir)?;
+        fsutil::create_dir_all(&cdir)?;
         let lock = LockFile::acquire(&root.join(LOCK_FILE))?;
         // Leftovers of an interrupted create or drop.
         for (name, p) in fsutil::list(&cdir)? {
             if name.starts_with(".tmp-") || name.starts_with(".drop-") {
-                std::fs::remove_dir_all(&p).at(&p)?;
+                fsutil::remove_dir_all(&p)?;
             }
         }
         Ok(Database {
@@ -122,7 +122,7 @@ impl Database {
         config.validate()?;
         let mut open = self.open.lock();
         let dir = self.dir_of(name);
-        if open.contains_key(name) || dir.exists() {
+        if open.contains_key(name) || fsutil::exists(&dir) {
             return Err(Error::CollectionExists {
                 name: name.to_owned(),
             });
@@ -142,7 +142,7 @@ impl Database {
             return Ok(Arc::clone(c));
         }
         let dir = self.dir_of(name);
-        if !dir.is_dir() {
+        if !fsutil::is_dir(&dir) {
             return Err(Error::CollectionNotFound {
                 name: name.to_owned(),
             });
@@ -185,7 +185,7 @@ impl Database {
         validate_name(name)?;
         let mut open = self.open.lock();
         let dir = self.dir_of(name);
-        if !dir.is_dir() {
+        if !fsutil::is_dir(&dir) {
             return Err(Error::CollectionNotFound {
                 name: name.to_owned(),
             });
@@ -200,9 +200,9 @@ impl Database {
             .root
             .join(COLLECTIONS_DIR)
             .join(format!(".drop-{name}-{nanos}"));
-        std::fs::rename(&dir, &trash).at(&dir)?;
+        fsutil::rename(&dir, &trash)?;
         fsutil::sync_dir(&self.root.join(COLLECTIONS_DIR))?;
-        std::fs::remove_dir_all(&trash).at(&trash)
+        fsutil::remove_dir_all(&trash)
     }
 
     /// Sync and close every collection and release the lock. Later calls on this

@@ -191,30 +191,46 @@ pub(crate) struct Knobs {
     pub probes: usize,
 }
 
-/// Pass rate (numerator, denominator) below which filtered graph search expands rejected
-/// neighbours two hops instead of scoring them (`TROVEDB_TWO_HOP_BELOW` = percent, for
-/// measurements).
-fn two_hop_below() -> (usize, usize) {
-    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let pct = *V.get_or_init(|| {
-        std::env::var("TROVEDB_TWO_HOP_BELOW")
+/// A measurement knob from the environment (feature `bench` only; production builds always
+/// use the default, so nothing outside the API changes a search).
+#[cfg(feature = "bench")]
+pub(crate) fn knob<T: std::str::FromStr + Copy>(
+    cell: &'static std::sync::OnceLock<T>,
+    var: &str,
+    default: T,
+) -> T {
+    *cell.get_or_init(|| {
+        std::env::var(var)
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(TWO_HOP_BELOW_PERCENT)
-    });
+            .unwrap_or(default)
+    })
+}
+
+/// Pass rate (numerator, denominator) below which filtered graph search expands rejected
+/// neighbours two hops instead of scoring them (`TROVEDB_TWO_HOP_BELOW` = percent, with
+/// feature `bench`, for measurements).
+fn two_hop_below() -> (usize, usize) {
+    #[cfg(feature = "bench")]
+    let pct = {
+        static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        knob(&V, "TROVEDB_TWO_HOP_BELOW", TWO_HOP_BELOW_PERCENT)
+    };
+    #[cfg(not(feature = "bench"))]
+    let pct = TWO_HOP_BELOW_PERCENT;
     (pct, 100)
 }
 
-/// Multiplier of the scan-or-graph bound (`TROVEDB_SCAN_BOUND_SCALE`, for measurements;
-/// default 1).
+/// Multiplier of the scan-or-graph bound (`TROVEDB_SCAN_BOUND_SCALE` with feature `bench`,
+/// for measurements; default 1).
 fn scan_bound_scale() -> f64 {
-    static V: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *V.get_or_init(|| {
-        std::env::var("TROVEDB_SCAN_BOUND_SCALE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1.0)
-    })
+    #[cfg(feature = "bench")]
+    {
+        static V: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+        knob(&V, "TROVEDB_SCAN_BOUND_SCALE", 1.0)
+    }
+    #[cfg(not(feature = "bench"))]
+    1.0
 }
 
 /// Default of [`two_hop_below`], in percent.

@@ -10,13 +10,14 @@
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+mod metric;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
 use std::sync::OnceLock;
 
-use crate::types::Metric;
+pub use metric::Metric;
 
 /// An instruction set a kernel is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

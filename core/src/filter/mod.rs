@@ -1,8 +1,10 @@
-//! Payload values, row bitsets and (as they land) filter expressions, payload indexes
-//! and the planner. This module never touches the file system.
+//! Payload values, their byte encoding, row bitsets, filter expressions and the payload
+//! index. This module never touches the file system, and depends on nothing but `error`
+//! (storage encodes and decodes through `codec` here, never the other way round).
 
 pub(crate) mod bitset;
 pub(crate) mod cache;
+pub(crate) mod codec;
 pub mod expr;
 pub(crate) mod payload_index;
 pub mod value;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::bitset::Bitset;
 use super::expr::Filter;
 use super::value::{Payload, Value, MAX_KEY_BYTES, MAX_PAYLOAD_BYTES};
-use crate::storage::codec::{put_str, put_u32, put_u64, DecodeResult, Decoder};
+use crate::filter::codec::{put_str, put_u32, put_u64, DecodeResult, Decoder};
 
 /// f64 with a total order (payload floats are finite).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -2,7 +2,7 @@
 
 use super::topk::TopK;
 use crate::distance::Kernels;
-use crate::types::Metric;
+use crate::distance::Metric;
 
 /// Scan `vectors` (row-major, `dim` wide) and push every allowed row into `top`,
 /// keyed by `key(row)`.

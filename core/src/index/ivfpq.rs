@@ -19,7 +19,7 @@ use super::kmeans::{self, sq_dists_transposed, Centroids};
 use super::rng::Rng;
 use super::topk::TopK;
 use crate::distance::Kernels;
-use crate::types::Metric;
+use crate::distance::Metric;
 
 /// Codewords per sub-quantiser (8-bit codes).
 pub(crate) const KSUB: usize = 256;
@@ -40,6 +40,11 @@ pub(crate) struct IvfPqParams {
     pub pq_m: usize,
     pub seed: u64,
 }
+
+/// Default `nprobe` of IVF-PQ.
+pub const IVF_DEFAULT_NPROBE: usize = 24;
+/// Default `refine` of IVF-PQ.
+pub const IVF_DEFAULT_REFINE: usize = 10;
 
 /// The default number of sub-quantisers: the largest divisor of `dim` not above `dim / 4`,
 /// so codes take at most 1/16 of the float32 vector.

@@ -46,7 +46,15 @@ use super::hnsw::visited::Visited;
 use super::rng::Rng;
 use super::topk::TopK;
 use crate::distance::Kernels;
-use crate::types::Metric;
+use crate::distance::Metric;
+
+/// Default number of LSH tables.
+pub const LSH_DEFAULT_TABLES: usize = 32;
+/// Default LSH probes per table.
+pub const LSH_DEFAULT_PROBES: usize = 32;
+/// Default LSH re-ranking factor: the best `refine * k` candidates by collision count are
+/// compared exactly.
+pub const LSH_DEFAULT_REFINE: usize = 20;
 
 pub(crate) const FAMILY_SIMHASH: u64 = 1;
 pub(crate) const FAMILY_E2LSH: u64 = 2;
@@ -900,7 +908,7 @@ mod tests {
         let (v, qs) = all.split_at(n * dim);
         let kernels = Kernels::best();
         let params = LshParams {
-            tables: crate::types::LSH_DEFAULT_TABLES,
+            tables: super::LSH_DEFAULT_TABLES,
             bits: 0,
             seed: 2,
         };
@@ -918,8 +926,8 @@ mod tests {
                 q,
                 LshQuery {
                     k: 10,
-                    probes: crate::types::LSH_DEFAULT_PROBES,
-                    refine: crate::types::LSH_DEFAULT_REFINE,
+                    probes: super::LSH_DEFAULT_PROBES,
+                    refine: super::LSH_DEFAULT_REFINE,
                 },
                 &|_| true,
                 &mut visited,

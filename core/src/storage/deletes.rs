@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::filter::bitset::Bitset;
-use crate::storage::codec::Decoder;
+use crate::filter::codec::Decoder;
 use crate::storage::fsutil::{frame, read, unframe, write_atomic};
 
 const MAGIC: &[u8; 8] = b"TROVDEL\0";

@@ -90,6 +90,51 @@ impl LockFile {
     }
 }
 
+/// Create `dir` and its missing parents.
+pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).at(dir)
+}
+
+/// Remove `dir` and everything under it.
+pub(crate) fn remove_dir_all(dir: &Path) -> Result<()> {
+    fs::remove_dir_all(dir).at(dir)
+}
+
+/// Rename `from` to `to` (not made durable: the caller syncs the directory).
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).at(from)
+}
+
+/// Whether anything exists at `path`.
+pub(crate) fn exists(path: &Path) -> bool {
+    path.exists()
+}
+
+/// Whether `path` is a directory.
+pub(crate) fn is_dir(path: &Path) -> bool {
+    path.is_dir()
+}
+
+/// Bytes of the files under `dir`, recursively. Background seals and merges create, rename
+/// and remove files meanwhile: a file gone between the listing and its `stat` is skipped
+/// (found by the crash test, whose writer calls `stats()` while merges run).
+pub(crate) fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for (_, p) in list(dir)? {
+        let md = match fs::metadata(&p) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&p, e)),
+        };
+        total += if md.is_dir() {
+            dir_bytes(&p)?
+        } else {
+            md.len()
+        };
+    }
+    Ok(total)
+}
+
 /// Size of the footer of a framed file.
 const FRAME_FOOTER: usize = 24;
 const FRAME_HEADER: usize = 16;

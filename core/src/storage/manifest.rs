@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::storage::fsutil::{frame, read, unframe, write_atomic};
-use crate::types::CollectionConfig;
+use crate::types::{CollectionConfig, IndexConfig, Metric};
 
 const MAGIC: &[u8; 8] = b"TROVMAN\0";
 /// Format version this build writes.
@@ -31,7 +31,168 @@ pub(crate) struct DeleteMeta {
     pub count: u64,
 }
 
+/// The collection's configuration as the manifest stores it. Versioned with the manifest,
+/// apart from the public [`CollectionConfig`], so that renaming a public field or variant
+/// never changes what is on disk; converted at load and store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ConfigRecord {
+    pub dim: usize,
+    pub metric: MetricRecord,
+    pub index: IndexRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexed_fields: Option<Vec<String>>,
+}
+
+/// A metric as stored: its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum MetricRecord {
+    L2,
+    Cosine,
+    Dot,
+}
+
+/// An index configuration as stored: `{"kind": "<name>", <parameters>}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum IndexRecord {
+    Flat,
+    Hnsw {
+        m: usize,
+        ef_construction: usize,
+        ef_search: usize,
+        seed: u64,
+    },
+    IvfPq {
+        nlist: usize,
+        pq_m: usize,
+        nprobe: usize,
+        refine: usize,
+        seed: u64,
+    },
+    Lsh {
+        tables: usize,
+        bits: usize,
+        probes: usize,
+        seed: u64,
+    },
+}
+
+impl From<&CollectionConfig> for ConfigRecord {
+    fn from(c: &CollectionConfig) -> Self {
+        ConfigRecord {
+            dim: c.dim,
+            metric: match c.metric {
+                Metric::L2 => MetricRecord::L2,
+                Metric::Cosine => MetricRecord::Cosine,
+                Metric::Dot => MetricRecord::Dot,
+            },
+            index: match c.index {
+                IndexConfig::Flat => IndexRecord::Flat,
+                IndexConfig::Hnsw {
+                    m,
+                    ef_construction,
+                    ef_search,
+                    seed,
+                } => IndexRecord::Hnsw {
+                    m,
+                    ef_construction,
+                    ef_search,
+                    seed,
+                },
+                IndexConfig::IvfPq {
+                    nlist,
+                    pq_m,
+                    nprobe,
+                    refine,
+                    seed,
+                } => IndexRecord::IvfPq {
+                    nlist,
+                    pq_m,
+                    nprobe,
+                    refine,
+                    seed,
+                },
+                IndexConfig::Lsh {
+                    tables,
+                    bits,
+                    probes,
+                    seed,
+                } => IndexRecord::Lsh {
+                    tables,
+                    bits,
+                    probes,
+                    seed,
+                },
+            },
+            indexed_fields: c.indexed_fields.clone(),
+        }
+    }
+}
+
+impl From<&ConfigRecord> for CollectionConfig {
+    fn from(r: &ConfigRecord) -> Self {
+        CollectionConfig {
+            dim: r.dim,
+            metric: match r.metric {
+                MetricRecord::L2 => Metric::L2,
+                MetricRecord::Cosine => Metric::Cosine,
+                MetricRecord::Dot => Metric::Dot,
+            },
+            index: match r.index {
+                IndexRecord::Flat => IndexConfig::Flat,
+                IndexRecord::Hnsw {
+                    m,
+                    ef_construction,
+                    ef_search,
+                    seed,
+                } => IndexConfig::Hnsw {
+                    m,
+                    ef_construction,
+                    ef_search,
+                    seed,
+                },
+                IndexRecord::IvfPq {
+                    nlist,
+                    pq_m,
+                    nprobe,
+                    refine,
+                    seed,
+                } => IndexConfig::IvfPq {
+                    nlist,
+                    pq_m,
+                    nprobe,
+                    refine,
+                    seed,
+                },
+                IndexRecord::Lsh {
+                    tables,
+                    bits,
+                    probes,
+                    seed,
+                } => IndexConfig::Lsh {
+                    tables,
+                    bits,
+                    probes,
+                    seed,
+                },
+            },
+            indexed_fields: r.indexed_fields.clone(),
+        }
+    }
+}
+
+/// The manifest as stored (JSON body of the framed file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ManifestRecord {
+    format_version: u16,
+    config: ConfigRecord,
+    checkpoint_lsn: u64,
+    next_segment_id: u64,
+    segments: Vec<SegmentMeta>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Manifest {
     pub format_version: u16,
     pub config: CollectionConfig,
@@ -56,9 +217,16 @@ impl Manifest {
         let path = dir.join(FILE_NAME);
         let bytes = read(&path)?;
         let (_, body) = unframe(&path, &bytes, MAGIC, MANIFEST_VERSION, MANIFEST_VERSION)?;
-        let m: Manifest = serde_json::from_slice(body).map_err(|e| {
+        let r: ManifestRecord = serde_json::from_slice(body).map_err(|e| {
             Error::corruption(&path, 16 + e.column() as u64, format!("manifest body: {e}"))
         })?;
+        let m = Manifest {
+            format_version: r.format_version,
+            config: CollectionConfig::from(&r.config),
+            checkpoint_lsn: r.checkpoint_lsn,
+            next_segment_id: r.next_segment_id,
+            segments: r.segments,
+        };
         m.config
             .validate()
             .map_err(|e| Error::corruption(&path, 16, format!("manifest config: {e}")))?;
@@ -76,8 +244,110 @@ impl Manifest {
     }
 
     pub(crate) fn store(&self, dir: &Path) -> Result<()> {
-        let body = serde_json::to_vec_pretty(self)
+        let record = ManifestRecord {
+            format_version: self.format_version,
+            config: ConfigRecord::from(&self.config),
+            checkpoint_lsn: self.checkpoint_lsn,
+            next_segment_id: self.next_segment_id,
+            segments: self.segments.clone(),
+        };
+        let body = serde_json::to_vec_pretty(&record)
             .map_err(|e| Error::invalid("manifest", e.to_string()))?;
         write_atomic(&dir.join(FILE_NAME), &frame(MAGIC, MANIFEST_VERSION, &body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body of `tests/fixtures/v2/collections/lsh_cos/MANIFEST`, as format v1 of the
+    /// manifest spells it: the stored records must keep producing exactly this.
+    const FIXTURE_BODY: &str = r#"{
+  "format_version": 1,
+  "config": {
+    "dim": 8,
+    "metric": "cosine",
+    "index": {
+      "kind": "lsh",
+      "tables": 32,
+      "bits": 0,
+      "probes": 32,
+      "seed": 128034845123940
+    }
+  },
+  "checkpoint_lsn": 188,
+  "next_segment_id": 2,
+  "segments": [
+    {
+      "id": 1,
+      "file": "seg-0000000001.seg",
+      "rows": 1300,
+      "deletes": {
+        "file": "seg-0000000001-00000000000000000188.del",
+        "count": 93
+      }
+    }
+  ]
+}"#;
+
+    #[test]
+    fn records_read_and_write_the_fixture_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(
+            &path,
+            frame(MAGIC, MANIFEST_VERSION, FIXTURE_BODY.as_bytes()),
+        )
+        .unwrap();
+        let m = Manifest::load(dir.path()).unwrap();
+        assert_eq!(m.config.metric, Metric::Cosine);
+        assert_eq!(
+            m.config.index,
+            IndexConfig::Lsh {
+                tables: 32,
+                bits: 0,
+                probes: 32,
+                seed: 128_034_845_123_940
+            }
+        );
+        assert_eq!(m.checkpoint_lsn, 188);
+        assert_eq!(m.segments[0].deletes.as_ref().map(|d| d.count), Some(93));
+        std::fs::remove_file(&path).unwrap();
+        m.store(dir.path()).unwrap();
+        let again = std::fs::read(&path).unwrap();
+        assert_eq!(&again[16..again.len() - 24], FIXTURE_BODY.as_bytes());
+    }
+
+    #[test]
+    fn every_index_kind_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        for index in [
+            IndexConfig::Flat,
+            IndexConfig::hnsw(),
+            IndexConfig::IvfPq {
+                nlist: 7,
+                pq_m: 2,
+                nprobe: 3,
+                refine: 4,
+                seed: 5,
+            },
+            IndexConfig::Lsh {
+                tables: 9,
+                bits: 10,
+                probes: 11,
+                seed: 12,
+            },
+        ] {
+            for metric in [Metric::L2, Metric::Cosine, Metric::Dot] {
+                let config = CollectionConfig {
+                    index: index.clone(),
+                    indexed_fields: Some(vec!["a".into()]),
+                    ..CollectionConfig::new(8, metric)
+                };
+                Manifest::new(config.clone()).store(dir.path()).unwrap();
+                assert_eq!(Manifest::load(dir.path()).unwrap().config, config);
+            }
+        }
     }
 }

@@ -1,7 +1,6 @@
 //! Everything that touches the file system: the write-ahead log, sealed segment files,
 //! deletion files, the manifest, the lock file. `index/` and `filter/` never see a path.
 
-pub(crate) mod codec;
 pub(crate) mod deletes;
 pub(crate) mod fsutil;
 pub(crate) mod manifest;

@@ -15,7 +15,7 @@ use super::search::{greedy_descent, search_layer, with_scratch, Cand, Expand};
 use super::visited::VisitedPool;
 use super::HnswParams;
 use crate::distance::Kernels;
-use crate::types::Metric;
+use crate::distance::Metric;
 
 /// The vectors a graph is built over.
 #[derive(Clone, Copy)]

@@ -8,6 +8,15 @@ pub(crate) mod graph;
 pub(crate) mod search;
 pub(crate) mod visited;
 
+/// Defaults of the HNSW parameters.
+pub const HNSW_DEFAULT_M: usize = 16;
+/// Default `ef_construction`.
+pub const HNSW_DEFAULT_EF_CONSTRUCTION: usize = 200;
+/// Default `ef_search`.
+pub const HNSW_DEFAULT_EF_SEARCH: usize = 64;
+/// Default seed of the level draw.
+pub const HNSW_DEFAULT_SEED: u64 = 0x7472_6f76_6564;
+
 /// Build parameters of a graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HnswParams {
@@ -55,7 +64,7 @@ mod tests {
     use super::visited::VisitedPool;
     use super::HnswParams;
     use crate::distance::Kernels;
-    use crate::types::Metric;
+    use crate::distance::Metric;
 
     /// Clustered data (20 fixed centres plus noise, like real embeddings); `seed` picks
     /// the noise, so base and queries share the centres.

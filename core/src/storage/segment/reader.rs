@@ -19,13 +19,13 @@ use super::layout::{
     SEGMENT_OLDEST_VERSION, SEGMENT_VERSION,
 };
 use crate::error::{Error, Result};
+use crate::filter::codec::{decode_payload, Decoder};
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
 use crate::index::hnsw::graph::GraphView;
 use crate::index::ivfpq::IvfPqView;
 use crate::index::lsh::LshView;
 use crate::process::Owner;
-use crate::storage::codec::{decode_payload, Decoder};
 use crate::storage::mmap::map_sealed;
 use crate::types::Metric;
 

@@ -15,12 +15,12 @@ use super::layout::{
     SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 use crate::error::{IoContext, Result};
+use crate::filter::codec::encode_payload;
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
 use crate::index::hnsw::graph::FrozenGraph;
 use crate::index::ivfpq::FrozenIvfPq;
 use crate::index::lsh::FrozenLsh;
-use crate::storage::codec::encode_payload;
 use crate::storage::fsutil::{sync_dir, write_all};
 use crate::types::Metric;
 

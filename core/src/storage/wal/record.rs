@@ -1,9 +1,9 @@
 //! WAL record bodies: an upsert batch or a delete batch.
 
-use crate::filter::value::Payload;
-use crate::storage::codec::{
+use crate::filter::codec::{
     decode_payload, encode_payload, put_f32s, put_u32, put_u64, DecodeResult, Decoder,
 };
+use crate::filter::value::Payload;
 
 pub(crate) const KIND_UPSERT: u8 = 1;
 pub(crate) const KIND_DELETE: u8 = 2;
