@@ -3,6 +3,13 @@
 use crate::error::{Error, Result};
 
 pub use crate::distance::Metric;
+use crate::index::hnsw::kind::HnswSpec;
+use crate::index::hnsw::HnswParams;
+use crate::index::ivfpq::kind::IvfPqSpec;
+use crate::index::ivfpq::IvfPqParams;
+use crate::index::lsh::kind::LshSpec;
+use crate::index::lsh::LshParams;
+use crate::index::registry::IndexSpec;
 
 /// Parsing of metric names with the crate's error type (the enum itself lives in
 /// `distance`, which depends on nothing).
@@ -92,6 +99,46 @@ fn int_param(name: &'static str, v: f64, range: std::ops::RangeInclusive<u64>) -
 }
 
 impl IndexConfig {
+    /// The index kind's parameters as the engine's index registry takes them.
+    pub(crate) fn spec(&self) -> IndexSpec {
+        match *self {
+            IndexConfig::Flat => IndexSpec::Flat,
+            IndexConfig::Hnsw {
+                m,
+                ef_construction,
+                ef_search,
+                seed,
+            } => IndexSpec::Hnsw(HnswSpec {
+                params: HnswParams {
+                    m,
+                    ef_construction,
+                    seed,
+                },
+                ef_search,
+            }),
+            IndexConfig::IvfPq {
+                nlist,
+                pq_m,
+                nprobe,
+                refine,
+                seed,
+            } => IndexSpec::IvfPq(IvfPqSpec {
+                params: IvfPqParams { nlist, pq_m, seed },
+                nprobe,
+                refine,
+            }),
+            IndexConfig::Lsh {
+                tables,
+                bits,
+                probes,
+                seed,
+            } => IndexSpec::Lsh(LshSpec {
+                params: LshParams { tables, bits, seed },
+                probes,
+            }),
+        }
+    }
+
     /// The index kind's name.
     pub fn name(&self) -> &'static str {
         match self {
@@ -304,22 +351,10 @@ impl CollectionConfig {
                 ));
             }
         }
-        match self.index {
-            IndexConfig::IvfPq { pq_m, .. } if pq_m != 0 && !self.dim.is_multiple_of(pq_m) => {
-                Err(Error::invalid(
-                    "pq_m",
-                    format!(
-                        "pq_m = {pq_m} does not divide dim = {}; choose a divisor of the dimension (or 0 for the default {})",
-                        self.dim,
-                        crate::index::ivfpq::default_pq_m(self.dim)
-                    ),
-                ))
-            }
-            IndexConfig::Lsh { tables, bits, .. } if tables == 0 || bits > 64 => Err(
-                Error::invalid("lsh", format!("tables must be >= 1 and bits <= 64, got {tables} and {bits}")),
-            ),
-            _ => Ok(()),
-        }
+        self.index
+            .spec()
+            .validate(self.dim)
+            .map_err(|(name, reason)| Error::invalid(name, reason))
     }
 }
 

@@ -15,6 +15,7 @@ mod fork_inherited_handle;
 mod format_fixtures;
 mod fuzz_smoke;
 mod hnsw_index;
+mod index_params_validated;
 mod real_data;
 mod stress;
 mod wal_recovery;

@@ -21,21 +21,20 @@ use crate::filter::expr::Filter;
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::{validate_payload, Payload};
 use crate::index::hnsw::build::{GraphBuilder, VectorSet};
-use crate::index::hnsw::graph::FrozenGraph;
 use crate::index::hnsw::visited::VisitedPool;
-use crate::index::ivfpq::{self, FrozenIvfPq, IvfPqParams};
-use crate::index::lsh::{self, FrozenLsh, LshParams};
+use crate::index::registry::{BuiltIndex, IndexSpec};
 use crate::index::topk::TopK;
+use crate::index::{BuildInput, GivenKnobs};
 use crate::process::Owner;
 use crate::storage::manifest::{DeleteMeta, Manifest, SegmentMeta};
-use crate::storage::segment::reader::{IndexView, SegmentReader};
-use crate::storage::segment::writer::{write_segment, SegmentData, SegmentIndex};
+use crate::storage::segment::reader::SegmentReader;
+use crate::storage::segment::writer::{write_segment, SegmentData};
 use crate::storage::wal::record::{encode_delete, encode_upsert, KIND_DELETE, KIND_UPSERT};
 use crate::storage::wal::replay::{list_files, replay};
 use crate::storage::wal::writer::{GroupSync, WalWriter};
 use crate::storage::wal::MAX_RECORD_BYTES;
 use crate::storage::{deletes, fsutil, manifest, segment};
-use crate::types::{CollectionConfig, IndexConfig, Metric, SearchParams, LSH_DEFAULT_REFINE};
+use crate::types::{CollectionConfig, IndexConfig, Metric, SearchParams};
 
 /// A stored point.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,25 +119,6 @@ pub struct BackgroundStats {
 /// `PAD_ID`).
 pub const RESERVED_ID: u64 = u64::MAX;
 
-/// An index built for a segment about to be written.
-enum BuiltIndex {
-    Flat,
-    Hnsw(FrozenGraph),
-    IvfPq(FrozenIvfPq),
-    Lsh(FrozenLsh),
-}
-
-impl BuiltIndex {
-    fn as_segment_index(&self) -> SegmentIndex<'_> {
-        match self {
-            BuiltIndex::Flat => SegmentIndex::Flat,
-            BuiltIndex::Hnsw(g) => SegmentIndex::Hnsw(g),
-            BuiltIndex::IvfPq(ix) => SegmentIndex::IvfPq(ix),
-            BuiltIndex::Lsh(ix) => SegmentIndex::Lsh(ix),
-        }
-    }
-}
-
 #[derive(Debug)]
 struct WriteState {
     wal: WalWriter,
@@ -206,6 +186,8 @@ pub struct Collection {
     sync: Arc<GroupSync>,
     closed: AtomicBool,
     visited: VisitedPool,
+    /// The index kind's parameters (from `config`).
+    spec: IndexSpec,
     /// The process that opened the handle; every call from another (a child that inherited
     /// the handle through `fork()`) is refused before it takes a lock or touches a file.
     owner: Owner,
@@ -286,6 +268,7 @@ impl Collection {
             None => WalWriter::create(&wdir, next_lsn)?,
         };
         let sync = Arc::new(GroupSync::new(&wal, outcome.last_lsn));
+        let spec = config.index.spec();
         let c = Arc::new(Collection {
             name: name.to_owned(),
             dir: dir.to_path_buf(),
@@ -308,6 +291,7 @@ impl Collection {
             closed: AtomicBool::new(false),
             visited: VisitedPool::default(),
             owner: Owner::current(),
+            spec,
         });
         if let Durability::Batch(every) = options.durability {
             spawn_syncer(Arc::downgrade(&c.sync), every);
@@ -795,51 +779,38 @@ impl Collection {
         self.prepare_vector(0, q, buf)
     }
 
-    /// The knobs of a query: its own parameters or the collection's defaults. A knob of
-    /// another index kind, or 0, is an error.
+    /// The knobs of a query: its own parameters or the collection's defaults. A knob the
+    /// collection's index kind does not read, or 0, is an error.
     fn resolve_knobs(&self, params: &SearchParams, k: usize) -> Result<Knobs> {
-        let kind = self.config.index.name();
-        let check =
-            |name: &'static str, v: Option<usize>, applies: bool| -> Result<Option<usize>> {
-                match v {
-                    Some(0) => Err(Error::invalid(name, format!("{name} must be at least 1"))),
-                    Some(_) if !applies => Err(Error::invalid(
-                        name,
-                        format!("`{name}` does not apply to this collection's index ({kind})"),
-                    )),
-                    v => Ok(v),
-                }
-            };
-        let is_hnsw = matches!(self.config.index, IndexConfig::Hnsw { .. });
-        let is_ivf = matches!(self.config.index, IndexConfig::IvfPq { .. });
-        let is_lsh = matches!(self.config.index, IndexConfig::Lsh { .. });
-        let ef = check("ef", params.ef, is_hnsw)?;
-        let nprobe = check("nprobe", params.nprobe, is_ivf)?;
-        let refine = check("refine", params.refine, is_ivf || is_lsh)?;
-        let probes = check("probes", params.probes, is_lsh)?;
+        let spec = &self.spec;
+        let applies = spec.knob_names();
+        let check = |name: &'static str, v: Option<usize>| -> Result<Option<usize>> {
+            match v {
+                Some(0) => Err(Error::invalid(name, format!("{name} must be at least 1"))),
+                Some(_) if !applies.contains(&name) => Err(Error::invalid(
+                    name,
+                    format!(
+                        "`{name}` does not apply to this collection's index ({})",
+                        spec.name()
+                    ),
+                )),
+                v => Ok(v),
+            }
+        };
+        let given = GivenKnobs {
+            ef: check("ef", params.ef)?,
+            nprobe: check("nprobe", params.nprobe)?,
+            refine: check("refine", params.refine)?,
+            probes: check("probes", params.probes)?,
+        };
         let mut knobs = Knobs {
             k,
-            ef: ef.unwrap_or(k).max(k),
-            nprobe: nprobe.unwrap_or(1),
-            refine: refine.unwrap_or(1),
-            probes: probes.unwrap_or(1),
+            ef: given.ef.unwrap_or(k).max(k),
+            nprobe: given.nprobe.unwrap_or(1),
+            refine: given.refine.unwrap_or(1),
+            probes: given.probes.unwrap_or(1),
         };
-        match &self.config.index {
-            IndexConfig::Hnsw { ef_search, .. } => knobs.ef = ef.unwrap_or(*ef_search).max(k),
-            IndexConfig::IvfPq {
-                nprobe: n,
-                refine: r,
-                ..
-            } => {
-                knobs.nprobe = nprobe.unwrap_or(*n);
-                knobs.refine = refine.unwrap_or(*r);
-            }
-            IndexConfig::Lsh { probes: p, .. } => {
-                knobs.probes = probes.unwrap_or(*p);
-                knobs.refine = refine.unwrap_or(LSH_DEFAULT_REFINE);
-            }
-            _ => {}
-        }
+        spec.knobs(&given, &mut knobs);
         Ok(knobs)
     }
 
@@ -1584,7 +1555,7 @@ fn order_for_reuse(inputs: &mut [MergeInput]) {
     let best = inputs
         .iter()
         .enumerate()
-        .filter(|(_, (_, r, d))| d.count_ones() == 0 && matches!(r.index(), IndexView::Hnsw(_)))
+        .filter(|(_, (_, r, d))| d.count_ones() == 0 && r.index().as_graph().is_some())
         .max_by_key(|(_, (_, r, _))| r.rows())
         .map(|(i, _)| i);
     if let Some(i) = best {
@@ -1606,14 +1577,14 @@ fn merged_index(
     #[cfg(feature = "bench")]
     let rebuild = {
         static V: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
-        super::state::knob(&V, "TROVEDB_MERGE_REBUILD", 0) == 1
+        crate::index::bench_knob(&V, "TROVEDB_MERGE_REBUILD", 0) == 1
     };
     #[cfg(not(feature = "bench"))]
     let rebuild = false;
     if let (Some(params), Some((_, first, deleted)), false) =
         (hnsw_params(config), inputs.first(), rebuild)
     {
-        if let (IndexView::Hnsw(view), 0) = (first.index(), deleted.count_ones()) {
+        if let (Some(view), 0) = (first.index().as_graph(), deleted.count_ones()) {
             if let Some(mut b) = GraphBuilder::from_view(params, &view) {
                 let vs = VectorSet {
                     data: vectors,
@@ -1688,7 +1659,7 @@ fn write_sealed(
             ids,
             vectors,
             payloads,
-            index: built.as_segment_index(),
+            index: built,
             payload_index: Some(&index),
         },
     )?;
@@ -1713,55 +1684,20 @@ fn build_index_with(
     vectors: &[f32],
     stop: &AtomicBool,
 ) -> BuiltIndex {
-    let (dim, metric) = (config.dim, config.metric);
-    match &config.index {
-        IndexConfig::Flat => BuiltIndex::Flat,
-        IndexConfig::Hnsw { .. } => {
-            // The appendable graph is reused when no row was deleted (rows map one to
-            // one); otherwise the graph is built afresh over the live rows, in parallel.
-            match (&a.graph, hnsw_params(config)) {
-                (Some(g), _) if a.deleted.count_ones() == 0 && g.len_nodes() == live => {
-                    BuiltIndex::Hnsw(g.freeze())
-                }
-                (_, Some(params)) => {
-                    let vs = VectorSet {
-                        data: vectors,
-                        dim,
-                        kernels,
-                        metric,
-                    };
-                    BuiltIndex::Hnsw(GraphBuilder::build_or_stop(params, &vs, stop).freeze())
-                }
-                (_, None) => BuiltIndex::Flat,
-            }
+    // The appendable graph is reused when no row was deleted (rows map one to one);
+    // otherwise the index is built afresh over the live rows (in parallel).
+    if let Some(g) = &a.graph {
+        if a.deleted.count_ones() == 0 && g.len_nodes() == live {
+            return BuiltIndex::Hnsw(g.freeze());
         }
-        IndexConfig::IvfPq {
-            nlist, pq_m, seed, ..
-        } => ivfpq::build(
-            vectors,
-            dim,
-            IvfPqParams {
-                nlist: *nlist,
-                pq_m: *pq_m,
-                seed: *seed,
-            },
-        )
-        .map_or(BuiltIndex::Flat, BuiltIndex::IvfPq),
-        IndexConfig::Lsh {
-            tables, bits, seed, ..
-        } => lsh::build(
-            vectors,
-            dim,
-            metric,
-            LshParams {
-                tables: *tables,
-                bits: *bits,
-                seed: *seed,
-            },
-            kernels,
-        )
-        .map_or(BuiltIndex::Flat, BuiltIndex::Lsh),
     }
+    config.index.spec().build(&BuildInput {
+        vectors,
+        dim: config.dim,
+        metric: config.metric,
+        kernels,
+        stop,
+    })
 }
 
 #[cfg(test)]

@@ -14,13 +14,12 @@ use crate::filter::expr::Filter;
 use crate::filter::payload_index::{IndexedFields, PayloadIndex};
 use crate::filter::value::Payload;
 use crate::index::hnsw::graph::Graph;
-use crate::index::hnsw::search::Expand;
+use crate::index::hnsw::kind::{graph_prefers_scan, search_graph};
 use crate::index::hnsw::visited::VisitedPool;
-use crate::index::hnsw::{search as hnsw_search, HnswParams};
-use crate::index::ivfpq::{self, IvfPqQuery, IvfPqView};
-use crate::index::lsh::{self, LshQuery, LshView};
-use crate::index::{flat, topk::TopK};
-use crate::storage::segment::reader::IndexView;
+use crate::index::hnsw::HnswParams;
+use crate::index::registry::IndexView;
+use crate::index::{flat, topk::TopK, Query, SegmentRows};
+pub(crate) use crate::index::{Knobs, FLAT_SCAN_MAX_ROWS};
 use crate::storage::segment::reader::SegmentReader;
 use crate::storage::wal::record::WalOp;
 use crate::types::{CollectionConfig, IndexConfig};
@@ -176,76 +175,10 @@ struct SegmentView<'a> {
 #[derive(Clone, Copy)]
 enum Ann<'a> {
     None,
-    Graph(&'a dyn Graph),
-    IvfPq(IvfPqView<'a>),
-    Lsh(LshView<'a>),
-}
-
-/// Per-query knobs, resolved from the query's parameters and the collection's defaults.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Knobs {
-    pub k: usize,
-    pub ef: usize,
-    pub nprobe: usize,
-    pub refine: usize,
-    pub probes: usize,
-}
-
-/// A measurement knob from the environment (feature `bench` only; production builds always
-/// use the default, so nothing outside the API changes a search).
-#[cfg(feature = "bench")]
-pub(crate) fn knob<T: std::str::FromStr + Copy>(
-    cell: &'static std::sync::OnceLock<T>,
-    var: &str,
-    default: T,
-) -> T {
-    *cell.get_or_init(|| {
-        std::env::var(var)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    })
-}
-
-/// Pass rate (numerator, denominator) below which filtered graph search expands rejected
-/// neighbours two hops instead of scoring them (`TROVEDB_TWO_HOP_BELOW` = percent, with
-/// feature `bench`, for measurements).
-fn two_hop_below() -> (usize, usize) {
-    #[cfg(feature = "bench")]
-    let pct = {
-        static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        knob(&V, "TROVEDB_TWO_HOP_BELOW", TWO_HOP_BELOW_PERCENT)
-    };
-    #[cfg(not(feature = "bench"))]
-    let pct = TWO_HOP_BELOW_PERCENT;
-    (pct, 100)
-}
-
-/// Multiplier of the scan-or-graph bound (`TROVEDB_SCAN_BOUND_SCALE` with feature `bench`,
-/// for measurements; default 1).
-fn scan_bound_scale() -> f64 {
-    #[cfg(feature = "bench")]
-    {
-        static V: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-        knob(&V, "TROVEDB_SCAN_BOUND_SCALE", 1.0)
-    }
-    #[cfg(not(feature = "bench"))]
-    1.0
-}
-
-/// Default of [`two_hop_below`], in percent.
-const TWO_HOP_BELOW_PERCENT: usize = 30;
-
-/// A probe count scaled for a filter passing `passing` of `rows`: by `1 / sqrt(pass rate)`.
-/// With a pass rate `s` the k nearest passing points lie about `1/s` times deeper in the
-/// unfiltered ranking; on text-minilm-dev, widening by `1/sqrt(s)` brought IVF-PQ and LSH
-/// recall@10 at 50% back to the unfiltered level, and by `1/s` bought nothing more.
-fn widen(probes: usize, passing: usize, rows: usize) -> usize {
-    if passing == 0 || passing >= rows {
-        return probes;
-    }
-    let f = (rows as f64 / passing as f64).sqrt();
-    ((probes as f64 * f).ceil() as usize).max(probes)
+    /// A sealed segment's index (any kind).
+    Sealed(IndexView<'a>),
+    /// The live HNSW graph of an in-memory segment.
+    Live(&'a dyn Graph),
 }
 
 /// An appendable segment being sealed in the background: still searched, never written to
@@ -282,10 +215,6 @@ pub(crate) struct State {
     config: CollectionConfig,
     kernels: &'static Kernels,
 }
-
-/// Segments with at most this many rows are scanned exactly even when they have a graph:
-/// below it a scan is as fast as a graph search and always exact.
-pub(crate) const FLAT_SCAN_MAX_ROWS: usize = 1024;
 
 /// The payload fields a collection indexes (`None`: all).
 pub(crate) fn indexed_fields(config: &CollectionConfig) -> IndexedFields {
@@ -503,7 +432,7 @@ impl State {
                 vectors: &a.vectors,
                 deleted: &fz.dead,
                 allowed: allowed.as_ref(),
-                index: a.graph.as_ref().map_or(Ann::None, |g| Ann::Graph(g)),
+                index: a.graph.as_ref().map_or(Ann::None, |g| Ann::Live(g)),
                 ids: &|r| a.ids[r],
             };
             ctx.search_segment(&seg, query, knobs, pool, top);
@@ -514,7 +443,7 @@ impl State {
             vectors: &a.vectors,
             deleted: &a.deleted,
             allowed: allowed.as_ref(),
-            index: a.graph.as_ref().map_or(Ann::None, |g| Ann::Graph(g)),
+            index: a.graph.as_ref().map_or(Ann::None, |g| Ann::Live(g)),
             ids: &|r| a.ids[r],
         };
         ctx.search_segment(&seg, query, knobs, pool, top);
@@ -558,12 +487,7 @@ pub(crate) fn search_sealed(
             vectors: s.reader.vectors(),
             deleted: &s.deleted,
             allowed: allowed.as_ref(),
-            index: match &view {
-                IndexView::Flat => Ann::None,
-                IndexView::Hnsw(g) => Ann::Graph(g),
-                IndexView::IvfPq(ix) => Ann::IvfPq(*ix),
-                IndexView::Lsh(ix) => Ann::Lsh(*ix),
-            },
+            index: Ann::Sealed(view),
             ids: &|r| ids[r],
         };
         ctx.search_segment(&seg, query, knobs, pool, top);
@@ -584,35 +508,6 @@ pub(crate) fn sealed_payload(sealed: &[SealedSegment], id: u64) -> Result<Option
 }
 
 impl Ctx {
-    /// Whether scanning `passing` rows exactly is cheaper than a filtered graph search of a
-    /// segment of `rows`: a scan costs `passing` distances; a graph search about
-    /// `ef * 2m / s` with pass rate `s = passing / rows`. Equal when
-    /// `passing = sqrt(ef * 2m * rows)`.
-    fn prefer_scan(&self, index: &Ann<'_>, passing: usize, rows: usize, knobs: &Knobs) -> bool {
-        match index {
-            Ann::None => true,
-            Ann::Graph(_) => {
-                let m0 = self.m0;
-                // Measured on text-minilm-dev (20k, ef 64): scaling this bound by 0.25 or
-                // 0.5 sent 10-30% filters to the graph and cut their QPS 3-13x; by 2 or 4 it
-                // scanned 50-100% filters and cut QPS 1.7-9x. 1 was best at every
-                // selectivity tried.
-                (passing as f64)
-                    <= scan_bound_scale() * ((knobs.ef * m0) as f64 * rows as f64).sqrt()
-            }
-            // A filtered probe scores about rows * nprobe' / nlist codes (nprobe' widened
-            // for the pass rate, see `widen`); scanning fewer passing rows exactly is both
-            // cheaper and exact.
-            Ann::IvfPq(ix) => {
-                let nprobe = widen(knobs.nprobe, passing, rows).min(ix.nlist);
-                passing.saturating_mul(ix.nlist) <= rows.saturating_mul(nprobe)
-            }
-            // Measured on text-minilm-dev (20k): a widened LSH search costs about as much as
-            // scanning an eighth of the rows.
-            Ann::Lsh(_) => passing <= rows / 8,
-        }
-    }
-
     fn search_segment(
         &self,
         seg: &SegmentView<'_>,
@@ -621,20 +516,28 @@ impl Ctx {
         pool: &VisitedPool,
         top: &mut TopK,
     ) {
-        let (k, ef) = (knobs.k, knobs.ef);
-        let (kernels, metric, dim) = (self.kernels, self.metric, self.dim);
-        let rows = seg.vectors.len() / dim;
-        let dist_row =
-            |r: usize| kernels.distance(metric, query, &seg.vectors[r * dim..(r + 1) * dim]);
+        let rows_view = SegmentRows {
+            vectors: seg.vectors,
+            dim: self.dim,
+            kernels: self.kernels,
+            metric: self.metric,
+        };
+        let rows = rows_view.rows();
         if let Some(allowed) = seg.allowed {
             let passing = allowed.count_ones();
             if passing == 0 {
                 return;
             }
-            if rows <= FLAT_SCAN_MAX_ROWS || self.prefer_scan(&seg.index, passing, rows, knobs) {
+            let scan = rows <= FLAT_SCAN_MAX_ROWS
+                || match seg.index {
+                    Ann::None => true,
+                    Ann::Sealed(view) => view.prefer_scan(passing, rows, knobs),
+                    Ann::Live(_) => graph_prefers_scan(self.m0, passing, rows, knobs.ef),
+                };
+            if scan {
                 let mut thr = top.threshold();
                 for r in allowed.iter_ones() {
-                    let d = dist_row(r);
+                    let d = rows_view.distance(query, r);
                     if d <= thr {
                         top.push(d, (seg.ids)(r));
                         thr = top.threshold();
@@ -647,93 +550,27 @@ impl Ctx {
             Some(a) => a.get(r),
             None => !seg.deleted.get(r),
         };
+        let q = Query {
+            vector: query,
+            knobs,
+            passing: seg.allowed.map_or(rows, Bitset::count_ones),
+            pool,
+        };
         match seg.index {
-            Ann::IvfPq(ix) if rows > FLAT_SCAN_MAX_ROWS => {
-                let passing = seg.allowed.map_or(rows, Bitset::count_ones);
-                let opts = IvfPqQuery {
-                    k,
-                    nprobe: widen(knobs.nprobe, passing, rows),
-                    refine: knobs.refine,
-                };
-                let found =
-                    ivfpq::search(&ix, seg.vectors, kernels, metric, query, opts, &allow_row);
-                for (row, d) in found {
+            Ann::Sealed(view) if rows > FLAT_SCAN_MAX_ROWS && !matches!(view, IndexView::Flat) => {
+                view.search(&rows_view, &q, &allow_row, |row, d| {
                     top.push(d, (seg.ids)(row as usize));
-                }
-            }
-            Ann::Lsh(ix) if rows > FLAT_SCAN_MAX_ROWS => {
-                // Probing widens (4x per round) while fewer than k allowed rows were found,
-                // until every bucket has been read.
-                let passing = seg.allowed.map_or(rows, Bitset::count_ones);
-                let mut probes = widen(knobs.probes.max(1), passing, rows);
-                let most = 1usize << ix.bits.min(20);
-                let mut visited = pool.take(rows);
-                let found = loop {
-                    visited.reset(rows);
-                    let opts = LshQuery {
-                        k,
-                        probes,
-                        refine: knobs.refine,
-                    };
-                    let f = lsh::search(
-                        &ix,
-                        seg.vectors,
-                        kernels,
-                        metric,
-                        query,
-                        opts,
-                        &allow_row,
-                        &mut visited,
-                    );
-                    if f.len() >= k || probes >= most {
-                        break f;
-                    }
-                    probes = probes.saturating_mul(4);
-                };
-                pool.give(visited);
-                for (row, d) in found {
-                    top.push(d, (seg.ids)(row as usize));
-                }
-            }
-            Ann::Graph(g) if rows > FLAT_SCAN_MAX_ROWS => {
-                let dist = |n: u32| dist_row(n as usize);
-                let prefetch = |n: u32| {
-                    let n = n as usize;
-                    crate::distance::prefetch(&seg.vectors[n * dim..(n + 1) * dim]);
-                };
-                let allow = |n: u32| match seg.allowed {
-                    Some(a) => a.get(n as usize),
-                    None => !seg.deleted.get(n as usize),
-                };
-                let passing = seg.allowed.map_or(rows, Bitset::count_ones);
-                let expand = if passing * two_hop_below().1 < rows * two_hop_below().0 {
-                    Expand::TwoHop
-                } else {
-                    Expand::Through
-                };
-                let mut visited = pool.take(g.len());
-                let found = hnsw_search::with_scratch(|scratch| {
-                    hnsw_search::search(
-                        g,
-                        &dist,
-                        &prefetch,
-                        k,
-                        ef,
-                        &allow,
-                        expand,
-                        &mut visited,
-                        scratch,
-                    )
                 });
-                pool.give(visited);
-                for c in found {
-                    top.push(c.d, (seg.ids)(c.id as usize));
-                }
+            }
+            Ann::Live(g) if rows > FLAT_SCAN_MAX_ROWS => {
+                search_graph(g, &rows_view, &q, &allow_row, |row, d| {
+                    top.push(d, (seg.ids)(row as usize));
+                });
             }
             _ => flat::scan(
-                kernels,
-                metric,
-                dim,
+                self.kernels,
+                self.metric,
+                self.dim,
                 seg.vectors,
                 query,
                 |r| !seg.deleted.get(r),

@@ -5,6 +5,7 @@
 
 pub(crate) mod build;
 pub(crate) mod graph;
+pub(crate) mod kind;
 pub(crate) mod search;
 pub(crate) mod visited;
 

@@ -26,31 +26,14 @@ pub(crate) const SECTION_IDS: u32 = 2;
 pub(crate) const SECTION_ID_INDEX: u32 = 3;
 pub(crate) const SECTION_PAYLOAD_OFFSETS: u32 = 4;
 pub(crate) const SECTION_PAYLOAD_BYTES: u32 = 5;
-pub(crate) const SECTION_HNSW_META: u32 = 6;
-pub(crate) const SECTION_HNSW_L0: u32 = 7;
-pub(crate) const SECTION_HNSW_UPPER_OFFSETS: u32 = 8;
-pub(crate) const SECTION_HNSW_UPPER: u32 = 9;
-pub(crate) const SECTION_IVF_META: u32 = 10;
-pub(crate) const SECTION_IVF_CENTROIDS: u32 = 11;
-pub(crate) const SECTION_IVF_CODEBOOKS: u32 = 12;
-pub(crate) const SECTION_IVF_LIST_OFFSETS: u32 = 13;
-pub(crate) const SECTION_IVF_LIST_ROWS: u32 = 14;
-pub(crate) const SECTION_IVF_CODES: u32 = 15;
-pub(crate) const SECTION_LSH_META: u32 = 16;
-pub(crate) const SECTION_LSH_FUNCTIONS: u32 = 17;
-pub(crate) const SECTION_LSH_TABLE_OFFSETS: u32 = 18;
-pub(crate) const SECTION_LSH_KEYS: u32 = 19;
-pub(crate) const SECTION_LSH_STARTS: u32 = 20;
-pub(crate) const SECTION_LSH_ROWS: u32 = 21;
-pub(crate) const SECTION_LSH_SIGS: u32 = 22;
+// Kinds 6-22 are the vector index's sections: kind `LEGACY_BASE + tag - 1` of the index kind
+// (`index/<kind>/kind.rs`: HNSW 6-9, IVF-PQ 10-15, LSH 16-22).
 /// The persisted payload index (v2; optional: v1 segments rebuild it from the payloads).
 pub(crate) const SECTION_PAYLOAD_INDEX: u32 = 23;
 
-/// Index kind codes stored in the header.
-pub(crate) const INDEX_FLAT: u8 = 1;
+/// Index kind code of HNSW in the header (format v1 knew only flat = 1 and HNSW = 2; every
+/// kind's code is its `VectorIndex::CODE`).
 pub(crate) const INDEX_HNSW: u8 = 2;
-pub(crate) const INDEX_IVF_PQ: u8 = 3;
-pub(crate) const INDEX_LSH: u8 = 4;
 
 /// One entry of the section table.
 #[repr(C)]

@@ -9,22 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use memmap2::Mmap;
 
 use super::layout::{
-    SegmentFooter, SegmentHeader, FOOTER_BYTES, HEADER_PAGE_BYTES, INDEX_FLAT, INDEX_HNSW,
-    INDEX_IVF_PQ, INDEX_LSH, SECTION_ALIGN, SECTION_HNSW_L0, SECTION_HNSW_META, SECTION_HNSW_UPPER,
-    SECTION_HNSW_UPPER_OFFSETS, SECTION_IDS, SECTION_ID_INDEX, SECTION_IVF_CENTROIDS,
-    SECTION_IVF_CODEBOOKS, SECTION_IVF_CODES, SECTION_IVF_LIST_OFFSETS, SECTION_IVF_LIST_ROWS,
-    SECTION_IVF_META, SECTION_LSH_FUNCTIONS, SECTION_LSH_KEYS, SECTION_LSH_META, SECTION_LSH_ROWS,
-    SECTION_LSH_SIGS, SECTION_LSH_STARTS, SECTION_LSH_TABLE_OFFSETS, SECTION_PAYLOAD_BYTES,
-    SECTION_PAYLOAD_INDEX, SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC,
-    SEGMENT_OLDEST_VERSION, SEGMENT_VERSION,
+    SegmentFooter, SegmentHeader, FOOTER_BYTES, HEADER_PAGE_BYTES, INDEX_HNSW, SECTION_ALIGN,
+    SECTION_IDS, SECTION_ID_INDEX, SECTION_PAYLOAD_BYTES, SECTION_PAYLOAD_INDEX,
+    SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC, SEGMENT_OLDEST_VERSION,
+    SEGMENT_VERSION,
 };
 use crate::error::{Error, Result};
 use crate::filter::codec::{decode_payload, Decoder};
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
-use crate::index::hnsw::graph::GraphView;
-use crate::index::ivfpq::IvfPqView;
-use crate::index::lsh::LshView;
+use crate::index::registry::{kind_info, IndexParts, IndexView};
+use crate::index::Sections;
 use crate::process::Owner;
 use crate::storage::mmap::map_sealed;
 use crate::types::Metric;
@@ -58,81 +53,6 @@ impl Drop for SegmentReader {
             let _ = std::fs::remove_file(&self.path);
         }
     }
-}
-
-/// Where a validated index lies in the map.
-#[derive(Debug, Clone)]
-enum IndexParts {
-    Flat,
-    Hnsw(GraphParts),
-    IvfPq {
-        meta: [u64; 8],
-        parts: [Range<usize>; 5],
-    },
-    Lsh {
-        meta: [u64; 8],
-        parts: [Range<usize>; 6],
-    },
-}
-
-/// The index of a sealed segment, borrowed from its map.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum IndexView<'a> {
-    Flat,
-    Hnsw(GraphView<'a>),
-    IvfPq(IvfPqView<'a>),
-    Lsh(LshView<'a>),
-}
-
-impl IndexView<'_> {
-    /// Name for `stats()`.
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            IndexView::Flat => "flat",
-            IndexView::Hnsw(_) => "hnsw",
-            IndexView::IvfPq(_) => "ivf_pq",
-            IndexView::Lsh(_) => "lsh",
-        }
-    }
-
-    /// Bytes of index structures in the file.
-    pub(crate) fn bytes(&self) -> usize {
-        match self {
-            IndexView::Flat => 0,
-            IndexView::Hnsw(g) => g.bytes(),
-            IndexView::IvfPq(ix) => ix.bytes(),
-            IndexView::Lsh(ix) => ix.bytes(),
-        }
-    }
-
-    /// The parameters the segment's index was built with, for `stats()`.
-    pub(crate) fn detail(&self) -> String {
-        match self {
-            IndexView::Flat => String::new(),
-            IndexView::Hnsw(g) => format!("m={}", g.m),
-            IndexView::IvfPq(ix) => format!(
-                "nlist={} pq_m={} code_bytes_per_vector={}",
-                ix.nlist,
-                ix.m,
-                ix.code_bytes_per_vector()
-            ),
-            IndexView::Lsh(ix) => format!(
-                "family={} tables={} bits={}",
-                ix.family_name(),
-                ix.tables,
-                ix.bits
-            ),
-        }
-    }
-}
-
-/// Where a validated HNSW graph lies in the map.
-#[derive(Debug, Clone)]
-struct GraphParts {
-    meta: [u64; 8],
-    l0: Range<usize>,
-    offsets: Range<usize>,
-    upper: Range<usize>,
 }
 
 impl SegmentReader {
@@ -221,96 +141,7 @@ impl SegmentReader {
                 format!("index kind {} in a version 1 file", header.index_kind),
             ));
         }
-        let meta_of = |r: &Range<usize>| -> [u64; 8] {
-            let mut meta = [0u64; 8];
-            meta.copy_from_slice(bytemuck::cast_slice(&map[r.clone()]));
-            meta
-        };
-        let index = match header.index_kind {
-            INDEX_FLAT => IndexParts::Flat,
-            INDEX_IVF_PQ => {
-                let meta_r = section(SECTION_IVF_META, 8, Some(8))?;
-                let meta = meta_of(&meta_r);
-                let parts = [
-                    section(SECTION_IVF_CENTROIDS, 4, None)?,
-                    section(SECTION_IVF_CODEBOOKS, 4, None)?,
-                    section(SECTION_IVF_LIST_OFFSETS, 8, None)?,
-                    section(SECTION_IVF_LIST_ROWS, 4, None)?,
-                    section(SECTION_IVF_CODES, 1, None)?,
-                ];
-                if meta[3] != rows as u64 || meta[4] != dim as u64 {
-                    return Err(corrupt(
-                        meta_r.start,
-                        "ivf_pq shape differs from the segment's".into(),
-                    ));
-                }
-                IvfPqView::new(
-                    &meta,
-                    bytemuck::cast_slice(&map[parts[0].clone()]),
-                    bytemuck::cast_slice(&map[parts[1].clone()]),
-                    bytemuck::cast_slice(&map[parts[2].clone()]),
-                    bytemuck::cast_slice(&map[parts[3].clone()]),
-                    &map[parts[4].clone()],
-                )
-                .map_err(|why| corrupt(meta_r.start, format!("ivf_pq index: {why}")))?;
-                IndexParts::IvfPq { meta, parts }
-            }
-            INDEX_LSH => {
-                let meta_r = section(SECTION_LSH_META, 8, Some(8))?;
-                let meta = meta_of(&meta_r);
-                let parts = [
-                    section(SECTION_LSH_FUNCTIONS, 4, None)?,
-                    section(SECTION_LSH_TABLE_OFFSETS, 8, None)?,
-                    section(SECTION_LSH_KEYS, 8, None)?,
-                    section(SECTION_LSH_STARTS, 4, None)?,
-                    section(SECTION_LSH_ROWS, 4, None)?,
-                    section(SECTION_LSH_SIGS, 1, None)?,
-                ];
-                if meta[3] != rows as u64 || meta[4] != dim as u64 {
-                    return Err(corrupt(
-                        meta_r.start,
-                        "lsh shape differs from the segment's".into(),
-                    ));
-                }
-                LshView::new(
-                    &meta,
-                    bytemuck::cast_slice(&map[parts[0].clone()]),
-                    bytemuck::cast_slice(&map[parts[1].clone()]),
-                    bytemuck::cast_slice(&map[parts[2].clone()]),
-                    bytemuck::cast_slice(&map[parts[3].clone()]),
-                    bytemuck::cast_slice(&map[parts[4].clone()]),
-                    &map[parts[5].clone()],
-                )
-                .map_err(|why| corrupt(meta_r.start, format!("lsh index: {why}")))?;
-                IndexParts::Lsh { meta, parts }
-            }
-            INDEX_HNSW => {
-                let meta_r = section(SECTION_HNSW_META, 8, Some(8))?;
-                let mut meta = [0u64; 8];
-                meta.copy_from_slice(bytemuck::cast_slice(&map[meta_r.clone()]));
-                let parts = GraphParts {
-                    meta,
-                    l0: section(SECTION_HNSW_L0, 4, None)?,
-                    offsets: section(SECTION_HNSW_UPPER_OFFSETS, 4, Some(rows + 1))?,
-                    upper: section(SECTION_HNSW_UPPER, 4, None)?,
-                };
-                if meta[5] != rows as u64 {
-                    return Err(corrupt(
-                        meta_r.start,
-                        "graph row count differs from the segment's".into(),
-                    ));
-                }
-                GraphView::new(
-                    &parts.meta,
-                    bytemuck::cast_slice(&map[parts.l0.clone()]),
-                    bytemuck::cast_slice(&map[parts.offsets.clone()]),
-                    bytemuck::cast_slice(&map[parts.upper.clone()]),
-                )
-                .map_err(|why| corrupt(meta_r.start, format!("hnsw graph: {why}")))?;
-                IndexParts::Hnsw(parts)
-            }
-            k => return Err(corrupt(11, format!("unknown index kind {k}"))),
-        };
+        let index = open_index(&map, &header, path, rows, dim)?;
         let r = SegmentReader {
             index,
             vectors: section(SECTION_VECTORS, 4, Some(rd))?,
@@ -328,16 +159,7 @@ impl SegmentReader {
             obsolete: AtomicBool::new(false),
             owner: Owner::current(),
         };
-        for kind in [
-            SECTION_IDS,
-            SECTION_ID_INDEX,
-            SECTION_PAYLOAD_OFFSETS,
-            SECTION_HNSW_META,
-            SECTION_IVF_META,
-            SECTION_IVF_LIST_OFFSETS,
-            SECTION_LSH_META,
-            SECTION_LSH_TABLE_OFFSETS,
-        ] {
+        for kind in [SECTION_IDS, SECTION_ID_INDEX, SECTION_PAYLOAD_OFFSETS] {
             r.verify_section(kind)?;
         }
         Ok(r)
@@ -395,33 +217,7 @@ impl SegmentReader {
 
     /// The segment's index (validated at open).
     pub(crate) fn index(&self) -> IndexView<'_> {
-        let m = &self.map;
-        match &self.index {
-            IndexParts::Flat => IndexView::Flat,
-            IndexParts::Hnsw(g) => IndexView::Hnsw(GraphView::trusted(
-                &g.meta,
-                bytemuck::cast_slice(&m[g.l0.clone()]),
-                bytemuck::cast_slice(&m[g.offsets.clone()]),
-                bytemuck::cast_slice(&m[g.upper.clone()]),
-            )),
-            IndexParts::IvfPq { meta, parts } => IndexView::IvfPq(IvfPqView::trusted(
-                meta,
-                bytemuck::cast_slice(&m[parts[0].clone()]),
-                bytemuck::cast_slice(&m[parts[1].clone()]),
-                bytemuck::cast_slice(&m[parts[2].clone()]),
-                bytemuck::cast_slice(&m[parts[3].clone()]),
-                &m[parts[4].clone()],
-            )),
-            IndexParts::Lsh { meta, parts } => IndexView::Lsh(LshView::trusted(
-                meta,
-                bytemuck::cast_slice(&m[parts[0].clone()]),
-                bytemuck::cast_slice(&m[parts[1].clone()]),
-                bytemuck::cast_slice(&m[parts[2].clone()]),
-                bytemuck::cast_slice(&m[parts[3].clone()]),
-                bytemuck::cast_slice(&m[parts[4].clone()]),
-                &m[parts[5].clone()],
-            )),
-        }
+        self.index.view(&self.map)
     }
 
     /// The row holding `id`, by binary search of the sorted (id, row) table.
@@ -469,4 +265,57 @@ impl SegmentReader {
             )
         })
     }
+}
+
+/// Open the vector index of a segment: find its sections (format v1/v2 numbered every
+/// kind's sections globally, from the kind's `LEGACY_BASE`), verify the checksums of those
+/// the kind reads whole at open *before* it parses them, then let the kind validate them.
+fn open_index(
+    map: &[u8],
+    header: &SegmentHeader,
+    path: &Path,
+    rows: usize,
+    dim: usize,
+) -> Result<IndexParts> {
+    let corrupt = |off: usize, why: String| Error::corruption(path, off as u64, why);
+    let info = kind_info(header.index_kind)
+        .ok_or_else(|| corrupt(11, format!("unknown index kind {}", header.index_kind)))?;
+    if header.version < 2 && header.index_kind > INDEX_HNSW {
+        return Err(corrupt(
+            11,
+            format!("index kind {} in a version 1 file", header.index_kind),
+        ));
+    }
+    let foot_at = map.len() - FOOTER_BYTES;
+    let mut entries = Vec::with_capacity(usize::from(info.section_count));
+    for tag in 1..=info.section_count {
+        let kind = info.legacy_base + u32::from(tag) - 1;
+        let Some(e) = header.section(kind) else {
+            continue;
+        };
+        let (off, len) = (e.offset as usize, e.len_bytes as usize);
+        let end = off.checked_add(len).filter(|end| *end <= foot_at);
+        if off < HEADER_PAGE_BYTES || off % SECTION_ALIGN != 0 || end.is_none() {
+            return Err(corrupt(
+                40,
+                format!("section kind {kind} lies outside the file"),
+            ));
+        }
+        if info.checked_at_open.contains(&tag) && crc32fast::hash(&map[off..off + len]) != e.crc {
+            return Err(corrupt(
+                off,
+                format!("section kind {kind} checksum mismatch"),
+            ));
+        }
+        entries.push((tag, off..off + len));
+    }
+    let sections = Sections {
+        bytes: map,
+        entries,
+    };
+    IndexParts::open(header.index_kind, &sections, rows, dim).map_err(|e| {
+        let (off, reason) = (e.offset, e.reason);
+        // Name the legacy section kind in messages, as files and FORMAT.md number them.
+        corrupt(if off == 0 { 40 } else { off }, reason)
+    })
 }

@@ -5,22 +5,15 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::layout::{
-    SectionEntry, SegmentFooter, SegmentHeader, FOOTER_BYTES, HEADER_PAGE_BYTES, INDEX_FLAT,
-    INDEX_HNSW, INDEX_IVF_PQ, INDEX_LSH, MAX_SECTIONS, SECTION_ALIGN, SECTION_HNSW_L0,
-    SECTION_HNSW_META, SECTION_HNSW_UPPER, SECTION_HNSW_UPPER_OFFSETS, SECTION_IDS,
-    SECTION_ID_INDEX, SECTION_IVF_CENTROIDS, SECTION_IVF_CODEBOOKS, SECTION_IVF_CODES,
-    SECTION_IVF_LIST_OFFSETS, SECTION_IVF_LIST_ROWS, SECTION_IVF_META, SECTION_LSH_FUNCTIONS,
-    SECTION_LSH_KEYS, SECTION_LSH_META, SECTION_LSH_ROWS, SECTION_LSH_SIGS, SECTION_LSH_STARTS,
-    SECTION_LSH_TABLE_OFFSETS, SECTION_PAYLOAD_BYTES, SECTION_PAYLOAD_INDEX,
+    SectionEntry, SegmentFooter, SegmentHeader, FOOTER_BYTES, HEADER_PAGE_BYTES, MAX_SECTIONS,
+    SECTION_ALIGN, SECTION_IDS, SECTION_ID_INDEX, SECTION_PAYLOAD_BYTES, SECTION_PAYLOAD_INDEX,
     SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 use crate::error::{IoContext, Result};
 use crate::filter::codec::encode_payload;
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
-use crate::index::hnsw::graph::FrozenGraph;
-use crate::index::ivfpq::FrozenIvfPq;
-use crate::index::lsh::FrozenLsh;
+use crate::index::registry::{kind_info, BuiltIndex};
 use crate::storage::fsutil::{sync_dir, write_all};
 use crate::types::Metric;
 
@@ -33,19 +26,9 @@ pub(crate) struct SegmentData<'a> {
     pub vectors: &'a [f32],
     pub payloads: &'a [&'a Payload],
     /// The index over these rows.
-    pub index: SegmentIndex<'a>,
+    pub index: &'a BuiltIndex,
     /// The payload index over these rows (persisted so a reopen need not decode payloads).
     pub payload_index: Option<&'a PayloadIndex>,
-}
-
-/// The index stored with a segment.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum SegmentIndex<'a> {
-    /// None: the segment is scanned exactly.
-    Flat,
-    Hnsw(&'a FrozenGraph),
-    IvfPq(&'a FrozenIvfPq),
-    Lsh(&'a FrozenLsh),
 }
 
 struct SectionSink<W: Write> {
@@ -121,63 +104,12 @@ pub(crate) fn write_segment(
         ix.encode(&mut bytes);
         sink.section(&tmp, SECTION_PAYLOAD_INDEX, &bytes)?;
     }
-    let index_kind = match data.index {
-        SegmentIndex::Flat => INDEX_FLAT,
-        SegmentIndex::Hnsw(g) => {
-            sink.section(&tmp, SECTION_HNSW_META, bytemuck::cast_slice(&g.meta))?;
-            sink.section(&tmp, SECTION_HNSW_L0, bytemuck::cast_slice(&g.l0))?;
-            sink.section(
-                &tmp,
-                SECTION_HNSW_UPPER_OFFSETS,
-                bytemuck::cast_slice(&g.offsets),
-            )?;
-            sink.section(&tmp, SECTION_HNSW_UPPER, bytemuck::cast_slice(&g.upper))?;
-            INDEX_HNSW
-        }
-        SegmentIndex::IvfPq(ix) => {
-            sink.section(&tmp, SECTION_IVF_META, bytemuck::cast_slice(&ix.meta))?;
-            sink.section(
-                &tmp,
-                SECTION_IVF_CENTROIDS,
-                bytemuck::cast_slice(&ix.centroids),
-            )?;
-            sink.section(
-                &tmp,
-                SECTION_IVF_CODEBOOKS,
-                bytemuck::cast_slice(&ix.codebooks),
-            )?;
-            sink.section(
-                &tmp,
-                SECTION_IVF_LIST_OFFSETS,
-                bytemuck::cast_slice(&ix.list_offsets),
-            )?;
-            sink.section(
-                &tmp,
-                SECTION_IVF_LIST_ROWS,
-                bytemuck::cast_slice(&ix.list_rows),
-            )?;
-            sink.section(&tmp, SECTION_IVF_CODES, &ix.codes)?;
-            INDEX_IVF_PQ
-        }
-        SegmentIndex::Lsh(ix) => {
-            sink.section(&tmp, SECTION_LSH_META, bytemuck::cast_slice(&ix.meta))?;
-            sink.section(
-                &tmp,
-                SECTION_LSH_FUNCTIONS,
-                bytemuck::cast_slice(&ix.functions),
-            )?;
-            sink.section(
-                &tmp,
-                SECTION_LSH_TABLE_OFFSETS,
-                bytemuck::cast_slice(&ix.table_offsets),
-            )?;
-            sink.section(&tmp, SECTION_LSH_KEYS, bytemuck::cast_slice(&ix.keys))?;
-            sink.section(&tmp, SECTION_LSH_STARTS, bytemuck::cast_slice(&ix.starts))?;
-            sink.section(&tmp, SECTION_LSH_ROWS, bytemuck::cast_slice(&ix.rows))?;
-            sink.section(&tmp, SECTION_LSH_SIGS, &ix.sigs)?;
-            INDEX_LSH
-        }
-    };
+    // Format v2 numbers every kind's sections globally: tag t is kind LEGACY_BASE + t - 1.
+    let index_kind = data.index.code();
+    let base = kind_info(index_kind).map_or(0, |k| k.legacy_base);
+    for (tag, bytes) in data.index.sections() {
+        sink.section(&tmp, base + u32::from(tag) - 1, bytes)?;
+    }
 
     let mut header = SegmentHeader {
         magic: SEGMENT_MAGIC,

@@ -36,17 +36,19 @@
 //!   / 64)); E2LSH: each value `floor((a.v + b) / w)` clamped to an `i8` (sig = tables *
 //!   bits).
 
+pub(crate) mod kind;
+
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 
-use super::hnsw::visited::Visited;
-use super::rng::Rng;
-use super::topk::TopK;
 use crate::distance::Kernels;
 use crate::distance::Metric;
+use crate::index::hnsw::visited::Visited;
+use crate::index::rng::Rng;
+use crate::index::topk::TopK;
 
 /// Default number of LSH tables.
 pub const LSH_DEFAULT_TABLES: usize = 32;

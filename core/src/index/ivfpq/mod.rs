@@ -11,15 +11,17 @@
 //! - list rows `u32 [rows]`: the segment rows of each list, list after list;
 //! - codes `u8 [rows][pq_m]`, in the same order as list rows.
 
+pub(crate) mod kind;
+
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::kmeans::{self, sq_dists_transposed, Centroids};
-use super::rng::Rng;
-use super::topk::TopK;
 use crate::distance::Kernels;
 use crate::distance::Metric;
+use crate::index::kmeans::{self, sq_dists_transposed, Centroids};
+use crate::index::rng::Rng;
+use crate::index::topk::TopK;
 
 /// Codewords per sub-quantiser (8-bit codes).
 pub(crate) const KSUB: usize = 256;
