@@ -122,3 +122,45 @@ pub(crate) fn merge_gate(dir: &Path) {
         MERGE_HELD.wait(&mut g);
     }
 }
+
+/// Attach the simulated-power-loss backend to the database directory `root` (its files as
+/// they are now count as durable). With `cut_at = Some(n)`, the power goes at operation
+/// `n` (0-based; creates, writes, syncs, truncations, renames and removals count): it and
+/// every later file operation under `root` fail with `EIO` and change nothing.
+#[cfg(unix)]
+pub fn power_cut_attach(root: &Path, cut_at: Option<u64>) -> std::io::Result<()> {
+    crate::storage::backend::powercut::attach(root, cut_at)
+}
+
+/// `(operations, operation index of each sync, cut)` of the power-cut backend at `root`.
+#[cfg(unix)]
+pub fn power_cut_stats(root: &Path) -> Option<(u64, Vec<u64>, bool)> {
+    crate::storage::backend::powercut::stats(root)
+}
+
+/// Cut the power at `root` now (if it was not cut yet) and write into `dest` the tree as the
+/// disk would hold it: the names made durable by directory syncs, each with the bytes its
+/// last sync made durable — and, with `torn_seed`, a pseudo-random prefix of the bytes
+/// appended after that sync. `root` stays cut until [`power_cut_detach`]. Returns `(files
+/// that had unsynced changes, files that kept a torn tail)`.
+#[cfg(unix)]
+pub fn power_cut_image(
+    root: &Path,
+    dest: &Path,
+    torn_seed: Option<u64>,
+) -> std::io::Result<(usize, usize)> {
+    crate::storage::backend::powercut::image(root, dest, torn_seed)
+}
+
+/// What each file operation under `root` was, in order (kind and path), while the power-cut
+/// backend was attached.
+#[cfg(unix)]
+pub fn power_cut_trace(root: &Path) -> Vec<String> {
+    crate::storage::backend::powercut::trace(root)
+}
+
+/// Detach the power-cut backend of `root`.
+#[cfg(unix)]
+pub fn power_cut_detach(root: &Path) {
+    crate::storage::backend::powercut::detach(root);
+}

@@ -16,6 +16,7 @@ mod format_fixtures;
 mod fuzz_smoke;
 mod hnsw_index;
 mod index_params_validated;
+mod power_cut;
 mod real_data;
 mod stress;
 mod wal_recovery;

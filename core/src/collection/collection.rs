@@ -665,6 +665,7 @@ impl Collection {
         inputs: &[(u64, Arc<Bitset>)],
         built: Option<SealBuild>,
     ) -> Result<()> {
+        Self::log_before_publish(ws)?;
         let now = ws.next_lsn - 1;
         let mut seg = built
             .map(|b| SealedSegment::fresh(b.id, b.reader, b.index, indexed_fields(&self.config)));
@@ -1143,7 +1144,18 @@ impl Collection {
         r
     }
 
+    /// The write-ahead rule for publications: a deletion file or manifest reflects the
+    /// in-memory state, which includes every record appended to the log so far — durable or
+    /// not yet (a writer applies its record before it waits for the group sync). So the log
+    /// is synced first; otherwise a power cut could keep a deletion (say, of the old row of
+    /// an id rewritten by a record still in the page cache) while losing the record that
+    /// re-inserted it. Found by the power-cut test (tests/tests/power_cut.rs).
+    fn log_before_publish(ws: &WriteState) -> Result<()> {
+        ws.wal.sync()
+    }
+
     fn publish_build(&self, ws: &mut WriteState, b: SealBuild) -> Result<()> {
+        Self::log_before_publish(ws)?;
         let now = ws.next_lsn - 1;
         let mut m = ws.manifest.clone();
         let mut garbage = Vec::new();
@@ -1262,6 +1274,7 @@ impl Collection {
         if a.rows() == 0 && !dirty && last == ws.manifest.checkpoint_lsn {
             return Ok(());
         }
+        Self::log_before_publish(ws)?;
         let mut m = ws.manifest.clone();
         let mut garbage = Vec::new();
         let mut new_seg = None;

@@ -1,37 +1,60 @@
 //! Small file-system helpers: durable writes, atomic replace, the lock file, framed files.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::backend::{self, WritableFile};
 use crate::error::{Error, IoContext, Result};
 
 /// fsync a directory so that renames and creations in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).at(dir)?.sync_all().at(dir)
+    backend::of(dir).sync_dir(dir).at(dir)
 }
 
-/// Write all of `bytes` to `out` (a file at `path`). Every data write of the engine goes
-/// through here, so that tests (feature `testing`) can tear one: write a prefix, then fail.
-pub(crate) fn write_all(out: &mut impl Write, bytes: &[u8], path: &Path) -> Result<()> {
+/// Create (or truncate) `path` for writing.
+pub(crate) fn create(path: &Path) -> Result<Arc<dyn WritableFile>> {
+    backend::of(path).create(path).at(path)
+}
+
+/// Open the existing file `path` for writing.
+pub(crate) fn open_write(path: &Path) -> Result<Arc<dyn WritableFile>> {
+    backend::of(path).open_write(path).at(path)
+}
+
+/// Write all of `bytes` at `offset` of `file` (at `path`). Every data write of the engine
+/// goes through here, so that tests (feature `testing`) can tear one: write a prefix, then
+/// fail.
+pub(crate) fn write_at(
+    file: &dyn WritableFile,
+    offset: u64,
+    bytes: &[u8],
+    path: &Path,
+) -> Result<()> {
     #[cfg(feature = "testing")]
     if let Some((keep, e)) = crate::testing::tear(path, bytes.len()) {
         // Whatever the prefix write reports, the call fails with the injected error.
-        let _ = out.write_all(&bytes[..keep]).and_then(|()| out.flush());
+        let _ = file.write_at(offset, &bytes[..keep]);
         return Err(Error::io(path, e));
     }
-    out.write_all(bytes).at(path)
+    file.write_at(offset, bytes).at(path)
+}
+
+/// fsync a file's data and metadata.
+pub(crate) fn sync_all(file: &dyn WritableFile, path: &Path) -> Result<()> {
+    file.sync_all().at(path)
 }
 
 /// Write `bytes` to `path` through a temp file: write, fsync, rename, fsync the directory.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = File::create(&tmp).at(&tmp)?;
-        write_all(&mut f, bytes, &tmp)?;
-        f.sync_all().at(&tmp)?;
+        let f = create(&tmp)?;
+        write_at(&*f, 0, bytes, &tmp)?;
+        sync_all(&*f, &tmp)?;
     }
-    fs::rename(&tmp, path).at(path)?;
+    rename(&tmp, path)?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
@@ -47,27 +70,20 @@ pub(crate) struct LockFile {
 
 /// The process id recorded in a lock file, if it holds one.
 fn lock_holder(path: &Path) -> Option<u32> {
-    let text = fs::read_to_string(path).ok()?;
-    text.trim().parse().ok()
+    let text = backend::of(path).read(path).ok()?;
+    String::from_utf8(text).ok()?.trim().parse().ok()
 }
 
 impl LockFile {
     pub(crate) fn acquire(path: &Path) -> Result<LockFile> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)
-            .at(path)?;
         // A lock can outlive its holder's close for a moment: a child process forked while
         // the handle was open shares the lock until its exec closes the descriptor. Retry
         // for up to LOCK_PATIENCE before reporting `Locked` (measured: the fault-injection
         // test, reopening 1,700 times beside the crash test's children, hit that window).
         let deadline = std::time::Instant::now() + LOCK_PATIENCE;
         loop {
-            match file.try_lock() {
-                Ok(()) => {
+            match backend::of(path).try_lock(path).at(path)? {
+                Some(file) => {
                     // The pid is advice for error messages only: a failure to record it
                     // does not stop the open.
                     let _ = file.set_len(0).and_then(|()| {
@@ -75,16 +91,15 @@ impl LockFile {
                     });
                     return Ok(LockFile { _file: file });
                 }
-                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                None if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
-                Err(fs::TryLockError::WouldBlock) => {
+                None => {
                     return Err(Error::Locked {
                         path: path.to_path_buf(),
                         holder: lock_holder(path),
                     })
                 }
-                Err(fs::TryLockError::Error(e)) => return Err(Error::io(path, e)),
             }
         }
     }
@@ -92,27 +107,32 @@ impl LockFile {
 
 /// Create `dir` and its missing parents.
 pub(crate) fn create_dir_all(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).at(dir)
+    backend::of(dir).create_dir_all(dir).at(dir)
 }
 
 /// Remove `dir` and everything under it.
 pub(crate) fn remove_dir_all(dir: &Path) -> Result<()> {
-    fs::remove_dir_all(dir).at(dir)
+    backend::of(dir).remove_dir_all(dir).at(dir)
 }
 
 /// Rename `from` to `to` (not made durable: the caller syncs the directory).
 pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to).at(from)
+    backend::of(from).rename(from, to).at(from)
 }
 
 /// Whether anything exists at `path`.
 pub(crate) fn exists(path: &Path) -> bool {
-    path.exists()
+    backend::of(path).stat(path).is_ok()
 }
 
 /// Whether `path` is a directory.
 pub(crate) fn is_dir(path: &Path) -> bool {
-    path.is_dir()
+    backend::of(path).stat(path).is_ok_and(|(_, dir)| dir)
+}
+
+/// Map the sealed file `path` read-only.
+pub(crate) fn map(path: &Path) -> Result<memmap2::Mmap> {
+    backend::of(path).map(path).at(path)
 }
 
 /// Bytes of the files under `dir`, recursively. Background seals and merges create, rename
@@ -121,16 +141,12 @@ pub(crate) fn is_dir(path: &Path) -> bool {
 pub(crate) fn dir_bytes(dir: &Path) -> Result<u64> {
     let mut total = 0;
     for (_, p) in list(dir)? {
-        let md = match fs::metadata(&p) {
-            Ok(md) => md,
+        let (len, is_dir) = match backend::of(&p).stat(&p) {
+            Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io(&p, e)),
         };
-        total += if md.is_dir() {
-            dir_bytes(&p)?
-        } else {
-            md.len()
-        };
+        total += if is_dir { dir_bytes(&p)? } else { len };
     }
     Ok(total)
 }
@@ -211,12 +227,12 @@ pub(crate) fn unframe<'a>(
 
 /// Read a whole file, naming it in any error.
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).at(path)
+    backend::of(path).read(path).at(path)
 }
 
 /// Remove a file; a missing file is not an error.
 pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
+    match backend::of(path).remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
         _ => Ok(()),
     }
@@ -224,13 +240,7 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
 
 /// The file names in `dir`, sorted.
 pub(crate) fn list(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).at(dir)? {
-        let e = e.at(dir)?;
-        if let Some(name) = e.file_name().to_str() {
-            out.push((name.to_owned(), e.path()));
-        }
-    }
+    let mut out = backend::of(dir).list(dir).at(dir)?;
     out.sort();
     Ok(out)
 }

@@ -5,19 +5,15 @@
 )]
 
 use std::fs::File;
-use std::path::Path;
 
 use memmap2::Mmap;
 
-use crate::error::{IoContext, Result};
-
 /// Map a sealed file read-only.
-pub(crate) fn map_sealed(path: &Path) -> Result<Mmap> {
-    let file = File::open(path).at(path)?;
+pub(crate) fn map_sealed(file: &File) -> std::io::Result<Mmap> {
     // SAFETY: sealed segment files are written once to a temp name, fsynced and renamed
     // into place; no code path in trovedb opens them for writing again, and the database
     // lock file keeps other trovedb processes out of the directory. A file truncated by
     // someone else while mapped would raise SIGBUS (see UNSAFE.md). The map is owned by
     // `SegmentReader`, and every slice borrowed from it is tied to that reader's lifetime.
-    unsafe { Mmap::map(&file) }.at(path)
+    unsafe { Mmap::map(file) }
 }

@@ -1,6 +1,7 @@
 //! Everything that touches the file system: the write-ahead log, sealed segment files,
 //! deletion files, the manifest, the lock file. `index/` and `filter/` never see a path.
 
+pub(crate) mod backend;
 pub(crate) mod deletes;
 pub(crate) mod fsutil;
 pub(crate) mod manifest;

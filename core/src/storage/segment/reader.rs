@@ -21,7 +21,7 @@ use crate::filter::value::Payload;
 use crate::index::registry::{kind_info, IndexParts, IndexView};
 use crate::index::Sections;
 use crate::process::Owner;
-use crate::storage::mmap::map_sealed;
+use crate::storage::fsutil;
 use crate::types::Metric;
 
 /// A memory-mapped sealed segment.
@@ -50,7 +50,7 @@ impl Drop for SegmentReader {
         if self.obsolete.load(Ordering::Acquire) && self.owner.is_current() {
             // Nothing references the file any more (the manifest stopped naming it before it
             // was marked); if removal fails, the next open removes it as an orphan.
-            let _ = std::fs::remove_file(&self.path);
+            let _ = fsutil::remove_if_exists(&self.path);
         }
     }
 }
@@ -58,7 +58,7 @@ impl Drop for SegmentReader {
 impl SegmentReader {
     /// Map and validate `path`, expecting the given shape.
     pub(crate) fn open(path: &Path, dim: usize, metric: Metric) -> Result<SegmentReader> {
-        let map = map_sealed(path)?;
+        let map = fsutil::map(path)?;
         let corrupt = |off: usize, why: String| Error::corruption(path, off as u64, why);
         if map.len() < HEADER_PAGE_BYTES + FOOTER_BYTES {
             return Err(corrupt(

@@ -1,7 +1,5 @@
 //! Writes a sealed segment file: temp file, fsync, rename, fsync directory.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::layout::{
@@ -9,12 +7,13 @@ use super::layout::{
     SECTION_ALIGN, SECTION_IDS, SECTION_ID_INDEX, SECTION_PAYLOAD_BYTES, SECTION_PAYLOAD_INDEX,
     SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use crate::filter::codec::encode_payload;
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
 use crate::index::registry::{kind_info, BuiltIndex};
-use crate::storage::fsutil::{sync_dir, write_all};
+use crate::storage::backend::WritableFile;
+use crate::storage::fsutil::{self, sync_dir, write_at};
 use crate::types::Metric;
 
 /// The rows of a segment to be sealed, in row order.
@@ -31,18 +30,18 @@ pub(crate) struct SegmentData<'a> {
     pub payload_index: Option<&'a PayloadIndex>,
 }
 
-struct SectionSink<W: Write> {
-    out: W,
+struct SectionSink<'a> {
+    out: &'a dyn WritableFile,
     pos: u64,
     sections: Vec<SectionEntry>,
 }
 
-impl<W: Write> SectionSink<W> {
+impl SectionSink<'_> {
     fn section(&mut self, path: &Path, kind: u32, bytes: &[u8]) -> Result<()> {
+        // Sections start 64-byte aligned; the gap is left as a hole (reads as zeros).
         let pad = (SECTION_ALIGN as u64 - self.pos % SECTION_ALIGN as u64) % SECTION_ALIGN as u64;
-        write_all(&mut self.out, &[0u8; SECTION_ALIGN][..pad as usize], path)?;
         self.pos += pad;
-        write_all(&mut self.out, bytes, path)?;
+        write_at(self.out, self.pos, bytes, path)?;
         self.sections.push(SectionEntry {
             kind,
             reserved: 0,
@@ -67,13 +66,12 @@ pub(crate) fn write_segment(
     debug_assert_eq!(data.payloads.len(), rows);
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
-    let file = File::create(&tmp).at(&tmp)?;
+    let file = fsutil::create(&tmp)?;
     let mut sink = SectionSink {
-        out: BufWriter::with_capacity(1 << 20, file),
+        out: &*file,
         pos: HEADER_PAGE_BYTES as u64,
         sections: Vec::with_capacity(MAX_SECTIONS),
     };
-    write_all(&mut sink.out, &[0u8; HEADER_PAGE_BYTES], &tmp)?;
 
     sink.section(&tmp, SECTION_VECTORS, bytemuck::cast_slice(data.vectors))?;
     sink.section(&tmp, SECTION_IDS, bytemuck::cast_slice(data.ids))?;
@@ -135,16 +133,14 @@ pub(crate) fn write_segment(
         reserved: 0,
         magic: SEGMENT_MAGIC,
     };
-    write_all(&mut sink.out, bytemuck::bytes_of(&footer), &tmp)?;
-    let mut file = sink
-        .out
-        .into_inner()
-        .map_err(|e| crate::error::Error::io(&tmp, e.into_error()))?;
-    file.seek(SeekFrom::Start(0)).at(&tmp)?;
-    write_all(&mut file, bytemuck::bytes_of(&header), &tmp)?;
-    file.sync_all().at(&tmp)?;
+    write_at(&*file, sink.pos, bytemuck::bytes_of(&footer), &tmp)?;
+    // The header page: the header, zero-padded to HEADER_PAGE_BYTES.
+    let mut page = vec![0u8; HEADER_PAGE_BYTES];
+    page[..std::mem::size_of::<SegmentHeader>()].copy_from_slice(bytemuck::bytes_of(&header));
+    write_at(&*file, 0, &page, &tmp)?;
+    fsutil::sync_all(&*file, &tmp)?;
     drop(file);
-    fs::rename(&tmp, &path).at(&path)?;
+    fsutil::rename(&tmp, &path)?;
     sync_dir(dir)?;
     Ok((path, file_len))
 }

@@ -7,7 +7,6 @@
 //! acknowledged data may sit behind the damage, so open fails with `Corruption` naming the
 //! file and offset instead of silently dropping it.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 use super::record::{decode, WalOp, KIND_DELETE, KIND_UPSERT};
@@ -198,9 +197,9 @@ pub(crate) fn replay(
                 }
                 Err(reason) => {
                     if is_last && !valid_record_after(&bytes, pos + 1, seed, expected) {
-                        let f = OpenOptions::new().write(true).open(&path).at(&path)?;
+                        let f = fsutil::open_write(&path)?;
                         f.set_len(pos as u64).at(&path)?;
-                        f.sync_all().at(&path)?;
+                        fsutil::sync_all(&*f, &path)?;
                         out.truncated = Some((path.clone(), pos as u64));
                         break;
                     }

@@ -6,8 +6,6 @@
 //! return when a sync covering their LSN completes. So N concurrent writers share one
 //! fsync instead of paying N.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,13 +13,16 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::{file_name, record_crc, WAL_HEADER_BYTES, WAL_MAGIC, WAL_VERSION};
 use crate::error::{Error, IoContext, Result};
-use crate::storage::fsutil::{sync_dir, write_all};
+use crate::storage::backend::WritableFile;
+use crate::storage::fsutil::{self, sync_dir, write_at};
 
 /// The WAL file currently being appended to.
 #[derive(Debug)]
 pub(crate) struct WalWriter {
     path: PathBuf,
-    file: Arc<File>,
+    file: Arc<dyn WritableFile>,
+    /// Bytes in the file: where the next record goes.
+    len: u64,
     seed: u32,
     first_lsn: u64,
 }
@@ -53,19 +54,14 @@ impl WalWriter {
     pub(crate) fn create(dir: &Path, first_lsn: u64) -> Result<WalWriter> {
         let path = dir.join(file_name(first_lsn));
         let seed = new_seed(first_lsn);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .read(true)
-            .open(&path)
-            .at(&path)?;
-        write_all(&mut file, &encode_header(seed, first_lsn), &path)?;
-        file.sync_all().at(&path)?;
+        let file = fsutil::create(&path)?;
+        write_at(&*file, 0, &encode_header(seed, first_lsn), &path)?;
+        fsutil::sync_all(&*file, &path)?;
         sync_dir(dir)?;
         Ok(WalWriter {
             path,
-            file: Arc::new(file),
+            file,
+            len: WAL_HEADER_BYTES as u64,
             seed,
             first_lsn,
         })
@@ -74,15 +70,11 @@ impl WalWriter {
     /// Reopen an existing file for appending at `valid_len` (the end of its last good
     /// record, as found by replay).
     pub(crate) fn reopen(path: &Path, seed: u32, first_lsn: u64, valid_len: u64) -> Result<Self> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .read(true)
-            .open(path)
-            .at(path)?;
-        file.seek(SeekFrom::Start(valid_len)).at(path)?;
+        let file = fsutil::open_write(path)?;
         Ok(WalWriter {
             path: path.to_path_buf(),
-            file: Arc::new(file),
+            file,
+            len: valid_len,
             seed,
             first_lsn,
         })
@@ -96,7 +88,7 @@ impl WalWriter {
         self.first_lsn
     }
 
-    pub(crate) fn file(&self) -> Arc<File> {
+    pub(crate) fn file(&self) -> Arc<dyn WritableFile> {
         Arc::clone(&self.file)
     }
 
@@ -107,9 +99,9 @@ impl WalWriter {
         head[4..8].copy_from_slice(&record_crc(self.seed, lsn, kind, body).to_le_bytes());
         head[8..16].copy_from_slice(&lsn.to_le_bytes());
         head[16] = kind;
-        let mut f = &*self.file;
-        write_all(&mut f, &head, &self.path)?;
-        write_all(&mut f, body, &self.path)?;
+        write_at(&*self.file, self.len, &head, &self.path)?;
+        write_at(&*self.file, self.len + head.len() as u64, body, &self.path)?;
+        self.len += (head.len() + body.len()) as u64;
         Ok(())
     }
 
@@ -124,7 +116,7 @@ struct SyncState {
     written: u64,
     synced: u64,
     syncing: bool,
-    file: Arc<File>,
+    file: Arc<dyn WritableFile>,
     path: PathBuf,
     failed: Option<String>,
 }
