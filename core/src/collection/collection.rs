@@ -166,8 +166,6 @@ const MERGE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(30
 /// A segment built in the background from a frozen appendable segment, not yet published.
 struct SealBuild {
     id: u64,
-    name: String,
-    rows: usize,
     reader: SegmentReader,
     index: PayloadIndex,
 }
@@ -665,72 +663,13 @@ impl Collection {
         inputs: &[(u64, Arc<Bitset>)],
         built: Option<SealBuild>,
     ) -> Result<()> {
-        Self::log_before_publish(ws)?;
-        let now = ws.next_lsn - 1;
-        let mut seg = built
-            .map(|b| SealedSegment::fresh(b.id, b.reader, b.index, indexed_fields(&self.config)));
-        // Rows deleted since the merge started: the merged rows are the inputs' rows that
-        // were live then, in input order.
-        {
-            let st = self.state.read();
-            let mut row = 0;
-            for (id, snap) in inputs {
-                let Some(s) = st.sealed.iter().find(|s| s.id == *id) else {
-                    return Err(Error::invalid(
-                        "merge",
-                        format!("input segment {id} vanished during the merge"),
-                    ));
-                };
-                for r in (0..s.reader.rows()).filter(|r| !snap.get(*r)) {
-                    if s.deleted.get(r) {
-                        if let Some(seg) = &mut seg {
-                            // Written to the merged segment's deletion file below.
-                            Arc::make_mut(&mut seg.deleted).insert(row);
-                        }
-                    }
-                    row += 1;
-                }
-            }
-        }
-        let mut m = ws.manifest.clone();
-        let mut garbage = Vec::new();
-        m.segments.retain(|s| {
-            let input = inputs.iter().any(|(id, _)| *id == s.id);
-            if input {
-                garbage.extend(s.deletes.as_ref().map(|d| d.file.clone()));
-            }
-            !input
-        });
-        if let Some(seg) = &seg {
-            let deletes = if seg.deleted.count_ones() > 0 {
-                let name = deletes::file_name(seg.id, now);
-                deletes::write(&self.dir.join(&name), seg.id, &seg.deleted)?;
-                Some(DeleteMeta {
-                    file: name,
-                    count: seg.deleted.count_ones() as u64,
-                })
-            } else {
-                None
-            };
-            m.segments.push(SegmentMeta {
-                id: seg.id,
-                file: segment::file_name(seg.id),
-                rows: seg.reader.rows() as u64,
-                deletes,
-            });
-        }
-        m.store(&self.dir)?;
-        {
-            let mut st = self.state.write();
-            retire(&mut st, |s| inputs.iter().any(|(id, _)| *id == s.id));
-            st.sealed.extend(seg);
-        }
-        ws.manifest = m;
-        for f in garbage {
-            fsutil::remove_if_exists(&self.dir.join(f))?;
-        }
-        crate::background::release_free_memory();
-        Ok(())
+        self.publish(
+            ws,
+            Edit {
+                source: Source::Merge(inputs),
+                built,
+            },
+        )
     }
 
     /// Wait until no background seal or merge is running, publishing each result and
@@ -1155,51 +1094,109 @@ impl Collection {
     }
 
     fn publish_build(&self, ws: &mut WriteState, b: SealBuild) -> Result<()> {
+        self.publish(
+            ws,
+            Edit {
+                source: Source::Frozen,
+                built: Some(b),
+            },
+        )
+    }
+
+    /// Apply one change of the segment set — the only function that does: sync the log
+    /// (the write-ahead rule), write the new segment's and the changed segments' deletion
+    /// files, the manifest (the commit point), swap the in-memory state to match, move the
+    /// checkpoint (rotating and trimming the log), and remove the files nothing references
+    /// any more. The segment file itself was written by the build. Like LevelDB's
+    /// `LogAndApply` for a `VersionEdit`.
+    fn publish(&self, ws: &mut WriteState, edit: Edit<'_>) -> Result<()> {
         Self::log_before_publish(ws)?;
         let now = ws.next_lsn - 1;
         let mut m = ws.manifest.clone();
         let mut garbage = Vec::new();
+        let mut seg = edit
+            .built
+            .map(|b| SealedSegment::fresh(b.id, b.reader, b.index, indexed_fields(&self.config)));
         let (checkpoint, keep) = {
             let st = self.state.read();
-            let checkpoint = st.frozen.as_ref().map_or(now, |f| f.lsn);
-            m.segments.push(SegmentMeta {
-                id: b.id,
-                file: b.name.clone(),
-                rows: b.rows as u64,
-                deletes: None,
-            });
-            let keep = self.persist_deletions(ws, &st, &mut m, now, &mut garbage)?;
-            (checkpoint, keep)
+            if let Source::Merge(inputs) = edit.source {
+                // Rows deleted since the merge started: the merged rows are the inputs' rows
+                // that were live then, in input order.
+                mark_deleted_since(&st, inputs, seg.as_mut())?;
+                m.segments.retain(|s| {
+                    let input = inputs.iter().any(|(id, _)| *id == s.id);
+                    if input {
+                        garbage.extend(s.deletes.as_ref().map(|d| d.file.clone()));
+                    }
+                    !input
+                });
+            }
+            if let Some(seg) = &seg {
+                // Only a merged segment can have deleted rows when it is published; a sealed
+                // one gets those of the frozen segment in memory (they are in the log after
+                // the checkpoint) and writes them at the next checkpoint.
+                let deletes = if seg.deleted.count_ones() > 0 {
+                    let name = deletes::file_name(seg.id, now);
+                    deletes::write(&self.dir.join(&name), seg.id, &seg.deleted)?;
+                    Some(DeleteMeta {
+                        file: name,
+                        count: seg.deleted.count_ones() as u64,
+                    })
+                } else {
+                    None
+                };
+                m.segments.push(SegmentMeta {
+                    id: seg.id,
+                    file: segment::file_name(seg.id),
+                    rows: seg.reader.rows() as u64,
+                    deletes,
+                });
+            }
+            match edit.source {
+                Source::Merge(_) => (None, None),
+                Source::Frozen | Source::Appendable => {
+                    let keep = self.persist_deletions(ws, &st, &mut m, now, &mut garbage)?;
+                    let checkpoint = match (&edit.source, &st.frozen) {
+                        (Source::Frozen, Some(f)) => f.lsn,
+                        _ => now,
+                    };
+                    (Some(checkpoint), Some(keep))
+                }
+            }
         };
-        m.checkpoint_lsn = checkpoint;
+        if let Some(c) = checkpoint {
+            m.checkpoint_lsn = c;
+        }
         m.store(&self.dir)?;
         {
             let mut st = self.state.write();
-            retire(&mut st, |s| !keep.contains(&s.id));
-            for s in &mut st.sealed {
-                s.dirty = false;
-            }
-            let mut seg =
-                SealedSegment::fresh(b.id, b.reader, b.index, indexed_fields(&self.config));
-            // Rows deleted since the freeze: the sealed rows are the frozen rows that were
-            // live at the freeze, in order. These deletions are in the log after the
-            // checkpoint, and the next checkpoint writes them to a deletion file.
-            if let Some(f) = st.frozen.take() {
-                let mut row = 0;
-                for r in 0..f.seg.rows() {
-                    if f.seg.deleted.get(r) {
-                        continue;
-                    }
-                    if f.dead.get(r) {
-                        seg.delete_row(row);
-                    }
-                    row += 1;
+            match (&edit.source, &keep) {
+                (Source::Merge(inputs), _) => {
+                    retire(&mut st, |s| inputs.iter().any(|(id, _)| *id == s.id));
                 }
+                (_, Some(keep)) => {
+                    retire(&mut st, |s| !keep.contains(&s.id));
+                    for s in &mut st.sealed {
+                        s.dirty = false;
+                    }
+                }
+                (_, None) => {}
             }
-            st.sealed.push(seg);
+            match edit.source {
+                Source::Frozen => {
+                    if let (Some(f), Some(seg)) = (st.frozen.take(), seg.as_mut()) {
+                        map_frozen_deletions(&f, seg);
+                    }
+                }
+                Source::Appendable => st.reset_appendable(),
+                Source::Merge(_) => {}
+            }
+            st.sealed.extend(seg);
         }
         ws.manifest = m;
-        self.rotate_wal(ws, checkpoint)?;
+        if let Some(c) = checkpoint {
+            self.rotate_wal(ws, c)?;
+        }
         for f in garbage {
             fsutil::remove_if_exists(&self.dir.join(f))?;
         }
@@ -1274,50 +1271,21 @@ impl Collection {
         if a.rows() == 0 && !dirty && last == ws.manifest.checkpoint_lsn {
             return Ok(());
         }
-        Self::log_before_publish(ws)?;
-        let mut m = ws.manifest.clone();
-        let mut garbage = Vec::new();
-        let mut new_seg = None;
-        if a.live_count() > 0 {
-            let b = build_sealed(&self.dir, &self.config, self.kernels, &a, m.next_segment_id)?;
-            m.next_segment_id += 1;
-            m.segments.push(SegmentMeta {
-                id: b.id,
-                file: b.name.clone(),
-                rows: b.rows as u64,
-                deletes: None,
-            });
-            new_seg = Some(b);
-        }
-        let st = self.state.read();
-        let keep = self.persist_deletions(ws, &st, &mut m, last, &mut garbage)?;
-        drop(st);
-        m.checkpoint_lsn = last;
-        m.store(&self.dir)?;
-        // Published. Now bring memory in line with the manifest.
-        let mut st = self.state.write();
-        retire(&mut st, |s| !keep.contains(&s.id));
-        for s in &mut st.sealed {
-            s.dirty = false;
-        }
-        if let Some(b) = new_seg {
-            st.sealed.push(SealedSegment::fresh(
-                b.id,
-                b.reader,
-                b.index,
-                indexed_fields(&self.config),
-            ));
-        }
-        st.reset_appendable();
-        drop(st);
+        let built = if a.live_count() > 0 {
+            let id = ws.manifest.next_segment_id;
+            ws.manifest.next_segment_id += 1;
+            Some(build_sealed(&self.dir, &self.config, self.kernels, &a, id)?)
+        } else {
+            None
+        };
         drop(a);
-        ws.manifest = m;
-        self.rotate_wal(ws, last)?;
-        for f in garbage {
-            fsutil::remove_if_exists(&self.dir.join(f))?;
-        }
-        crate::background::release_free_memory();
-        Ok(())
+        self.publish(
+            ws,
+            Edit {
+                source: Source::Appendable,
+                built,
+            },
+        )
     }
 
     fn rotate_wal(&self, ws: &mut WriteState, checkpoint: u64) -> Result<()> {
@@ -1420,6 +1388,70 @@ impl Collection {
     /// The collection's directory.
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// Where the segment of a publication comes from: it decides the checkpoint and which
+/// in-memory segments the new one replaces.
+enum Source<'a> {
+    /// The frozen segment, built in the background: the checkpoint moves to its last record.
+    Frozen,
+    /// The appendable segment, sealed by the caller (`flush`): the checkpoint moves to the
+    /// last record.
+    Appendable,
+    /// A merge of these segments (with their deletions as the merge started): the
+    /// checkpoint stays.
+    Merge(&'a [(u64, Arc<Bitset>)]),
+}
+
+/// One change of the segment set, applied by [`Collection::publish`].
+struct Edit<'a> {
+    source: Source<'a>,
+    /// The new segment (none when a seal or merge had no live row).
+    built: Option<SealBuild>,
+}
+
+/// Mark in the merged segment `seg` the rows of `inputs` deleted since the merge started
+/// (its rows are the inputs' rows that were live then, in input order).
+fn mark_deleted_since(
+    st: &State,
+    inputs: &[(u64, Arc<Bitset>)],
+    mut seg: Option<&mut SealedSegment>,
+) -> Result<()> {
+    let mut row = 0;
+    for (id, snap) in inputs {
+        let Some(s) = st.sealed.iter().find(|s| s.id == *id) else {
+            return Err(Error::invalid(
+                "merge",
+                format!("input segment {id} vanished during the merge"),
+            ));
+        };
+        for r in (0..s.reader.rows()).filter(|r| !snap.get(*r)) {
+            if s.deleted.get(r) {
+                if let Some(seg) = seg.as_deref_mut() {
+                    Arc::make_mut(&mut seg.deleted).insert(row);
+                }
+            }
+            row += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Rows of the frozen segment `f` deleted since the freeze, marked in its sealed segment
+/// (whose rows are the frozen rows that were live at the freeze, in order). These deletions
+/// are in the log after the checkpoint, and the next checkpoint writes them to a deletion
+/// file.
+fn map_frozen_deletions(f: &Frozen, seg: &mut SealedSegment) {
+    let mut row = 0;
+    for r in 0..f.seg.rows() {
+        if f.seg.deleted.get(r) {
+            continue;
+        }
+        if f.dead.get(r) {
+            seg.delete_row(row);
+        }
+        row += 1;
     }
 }
 
@@ -1677,13 +1709,7 @@ fn write_sealed(
         },
     )?;
     let reader = SegmentReader::open(&dir.join(&name), config.dim, config.metric)?;
-    Ok(SealBuild {
-        id,
-        name,
-        rows: ids.len(),
-        reader,
-        index,
-    })
+    Ok(SealBuild { id, reader, index })
 }
 
 /// Build the index of a segment about to be sealed from the appendable `a`, whose live rows
