@@ -1821,7 +1821,7 @@ mod snapshot_tests {
             &BuiltIndex::Flat,
         )
         .expect("write");
-        let path = dir.path().join(&b.name);
+        let path = dir.path().join(segment::file_name(b.id));
         let seg = SealedSegment::fresh(b.id, b.reader, b.index, None);
         let snapshot = seg.clone();
         let mut st = State::new(&config, Kernels::best(), vec![seg]);
