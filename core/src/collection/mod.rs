@@ -2,14 +2,19 @@
 //! this module is `pub(crate)`.
 
 mod appendable;
+mod build;
 #[allow(clippy::module_inception)]
 mod collection;
 mod db;
+mod merge;
 mod options;
+mod publish;
+mod search;
 mod state;
+mod stats;
+mod write;
 
-pub use collection::{
-    BackgroundStats, Collection, CollectionStats, Hit, Point, SegmentStats, RESERVED_ID,
-};
+pub use collection::{Collection, Hit, Point, RESERVED_ID};
 pub use db::{Database, OpenReport};
 pub use options::{CompactionPolicy, DbOptions, Durability};
+pub use stats::{BackgroundStats, CollectionStats, SegmentStats};

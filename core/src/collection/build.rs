@@ -1,0 +1,114 @@
+//! Building a sealed segment: its index (through the index registry, or the appendable
+//! segment's live graph) and its file.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use super::appendable::AppendableSegment;
+use super::state::indexed_fields;
+use crate::distance::Kernels;
+use crate::error::Result;
+use crate::filter::payload_index::PayloadIndex;
+use crate::filter::value::Payload;
+use crate::index::registry::BuiltIndex;
+use crate::index::BuildInput;
+use crate::storage::segment;
+use crate::storage::segment::reader::SegmentReader;
+use crate::storage::segment::writer::{write_segment, SegmentData};
+use crate::types::CollectionConfig;
+
+/// A segment built in the background from a frozen appendable segment, not yet published.
+pub(super) struct SealBuild {
+    pub(super) id: u64,
+    pub(super) reader: SegmentReader,
+    pub(super) index: PayloadIndex,
+}
+
+/// Build and write the sealed segment of a frozen appendable segment (background thread).
+pub(super) fn build_sealed(
+    dir: &Path,
+    config: &CollectionConfig,
+    kernels: &'static Kernels,
+    a: &AppendableSegment,
+    id: u64,
+) -> Result<SealBuild> {
+    let rows: Vec<usize> = a.live_rows().collect();
+    let ids: Vec<u64> = rows.iter().map(|r| a.ids[*r]).collect();
+    let mut vectors = Vec::with_capacity(rows.len() * config.dim);
+    for r in &rows {
+        vectors.extend_from_slice(a.vector(*r));
+    }
+    let payloads: Vec<&Payload> = rows.iter().map(|r| &a.payloads[*r]).collect();
+    let built = crate::background::build(|| {
+        build_index_with(
+            config,
+            kernels,
+            a,
+            rows.len(),
+            &vectors,
+            &AtomicBool::new(false),
+        )
+    });
+    write_sealed(dir, config, id, &ids, &vectors, &payloads, &built)
+}
+
+/// Write segment `id` holding these rows and their index (with the payload index built from
+/// `payloads`), durably, and open it.
+pub(super) fn write_sealed(
+    dir: &Path,
+    config: &CollectionConfig,
+    id: u64,
+    ids: &[u64],
+    vectors: &[f32],
+    payloads: &[&Payload],
+    built: &BuiltIndex,
+) -> Result<SealBuild> {
+    let mut index = PayloadIndex::new(indexed_fields(config));
+    for p in payloads {
+        index.add(p);
+    }
+    let name = segment::file_name(id);
+    write_segment(
+        dir,
+        &name,
+        &SegmentData {
+            segment_id: id,
+            metric: config.metric,
+            dim: config.dim,
+            ids,
+            vectors,
+            payloads,
+            index: built,
+            payload_index: Some(&index),
+        },
+    )?;
+    let reader = SegmentReader::open(&dir.join(&name), config.dim, config.metric)?;
+    Ok(SealBuild { id, reader, index })
+}
+
+/// Build the index of a segment about to be sealed from the appendable `a`, whose live rows
+/// are `vectors` (`live` of them). An HNSW build gives up early once `stop` is set (the
+/// caller then discards the result).
+pub(super) fn build_index_with(
+    config: &CollectionConfig,
+    kernels: &'static Kernels,
+    a: &AppendableSegment,
+    live: usize,
+    vectors: &[f32],
+    stop: &AtomicBool,
+) -> BuiltIndex {
+    // The appendable graph is reused when no row was deleted (rows map one to one);
+    // otherwise the index is built afresh over the live rows (in parallel).
+    if let Some(g) = &a.graph {
+        if a.deleted.count_ones() == 0 && g.len_nodes() == live {
+            return BuiltIndex::Hnsw(g.freeze());
+        }
+    }
+    config.index.spec().build(&BuildInput {
+        vectors,
+        dim: config.dim,
+        metric: config.metric,
+        kernels,
+        stop,
+    })
+}

@@ -1,0 +1,409 @@
+//! Publication: every change of the segment set (background seal, `flush`, merge) is one
+//! [`Edit`] applied by [`Collection::publish`]; freezing and sealing lead up to it.
+
+use std::sync::Arc;
+
+use super::build::{build_sealed, SealBuild};
+use super::collection::{wal_dir, Collection, WriteState};
+use super::state::{indexed_fields, Frozen, SealedSegment, State};
+use crate::error::{Error, Result};
+use crate::filter::bitset::Bitset;
+use crate::storage::manifest::{DeleteMeta, Manifest, SegmentMeta};
+use crate::storage::wal::replay::list_files;
+use crate::storage::wal::writer::WalWriter;
+use crate::storage::{deletes, fsutil, segment};
+
+/// Where the segment of a publication comes from: it decides the checkpoint and which
+/// in-memory segments the new one replaces.
+pub(super) enum Source<'a> {
+    /// The frozen segment, built in the background: the checkpoint moves to its last record.
+    Frozen,
+    /// The appendable segment, sealed by the caller (`flush`): the checkpoint moves to the
+    /// last record.
+    Appendable,
+    /// A merge of these segments (with their deletions as the merge started): the
+    /// checkpoint stays.
+    Merge(&'a [(u64, Arc<Bitset>)]),
+}
+
+/// One change of the segment set, applied by [`Collection::publish`].
+pub(super) struct Edit<'a> {
+    pub(super) source: Source<'a>,
+    /// The new segment (none when a seal or merge had no live row).
+    pub(super) built: Option<SealBuild>,
+}
+
+/// Mark in the merged segment `seg` the rows of `inputs` deleted since the merge started
+/// (its rows are the inputs' rows that were live then, in input order).
+pub(super) fn mark_deleted_since(
+    st: &State,
+    inputs: &[(u64, Arc<Bitset>)],
+    mut seg: Option<&mut SealedSegment>,
+) -> Result<()> {
+    let mut row = 0;
+    for (id, snap) in inputs {
+        let Some(s) = st.sealed.iter().find(|s| s.id == *id) else {
+            return Err(Error::invalid(
+                "merge",
+                format!("input segment {id} vanished during the merge"),
+            ));
+        };
+        for r in (0..s.reader.rows()).filter(|r| !snap.get(*r)) {
+            if s.deleted.get(r) {
+                if let Some(seg) = seg.as_deref_mut() {
+                    Arc::make_mut(&mut seg.deleted).insert(row);
+                }
+            }
+            row += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Rows of the frozen segment `f` deleted since the freeze, marked in its sealed segment
+/// (whose rows are the frozen rows that were live at the freeze, in order). These deletions
+/// are in the log after the checkpoint, and the next checkpoint writes them to a deletion
+/// file.
+pub(super) fn map_frozen_deletions(f: &Frozen, seg: &mut SealedSegment) {
+    let mut row = 0;
+    for r in 0..f.seg.rows() {
+        if f.seg.deleted.get(r) {
+            continue;
+        }
+        if f.dead.get(r) {
+            seg.delete_row(row);
+        }
+        row += 1;
+    }
+}
+
+/// Take the sealed segments matching `gone` out of the state; their files (no longer in the
+/// published manifest) are removed when the last search holding their readers ends.
+pub(super) fn retire(st: &mut State, gone: impl Fn(&SealedSegment) -> bool) {
+    st.sealed.retain(|s| {
+        if gone(s) {
+            s.reader.remove_when_unused();
+            false
+        } else {
+            true
+        }
+    });
+}
+
+impl Collection {
+    /// Freeze the full appendable segment and build its sealed segment on a background
+    /// thread; writers continue into a fresh appendable segment and searches see both. At
+    /// most one frozen segment exists: a second freeze first waits for (and publishes) the
+    /// previous build — the back-pressure.
+    pub(super) fn freeze_locked(&self, ws: &mut WriteState) -> Result<()> {
+        self.publish_locked(ws)?;
+        let last = ws.next_lsn - 1;
+        let seg = {
+            let mut st = self.state.write();
+            let seg = Arc::clone(&st.appendable);
+            st.frozen = Some(Frozen {
+                dead: seg.deleted.clone(),
+                seg: Arc::clone(&seg),
+                lsn: last,
+            });
+            st.reset_appendable();
+            seg
+        };
+        // Start a new log file, so that the files holding the frozen segment's records can be
+        // dropped once it is published (its records end at `last`).
+        let r = (|| -> Result<()> {
+            ws.wal.sync()?;
+            ws.wal = WalWriter::create(&wal_dir(&self.dir), last + 1)?;
+            self.sync.rotated(&ws.wal);
+            Ok(())
+        })();
+        if let Err(e) = r {
+            ws.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        let id = ws.manifest.next_segment_id;
+        ws.manifest.next_segment_id += 1;
+        let (dir, config, kernels) = (self.dir.clone(), self.config.clone(), self.kernels);
+        let handle = std::thread::Builder::new()
+            .name("trovedb-seal".into())
+            .spawn(move || build_sealed(&dir, &config, kernels, &seg, id))
+            .map_err(|e| Error::io(&self.dir, e))?;
+        ws.sealing = Some(handle);
+        Ok(())
+    }
+
+    /// Publish the background-built segment (waiting for the build if it is still running):
+    /// manifest with the new segment and every pending deletion file, checkpoint at the
+    /// frozen segment's last record, then the in-memory switch and log clean-up.
+    pub(super) fn publish_locked(&self, ws: &mut WriteState) -> Result<()> {
+        let Some(handle) = ws.sealing.take() else {
+            return Ok(());
+        };
+        let built = handle
+            .join()
+            .unwrap_or_else(|_| Err(Error::invalid("seal", "the background seal panicked")));
+        let r = built.and_then(|b| self.publish_build(ws, b));
+        if let Err(e) = &r {
+            ws.poisoned = Some(e.to_string());
+        }
+        r
+    }
+
+    /// The write-ahead rule for publications: a deletion file or manifest reflects the
+    /// in-memory state, which includes every record appended to the log so far — durable or
+    /// not yet (a writer applies its record before it waits for the group sync). So the log
+    /// is synced first; otherwise a power cut could keep a deletion (say, of the old row of
+    /// an id rewritten by a record still in the page cache) while losing the record that
+    /// re-inserted it. Found by the power-cut test (tests/tests/power_cut.rs).
+    pub(super) fn log_before_publish(ws: &WriteState) -> Result<()> {
+        ws.wal.sync()
+    }
+
+    pub(super) fn publish_build(&self, ws: &mut WriteState, b: SealBuild) -> Result<()> {
+        self.publish(
+            ws,
+            Edit {
+                source: Source::Frozen,
+                built: Some(b),
+            },
+        )
+    }
+
+    /// Apply one change of the segment set — the only function that does: sync the log
+    /// (the write-ahead rule), write the new segment's and the changed segments' deletion
+    /// files, the manifest (the commit point), swap the in-memory state to match, move the
+    /// checkpoint (rotating and trimming the log), and remove the files nothing references
+    /// any more. The segment file itself was written by the build. Like LevelDB's
+    /// `LogAndApply` for a `VersionEdit`.
+    pub(super) fn publish(&self, ws: &mut WriteState, edit: Edit<'_>) -> Result<()> {
+        Self::log_before_publish(ws)?;
+        let now = ws.next_lsn - 1;
+        let mut m = ws.manifest.clone();
+        let mut garbage = Vec::new();
+        let mut seg = edit
+            .built
+            .map(|b| SealedSegment::fresh(b.id, b.reader, b.index, indexed_fields(&self.config)));
+        let (checkpoint, keep) = {
+            let st = self.state.read();
+            if let Source::Merge(inputs) = edit.source {
+                // Rows deleted since the merge started: the merged rows are the inputs' rows
+                // that were live then, in input order.
+                mark_deleted_since(&st, inputs, seg.as_mut())?;
+                m.segments.retain(|s| {
+                    let input = inputs.iter().any(|(id, _)| *id == s.id);
+                    if input {
+                        garbage.extend(s.deletes.as_ref().map(|d| d.file.clone()));
+                    }
+                    !input
+                });
+            }
+            if let Some(seg) = &seg {
+                // Only a merged segment can have deleted rows when it is published; a sealed
+                // one gets those of the frozen segment in memory (they are in the log after
+                // the checkpoint) and writes them at the next checkpoint.
+                let deletes = if seg.deleted.count_ones() > 0 {
+                    let name = deletes::file_name(seg.id, now);
+                    deletes::write(&self.dir.join(&name), seg.id, &seg.deleted)?;
+                    Some(DeleteMeta {
+                        file: name,
+                        count: seg.deleted.count_ones() as u64,
+                    })
+                } else {
+                    None
+                };
+                m.segments.push(SegmentMeta {
+                    id: seg.id,
+                    file: segment::file_name(seg.id),
+                    rows: seg.reader.rows() as u64,
+                    deletes,
+                });
+            }
+            match edit.source {
+                Source::Merge(_) => (None, None),
+                Source::Frozen | Source::Appendable => {
+                    let keep = self.persist_deletions(ws, &st, &mut m, now, &mut garbage)?;
+                    let checkpoint = match (&edit.source, &st.frozen) {
+                        (Source::Frozen, Some(f)) => f.lsn,
+                        _ => now,
+                    };
+                    (Some(checkpoint), Some(keep))
+                }
+            }
+        };
+        if let Some(c) = checkpoint {
+            m.checkpoint_lsn = c;
+        }
+        m.store(&self.dir)?;
+        {
+            let mut st = self.state.write();
+            match (&edit.source, &keep) {
+                (Source::Merge(inputs), _) => {
+                    retire(&mut st, |s| inputs.iter().any(|(id, _)| *id == s.id));
+                }
+                (_, Some(keep)) => {
+                    retire(&mut st, |s| !keep.contains(&s.id));
+                    for s in &mut st.sealed {
+                        s.dirty = false;
+                    }
+                }
+                (_, None) => {}
+            }
+            match edit.source {
+                Source::Frozen => {
+                    if let (Some(f), Some(seg)) = (st.frozen.take(), seg.as_mut()) {
+                        map_frozen_deletions(&f, seg);
+                    }
+                }
+                Source::Appendable => st.reset_appendable(),
+                Source::Merge(_) => {}
+            }
+            st.sealed.extend(seg);
+        }
+        ws.manifest = m;
+        if let Some(c) = checkpoint {
+            self.rotate_wal(ws, c)?;
+        }
+        for f in garbage {
+            fsutil::remove_if_exists(&self.dir.join(f))?;
+        }
+        crate::background::release_free_memory();
+        Ok(())
+    }
+
+    /// Write a deletion file for every sealed segment with new deletions and drop segments
+    /// with no live row (except inputs of a merge in progress), into `m`; returns the ids of
+    /// the segments kept. Dropped segments' deletion files go to `garbage`; their segment
+    /// files are removed when their readers are retired and unused.
+    pub(super) fn persist_deletions(
+        &self,
+        ws: &WriteState,
+        st: &State,
+        m: &mut Manifest,
+        lsn: u64,
+        garbage: &mut Vec<String>,
+    ) -> Result<Vec<u64>> {
+        let merging = |id: u64| {
+            ws.merge
+                .as_ref()
+                .is_some_and(|j| j.inputs.iter().any(|(i, _)| *i == id))
+        };
+        let mut keep = Vec::with_capacity(st.sealed.len());
+        for s in &st.sealed {
+            let meta_pos = m.segments.iter().position(|x| x.id == s.id);
+            let Some(pos) = meta_pos else { continue };
+            if s.live_count() == 0 && !merging(s.id) {
+                let old = m.segments.remove(pos);
+                garbage.extend(old.deletes.map(|d| d.file));
+                continue;
+            }
+            keep.push(s.id);
+            if s.dirty {
+                let name = deletes::file_name(s.id, lsn);
+                deletes::write(&self.dir.join(&name), s.id, &s.deleted)?;
+                let old = m.segments[pos].deletes.replace(DeleteMeta {
+                    file: name,
+                    count: s.deleted.count_ones() as u64,
+                });
+                garbage.extend(old.map(|d| d.file));
+            }
+        }
+        Ok(keep)
+    }
+
+    pub(super) fn seal_locked(&self, ws: &mut WriteState) -> Result<()> {
+        let r = self.seal_inner(ws);
+        if let Err(e) = &r {
+            ws.poisoned = Some(e.to_string());
+        }
+        r
+    }
+
+    /// Seal: write the segment and deletion files, publish the manifest, then rotate the
+    /// log and remove what the new manifest no longer needs (FORMAT.md §Commit).
+    ///
+    /// The segment is built and written while searches go on: `ws` holds every writer off,
+    /// so the appendable segment (shared through its `Arc`) and the deletion bitsets cannot
+    /// change; the state's write lock is taken only to switch to the new segment.
+    pub(super) fn seal_inner(&self, ws: &mut WriteState) -> Result<()> {
+        self.publish_locked(ws)?;
+        let last = ws.next_lsn - 1;
+        let (a, dirty) = {
+            let st = self.state.read();
+            (
+                Arc::clone(&st.appendable),
+                st.sealed.iter().any(|s| s.dirty),
+            )
+        };
+        if a.rows() == 0 && !dirty && last == ws.manifest.checkpoint_lsn {
+            return Ok(());
+        }
+        let built = if a.live_count() > 0 {
+            let id = ws.manifest.next_segment_id;
+            ws.manifest.next_segment_id += 1;
+            Some(build_sealed(&self.dir, &self.config, self.kernels, &a, id)?)
+        } else {
+            None
+        };
+        drop(a);
+        self.publish(
+            ws,
+            Edit {
+                source: Source::Appendable,
+                built,
+            },
+        )
+    }
+
+    pub(super) fn rotate_wal(&self, ws: &mut WriteState, checkpoint: u64) -> Result<()> {
+        ws.wal.sync()?;
+        if ws.wal.first_lsn() <= checkpoint {
+            ws.wal = WalWriter::create(&wal_dir(&self.dir), checkpoint + 1)?;
+        }
+        self.sync.rotated(&ws.wal);
+        for (first, path) in list_files(&wal_dir(&self.dir))? {
+            if first <= checkpoint {
+                fsutil::remove_if_exists(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::build::write_sealed;
+    use super::*;
+    use crate::distance::Kernels;
+    use crate::filter::value::Payload;
+    use crate::index::registry::BuiltIndex;
+    use crate::types::{CollectionConfig, Metric};
+
+    /// A replaced segment's file stays until the last holder of its reader (a search
+    /// snapshot, a merge) lets go, then disappears.
+    #[test]
+    fn retired_segment_file_outlives_its_last_reader_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = CollectionConfig::new(2, Metric::L2);
+        let p = Payload::new();
+        let b = write_sealed(
+            dir.path(),
+            &config,
+            7,
+            &[1, 2],
+            &[0.0, 1.0, 2.0, 3.0],
+            &[&p, &p],
+            &BuiltIndex::Flat,
+        )
+        .expect("write");
+        let path = dir.path().join(segment::file_name(b.id));
+        let seg = SealedSegment::fresh(b.id, b.reader, b.index, None);
+        let snapshot = seg.clone();
+        let mut st = State::new(&config, Kernels::best(), vec![seg]);
+        retire(&mut st, |_| true);
+        assert!(st.sealed.is_empty());
+        assert!(path.exists(), "a snapshot still holds the reader");
+        assert_eq!(snapshot.reader.vector(1), &[2.0, 3.0]);
+        drop(snapshot);
+        assert!(!path.exists(), "removed with its last reader");
+    }
+}

@@ -1,0 +1,275 @@
+//! Reads: get, search (one query or a batch) on a snapshot, count, metadata queries.
+
+use rayon::prelude::*;
+
+use super::collection::{Collection, Hit, Point};
+use super::state::{sealed_payload, search_sealed, Knobs, State};
+use crate::error::{Error, Result};
+use crate::filter::cache::KeyedFilter;
+use crate::filter::expr::Filter;
+use crate::index::topk::TopK;
+use crate::index::GivenKnobs;
+use crate::types::{IndexConfig, SearchParams};
+
+impl Collection {
+    /// The point with this id, if it exists.
+    pub fn get(&self, id: u64) -> Result<Option<Point>> {
+        self.check_open()?;
+        Ok(self.state.read().get(id)?.map(|(vector, payload)| Point {
+            id,
+            vector,
+            payload,
+        }))
+    }
+
+    pub(super) fn prepare_query<'a>(
+        &self,
+        q: &'a [f32],
+        buf: &'a mut Vec<f32>,
+        k: usize,
+    ) -> Result<&'a [f32]> {
+        if k == 0 {
+            return Err(Error::invalid("k", "k must be at least 1"));
+        }
+        self.prepare_vector(0, q, buf)
+    }
+
+    /// The knobs of a query: its own parameters or the collection's defaults. A knob the
+    /// collection's index kind does not read, or 0, is an error.
+    pub(super) fn resolve_knobs(&self, params: &SearchParams, k: usize) -> Result<Knobs> {
+        let spec = &self.spec;
+        let applies = spec.knob_names();
+        let check = |name: &'static str, v: Option<usize>| -> Result<Option<usize>> {
+            match v {
+                Some(0) => Err(Error::invalid(name, format!("{name} must be at least 1"))),
+                Some(_) if !applies.contains(&name) => Err(Error::invalid(
+                    name,
+                    format!(
+                        "`{name}` does not apply to this collection's index ({})",
+                        spec.name()
+                    ),
+                )),
+                v => Ok(v),
+            }
+        };
+        let given = GivenKnobs {
+            ef: check("ef", params.ef)?,
+            nprobe: check("nprobe", params.nprobe)?,
+            refine: check("refine", params.refine)?,
+            probes: check("probes", params.probes)?,
+        };
+        let mut knobs = Knobs {
+            k,
+            ef: given.ef.unwrap_or(k).max(k),
+            nprobe: given.nprobe.unwrap_or(1),
+            refine: given.refine.unwrap_or(1),
+            probes: given.probes.unwrap_or(1),
+        };
+        spec.knobs(&given, &mut knobs);
+        Ok(knobs)
+    }
+
+    pub(super) fn to_hits(
+        st: &State,
+        found: Vec<(u64, f32)>,
+        params: &SearchParams,
+    ) -> Result<Vec<Hit>> {
+        found
+            .into_iter()
+            .map(|(id, distance)| {
+                let payload = if params.include_payload {
+                    Some(st.payload_of(id)?)
+                } else {
+                    None
+                };
+                Ok(Hit {
+                    id,
+                    distance,
+                    payload,
+                })
+            })
+            .collect()
+    }
+
+    /// The `k` nearest points to `query`, nearest first. Fewer than `k` are returned when
+    /// the collection holds fewer live points. Exact for `flat`; for `hnsw`, approximate
+    /// with beam width `params.ef` (default: the collection's `ef_search`).
+    pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
+        self.check_open()?;
+        let mut buf = Vec::new();
+        let q = self.prepare_query(query, &mut buf, k)?;
+        let knobs = self.resolve_knobs(params, k)?;
+        let mut hits = self.search_snapshot(q, 1, &knobs, params)?;
+        Ok(hits.pop().unwrap_or_default())
+    }
+
+    /// Search `nq` prepared queries (`nq * dim` floats; in parallel when more than one).
+    /// The in-memory segments are searched under the state lock, and a snapshot of the
+    /// sealed segments (their readers and deletion bitsets, shared) is taken under the same
+    /// lock; the sealed segments are then searched on that snapshot with the lock released,
+    /// so a long search holds off no writer, and a segment replaced meanwhile stays mapped
+    /// (its file is removed when the last snapshot holding it is dropped).
+    pub(super) fn search_snapshot(
+        &self,
+        queries: &[f32],
+        nq: usize,
+        knobs: &Knobs,
+        params: &SearchParams,
+    ) -> Result<Vec<Vec<Hit>>> {
+        let dim = self.config.dim;
+        let filter = params.filter.as_ref().map(KeyedFilter::new);
+        let filter = filter.as_ref();
+        let search_unsealed = |st: &State, q: &[f32]| {
+            let mut top = TopK::new(knobs.k);
+            st.search_unsealed(q, knobs, &self.visited, filter, &mut top);
+            top.into_sorted()
+        };
+        let (sealed, ctx, partial, payloads) = {
+            let st = self.state.read();
+            let partial: Vec<Vec<(u64, f32)>> = if nq == 1 {
+                vec![search_unsealed(&st, queries)]
+            } else {
+                queries
+                    .par_chunks(dim)
+                    .map(|q| search_unsealed(&st, q))
+                    .collect()
+            };
+            // Payloads of in-memory hits are read now; sealed ones from the snapshot.
+            let mut payloads = std::collections::HashMap::new();
+            if params.include_payload {
+                for (id, _) in partial.iter().flatten() {
+                    payloads.insert(*id, st.payload_of(*id)?);
+                }
+            }
+            (st.sealed_snapshot(), st.ctx(), partial, payloads)
+        };
+        let finish = |q: &[f32], part: &Vec<(u64, f32)>| -> Result<Vec<(u64, f32)>> {
+            let mut top = TopK::new(knobs.k);
+            for (id, d) in part {
+                top.push(*d, *id);
+            }
+            search_sealed(ctx, &sealed, q, knobs, &self.visited, filter, &mut top)?;
+            Ok(top.into_sorted())
+        };
+        let found: Vec<Vec<(u64, f32)>> = if nq == 1 {
+            vec![finish(queries, &partial[0])?]
+        } else {
+            queries
+                .par_chunks(dim)
+                .zip(partial.par_iter())
+                .map(|(q, part)| finish(q, part))
+                .collect::<Result<_>>()?
+        };
+        found
+            .into_iter()
+            .map(|f| {
+                f.into_iter()
+                    .map(|(id, distance)| {
+                        let payload = if params.include_payload {
+                            // Two queries of a batch can hit the same in-memory row: the
+                            // payload is cloned, not taken.
+                            Some(match payloads.get(&id) {
+                                Some(p) => p.clone(),
+                                None => sealed_payload(&sealed, id)?.unwrap_or_default(),
+                            })
+                        } else {
+                            None
+                        };
+                        Ok(Hit {
+                            id,
+                            distance,
+                            payload,
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Search many queries (row-major, `nq * dim` floats) in parallel over rayon. Same
+    /// results as calling [`Collection::search`] per query. Flat collections scan blocks of
+    /// queries per pass over the vectors.
+    pub fn search_batch(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<Vec<Hit>>> {
+        self.check_open()?;
+        if k == 0 {
+            return Err(Error::invalid("k", "k must be at least 1"));
+        }
+        let knobs = self.resolve_knobs(params, k)?;
+        let dim = self.config.dim;
+        if !queries.len().is_multiple_of(dim) {
+            return Err(Error::invalid(
+                "queries",
+                format!(
+                    "{} floats are not a whole number of dim-{dim} queries",
+                    queries.len()
+                ),
+            ));
+        }
+        let nq = queries.len() / dim;
+        let mut prepared = Vec::with_capacity(queries.len());
+        let mut buf = Vec::new();
+        for q in queries.chunks_exact(dim) {
+            prepared.extend_from_slice(self.prepare_query(q, &mut buf, k)?);
+        }
+        if self.config.index != IndexConfig::Flat || params.filter.is_some() {
+            return crate::background::search(|| {
+                self.search_snapshot(&prepared, nq, &knobs, params)
+            });
+        }
+        // Exact unfiltered search of a flat collection: blocks of queries per pass over the
+        // vectors, under the state lock.
+        let st = self.state.read();
+        let found: Vec<Vec<(u64, f32)>> = crate::background::search(|| {
+            let block = crate::index::flat::QUERY_BLOCK;
+            // Enough blocks to keep every thread busy, never more than `block` per block.
+            let per = nq
+                .div_ceil(rayon::current_num_threads().max(1))
+                .clamp(1, block);
+            prepared
+                .par_chunks(per * dim)
+                .flat_map_iter(|chunk| {
+                    let qs: Vec<&[f32]> = chunk.chunks_exact(dim).collect();
+                    st.search_flat_block(&qs, k)
+                })
+                .collect()
+        });
+        found
+            .into_iter()
+            .map(|f| Self::to_hits(&st, f, params))
+            .collect()
+    }
+
+    /// Number of live points whose payload matches `filter` (an empty `Filter::And` matches
+    /// every point).
+    pub fn count(&self, filter: &Filter) -> Result<usize> {
+        self.check_open()?;
+        let st = self.state.read();
+        match filter {
+            Filter::And(all) if all.is_empty() => Ok(st.len()),
+            _ => st.count(filter),
+        }
+    }
+
+    /// Up to `limit` live points whose payload matches `filter` (a metadata-only query),
+    /// in storage order.
+    pub fn get_where(&self, filter: &Filter, limit: usize) -> Result<Vec<Point>> {
+        self.check_open()?;
+        let st = self.state.read();
+        st.matching(filter, limit)?
+            .into_iter()
+            .map(|loc| {
+                let (id, vector, payload) = st.point_at(loc)?;
+                Ok(Point {
+                    id,
+                    vector,
+                    payload,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,118 @@
+//! `stats()` and `verify()`: what a collection holds, on disk and in the background.
+
+use super::collection::Collection;
+use crate::error::Result;
+use crate::storage::fsutil;
+
+/// Per-segment statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentStats {
+    /// Segment id.
+    pub id: u64,
+    /// Rows in the file.
+    pub rows: usize,
+    /// Rows deleted since it was sealed.
+    pub deleted: usize,
+    /// File size.
+    pub bytes: u64,
+    /// Index kind over this segment.
+    pub index: String,
+    /// Bytes of the index structure inside the file (0 for flat).
+    pub index_bytes: u64,
+    /// The parameters the index was built with (e.g. `nlist=141 pq_m=96 ...`), empty for
+    /// flat. A segment of an `ivf_pq` or `lsh` collection too small to train shows index
+    /// `flat`: it is scanned exactly.
+    pub index_detail: String,
+}
+
+/// A snapshot of a collection's size and layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectionStats {
+    /// Live points.
+    pub rows: usize,
+    /// Rows in the appendable (in-memory) segment, live or not.
+    pub appendable_rows: usize,
+    /// Sealed segments.
+    pub segments: Vec<SegmentStats>,
+    /// Deleted rows still occupying sealed segments.
+    pub deleted: usize,
+    /// Bytes of all files in the collection directory.
+    pub bytes_on_disk: u64,
+    /// Last LSN written to the log.
+    pub last_lsn: u64,
+    /// LSN covered by the sealed segments.
+    pub checkpoint_lsn: u64,
+    /// Rows of the frozen segment being sealed in the background (0 when none is).
+    pub frozen_rows: usize,
+    /// Background work.
+    pub background: BackgroundStats,
+}
+
+/// Background work of a collection, as [`Collection::stats`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BackgroundStats {
+    /// A frozen segment is being built and written.
+    pub sealing: bool,
+    /// Ids of the segments a merge in progress is combining (empty when none is).
+    pub merging: Vec<u64>,
+    /// Background merges published since the collection was opened.
+    pub merges_done: u64,
+    /// The last background merge failure, if any (its inputs stay as they were).
+    pub last_error: Option<String>,
+}
+
+impl Collection {
+    /// Statistics: rows, segments, deletions, bytes on disk, background work in progress.
+    ///
+    /// Background work that has finished is published first; work still running is
+    /// reported, not waited for ([`Collection::wait_idle`] waits).
+    pub fn stats(&self) -> Result<CollectionStats> {
+        self.owner.check()?;
+        let mut ws = self.write.lock();
+        self.housekeeping_locked(&mut ws)?;
+        let st = self.state.read();
+        let segments = st
+            .sealed
+            .iter()
+            .map(|s| SegmentStats {
+                id: s.id,
+                rows: s.reader.rows(),
+                deleted: s.deleted.count_ones(),
+                bytes: s.reader.file_bytes(),
+                index: s.reader.index().name().to_owned(),
+                index_bytes: s.reader.index().bytes() as u64,
+                index_detail: s.reader.index().detail(),
+            })
+            .collect::<Vec<_>>();
+        Ok(CollectionStats {
+            rows: st.len(),
+            appendable_rows: st.appendable.rows(),
+            deleted: segments.iter().map(|s| s.deleted).sum(),
+            segments,
+            bytes_on_disk: fsutil::dir_bytes(&self.dir)?,
+            last_lsn: ws.next_lsn - 1,
+            checkpoint_lsn: ws.manifest.checkpoint_lsn,
+            frozen_rows: st.frozen.as_ref().map_or(0, |f| f.seg.rows()),
+            background: BackgroundStats {
+                sealing: ws.sealing.is_some(),
+                merging: ws
+                    .merge
+                    .as_ref()
+                    .map(|j| j.inputs.iter().map(|(id, _)| *id).collect())
+                    .unwrap_or_default(),
+                merges_done: ws.merges_done,
+                last_error: ws.merge_error.clone(),
+            },
+        })
+    }
+
+    /// Check every checksum of every sealed segment (reads all files).
+    pub fn verify(&self) -> Result<()> {
+        self.owner.check()?;
+        let st = self.state.read();
+        for s in &st.sealed {
+            s.reader.verify()?;
+        }
+        Ok(())
+    }
+}
