@@ -205,11 +205,12 @@ pub fn apply_crash_op(model: &mut Model, op: &CrashOp) {
 }
 
 /// Format version the current build writes (its fixture is `tests/fixtures/v<N>/`).
-pub const FIXTURE_VERSION: u16 = 2;
+pub const FIXTURE_VERSION: u16 = 3;
 
 /// The deterministic contents of the format fixture of `version` (`tests/fixtures/v<N>/`):
 /// the collection name, its config, and its final points (id -> vector as given, payload).
-/// Version 2 added the ivf_pq and lsh index kinds.
+/// Version 2 added the ivf_pq and lsh index kinds; version 3 (the section directory) holds
+/// the same collections as version 2.
 pub fn fixture_contents(version: u16) -> Vec<(&'static str, trovedb::CollectionConfig, Model)> {
     let mut out = Vec::new();
     let mut kinds = vec![
@@ -272,4 +273,60 @@ pub fn fixture_contents(version: u16) -> Vec<(&'static str, trovedb::CollectionC
         out.push((name, cfg, model));
     }
     out
+}
+
+/// A step of the fault-injection and power-cut workloads.
+pub enum WorkOp {
+    /// Upsert these points.
+    Upsert(Vec<(u64, Vec<f32>, Payload)>),
+    /// Delete these ids.
+    Delete(Vec<u64>),
+    /// `flush()`.
+    Flush,
+    /// `compact()`.
+    Compact,
+}
+
+impl WorkOp {
+    /// Run the step on `c`.
+    pub fn run(&self, c: &trovedb::Collection) -> trovedb::Result<()> {
+        match self {
+            WorkOp::Upsert(points) => {
+                let ids: Vec<u64> = points.iter().map(|p| p.0).collect();
+                let v: Vec<f32> = points.iter().flat_map(|p| p.1.clone()).collect();
+                let pl: Vec<Payload> = points.iter().map(|p| p.2.clone()).collect();
+                c.upsert(&ids, &v, &pl)
+            }
+            WorkOp::Delete(ids) => c.delete(ids).map(drop),
+            WorkOp::Flush => c.flush(),
+            WorkOp::Compact => c.compact().map(drop),
+        }
+    }
+
+    /// Apply the step to the model (what an acknowledged step changes).
+    pub fn apply(&self, model: &mut Model) {
+        match self {
+            WorkOp::Upsert(points) => {
+                for (id, v, p) in points {
+                    model.insert(*id, (v.clone(), p.clone()));
+                }
+            }
+            WorkOp::Delete(ids) => {
+                for id in ids {
+                    model.remove(id);
+                }
+            }
+            WorkOp::Flush | WorkOp::Compact => {}
+        }
+    }
+
+    /// The step's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WorkOp::Upsert(_) => "upsert",
+            WorkOp::Delete(_) => "delete",
+            WorkOp::Flush => "flush",
+            WorkOp::Compact => "compact",
+        }
+    }
 }

@@ -9,26 +9,19 @@ use trovedb::{
     CollectionConfig, CompactionPolicy, Database, DbOptions, Error, IndexConfig, Metric, Payload,
     Value,
 };
-use trovedb_tests::{Model, Rng};
+use trovedb_tests::{Model, Rng, WorkOp};
 
 const DIM: usize = 4;
 
-enum Op {
-    Upsert(Vec<(u64, Vec<f32>, Payload)>),
-    Delete(Vec<u64>),
-    Flush,
-    Compact,
-}
-
-fn workload() -> Vec<Op> {
+fn workload() -> Vec<WorkOp> {
     let mut rng = Rng::new(77);
     let mut ops = Vec::new();
     for i in 0..40u64 {
         ops.push(match i % 10 {
-            4 | 8 => Op::Delete((0..3).map(|_| rng.below(60)).collect()),
-            6 => Op::Flush,
-            9 => Op::Compact,
-            _ => Op::Upsert(
+            4 | 8 => WorkOp::Delete((0..3).map(|_| rng.below(60)).collect()),
+            6 => WorkOp::Flush,
+            9 => WorkOp::Compact,
+            _ => WorkOp::Upsert(
                 (0..4)
                     .map(|j| {
                         let mut p = Payload::new();
@@ -40,22 +33,6 @@ fn workload() -> Vec<Op> {
         });
     }
     ops
-}
-
-fn apply(model: &mut Model, op: &Op) {
-    match op {
-        Op::Upsert(points) => {
-            for (id, v, p) in points {
-                model.insert(*id, (v.clone(), p.clone()));
-            }
-        }
-        Op::Delete(ids) => {
-            for id in ids {
-                model.remove(id);
-            }
-        }
-        Op::Flush | Op::Compact => {}
-    }
 }
 
 fn contents(c: &trovedb::Collection) -> Model {
@@ -132,25 +109,15 @@ fn run(arm: fn(&std::path::Path, u64, i32)) -> (u64, u64, u64) {
             db.create_collection("c", &cfg).unwrap();
         }
         let mut acked = Model::new();
-        let mut failed: Option<&Op> = None;
+        let mut failed: Option<&WorkOp> = None;
         {
             let db = open(dir.path(), &opts);
             let c = db.collection("c").unwrap();
             arm(dir.path(), n, errno);
             for op in &ops {
-                let r = match op {
-                    Op::Upsert(points) => {
-                        let ids: Vec<u64> = points.iter().map(|p| p.0).collect();
-                        let v: Vec<f32> = points.iter().flat_map(|p| p.1.clone()).collect();
-                        let pl: Vec<Payload> = points.iter().map(|p| p.2.clone()).collect();
-                        c.upsert(&ids, &v, &pl)
-                    }
-                    Op::Delete(ids) => c.delete(ids).map(drop),
-                    Op::Flush => c.flush(),
-                    Op::Compact => c.compact().map(drop),
-                };
+                let r = op.run(&c);
                 match r {
-                    Ok(()) => apply(&mut acked, op),
+                    Ok(()) => op.apply(&mut acked),
                     // The call that hit the fault: an I/O error, or Poisoned when the failure
                     // was a group-commit fsync (reported to every waiter that way).
                     Err(Error::Io { .. } | Error::Corruption { .. } | Error::Poisoned { .. })
@@ -180,13 +147,13 @@ fn run(arm: fn(&std::path::Path, u64, i32)) -> (u64, u64, u64) {
         let got = contents(&c);
         let mut with_failed = acked.clone();
         if let Some(op) = failed {
-            apply(&mut with_failed, op);
+            op.apply(&mut with_failed);
         }
         assert!(
             got == acked || got == with_failed,
             "case {n}: reopened contents match neither the acknowledged writes nor them plus the failed call: got {} ids, acked {}, with failed {}; failed op kind {:?}",
             got.len(), acked.len(), with_failed.len(),
-            failed.map(|o| match o { Op::Upsert(_) => "upsert", Op::Delete(_) => "delete", Op::Flush => "flush", Op::Compact => "compact" })
+            failed.map(WorkOp::name)
         );
         c.verify().unwrap();
         cases += 1;

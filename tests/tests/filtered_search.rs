@@ -258,7 +258,7 @@ fn persisted_payload_index_is_used_and_checked() {
         assert_eq!(db.collection("c").unwrap().count(&f).unwrap(), want);
         db.close().unwrap();
     }
-    // Damage one byte inside the payload-index section (kind 23): filtered calls report
+    // Damage one byte inside the payload-index section (tag 23): filtered calls report
     // Corruption naming the segment file; unfiltered search still works.
     let seg = std::fs::read_dir(dir.path().join("collections/c"))
         .unwrap()
@@ -266,13 +266,23 @@ fn persisted_payload_index_is_used_and_checked() {
         .find(|p| p.extension().is_some_and(|x| x == "seg"))
         .unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
+    // Segment format v3 (FORMAT.md 3.3): the directory lies at the header's `dir_offset`;
+    // index entries (16 bytes each) come first, then section entries (32 bytes each:
+    // owner u16, tag u16, reserved u32, offset u64, len u64, ...).
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let dir_at = u64_at(&bytes, 32) as usize;
+    let (sections, indexes) = (u32_at(&bytes, 48) as usize, u32_at(&bytes, 52) as usize);
     let (mut off, mut len) = (0usize, 0usize);
-    for i in 0..16 {
-        let e = 40 + 32 * i;
-        let kind = u32::from_le_bytes(bytes[e..e + 4].try_into().unwrap());
-        if kind == 23 {
-            off = u64::from_le_bytes(bytes[e + 8..e + 16].try_into().unwrap()) as usize;
-            len = u64::from_le_bytes(bytes[e + 16..e + 24].try_into().unwrap()) as usize;
+    for i in 0..sections {
+        let e = dir_at + 16 * indexes + 32 * i;
+        let (owner, tag) = (
+            u16::from_le_bytes([bytes[e], bytes[e + 1]]),
+            u16::from_le_bytes([bytes[e + 2], bytes[e + 3]]),
+        );
+        if (owner, tag) == (0, 23) {
+            off = u64_at(&bytes, e + 8) as usize;
+            len = u64_at(&bytes, e + 16) as usize;
         }
     }
     assert!(len > 0, "no payload index section in {}", seg.display());

@@ -15,6 +15,11 @@ fn v2_fixture_opens_with_every_point_intact() {
     check_fixture(2);
 }
 
+#[test]
+fn v3_fixture_opens_with_every_point_intact() {
+    check_fixture(3);
+}
+
 fn check_fixture(version: u16) {
     let src = repo_root().join(format!("tests/fixtures/v{version}"));
     assert!(

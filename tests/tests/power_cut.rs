@@ -19,26 +19,19 @@ use trovedb::{
     CollectionConfig, CompactionPolicy, Database, DbOptions, Error, IndexConfig, Metric, Payload,
     Value,
 };
-use trovedb_tests::{seed, Model, Rng};
+use trovedb_tests::{seed, Model, Rng, WorkOp};
 
 const DIM: usize = 4;
 const IDS: u64 = 80;
 
-enum Op {
-    Upsert(Vec<(u64, Vec<f32>, Payload)>),
-    Delete(Vec<u64>),
-    Flush,
-    Compact,
-}
-
-fn workload() -> Vec<Op> {
+fn workload() -> Vec<WorkOp> {
     let mut rng = Rng::new(91);
     (0..48u64)
         .map(|i| match i % 12 {
-            4 | 9 => Op::Delete((0..3).map(|_| rng.below(IDS)).collect()),
-            7 => Op::Flush,
-            11 => Op::Compact,
-            _ => Op::Upsert(
+            4 | 9 => WorkOp::Delete((0..3).map(|_| rng.below(IDS)).collect()),
+            7 => WorkOp::Flush,
+            11 => WorkOp::Compact,
+            _ => WorkOp::Upsert(
                 (0..5)
                     .map(|j| {
                         let mut p = Payload::new();
@@ -49,22 +42,6 @@ fn workload() -> Vec<Op> {
             ),
         })
         .collect()
-}
-
-fn apply(model: &mut Model, op: &Op) {
-    match op {
-        Op::Upsert(points) => {
-            for (id, v, p) in points {
-                model.insert(*id, (v.clone(), p.clone()));
-            }
-        }
-        Op::Delete(ids) => {
-            for id in ids {
-                model.remove(id);
-            }
-        }
-        Op::Flush | Op::Compact => {}
-    }
 }
 
 fn options() -> DbOptions {
@@ -98,26 +75,16 @@ struct Outcome {
 
 /// Run the workload on `root` (a database whose collection "c" exists) with the power cut
 /// at operation `cut_at`.
-fn run_workload(root: &Path, ops: &[Op], cut_at: Option<u64>) -> Outcome {
+fn run_workload(root: &Path, ops: &[WorkOp], cut_at: Option<u64>) -> Outcome {
     power_cut_attach(root, cut_at).unwrap();
     let mut acked = Model::new();
     let mut in_flight = None;
     if let Ok(db) = Database::open(root, options()) {
         if let Ok(c) = db.collection("c") {
             for (i, op) in ops.iter().enumerate() {
-                let r = match op {
-                    Op::Upsert(points) => {
-                        let ids: Vec<u64> = points.iter().map(|p| p.0).collect();
-                        let v: Vec<f32> = points.iter().flat_map(|p| p.1.clone()).collect();
-                        let pl: Vec<Payload> = points.iter().map(|p| p.2.clone()).collect();
-                        c.upsert(&ids, &v, &pl)
-                    }
-                    Op::Delete(ids) => c.delete(ids).map(drop),
-                    Op::Flush => c.flush(),
-                    Op::Compact => c.compact().map(drop),
-                };
+                let r = op.run(&c);
                 match r {
-                    Ok(()) => apply(&mut acked, op),
+                    Ok(()) => op.apply(&mut acked),
                     Err(Error::Io { .. } | Error::Poisoned { .. }) => {
                         in_flight = Some(i);
                         break;
@@ -147,7 +114,7 @@ fn contents(c: &trovedb::Collection) -> Model {
 }
 
 /// One case: a fresh database, the workload cut at `cut_at`, the disk image reopened.
-fn case(case_no: u64, ops: &[Op], cut_at: u64, torn: Option<u64>) -> Outcome {
+fn case(case_no: u64, ops: &[WorkOp], cut_at: u64, torn: Option<u64>) -> Outcome {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("live");
     {
@@ -167,7 +134,7 @@ fn case(case_no: u64, ops: &[Op], cut_at: u64, torn: Option<u64>) -> Outcome {
     let got = contents(&c);
     let mut with_in_flight = out.acked.clone();
     if let Some(i) = out.in_flight {
-        apply(&mut with_in_flight, &ops[i]);
+        ops[i].apply(&mut with_in_flight);
     }
     if got != out.acked && got != with_in_flight {
         // The operations up to the cut, to find the missing sync.

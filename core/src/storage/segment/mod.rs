@@ -1,5 +1,6 @@
 //! Sealed segment files: written once by [`writer`], memory-mapped by [`reader`].
 
+pub(crate) mod directory;
 pub(crate) mod layout;
 pub(crate) mod reader;
 pub(crate) mod writer;

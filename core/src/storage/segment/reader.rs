@@ -1,5 +1,6 @@
-//! Opens a sealed segment by mapping it: the header, footer and section table are
-//! validated, the small id/offset sections are checksummed, and nothing else is read.
+//! Opens a sealed segment by mapping it: the header, footer and section table (any format
+//! version, see `directory`) are validated, the small id/offset sections and the index
+//! metadata are checksummed, and nothing else is read.
 //! Vectors are served straight from the map through `bytemuck` casts.
 
 use std::ops::Range;
@@ -8,11 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::Mmap;
 
+use super::directory::{Section, SectionTable};
 use super::layout::{
-    SegmentFooter, SegmentHeader, FOOTER_BYTES, HEADER_PAGE_BYTES, INDEX_HNSW, SECTION_ALIGN,
     SECTION_IDS, SECTION_ID_INDEX, SECTION_PAYLOAD_BYTES, SECTION_PAYLOAD_INDEX,
-    SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC, SEGMENT_OLDEST_VERSION,
-    SEGMENT_VERSION,
+    SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS,
 };
 use crate::error::{Error, Result};
 use crate::filter::codec::{decode_payload, Decoder};
@@ -29,7 +29,9 @@ use crate::types::Metric;
 pub(crate) struct SegmentReader {
     path: PathBuf,
     map: Mmap,
-    header: SegmentHeader,
+    table: SectionTable,
+    rows: usize,
+    dim: usize,
     vectors: Range<usize>,
     ids: Range<usize>,
     id_index: Range<usize>,
@@ -60,107 +62,62 @@ impl SegmentReader {
     pub(crate) fn open(path: &Path, dim: usize, metric: Metric) -> Result<SegmentReader> {
         let map = fsutil::map(path)?;
         let corrupt = |off: usize, why: String| Error::corruption(path, off as u64, why);
-        if map.len() < HEADER_PAGE_BYTES + FOOTER_BYTES {
-            return Err(corrupt(
-                0,
-                format!("file of {} bytes is too short", map.len()),
-            ));
-        }
-        let header: SegmentHeader =
-            bytemuck::pod_read_unaligned(&map[..std::mem::size_of::<SegmentHeader>()]);
-        if header.magic != SEGMENT_MAGIC {
-            return Err(corrupt(0, "bad segment magic".into()));
-        }
-        if header.version < SEGMENT_OLDEST_VERSION || header.version > SEGMENT_VERSION {
-            return Err(Error::IncompatibleFormat {
-                file: path.to_path_buf(),
-                found: header.version,
-                oldest: SEGMENT_OLDEST_VERSION,
-                current: SEGMENT_VERSION,
-            });
-        }
-        if header.compute_crc() != header.header_crc {
-            return Err(corrupt(
-                super::layout::HEADER_CRC_OFFSET,
-                "segment header checksum mismatch".into(),
-            ));
-        }
-        let foot_at = map.len() - FOOTER_BYTES;
-        let footer: SegmentFooter = bytemuck::pod_read_unaligned(&map[foot_at..]);
-        if footer.magic != SEGMENT_MAGIC
-            || footer.reserved != 0
-            || footer.version != header.version
-            || footer.file_len != map.len() as u64
-            || footer.header_crc != header.header_crc
-        {
-            return Err(corrupt(
-                foot_at,
-                "segment footer does not match (truncated file?)".into(),
-            ));
-        }
-        if header.dim as usize != dim || Metric::from_code(header.metric) != Some(metric) {
+        let table = SectionTable::parse(&map, path)?;
+        if table.dim as usize != dim || Metric::from_code(table.metric) != Some(metric) {
             return Err(corrupt(
                 16,
                 format!(
                     "segment has dim {} metric code {}, collection has dim {dim} metric {}",
-                    header.dim,
-                    header.metric,
+                    table.dim,
+                    table.metric,
                     metric.name()
                 ),
             ));
         }
-        let rows = usize::try_from(header.rows)
+        let rows = usize::try_from(table.rows)
             .map_err(|_| corrupt(24, "row count does not fit in memory".into()))?;
         let section = |kind: u32, elem: usize, count: Option<usize>| -> Result<Range<usize>> {
-            let s = header
-                .section(kind)
+            let s = table
+                .find(0, kind as u16)
                 .ok_or_else(|| corrupt(40, format!("section kind {kind} missing")))?;
-            let (off, len) = (s.offset as usize, s.len_bytes as usize);
-            let end = off.checked_add(len).filter(|e| *e <= foot_at);
-            if off < HEADER_PAGE_BYTES || off % SECTION_ALIGN != 0 || end.is_none() {
-                return Err(corrupt(
-                    40,
-                    format!("section kind {kind} lies outside the file"),
-                ));
-            }
+            let len = s.range.len();
             let want = count.and_then(|c| c.checked_mul(elem));
-            if len % elem != 0 || want.is_some_and(|w| w != len) {
+            if !len.is_multiple_of(elem) || count.is_some_and(|_| want != Some(len)) {
                 return Err(corrupt(
-                    off,
+                    s.range.start,
                     format!("section kind {kind} has the wrong size {len}"),
                 ));
             }
-            Ok(off..off + len)
+            Ok(s.range.clone())
         };
         let rd = rows
             .checked_mul(dim)
             .ok_or_else(|| corrupt(24, "rows x dim overflows".into()))?;
-        if header.version < 2 && header.index_kind > INDEX_HNSW {
-            return Err(corrupt(
-                11,
-                format!("index kind {} in a version 1 file", header.index_kind),
-            ));
-        }
-        let index = open_index(&map, &header, path, rows, dim)?;
+        let rows_plus_one = rows
+            .checked_add(1)
+            .ok_or_else(|| corrupt(24, "row count overflows".into()))?;
+        let index = open_index(&map, &table, path, rows, dim)?;
         let r = SegmentReader {
             index,
             vectors: section(SECTION_VECTORS, 4, Some(rd))?,
             ids: section(SECTION_IDS, 8, Some(rows))?,
             id_index: section(SECTION_ID_INDEX, 16, Some(rows))?,
-            payload_offsets: section(SECTION_PAYLOAD_OFFSETS, 8, Some(rows + 1))?,
+            payload_offsets: section(SECTION_PAYLOAD_OFFSETS, 8, Some(rows_plus_one))?,
             payload_bytes: section(SECTION_PAYLOAD_BYTES, 1, None)?,
-            payload_index: match header.section(SECTION_PAYLOAD_INDEX) {
+            payload_index: match table.find(0, SECTION_PAYLOAD_INDEX as u16) {
                 Some(_) => Some(section(SECTION_PAYLOAD_INDEX, 1, None)?),
                 None => None,
             },
             path: path.to_path_buf(),
             map,
-            header,
+            rows,
+            dim,
+            table,
             obsolete: AtomicBool::new(false),
             owner: Owner::current(),
         };
         for kind in [SECTION_IDS, SECTION_ID_INDEX, SECTION_PAYLOAD_OFFSETS] {
-            r.verify_section(kind)?;
+            r.verify_section(0, kind as u16)?;
         }
         Ok(r)
     }
@@ -171,30 +128,23 @@ impl SegmentReader {
         self.obsolete.store(true, Ordering::Release);
     }
 
-    fn verify_section(&self, kind: u32) -> Result<()> {
-        if let Some(s) = self.header.section(kind) {
-            let bytes = &self.map[s.offset as usize..(s.offset + s.len_bytes) as usize];
-            if crc32fast::hash(bytes) != s.crc {
-                return Err(Error::corruption(
-                    &self.path,
-                    s.offset,
-                    format!("section kind {kind} checksum mismatch"),
-                ));
-            }
+    fn verify_section(&self, owner: u16, tag: u16) -> Result<()> {
+        match self.table.find(owner, tag) {
+            Some(s) => check_crc(&self.map, s, &self.path),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Check every section's checksum (reads the whole file).
     pub(crate) fn verify(&self) -> Result<()> {
-        for s in &self.header.sections[..self.header.section_count as usize] {
-            self.verify_section(s.kind)?;
+        for s in &self.table.sections {
+            check_crc(&self.map, s, &self.path)?;
         }
         Ok(())
     }
 
     pub(crate) fn rows(&self) -> usize {
-        self.header.rows as usize
+        self.rows
     }
 
     pub(crate) fn file_bytes(&self) -> u64 {
@@ -207,7 +157,7 @@ impl SegmentReader {
     }
 
     pub(crate) fn vector(&self, row: usize) -> &[f32] {
-        let dim = self.header.dim as usize;
+        let dim = self.dim;
         &self.vectors()[row * dim..(row + 1) * dim]
     }
 
@@ -234,15 +184,18 @@ impl SegmentReader {
     /// written without one: format v1). Damage is a `Corruption` naming file and offset.
     pub(crate) fn persisted_payload_index(&self) -> Option<Result<PayloadIndex>> {
         let range = self.payload_index.clone()?;
-        Some(self.verify_section(SECTION_PAYLOAD_INDEX).and_then(|()| {
-            PayloadIndex::decode(&self.map[range.clone()], self.rows()).map_err(|e| {
-                Error::corruption(
-                    &self.path,
-                    (range.start + e.offset) as u64,
-                    format!("bad payload index: {}", e.reason),
-                )
-            })
-        }))
+        Some(
+            self.verify_section(0, SECTION_PAYLOAD_INDEX as u16)
+                .and_then(|()| {
+                    PayloadIndex::decode(&self.map[range.clone()], self.rows()).map_err(|e| {
+                        Error::corruption(
+                            &self.path,
+                            (range.start + e.offset) as u64,
+                            format!("bad payload index: {}", e.reason),
+                        )
+                    })
+                }),
+        )
     }
 
     /// Decode the payload of `row`.
@@ -267,55 +220,46 @@ impl SegmentReader {
     }
 }
 
-/// Open the vector index of a segment: find its sections (format v1/v2 numbered every
-/// kind's sections globally, from the kind's `LEGACY_BASE`), verify the checksums of those
-/// the kind reads whole at open *before* it parses them, then let the kind validate them.
+/// `Corruption` unless section `s` matches its checksum.
+fn check_crc(map: &[u8], s: &Section, path: &Path) -> Result<()> {
+    if crc32fast::hash(&map[s.range.clone()]) == s.crc {
+        Ok(())
+    } else {
+        Err(Error::corruption(
+            path,
+            s.range.start as u64,
+            format!("section {}/{} checksum mismatch", s.owner, s.tag),
+        ))
+    }
+}
+
+/// Open the vector index of a segment: gather its sections from the table, verify the
+/// checksums of those the kind reads whole at open *before* it parses them, then let the
+/// kind validate them.
 fn open_index(
     map: &[u8],
-    header: &SegmentHeader,
+    table: &SectionTable,
     path: &Path,
     rows: usize,
     dim: usize,
 ) -> Result<IndexParts> {
     let corrupt = |off: usize, why: String| Error::corruption(path, off as u64, why);
-    let info = kind_info(header.index_kind)
-        .ok_or_else(|| corrupt(11, format!("unknown index kind {}", header.index_kind)))?;
-    if header.version < 2 && header.index_kind > INDEX_HNSW {
-        return Err(corrupt(
-            11,
-            format!("index kind {} in a version 1 file", header.index_kind),
-        ));
-    }
-    let foot_at = map.len() - FOOTER_BYTES;
-    let mut entries = Vec::with_capacity(usize::from(info.section_count));
-    for tag in 1..=info.section_count {
-        let kind = info.legacy_base + u32::from(tag) - 1;
-        let Some(e) = header.section(kind) else {
-            continue;
-        };
-        let (off, len) = (e.offset as usize, e.len_bytes as usize);
-        let end = off.checked_add(len).filter(|end| *end <= foot_at);
-        if off < HEADER_PAGE_BYTES || off % SECTION_ALIGN != 0 || end.is_none() {
-            return Err(corrupt(
-                40,
-                format!("section kind {kind} lies outside the file"),
-            ));
+    let ix = table
+        .vector_index()
+        .ok_or_else(|| corrupt(40, "the segment lists no vector index".into()))?;
+    let info =
+        kind_info(ix.kind).ok_or_else(|| corrupt(11, format!("unknown index kind {}", ix.kind)))?;
+    let mut entries = Vec::new();
+    for s in table.sections.iter().filter(|s| s.owner == ix.slot) {
+        if info.checked_at_open.contains(&s.tag) {
+            check_crc(map, s, path)?;
         }
-        if info.checked_at_open.contains(&tag) && crc32fast::hash(&map[off..off + len]) != e.crc {
-            return Err(corrupt(
-                off,
-                format!("section kind {kind} checksum mismatch"),
-            ));
-        }
-        entries.push((tag, off..off + len));
+        entries.push((s.tag, s.range.clone()));
     }
     let sections = Sections {
         bytes: map,
         entries,
     };
-    IndexParts::open(header.index_kind, &sections, rows, dim).map_err(|e| {
-        let (off, reason) = (e.offset, e.reason);
-        // Name the legacy section kind in messages, as files and FORMAT.md number them.
-        corrupt(if off == 0 { 40 } else { off }, reason)
-    })
+    IndexParts::open(ix.kind, &sections, rows, dim)
+        .map_err(|e| corrupt(if e.offset == 0 { 40 } else { e.offset }, e.reason))
 }

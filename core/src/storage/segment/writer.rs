@@ -2,16 +2,17 @@
 
 use std::path::{Path, PathBuf};
 
+use super::directory::encode_directory;
 use super::layout::{
-    SectionEntry, SegmentFooter, SegmentHeader, FOOTER_BYTES, HEADER_PAGE_BYTES, MAX_SECTIONS,
+    header_page_crc, DirSection, SegmentFooter, SegmentHeaderV3, FOOTER_BYTES, HEADER_PAGE_BYTES,
     SECTION_ALIGN, SECTION_IDS, SECTION_ID_INDEX, SECTION_PAYLOAD_BYTES, SECTION_PAYLOAD_INDEX,
-    SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC, SEGMENT_VERSION,
+    SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS, SEGMENT_MAGIC, SEGMENT_VERSION, VECTOR_INDEX_SLOT,
 };
 use crate::error::Result;
 use crate::filter::codec::encode_payload;
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
-use crate::index::registry::{kind_info, BuiltIndex};
+use crate::index::registry::BuiltIndex;
 use crate::storage::backend::WritableFile;
 use crate::storage::fsutil::{self, sync_dir, write_at};
 use crate::types::Metric;
@@ -33,24 +34,33 @@ pub(crate) struct SegmentData<'a> {
 struct SectionSink<'a> {
     out: &'a dyn WritableFile,
     pos: u64,
-    sections: Vec<SectionEntry>,
+    sections: Vec<DirSection>,
 }
 
 impl SectionSink<'_> {
-    fn section(&mut self, path: &Path, kind: u32, bytes: &[u8]) -> Result<()> {
-        // Sections start 64-byte aligned; the gap is left as a hole (reads as zeros).
+    /// Write `bytes` 64-byte aligned (the gap is left as a hole, which reads as zeros);
+    /// returns its offset.
+    fn put(&mut self, path: &Path, bytes: &[u8]) -> Result<u64> {
         let pad = (SECTION_ALIGN as u64 - self.pos % SECTION_ALIGN as u64) % SECTION_ALIGN as u64;
         self.pos += pad;
         write_at(self.out, self.pos, bytes, path)?;
-        self.sections.push(SectionEntry {
-            kind,
+        let at = self.pos;
+        self.pos += bytes.len() as u64;
+        Ok(at)
+    }
+
+    /// Write section `tag` of `owner` (0: the segment's own; n: index slot n).
+    fn section(&mut self, path: &Path, owner: u16, tag: u32, bytes: &[u8]) -> Result<()> {
+        let offset = self.put(path, bytes)?;
+        self.sections.push(DirSection {
+            owner,
+            tag: tag as u16,
             reserved: 0,
-            offset: self.pos,
+            offset,
             len_bytes: bytes.len() as u64,
             crc: crc32fast::hash(bytes),
             reserved2: 0,
         });
-        self.pos += bytes.len() as u64;
         Ok(())
     }
 }
@@ -70,11 +80,11 @@ pub(crate) fn write_segment(
     let mut sink = SectionSink {
         out: &*file,
         pos: HEADER_PAGE_BYTES as u64,
-        sections: Vec::with_capacity(MAX_SECTIONS),
+        sections: Vec::with_capacity(16),
     };
 
-    sink.section(&tmp, SECTION_VECTORS, bytemuck::cast_slice(data.vectors))?;
-    sink.section(&tmp, SECTION_IDS, bytemuck::cast_slice(data.ids))?;
+    sink.section(&tmp, 0, SECTION_VECTORS, bytemuck::cast_slice(data.vectors))?;
+    sink.section(&tmp, 0, SECTION_IDS, bytemuck::cast_slice(data.ids))?;
     let mut id_index: Vec<[u64; 2]> = data
         .ids
         .iter()
@@ -82,7 +92,7 @@ pub(crate) fn write_segment(
         .map(|(row, id)| [*id, row as u64])
         .collect();
     id_index.sort_unstable();
-    sink.section(&tmp, SECTION_ID_INDEX, bytemuck::cast_slice(&id_index))?;
+    sink.section(&tmp, 0, SECTION_ID_INDEX, bytemuck::cast_slice(&id_index))?;
     let mut offsets = Vec::with_capacity(rows + 1);
     let mut payload_bytes = Vec::new();
     for p in data.payloads {
@@ -92,39 +102,42 @@ pub(crate) fn write_segment(
     offsets.push(payload_bytes.len() as u64);
     sink.section(
         &tmp,
+        0,
         SECTION_PAYLOAD_OFFSETS,
         bytemuck::cast_slice(&offsets),
     )?;
-    sink.section(&tmp, SECTION_PAYLOAD_BYTES, &payload_bytes)?;
+    sink.section(&tmp, 0, SECTION_PAYLOAD_BYTES, &payload_bytes)?;
     drop(payload_bytes);
     if let Some(ix) = data.payload_index {
         let mut bytes = Vec::new();
         ix.encode(&mut bytes);
-        sink.section(&tmp, SECTION_PAYLOAD_INDEX, &bytes)?;
+        sink.section(&tmp, 0, SECTION_PAYLOAD_INDEX, &bytes)?;
     }
-    // Format v2 numbers every kind's sections globally: tag t is kind LEGACY_BASE + t - 1.
     let index_kind = data.index.code();
-    let base = kind_info(index_kind).map_or(0, |k| k.legacy_base);
     for (tag, bytes) in data.index.sections() {
-        sink.section(&tmp, base + u32::from(tag) - 1, bytes)?;
+        sink.section(&tmp, VECTOR_INDEX_SLOT, u32::from(tag), bytes)?;
     }
-
-    let mut header = SegmentHeader {
+    let directory = encode_directory(&[(VECTOR_INDEX_SLOT, index_kind, "")], &sink.sections);
+    let dir_offset = sink.put(&tmp, &directory)?;
+    let mut header = SegmentHeaderV3 {
         magic: SEGMENT_MAGIC,
         version: SEGMENT_VERSION,
         metric: data.metric.code(),
-        index_kind,
-        section_count: sink.sections.len() as u32,
-        dim: data.dim as u32,
         reserved: 0,
+        dim: data.dim as u32,
         rows: rows as u64,
         segment_id: data.segment_id,
-        sections: [bytemuck::Zeroable::zeroed(); MAX_SECTIONS],
+        dir_offset,
+        dir_len: directory.len() as u64,
+        section_count: sink.sections.len() as u32,
+        index_count: 1,
+        dir_crc: crc32fast::hash(&directory),
         header_crc: 0,
-        reserved2: 0,
     };
-    header.sections[..sink.sections.len()].copy_from_slice(&sink.sections);
-    header.header_crc = header.compute_crc();
+    let mut page = vec![0u8; HEADER_PAGE_BYTES];
+    page[..std::mem::size_of::<SegmentHeaderV3>()].copy_from_slice(bytemuck::bytes_of(&header));
+    header.header_crc = header_page_crc(&page);
+    page[..std::mem::size_of::<SegmentHeaderV3>()].copy_from_slice(bytemuck::bytes_of(&header));
     let file_len = sink.pos + FOOTER_BYTES as u64;
     let footer = SegmentFooter {
         file_len,
@@ -135,8 +148,6 @@ pub(crate) fn write_segment(
     };
     write_at(&*file, sink.pos, bytemuck::bytes_of(&footer), &tmp)?;
     // The header page: the header, zero-padded to HEADER_PAGE_BYTES.
-    let mut page = vec![0u8; HEADER_PAGE_BYTES];
-    page[..std::mem::size_of::<SegmentHeader>()].copy_from_slice(bytemuck::bytes_of(&header));
     write_at(&*file, 0, &page, &tmp)?;
     fsutil::sync_all(&*file, &tmp)?;
     drop(file);
