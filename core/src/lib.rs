@@ -40,7 +40,7 @@ mod types;
 
 pub use collection::{
     BackgroundStats, Collection, CollectionStats, CompactionPolicy, Database, DbOptions,
-    Durability, Hit, OpenReport, Point, SegmentStats, RESERVED_ID,
+    Durability, Hit, MergePolicy, OpenReport, Point, SegmentSizes, SegmentStats, RESERVED_ID,
 };
 pub use error::{Error, Result};
 pub use filter::expr::Filter;

@@ -1,14 +1,15 @@
 //! The size-tiered background compaction policy: small segments are merged and worn ones
 //! rewritten while writes and searches go on; rows deleted or rewritten while a merge runs
 //! stay deleted (also across a reopen, and when a seal persists deletions meanwhile);
-//! switched off, nothing is merged.
+//! switched off, nothing is merged. A merge policy of the application's is followed, and one
+//! that answers nonsense changes nothing.
 
 use std::time::{Duration, Instant};
 
 use trovedb::testing::hold_merges;
 use trovedb::{
-    Collection, CollectionConfig, CompactionPolicy, Database, DbOptions, IndexConfig, Metric,
-    Payload, SearchParams, Value,
+    Collection, CollectionConfig, CompactionPolicy, Database, DbOptions, IndexConfig, MergePolicy,
+    Metric, Payload, SearchParams, SegmentSizes, Value,
 };
 use trovedb_tests::{assert_exact, Model, Rng};
 
@@ -360,4 +361,71 @@ fn close_during_a_merge_loses_nothing() {
         .map(|p| p.display().to_string())
         .collect();
     assert_eq!(files.len(), st.segments.len(), "{files:?}");
+}
+
+/// A merge policy of the application's: everything into one segment once there are three.
+#[derive(Debug)]
+struct AllAtThree;
+
+impl MergePolicy for AllAtThree {
+    fn pick(&self, segments: &[SegmentSizes], _seal: usize) -> Option<Vec<u64>> {
+        (segments.len() >= 3).then(|| segments.iter().map(|s| s.id).collect())
+    }
+}
+
+/// A policy that answers nonsense: unknown ids, repeated ids, one clean segment.
+#[derive(Debug)]
+struct Nonsense;
+
+impl MergePolicy for Nonsense {
+    fn pick(&self, segments: &[SegmentSizes], _seal: usize) -> Option<Vec<u64>> {
+        let first = segments.first()?.id;
+        Some(vec![first, first, 9_999_999])
+    }
+}
+
+#[test]
+fn a_custom_merge_policy_is_followed_and_a_wrong_one_is_harmless() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DbOptions::default()
+        .seal_threshold_rows(100)
+        .merge_policy(Arc::new(AllAtThree));
+    let db = Database::open(dir.path(), opts.clone()).unwrap();
+    let c = db
+        .create_collection("c", &CollectionConfig::new(DIM, Metric::L2))
+        .unwrap();
+    let (mut model, mut rng) = (Model::new(), Rng::new(17));
+    for b in 0..9u64 {
+        let ids: Vec<u64> = (b * 40..b * 40 + 40).collect();
+        put(&c, &mut model, &mut rng, &ids);
+        c.flush().unwrap();
+        c.wait_idle().unwrap();
+        let segs = c.stats().unwrap().segments.len();
+        assert!(segs <= 2, "at most two segments between merges, got {segs}");
+    }
+    assert!(c.stats().unwrap().background.merges_done >= 3);
+    check(&c, &model, &mut rng, 400);
+    drop(c);
+    db.close().unwrap();
+
+    // The nonsense policy: segments stay as they are, every call succeeds, no merge loops.
+    let db = Database::open(
+        dir.path(),
+        DbOptions::default()
+            .seal_threshold_rows(100)
+            .merge_policy(Arc::new(Nonsense)),
+    )
+    .unwrap();
+    let c = db.collection("c").unwrap();
+    for b in 9..12u64 {
+        let ids: Vec<u64> = (b * 40..b * 40 + 40).collect();
+        put(&c, &mut model, &mut rng, &ids);
+        c.flush().unwrap();
+    }
+    c.wait_idle().unwrap();
+    let st = c.stats().unwrap();
+    assert_eq!(st.background.merges_done, 0, "{st:?}");
+    assert!(st.background.last_error.is_none());
+    check(&c, &model, &mut rng, 480);
 }

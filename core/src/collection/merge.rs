@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::appendable::AppendableSegment;
 use super::build::{build_index_with, write_sealed, SealBuild};
 use super::collection::{Collection, WriteState};
-use super::options::CompactionPolicy;
+use super::options::{MergePolicy, SegmentSizes};
 use super::publish::{Edit, Source};
 use super::state::hnsw_params;
 use crate::distance::Kernels;
@@ -50,13 +50,13 @@ impl Collection {
     /// Start a background merge of the segments the compaction policy picks, if any and if
     /// none is running.
     pub(super) fn maybe_start_merge_locked(&self, ws: &mut WriteState) -> Result<()> {
-        let mut policy = self.options.compaction;
-        if !policy.background || ws.merge.is_some() || ws.poisoned.is_some() {
+        if !self.options.compaction.background || ws.merge.is_some() || ws.poisoned.is_some() {
             return Ok(());
         }
-        if policy.max_merged_rows == 0 {
-            policy.max_merged_rows = self.options.seal_threshold_rows.saturating_mul(2);
-        }
+        let policy: &dyn MergePolicy = match &self.options.merge_policy {
+            Some(p) => &**p,
+            None => &self.options.compaction,
+        };
         if ws
             .merge_retry_after
             .is_some_and(|t| std::time::Instant::now() < t)
@@ -65,20 +65,26 @@ impl Collection {
         }
         let inputs: Vec<MergeInput> = {
             let st = self.state.read();
-            let sizes: Vec<(u64, usize, usize)> = st
+            let sizes: Vec<SegmentSizes> = st
                 .sealed
                 .iter()
-                .map(|s| (s.id, s.reader.rows(), s.deleted.count_ones()))
+                .map(|s| SegmentSizes::new(s.id, s.reader.rows(), s.deleted.count_ones()))
                 .collect();
-            let Some(pick) = pick_merge(&policy, &sizes) else {
+            let Some(pick) = policy.pick(&sizes, self.options.seal_threshold_rows) else {
                 return Ok(());
             };
+            // Ids the state does not hold, or repeated, are ignored (see `MergePolicy`).
             let mut inputs: Vec<MergeInput> = st
                 .sealed
                 .iter()
                 .filter(|s| pick.contains(&s.id))
                 .map(|s| (s.id, Arc::clone(&s.reader), Arc::clone(&s.deleted)))
                 .collect();
+            // Nothing to do: no segment, or one segment with nothing to drop (rewriting it
+            // would change nothing, and a policy that keeps asking would loop).
+            if inputs.is_empty() || (inputs.len() == 1 && inputs[0].2.count_ones() == 0) {
+                return Ok(());
+            }
             order_for_reuse(&mut inputs);
             inputs
         };
@@ -219,50 +225,6 @@ impl Collection {
     }
 }
 
-/// The segments the compaction policy merges next, from `(id, rows, deleted)` of each
-/// sealed segment: those past the deleted fraction first, else the smallest tier holding
-/// `min_segments` segments (its smallest `max_segments`, within `max_merged_rows`).
-pub(crate) fn pick_merge(
-    policy: &CompactionPolicy,
-    segs: &[(u64, usize, usize)],
-) -> Option<Vec<u64>> {
-    let live = |s: &(u64, usize, usize)| s.1 - s.2.min(s.1);
-    let mut worn: Vec<&(u64, usize, usize)> = segs
-        .iter()
-        .filter(|s| s.1 > 0 && live(s) > 0)
-        .filter(|s| s.2 as f64 >= policy.max_deleted_fraction * s.1 as f64)
-        .collect();
-    if !worn.is_empty() {
-        // The most worn first; together they never grow past their live rows.
-        worn.sort_by(|a, b| (b.2 * a.1).cmp(&(a.2 * b.1)));
-        worn.truncate(policy.max_segments);
-        return Some(worn.iter().map(|s| s.0).collect());
-    }
-    let tier = |s: &(u64, usize, usize)| {
-        ((live(s).max(1) as f64).ln() / policy.tier_ratio.ln()).floor() as i64
-    };
-    let mut by_size: Vec<&(u64, usize, usize)> = segs.iter().filter(|s| live(s) > 0).collect();
-    by_size.sort_by_key(|s| (live(s), s.0));
-    let mut i = 0;
-    while i < by_size.len() {
-        let t = tier(by_size[i]);
-        let j = i + by_size[i..].iter().take_while(|s| tier(s) == t).count();
-        let mut group: Vec<&(u64, usize, usize)> = by_size[i..j]
-            .iter()
-            .take(policy.max_segments)
-            .copied()
-            .collect();
-        while group.iter().map(|s| live(s)).sum::<usize>() > policy.max_merged_rows {
-            group.pop();
-        }
-        if group.len() >= policy.min_segments {
-            return Some(group.iter().map(|s| s.0).collect());
-        }
-        i = j;
-    }
-    None
-}
-
 /// Merge the live rows of `inputs` (each `(id, reader, deleted rows)`), in order, into
 /// segment `id` with its index (see [`merged_index`]), and write it. `None` when no row is
 /// live. The extra memory is that of the merged rows: their vectors, payloads and the new
@@ -371,6 +333,16 @@ pub(super) fn merged_index(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collection::options::CompactionPolicy;
+
+    /// The size-tiered policy on `(id, rows, deleted)` triples (seal threshold 1,000,000).
+    fn pick_merge(p: &CompactionPolicy, segs: &[(u64, usize, usize)]) -> Option<Vec<u64>> {
+        let sizes: Vec<SegmentSizes> = segs
+            .iter()
+            .map(|&(id, rows, deleted)| SegmentSizes::new(id, rows, deleted))
+            .collect();
+        p.pick(&sizes, 1_000_000)
+    }
 
     fn ids(p: Option<Vec<u64>>) -> Vec<u64> {
         let mut v = p.unwrap_or_default();

@@ -10,11 +10,12 @@ mod merge;
 mod options;
 mod publish;
 mod search;
+mod segment;
 mod state;
 mod stats;
 mod write;
 
 pub use collection::{Collection, Hit, Point, RESERVED_ID};
 pub use db::{Database, OpenReport};
-pub use options::{CompactionPolicy, DbOptions, Durability};
+pub use options::{CompactionPolicy, DbOptions, Durability, MergePolicy, SegmentSizes};
 pub use stats::{BackgroundStats, CollectionStats, SegmentStats};

@@ -1,5 +1,6 @@
 //! Database options.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// When an acknowledged write reaches stable storage.
@@ -50,8 +51,12 @@ pub struct DbOptions {
     /// The appendable segment is sealed into a segment file once it holds this many rows.
     /// Default 100,000.
     pub seal_threshold_rows: usize,
-    /// When sealed segments are merged in the background.
+    /// When sealed segments are merged in the background: `background` switches merging on
+    /// or off; the other fields are the default size-tiered policy, used unless
+    /// `merge_policy` is set.
     pub compaction: CompactionPolicy,
+    /// A merge policy of the application's instead of the size-tiered `compaction`.
+    pub merge_policy: Option<Arc<dyn MergePolicy>>,
     /// On Linux with glibc, fix the allocator's mmap threshold (4 MiB) and trim threshold
     /// (1 MiB) for the process at the first open, unless the application set
     /// `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_`: without it, memory freed after
@@ -66,9 +71,46 @@ impl Default for DbOptions {
             durability: Durability::Always,
             seal_threshold_rows: 100_000,
             compaction: CompactionPolicy::default(),
+            merge_policy: None,
             tune_allocator: true,
         }
     }
+}
+
+/// A sealed segment as a [`MergePolicy`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SegmentSizes {
+    /// The segment's id.
+    pub id: u64,
+    /// Its rows, live or deleted.
+    pub rows: usize,
+    /// Its deleted rows.
+    pub deleted: usize,
+}
+
+impl SegmentSizes {
+    /// Sizes of segment `id`.
+    pub fn new(id: u64, rows: usize, deleted: usize) -> Self {
+        SegmentSizes { id, rows, deleted }
+    }
+
+    /// Live rows.
+    pub fn live(&self) -> usize {
+        self.rows - self.deleted.min(self.rows)
+    }
+}
+
+/// Which sealed segments a background merge combines next. A pure function of the segments'
+/// sizes — no I/O, no clock — asked by a writer whenever no merge is running (tantivy's
+/// `MergePolicy`). Returned ids that are not among `segments`, or repeated, are ignored; a
+/// single id rewrites that segment without its deleted rows. The default is the size-tiered
+/// [`CompactionPolicy`]; set another with [`DbOptions::merge_policy`].
+pub trait MergePolicy: Send + Sync + std::fmt::Debug {
+    /// The ids to merge into one segment, or `None` to merge nothing now.
+    /// `seal_threshold_rows` is the collection's seal threshold (the size of a full
+    /// segment).
+    fn pick(&self, segments: &[SegmentSizes], seal_threshold_rows: usize) -> Option<Vec<u64>>;
 }
 
 /// The size-tiered background compaction policy. Segments are grouped in tiers by live
@@ -167,6 +209,44 @@ impl CompactionPolicy {
         self
     }
 
+    /// The size-tiered choice (see the type's documentation) with `max_merged_rows` given.
+    fn pick_tiered(&self, segs: &[SegmentSizes], max_merged_rows: usize) -> Option<Vec<u64>> {
+        let mut worn: Vec<&SegmentSizes> = segs
+            .iter()
+            .filter(|s| s.rows > 0 && s.live() > 0)
+            .filter(|s| s.deleted as f64 >= self.max_deleted_fraction * s.rows as f64)
+            .collect();
+        if !worn.is_empty() {
+            // The most worn first; together they never grow past their live rows.
+            worn.sort_by(|a, b| (b.deleted * a.rows).cmp(&(a.deleted * b.rows)));
+            worn.truncate(self.max_segments);
+            return Some(worn.iter().map(|s| s.id).collect());
+        }
+        let tier = |s: &SegmentSizes| {
+            ((s.live().max(1) as f64).ln() / self.tier_ratio.ln()).floor() as i64
+        };
+        let mut by_size: Vec<&SegmentSizes> = segs.iter().filter(|s| s.live() > 0).collect();
+        by_size.sort_by_key(|s| (s.live(), s.id));
+        let mut i = 0;
+        while i < by_size.len() {
+            let t = tier(by_size[i]);
+            let j = i + by_size[i..].iter().take_while(|s| tier(s) == t).count();
+            let mut group: Vec<&SegmentSizes> = by_size[i..j]
+                .iter()
+                .take(self.max_segments)
+                .copied()
+                .collect();
+            while group.iter().map(|s| s.live()).sum::<usize>() > max_merged_rows {
+                group.pop();
+            }
+            if group.len() >= self.min_segments {
+                return Some(group.iter().map(|s| s.id).collect());
+            }
+            i = j;
+        }
+        None
+    }
+
     /// Check the values; a bad one is `InvalidArgument` naming it.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |name, why: String| Err(crate::Error::invalid(name, why));
@@ -201,7 +281,26 @@ impl CompactionPolicy {
     }
 }
 
+impl MergePolicy for CompactionPolicy {
+    fn pick(&self, segments: &[SegmentSizes], seal_threshold_rows: usize) -> Option<Vec<u64>> {
+        let cap = if self.max_merged_rows == 0 {
+            seal_threshold_rows.saturating_mul(2)
+        } else {
+            self.max_merged_rows
+        };
+        self.pick_tiered(segments, cap)
+    }
+}
+
 impl DbOptions {
+    /// Merge with `policy` instead of the size-tiered `compaction` (whose `background`
+    /// switch still turns background merging on or off).
+    #[must_use]
+    pub fn merge_policy(mut self, policy: Arc<dyn MergePolicy>) -> Self {
+        self.merge_policy = Some(policy);
+        self
+    }
+
     /// Set the durability.
     #[must_use]
     pub fn durability(mut self, d: Durability) -> Self {

@@ -25,6 +25,7 @@ use crate::storage::wal::record::WalOp;
 use crate::types::{CollectionConfig, IndexConfig};
 
 use super::appendable::AppendableSegment;
+use super::segment::{Segment, SegmentAt};
 
 /// A sealed segment as the state holds it: the shared, immutable part and the deletions.
 /// Cloning is two `Arc` clones: a search takes a snapshot of every sealed segment this way
@@ -163,12 +164,33 @@ impl SealedData {
 
 /// One segment as search sees it.
 struct SegmentView<'a> {
+    seg: Segment<'a>,
     vectors: &'a [f32],
     deleted: &'a Bitset,
     /// Passing and live rows, when a filter is given.
     allowed: Option<&'a Bitset>,
     index: Ann<'a>,
-    ids: &'a dyn Fn(usize) -> u64,
+}
+
+impl<'a> SegmentView<'a> {
+    fn of(seg: Segment<'a>, allowed: Option<&'a Bitset>) -> Self {
+        let index = match seg {
+            Segment::Appendable(a) => a.graph.as_ref().map_or(Ann::None, |g| Ann::Live(g)),
+            Segment::Frozen(f) => f.seg.graph.as_ref().map_or(Ann::None, |g| Ann::Live(g)),
+            Segment::Sealed(s) => Ann::Sealed(s.reader.index()),
+        };
+        SegmentView {
+            seg,
+            vectors: seg.vectors(),
+            deleted: seg.dead(),
+            allowed,
+            index,
+        }
+    }
+
+    fn id(&self, row: usize) -> u64 {
+        self.seg.id(row)
+    }
 }
 
 /// The approximate index of a segment, if it has one.
@@ -197,12 +219,11 @@ impl Frozen {
     }
 }
 
-/// Where the live row of an id is.
+/// Where the live row of an id is: a segment and a row in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Location {
-    Appendable(usize),
-    Frozen(usize),
-    Sealed { seg: usize, row: usize },
+pub(crate) struct Location {
+    pub seg: SegmentAt,
+    pub row: usize,
 }
 
 #[derive(Debug)]
@@ -320,53 +341,62 @@ impl State {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.appendable.live_count()
-            + self.frozen.as_ref().map_or(0, Frozen::live_count)
-            + self
-                .sealed
-                .iter()
-                .map(SealedSegment::live_count)
-                .sum::<usize>()
+        self.segments().map(|(_, s)| s.live_count()).sum()
     }
 
+    /// Every segment, oldest first: the sealed ones in order, the frozen one, the appendable
+    /// one.
+    pub(crate) fn segments(&self) -> impl DoubleEndedIterator<Item = (SegmentAt, Segment<'_>)> {
+        let sealed = self
+            .sealed
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (SegmentAt::Sealed(i), Segment::Sealed(s)));
+        let frozen = self
+            .frozen
+            .iter()
+            .map(|f| (SegmentAt::Frozen, Segment::Frozen(f)));
+        let appendable =
+            std::iter::once((SegmentAt::Appendable, Segment::Appendable(&self.appendable)));
+        sealed.chain(frozen).chain(appendable)
+    }
+
+    /// The segment at `at`, if it (still) exists.
+    pub(crate) fn segment(&self, at: SegmentAt) -> Option<Segment<'_>> {
+        match at {
+            SegmentAt::Sealed(i) => self.sealed.get(i).map(Segment::Sealed),
+            SegmentAt::Frozen => self.frozen.as_ref().map(Segment::Frozen),
+            SegmentAt::Appendable => Some(Segment::Appendable(&self.appendable)),
+        }
+    }
+
+    /// Where the live row of `id` is. Newest segment first: that is where a recently
+    /// rewritten id lives (older ones hold it deleted, if at all).
     pub(crate) fn locate(&self, id: u64) -> Option<Location> {
-        if let Some(r) = self.appendable.find(id) {
-            return Some(Location::Appendable(r));
-        }
-        if let Some(f) = &self.frozen {
-            if let Some(r) = f.seg.find(id) {
-                if !f.dead.get(r) {
-                    return Some(Location::Frozen(r));
-                }
-            }
-        }
-        // Newest segment first: that is where a recently rewritten id lives.
-        for (seg, s) in self.sealed.iter().enumerate().rev() {
-            if let Some(row) = s.reader.find(id) {
-                if !s.deleted.get(row) {
-                    return Some(Location::Sealed { seg, row });
-                }
-            }
-        }
-        None
+        self.segments()
+            .rev()
+            .find_map(|(seg, s)| s.find_live(id).map(|row| Location { seg, row }))
     }
 
     /// Delete the live row of `id`; returns whether there was one.
     pub(crate) fn remove(&mut self, id: u64) -> bool {
-        match self.locate(id) {
-            Some(Location::Appendable(_)) => self.app_mut().remove(id),
-            Some(Location::Frozen(row)) => match &mut self.frozen {
+        let Some(Location { seg, row }) = self.locate(id) else {
+            return false;
+        };
+        // The one place the three states differ: how a row is deleted.
+        match seg {
+            SegmentAt::Appendable => self.app_mut().remove(id),
+            SegmentAt::Frozen => match &mut self.frozen {
                 Some(f) => {
                     f.dead.insert(row);
                     true
                 }
                 None => false,
             },
-            Some(Location::Sealed { seg, row }) => {
-                self.sealed[seg].delete_row(row);
+            SegmentAt::Sealed(i) => {
+                self.sealed[i].delete_row(row);
                 true
             }
-            None => false,
         }
     }
 
@@ -425,28 +455,20 @@ impl State {
         top: &mut TopK,
     ) {
         let ctx = self.ctx();
-        if let Some(fz) = &self.frozen {
-            let a = &fz.seg;
-            let allowed = filter.map(|f| a.passing_except(f, &fz.dead));
-            let seg = SegmentView {
-                vectors: &a.vectors,
-                deleted: &fz.dead,
-                allowed: allowed.as_ref(),
-                index: a.graph.as_ref().map_or(Ann::None, |g| Ann::Live(g)),
-                ids: &|r| a.ids[r],
-            };
-            ctx.search_segment(&seg, query, knobs, pool, top);
+        for (_, seg) in self
+            .segments()
+            .filter(|(at, _)| !matches!(at, SegmentAt::Sealed(_)))
+        {
+            // In-memory segments: filtering cannot fail.
+            let allowed = filter.and_then(|f| seg.passing(f).ok());
+            ctx.search_segment(
+                &SegmentView::of(seg, allowed.as_ref()),
+                query,
+                knobs,
+                pool,
+                top,
+            );
         }
-        let a = &self.appendable;
-        let allowed = filter.map(|f| a.passing(f));
-        let seg = SegmentView {
-            vectors: &a.vectors,
-            deleted: &a.deleted,
-            allowed: allowed.as_ref(),
-            index: a.graph.as_ref().map_or(Ann::None, |g| Ann::Live(g)),
-            ids: &|r| a.ids[r],
-        };
-        ctx.search_segment(&seg, query, knobs, pool, top);
     }
 
     /// The sealed segments as they are now (two `Arc` clones each): searches run on this
@@ -481,27 +503,22 @@ pub(crate) fn search_sealed(
             Some(f) => Some(s.passing(f)?),
             None => None,
         };
-        let ids = s.reader.ids();
-        let view = s.reader.index();
-        let seg = SegmentView {
-            vectors: s.reader.vectors(),
-            deleted: &s.deleted,
-            allowed: allowed.as_ref(),
-            index: Ann::Sealed(view),
-            ids: &|r| ids[r],
-        };
-        ctx.search_segment(&seg, query, knobs, pool, top);
+        ctx.search_segment(
+            &SegmentView::of(Segment::Sealed(s), allowed.as_ref()),
+            query,
+            knobs,
+            pool,
+            top,
+        );
     }
     Ok(())
 }
 
 /// The payload of `id` if it has a live row in one of `sealed` (a search snapshot).
 pub(crate) fn sealed_payload(sealed: &[SealedSegment], id: u64) -> Result<Option<Payload>> {
-    for s in sealed.iter().rev() {
-        if let Some(row) = s.reader.find(id) {
-            if !s.deleted.get(row) {
-                return s.reader.payload(row).map(Some);
-            }
+    for s in sealed.iter().rev().map(Segment::Sealed) {
+        if let Some(row) = s.find_live(id) {
+            return s.payload(row).map(Some);
         }
     }
     Ok(None)
@@ -539,7 +556,7 @@ impl Ctx {
                 for r in allowed.iter_ones() {
                     let d = rows_view.distance(query, r);
                     if d <= thr {
-                        top.push(d, (seg.ids)(r));
+                        top.push(d, seg.id(r));
                         thr = top.threshold();
                     }
                 }
@@ -559,12 +576,12 @@ impl Ctx {
         match seg.index {
             Ann::Sealed(view) if rows > FLAT_SCAN_MAX_ROWS && !matches!(view, IndexView::Flat) => {
                 view.search(&rows_view, &q, &allow_row, |row, d| {
-                    top.push(d, (seg.ids)(row as usize));
+                    top.push(d, seg.id(row as usize));
                 });
             }
             Ann::Live(g) if rows > FLAT_SCAN_MAX_ROWS => {
                 search_graph(g, &rows_view, &q, &allow_row, |row, d| {
-                    top.push(d, (seg.ids)(row as usize));
+                    top.push(d, seg.id(row as usize));
                 });
             }
             _ => flat::scan(
@@ -574,7 +591,7 @@ impl Ctx {
                 seg.vectors,
                 query,
                 |r| !seg.deleted.get(r),
-                |r| (seg.ids)(r),
+                |r| seg.id(r),
                 top,
             ),
         }
@@ -586,135 +603,75 @@ impl State {
     pub(crate) fn matching(&self, filter: &Filter, limit: usize) -> Result<Vec<Location>> {
         let filter = &KeyedFilter::new(filter);
         let mut out = Vec::new();
-        for (seg, s) in self.sealed.iter().enumerate() {
+        for (at, s) in self.segments() {
+            if out.len() >= limit {
+                break;
+            }
             let b = s.passing(filter)?;
             out.extend(
                 b.iter_ones()
-                    .map(|row| Location::Sealed { seg, row })
+                    .map(|row| Location { seg: at, row })
                     .take(limit - out.len()),
             );
-            if out.len() >= limit {
-                return Ok(out);
-            }
         }
-        if let Some(f) = &self.frozen {
-            let b = f.seg.passing_except(filter, &f.dead);
-            out.extend(b.iter_ones().map(Location::Frozen).take(limit - out.len()));
-            if out.len() >= limit {
-                return Ok(out);
-            }
-        }
-        let b = self.appendable.passing(filter);
-        out.extend(
-            b.iter_ones()
-                .map(Location::Appendable)
-                .take(limit - out.len()),
-        );
         Ok(out)
     }
 
-    /// The id of the row at `loc`.
+    /// The id of the row at `loc` (0 if the segment is gone).
     pub(crate) fn id_at(&self, loc: Location) -> u64 {
-        match loc {
-            Location::Appendable(r) => self.appendable.ids[r],
-            Location::Frozen(r) => self.frozen.as_ref().map_or(0, |f| f.seg.ids[r]),
-            Location::Sealed { seg, row } => self.sealed[seg].reader.ids()[row],
-        }
+        self.segment(loc.seg).map_or(0, |s| s.id(loc.row))
     }
 
     /// The id, vector and payload of the row at `loc`.
     pub(crate) fn point_at(&self, loc: Location) -> Result<(u64, Vec<f32>, Payload)> {
-        Ok(match loc {
-            Location::Appendable(r) => (
-                self.appendable.ids[r],
-                self.appendable.vector(r).to_vec(),
-                self.appendable.payloads[r].clone(),
-            ),
-            Location::Frozen(r) => match &self.frozen {
-                Some(f) => (
-                    f.seg.ids[r],
-                    f.seg.vector(r).to_vec(),
-                    f.seg.payloads[r].clone(),
-                ),
-                None => (0, Vec::new(), Payload::new()),
-            },
-            Location::Sealed { seg, row } => {
-                let r = &self.sealed[seg].reader;
-                (r.ids()[row], r.vector(row).to_vec(), r.payload(row)?)
-            }
-        })
+        match self.segment(loc.seg) {
+            Some(s) => Ok((
+                s.id(loc.row),
+                s.vector(loc.row).to_vec(),
+                s.payload(loc.row)?,
+            )),
+            None => Ok((0, Vec::new(), Payload::new())),
+        }
     }
 
     /// Number of live points matching `filter`.
     pub(crate) fn count(&self, filter: &Filter) -> Result<usize> {
         let filter = &KeyedFilter::new(filter);
         let mut n = 0;
-        for s in &self.sealed {
-            let b = s.passing(filter)?;
-            n += b.count_ones();
+        for (_, s) in self.segments() {
+            n += s.passing(filter)?.count_ones();
         }
-        if let Some(f) = &self.frozen {
-            n += f.seg.passing_except(filter, &f.dead).count_ones();
-        }
-        let a = &self.appendable;
-        let b = a.passing(filter);
-        Ok(n + b.count_ones())
+        Ok(n)
     }
 
     /// Exact top-k for a block of queries at once (see `flat::scan_block`).
     pub(crate) fn search_flat_block(&self, queries: &[&[f32]], k: usize) -> Vec<Vec<(u64, f32)>> {
         let (kernels, config) = (self.kernels, &self.config);
         let mut tops: Vec<TopK> = queries.iter().map(|_| TopK::new(k)).collect();
-        for s in &self.sealed {
-            let ids = s.reader.ids();
-            let del = &s.deleted;
+        for (_, s) in self.segments() {
+            let dead = s.dead();
             flat::scan_block(
                 kernels,
                 config.metric,
                 config.dim,
-                s.reader.vectors(),
+                s.vectors(),
                 queries,
-                |r| !del.get(r),
-                |r| ids[r],
+                |r| !dead.get(r),
+                |r| s.id(r),
                 &mut tops,
             );
         }
-        if let Some(f) = &self.frozen {
-            flat::scan_block(
-                kernels,
-                config.metric,
-                config.dim,
-                &f.seg.vectors,
-                queries,
-                |r| !f.dead.get(r),
-                |r| f.seg.ids[r],
-                &mut tops,
-            );
-        }
-        let a = &self.appendable;
-        flat::scan_block(
-            kernels,
-            config.metric,
-            config.dim,
-            &a.vectors,
-            queries,
-            |r| !a.deleted.get(r),
-            |r| a.ids[r],
-            &mut tops,
-        );
         tops.into_iter().map(TopK::into_sorted).collect()
     }
 
     /// The payload of the live row of `id` (for search results).
     pub(crate) fn payload_of(&self, id: u64) -> Result<Payload> {
-        Ok(match self.locate(id) {
-            Some(Location::Appendable(r)) => self.appendable.payloads[r].clone(),
-            Some(Location::Frozen(r)) => self
-                .frozen
-                .as_ref()
-                .map_or_else(Payload::new, |f| f.seg.payloads[r].clone()),
-            Some(Location::Sealed { seg, row }) => self.sealed[seg].reader.payload(row)?,
-            None => Payload::new(),
-        })
+        match self
+            .locate(id)
+            .and_then(|loc| Some((self.segment(loc.seg)?, loc.row)))
+        {
+            Some((s, row)) => s.payload(row),
+            None => Ok(Payload::new()),
+        }
     }
 }
