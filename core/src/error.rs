@@ -152,10 +152,6 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: &std::path::Path) -> Result<T> {
-        #[cfg(feature = "testing")]
-        let this = crate::testing::intercept(self, path);
-        #[cfg(not(feature = "testing"))]
-        let this = self;
-        this.map_err(|e| Error::io(path, e))
+        self.map_err(|e| Error::io(path, e))
     }
 }

@@ -1,41 +1,20 @@
-//! Fault injection for tests (feature `testing`; not a stable API): make the n-th file
-//! operation under a directory fail with a chosen OS error (`ENOSPC`, `EIO`, ...).
-//!
-//! Every file operation of the engine reports its result through one place
-//! (`IoContext::at` in `error.rs`), which consults the armed fault. The operation itself has
-//! already run when the fault fires, so this models an operation reported as failed whose
-//! effect may or may not have reached the disk — the case fsync errors present — and
-//! exercises every error path: the call returns a typed error, the handle refuses further
-//! writes where it must, and nothing acknowledged is lost.
+//! Test hooks (feature `testing`; not a stable API). Fault injection and simulated power
+//! loss are storage backends (`storage/backend/`) attached to a directory: every file
+//! operation of the engine goes through the backend, so a test can make the n-th one fail
+//! with a chosen OS error (`ENOSPC`, `EIO`, ...) after it ran — an operation reported as
+//! failed whose effect may or may not have reached the disk, the case fsync errors present —
+//! tear the n-th write, or cut the power. Merges can be held at their start.
 
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// The n-th file operation of any kind runs, then reports failure.
-    Fail,
-    /// The n-th data write writes only a prefix of its bytes, then reports failure.
-    Tear,
-}
-
-#[derive(Debug)]
-struct Fault {
-    mode: Mode,
-    under: PathBuf,
-    countdown: u64,
-    errno: i32,
-    seen: u64,
-    fired: bool,
-}
-
-static FAULT: Mutex<Option<Fault>> = Mutex::new(None);
+use crate::storage::backend::faulty::{self, Mode};
 
 /// Make the file operation number `n` (0-based) under `dir` fail once with OS error
-/// `errno`. Replaces any armed fault.
+/// `errno`, after it ran. Replaces any armed fault.
 pub fn fail_io_after(dir: &Path, n: u64, errno: i32) {
-    arm(Mode::Fail, dir, n, errno);
+    faulty::arm(dir, Mode::Fail, n, errno);
 }
 
 /// Make the data write number `n` (0-based; writes only, under `dir`) a torn write: only
@@ -43,62 +22,13 @@ pub fn fail_io_after(dir: &Path, n: u64, errno: i32) {
 /// fails with OS error `errno`, as on a device that filled up or failed mid-write.
 /// Replaces any armed fault.
 pub fn tear_write_after(dir: &Path, n: u64, errno: i32) {
-    arm(Mode::Tear, dir, n, errno);
+    faulty::arm(dir, Mode::Tear, n, errno);
 }
 
-fn arm(mode: Mode, dir: &Path, n: u64, errno: i32) {
-    *FAULT.lock() = Some(Fault {
-        mode,
-        under: dir.to_path_buf(),
-        countdown: n,
-        errno,
-        seen: 0,
-        fired: false,
-    });
-}
-
-/// Disarm; returns how many operations under the directory were seen and whether the
-/// fault fired.
+/// Disarm; returns how many operations (of the armed kind) under the directory were seen
+/// and whether the fault fired.
 pub fn clear_io_fault() -> Option<(u64, bool)> {
-    FAULT.lock().take().map(|f| (f.seen, f.fired))
-}
-
-pub(crate) fn intercept<T>(r: std::io::Result<T>, path: &Path) -> std::io::Result<T> {
-    let mut g = FAULT.lock();
-    let Some(f) = g.as_mut() else { return r };
-    if f.mode != Mode::Fail || !path.starts_with(&f.under) {
-        return r;
-    }
-    f.seen += 1;
-    if f.fired {
-        return r;
-    }
-    if f.countdown == 0 {
-        f.fired = true;
-        return Err(std::io::Error::from_raw_os_error(f.errno));
-    }
-    f.countdown -= 1;
-    r
-}
-
-/// Consulted before every data write of `len` bytes to `path`: `Some((keep, error))` when
-/// an armed tear fault fires on it.
-pub(crate) fn tear(path: &Path, len: usize) -> Option<(usize, std::io::Error)> {
-    let mut g = FAULT.lock();
-    let f = g.as_mut()?;
-    if f.mode != Mode::Tear || !path.starts_with(&f.under) {
-        return None;
-    }
-    f.seen += 1;
-    if f.fired {
-        return None;
-    }
-    if f.countdown == 0 {
-        f.fired = true;
-        return Some((len / 2, std::io::Error::from_raw_os_error(f.errno)));
-    }
-    f.countdown -= 1;
-    None
+    faulty::clear()
 }
 
 static MERGE_HOLD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());

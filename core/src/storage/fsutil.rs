@@ -23,21 +23,13 @@ pub(crate) fn open_write(path: &Path) -> Result<Arc<dyn WritableFile>> {
     backend::of(path).open_write(path).at(path)
 }
 
-/// Write all of `bytes` at `offset` of `file` (at `path`). Every data write of the engine
-/// goes through here, so that tests (feature `testing`) can tear one: write a prefix, then
-/// fail.
+/// Write all of `bytes` at `offset` of `file` (at `path`), naming the file in any error.
 pub(crate) fn write_at(
     file: &dyn WritableFile,
     offset: u64,
     bytes: &[u8],
     path: &Path,
 ) -> Result<()> {
-    #[cfg(feature = "testing")]
-    if let Some((keep, e)) = crate::testing::tear(path, bytes.len()) {
-        // Whatever the prefix write reports, the call fails with the injected error.
-        let _ = file.write_at(offset, &bytes[..keep]);
-        return Err(Error::io(path, e));
-    }
     file.write_at(offset, bytes).at(path)
 }
 

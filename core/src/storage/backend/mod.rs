@@ -1,11 +1,15 @@
 //! Every file operation of the engine goes through [`StorageBackend`]. The production
-//! backend, [`FileBackend`], is the operating system's file system; a test (feature
-//! `testing`) can attach a [`powercut::PowerCut`] backend to a directory, which keeps
-//! written-but-unsynced bytes apart and, on a simulated power cut, throws them away.
+//! backend, [`FileBackend`], is the operating system's file system. A test (feature
+//! `testing`) can attach another to a directory: `powercut::PowerCut` keeps
+//! written-but-unsynced bytes apart and, on a simulated power cut, throws them away;
+//! `faulty::Faulty` makes the n-th operation fail (ENOSPC, EIO, ...) or tears the n-th
+//! write.
 //!
 //! The backend of a path is chosen by [`of`]: the file system, unless a test attached
 //! another one to a directory that contains the path.
 
+#[cfg(feature = "testing")]
+pub(crate) mod faulty;
 #[cfg(all(feature = "testing", unix))]
 pub(crate) mod powercut;
 
@@ -181,6 +185,10 @@ fn file_backend() -> Arc<dyn StorageBackend> {
 pub(crate) fn of(path: &Path) -> Arc<dyn StorageBackend> {
     #[cfg(all(feature = "testing", unix))]
     if let Some(b) = powercut::attached(path) {
+        return b;
+    }
+    #[cfg(feature = "testing")]
+    if let Some(b) = faulty::attached(path) {
         return b;
     }
     let _ = path;
