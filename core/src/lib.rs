@@ -16,7 +16,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The design is described in `DESIGN.md`, the byte layout of every file in `FORMAT.md`.
+//! The module map and its invariants are in `ARCHITECTURE.md`, the byte layout of every file
+//! in `FORMAT.md`.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -80,7 +80,7 @@ pub fn validate_payload(p: &Payload) -> Result<()> {
 }
 
 /// Convert a `serde_json::Value` object into a payload. Nested objects and mixed lists
-/// are refused: the payload model is flat (see DESIGN.md).
+/// are refused: the payload model is flat (README, "Filters").
 pub fn payload_from_json(v: &serde_json::Value) -> Result<Payload> {
     let serde_json::Value::Object(map) = v else {
         return Err(Error::invalid("payload", "a payload must be a JSON object"));
