@@ -119,20 +119,20 @@ impl Collection {
         let dim = self.config.dim;
         let filter = params.filter.as_ref().map(KeyedFilter::new);
         let filter = filter.as_ref();
-        let search_unsealed = |st: &State, q: &[f32]| {
+        let search_unsealed = |st: &State, q: &[f32]| -> Result<Vec<(u64, f32)>> {
             let mut top = TopK::new(knobs.k);
-            st.search_unsealed(q, knobs, &self.visited, filter, &mut top);
-            top.into_sorted()
+            st.search_unsealed(q, knobs, &self.visited, filter, &mut top)?;
+            Ok(top.into_sorted())
         };
         let (sealed, ctx, partial, payloads) = {
             let st = self.state.read();
             let partial: Vec<Vec<(u64, f32)>> = if nq == 1 {
-                vec![search_unsealed(&st, queries)]
+                vec![search_unsealed(&st, queries)?]
             } else {
                 queries
                     .par_chunks(dim)
                     .map(|q| search_unsealed(&st, q))
-                    .collect()
+                    .collect::<Result<_>>()?
             };
             // Payloads of in-memory hits are read now; sealed ones from the snapshot.
             let mut payloads = std::collections::HashMap::new();

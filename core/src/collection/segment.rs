@@ -28,13 +28,18 @@ pub(crate) enum SegmentAt {
 }
 
 impl<'a> Segment<'a> {
+    /// Every row's id.
+    pub(crate) fn ids(&self) -> &'a [u64] {
+        match self {
+            Segment::Appendable(a) => &a.ids,
+            Segment::Frozen(f) => &f.seg.ids,
+            Segment::Sealed(s) => s.reader.ids(),
+        }
+    }
+
     /// The id of `row`.
     pub(crate) fn id(&self, row: usize) -> u64 {
-        match self {
-            Segment::Appendable(a) => a.ids[row],
-            Segment::Frozen(f) => f.seg.ids[row],
-            Segment::Sealed(s) => s.reader.ids()[row],
-        }
+        self.ids()[row]
     }
 
     /// Every row's vector, row-major.

@@ -164,7 +164,8 @@ impl SealedData {
 
 /// One segment as search sees it.
 struct SegmentView<'a> {
-    seg: Segment<'a>,
+    /// Row ids, looked up once per segment (hits are keyed by them).
+    ids: &'a [u64],
     vectors: &'a [f32],
     deleted: &'a Bitset,
     /// Passing and live rows, when a filter is given.
@@ -180,7 +181,7 @@ impl<'a> SegmentView<'a> {
             Segment::Sealed(s) => Ann::Sealed(s.reader.index()),
         };
         SegmentView {
-            seg,
+            ids: seg.ids(),
             vectors: seg.vectors(),
             deleted: seg.dead(),
             allowed,
@@ -189,7 +190,7 @@ impl<'a> SegmentView<'a> {
     }
 
     fn id(&self, row: usize) -> u64 {
-        self.seg.id(row)
+        self.ids[row]
     }
 }
 
@@ -453,14 +454,13 @@ impl State {
         pool: &VisitedPool,
         filter: Option<&KeyedFilter<'_>>,
         top: &mut TopK,
-    ) {
+    ) -> Result<()> {
         let ctx = self.ctx();
         for (_, seg) in self
             .segments()
             .filter(|(at, _)| !matches!(at, SegmentAt::Sealed(_)))
         {
-            // In-memory segments: filtering cannot fail.
-            let allowed = filter.and_then(|f| seg.passing(f).ok());
+            let allowed = filter.map(|f| seg.passing(f)).transpose()?;
             ctx.search_segment(
                 &SegmentView::of(seg, allowed.as_ref()),
                 query,
@@ -469,6 +469,7 @@ impl State {
                 top,
             );
         }
+        Ok(())
     }
 
     /// The sealed segments as they are now (two `Arc` clones each): searches run on this
@@ -649,7 +650,7 @@ impl State {
         let (kernels, config) = (self.kernels, &self.config);
         let mut tops: Vec<TopK> = queries.iter().map(|_| TopK::new(k)).collect();
         for (_, s) in self.segments() {
-            let dead = s.dead();
+            let (dead, ids) = (s.dead(), s.ids());
             flat::scan_block(
                 kernels,
                 config.metric,
@@ -657,7 +658,7 @@ impl State {
                 s.vectors(),
                 queries,
                 |r| !dead.get(r),
-                |r| s.id(r),
+                |r| ids[r],
                 &mut tops,
             );
         }
