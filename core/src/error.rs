@@ -49,7 +49,9 @@ pub enum Error {
     /// Another handle (in this or another process) holds the database lock.
     #[error(
         "database at {path} is locked by another handle{}: one handle per directory writes \
-         at a time; close the other handle first",
+         at a time; close the other handle first, or open this one read-only \
+         (read_only=True in Python, DbOptions::read_only in Rust), which any number of \
+         processes can do beside the writer",
         holder.map(|p| format!(" (opened by process {p})")).unwrap_or_default()
     )]
     Locked {
@@ -74,6 +76,16 @@ pub enum Error {
         opened_by: u32,
         /// The process that used it.
         current: u32,
+    },
+    /// A write (or another change) was asked of a handle opened read-only.
+    #[error(
+        "{operation} needs a writable handle; this one was opened read-only (read_only=True / \
+         DbOptions::read_only): do it through the process that opened the database for \
+         writing"
+    )]
+    ReadOnly {
+        /// What was asked: `upsert`, `delete`, `flush`, ...
+        operation: &'static str,
     },
     /// Bytes on disk are not what the writer wrote.
     #[error("corruption in {file} at offset {offset}: {reason}")]

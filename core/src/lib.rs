@@ -41,7 +41,8 @@ mod types;
 
 pub use collection::{
     BackgroundStats, Collection, CollectionStats, CompactionPolicy, Database, DbOptions,
-    Durability, Hit, MergePolicy, OpenReport, Point, SegmentSizes, SegmentStats, RESERVED_ID,
+    Durability, Hit, MergePolicy, OpenReport, Point, SegmentSizes, SegmentStats, TornTail,
+    RESERVED_ID,
 };
 pub use error::{Error, Result};
 pub use filter::expr::Filter;

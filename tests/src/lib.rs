@@ -330,3 +330,73 @@ impl WorkOp {
         }
     }
 }
+
+/// Dimension of the read-only follower workload.
+pub const FOLLOW_DIM: usize = 8;
+/// Ids of the follower workload are drawn from `0..FOLLOW_IDS`.
+pub const FOLLOW_IDS: u64 = 400;
+
+/// Step `k` (from 1) of the follower workload: an upsert of a few ids at version `k`, or
+/// (every 7th step) a delete of a few ids. Deterministic, so that a reader process can
+/// recompute the writer's history from `k` alone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FollowOp {
+    /// Upsert these ids with version `k` (payload `{"v": k}`, vector `follow_vector(id, k)`).
+    Upsert(Vec<u64>),
+    /// Delete these ids.
+    Delete(Vec<u64>),
+}
+
+/// The follower workload's step `k`.
+pub fn follow_op(k: u64) -> FollowOp {
+    let mut r = Rng::new(k ^ 0x5eed_f011);
+    let n = 1 + r.below(6) as usize;
+    let mut ids: Vec<u64> = (0..n).map(|_| r.below(FOLLOW_IDS)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if k.is_multiple_of(7) {
+        FollowOp::Delete(ids)
+    } else {
+        FollowOp::Upsert(ids)
+    }
+}
+
+/// The vector id `id` has at version `version`.
+pub fn follow_vector(id: u64, version: u64) -> Vec<f32> {
+    Rng::new(id.wrapping_mul(1_000_003) ^ version).vector(FOLLOW_DIM)
+}
+
+/// Apply step `k` to a model of id -> version.
+pub fn follow_apply(model: &mut BTreeMap<u64, u64>, k: u64) {
+    match follow_op(k) {
+        FollowOp::Upsert(ids) => {
+            for id in ids {
+                model.insert(id, k);
+            }
+        }
+        FollowOp::Delete(ids) => {
+            for id in ids {
+                model.remove(&id);
+            }
+        }
+    }
+}
+
+/// Run step `k` against a collection.
+pub fn follow_run(c: &trovedb::Collection, k: u64) -> trovedb::Result<()> {
+    match follow_op(k) {
+        FollowOp::Upsert(ids) => {
+            let vectors: Vec<f32> = ids.iter().flat_map(|&id| follow_vector(id, k)).collect();
+            let payloads: Vec<Payload> = ids
+                .iter()
+                .map(|_| {
+                    let mut p = Payload::new();
+                    p.insert("v".into(), Value::Int(k as i64));
+                    p
+                })
+                .collect();
+            c.upsert(&ids, &vectors, &payloads)
+        }
+        FollowOp::Delete(ids) => c.delete(&ids).map(drop),
+    }
+}

@@ -17,6 +17,7 @@ mod fuzz_smoke;
 mod hnsw_index;
 mod index_params_validated;
 mod power_cut;
+mod read_only;
 mod real_data;
 mod stress;
 mod wal_recovery;

@@ -348,7 +348,33 @@ impl PyCollection {
         bg.set_item("merges_done", s.background.merges_done)?;
         bg.set_item("last_error", s.background.last_error.clone())?;
         d.set_item("background", bg)?;
+        let torn = match &s.torn_tail {
+            Some(t) => {
+                let td = PyDict::new(py);
+                td.set_item("file", t.file.display().to_string())?;
+                td.set_item("offset", t.offset)?;
+                td.set_item("bytes", t.bytes)?;
+                td.set_item("reason", &t.reason)?;
+                Some(td)
+            }
+            None => None,
+        };
+        d.set_item("torn_tail", torn)?;
+        d.set_item("read_only", s.read_only)?;
         Ok(d)
+    }
+
+    /// Catch up with the writer now (a read-only handle does this before every read by
+    /// itself). Does nothing on a writable handle.
+    fn refresh(&self, py: Python<'_>) -> PyResult<()> {
+        let c = &self.c;
+        py.detach(|| c.refresh()).py_err()
+    }
+
+    /// Whether the handle is read-only.
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.c.is_read_only()
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {

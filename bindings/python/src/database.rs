@@ -21,7 +21,10 @@ pub(crate) struct PyDatabase {
 /// Open (creating if needed) the database at `path`.
 ///
 /// `durability` is "always" (fsync before each write returns; the default), "batch" or
-/// "batch:<ms>" (fsync in the background), or "off".
+/// "batch:<ms>" (fsync in the background), or "off". `read_only=True` opens beside the
+/// writer (any number of processes): no lock, nothing created, every change refused with
+/// `ReadOnlyError`; reads see what the writer has published and catch up by themselves.
+/// `tune_allocator=True` lets trovedb set glibc's malloc thresholds for the process.
 #[pyfunction]
 #[allow(
     clippy::needless_pass_by_value,
@@ -35,6 +38,8 @@ pub(crate) struct PyDatabase {
     compaction_min_segments = 4,
     compaction_max_deleted_fraction = 0.3,
     compaction_max_merged_rows = 0,
+    read_only = false,
+    tune_allocator = false,
 ))]
 #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
 pub(crate) fn open(
@@ -46,6 +51,8 @@ pub(crate) fn open(
     compaction_min_segments: i64,
     compaction_max_deleted_fraction: f64,
     compaction_max_merged_rows: i64,
+    read_only: bool,
+    tune_allocator: bool,
 ) -> PyResult<PyDatabase> {
     let count = |name: &str, v: i64| {
         usize::try_from(v)
@@ -71,7 +78,9 @@ pub(crate) fn open(
     let opts = DbOptions::default()
         .durability(d)
         .seal_threshold_rows(seal_threshold_rows)
-        .compaction(policy);
+        .compaction(policy)
+        .read_only(read_only)
+        .tune_allocator(tune_allocator);
     let db = py.detach(|| Database::open(&path, opts)).py_err()?;
     Ok(PyDatabase { db: Arc::new(db) })
 }
@@ -158,6 +167,19 @@ impl PyDatabase {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let db = Arc::clone(&self.db);
         py.detach(move || db.close()).py_err()
+    }
+
+    /// Bring every open collection of a read-only handle up to what the writer has
+    /// published (reads do this by themselves). Does nothing on a writable handle.
+    fn refresh(&self, py: Python<'_>) -> PyResult<()> {
+        let db = Arc::clone(&self.db);
+        py.detach(move || db.refresh()).py_err()
+    }
+
+    /// Whether the handle was opened with `read_only=True`.
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.db.is_read_only()
     }
 
     /// The database directory.

@@ -61,6 +61,12 @@ create_exception!(
 );
 create_exception!(
     trovedb,
+    ReadOnlyError,
+    TroveError,
+    "A change was asked of a handle opened with read_only=True."
+);
+create_exception!(
+    trovedb,
     ClosedError,
     TroveError,
     "The database or collection handle is closed."
@@ -86,6 +92,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("StorageIOError", py.get_type::<StorageIOError>())?;
     m.add("PoisonedError", py.get_type::<PoisonedError>())?;
     m.add("ClosedError", py.get_type::<ClosedError>())?;
+    m.add("ReadOnlyError", py.get_type::<ReadOnlyError>())?;
     m.add(
         "InheritedHandleError",
         py.get_type::<InheritedHandleError>(),
@@ -111,6 +118,7 @@ pub(crate) fn to_py(e: trovedb::Error) -> PyErr {
         E::Poisoned { .. } => PoisonedError::new_err(msg),
         E::Closed => ClosedError::new_err(msg),
         E::InheritedAcrossFork { .. } => InheritedHandleError::new_err(msg),
+        E::ReadOnly { .. } => ReadOnlyError::new_err(msg),
         // The core enum is non-exhaustive: a variant added later still maps somewhere.
         _ => TroveError::new_err(msg),
     }

@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use super::build::SealBuild;
+use super::follow::Follow;
 use super::merge::MergeJob;
 use super::options::{DbOptions, Durability};
 use super::state::{indexed_fields, SealedSegment, State};
@@ -18,9 +19,10 @@ use crate::index::hnsw::visited::VisitedPool;
 use crate::index::registry::IndexSpec;
 use crate::process::Owner;
 use crate::storage::manifest::Manifest;
+use crate::storage::published::PageWriter;
 use crate::storage::segment::reader::SegmentReader;
-use crate::storage::wal::replay::replay;
-use crate::storage::wal::writer::{GroupSync, WalWriter};
+use crate::storage::wal::replay::{replay, TornTail};
+use crate::storage::wal::writer::{GroupSync, Visibility, WalWriter};
 use crate::storage::{deletes, fsutil, manifest};
 use crate::types::{CollectionConfig, Metric};
 
@@ -64,6 +66,8 @@ pub(super) struct WriteState {
     pub(super) merges_done: u64,
     /// The last background merge failure (the merge is dropped; the inputs stay).
     pub(super) merge_error: Option<String>,
+    /// The damaged end of the log that recovery cut off at open, if it did.
+    pub(super) torn_tail: Option<TornTail>,
     /// No new background merge before this instant (after a failure).
     pub(super) merge_retry_after: Option<std::time::Instant>,
 }
@@ -77,9 +81,9 @@ pub struct Collection {
     pub(super) config: CollectionConfig,
     pub(super) options: DbOptions,
     pub(super) kernels: &'static Kernels,
-    pub(super) write: Mutex<WriteState>,
+    /// Writer (holds the log) or read-only follower of another process's writes.
+    pub(super) role: Role,
     pub(super) state: RwLock<State>,
-    pub(super) sync: Arc<GroupSync>,
     pub(super) closed: AtomicBool,
     pub(super) visited: VisitedPool,
     /// The index kind's parameters (from `config`).
@@ -87,6 +91,18 @@ pub struct Collection {
     /// The process that opened the handle; every call from another (a child that inherited
     /// the handle through `fork()`) is refused before it takes a lock or touches a file.
     pub(super) owner: Owner,
+}
+
+/// What a handle may do.
+#[derive(Debug)]
+pub(super) enum Role {
+    /// The database's one writer: the log, group commit, background work.
+    Writer {
+        write: Mutex<WriteState>,
+        sync: Arc<GroupSync>,
+    },
+    /// A read-only handle following what a writer (in any process) publishes.
+    Reader(Follow),
 }
 
 pub(super) fn wal_dir(dir: &Path) -> PathBuf {
@@ -150,6 +166,12 @@ impl Collection {
             state.apply(op);
             Ok(())
         })?;
+        // Tell read-only handles (a new generation) before removing anything they may be
+        // reading, so that they retry on what this open leaves.
+        let page = PageWriter::open(dir, outcome.last_lsn)?;
+        if let Some(p) = &outcome.unfinished {
+            fsutil::remove_if_exists(p)?;
+        }
         // Files left by a crash mid-seal, and logs wholly covered by the checkpoint.
         remove_orphans(dir, &manifest)?;
         let files = &outcome.files;
@@ -163,7 +185,11 @@ impl Collection {
             Some(t) => WalWriter::reopen(&t.path, t.seed, t.first_lsn, t.valid_len)?,
             None => WalWriter::create(&wdir, next_lsn)?,
         };
-        let sync = Arc::new(GroupSync::new(&wal, outcome.last_lsn));
+        let visibility = Visibility {
+            page,
+            on_write: options.durability == Durability::Off,
+        };
+        let sync = Arc::new(GroupSync::new(&wal, outcome.last_lsn, visibility));
         let spec = config.index.spec();
         let c = Arc::new(Collection {
             name: name.to_owned(),
@@ -171,26 +197,29 @@ impl Collection {
             config,
             options: options.clone(),
             kernels: Kernels::best(),
-            write: Mutex::new(WriteState {
-                wal,
-                next_lsn,
-                manifest,
-                poisoned: None,
-                sealing: None,
-                merge: None,
-                merges_done: 0,
-                merge_error: None,
-                merge_retry_after: None,
-            }),
+            role: Role::Writer {
+                write: Mutex::new(WriteState {
+                    wal,
+                    next_lsn,
+                    manifest,
+                    poisoned: None,
+                    sealing: None,
+                    merge: None,
+                    merges_done: 0,
+                    merge_error: None,
+                    merge_retry_after: None,
+                    torn_tail: outcome.truncated,
+                }),
+                sync: Arc::clone(&sync),
+            },
             state: RwLock::new(state),
-            sync,
             closed: AtomicBool::new(false),
             visited: VisitedPool::default(),
             owner: Owner::current(),
             spec,
         });
         if let Durability::Batch(every) = options.durability {
-            spawn_syncer(Arc::downgrade(&c.sync), every);
+            spawn_syncer(Arc::downgrade(&sync), every);
         }
         Ok(c)
     }
@@ -236,14 +265,68 @@ impl Collection {
         }
     }
 
+    /// The write state, for a writer; [`Error::ReadOnly`] naming `operation` for a
+    /// read-only handle.
+    pub(super) fn writer(&self, operation: &'static str) -> Result<MutexGuard<'_, WriteState>> {
+        match &self.role {
+            Role::Writer { write, .. } => Ok(write.lock()),
+            Role::Reader(_) => Err(Error::ReadOnly { operation }),
+        }
+    }
+
+    /// [`Error::ReadOnly`] naming `operation` for a read-only handle.
+    pub(super) fn check_writable(&self, operation: &'static str) -> Result<()> {
+        match &self.role {
+            Role::Writer { .. } => Ok(()),
+            Role::Reader(_) => Err(Error::ReadOnly { operation }),
+        }
+    }
+
+    /// The group commit, for a writer.
+    pub(super) fn group(&self) -> Result<&GroupSync> {
+        match &self.role {
+            Role::Writer { sync, .. } => Ok(sync),
+            Role::Reader(_) => Err(Error::ReadOnly {
+                operation: "a write",
+            }),
+        }
+    }
+
+    /// Whether this handle is read-only.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.role, Role::Reader(_))
+    }
+
+    /// Check the handle before a read; a read-only handle first catches up with what the
+    /// writer has published since the last call (cheap when nothing changed: two atomic
+    /// loads from a shared page).
+    pub(super) fn check_read(&self) -> Result<()> {
+        self.check_open()?;
+        match &self.role {
+            Role::Writer { .. } => Ok(()),
+            Role::Reader(f) => self.follow(f, false),
+        }
+    }
+
+    /// Catch up with the writer now. Reads do this by themselves; this is for a caller that
+    /// wants to know the handle is current (after [`Collection::len`], say). On a writable
+    /// handle it does nothing.
+    pub fn refresh(&self) -> Result<()> {
+        self.check_open()?;
+        match &self.role {
+            Role::Writer { .. } => Ok(()),
+            Role::Reader(f) => self.follow(f, true),
+        }
+    }
+
     /// Sync the log and refuse further calls. In a process that inherited the handle through
     /// `fork()` this only forgets it: the log and files belong to the opener.
     pub(crate) fn close(&self) -> Result<()> {
-        if !self.owner.is_current() {
+        if !self.owner.is_current() || self.is_read_only() {
             self.closed.store(true, Ordering::Release);
             return Ok(());
         }
-        let mut ws = self.write.lock();
+        let mut ws = self.writer("close")?;
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }

@@ -34,10 +34,20 @@ pub struct OpenReport {
 pub struct Database {
     root: PathBuf,
     options: DbOptions,
-    lock: Mutex<Option<LockFile>>,
+    lock: Mutex<Held>,
     open: Mutex<HashMap<String, Arc<Collection>>>,
     /// The process that opened the handle (see [`Error::InheritedAcrossFork`]).
     owner: Owner,
+}
+
+/// What an open handle holds.
+#[derive(Debug)]
+enum Held {
+    /// The writer's lock (released when dropped).
+    Writer(#[allow(dead_code, reason = "held for its Drop")] LockFile),
+    /// Nothing: a read-only handle.
+    Reader,
+    Closed,
 }
 
 fn validate_name(name: &str) -> Result<()> {
@@ -66,6 +76,25 @@ impl Database {
         }
         let root = path.as_ref().to_path_buf();
         let cdir = root.join(COLLECTIONS_DIR);
+        if options.read_only {
+            // Creates nothing, locks nothing, cleans nothing up: that is the writer's job.
+            if !fsutil::is_dir(&cdir) {
+                return Err(Error::io(
+                    &root,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no trovedb database here (a read-only open does not create one)",
+                    ),
+                ));
+            }
+            return Ok(Database {
+                root,
+                options,
+                lock: Mutex::new(Held::Reader),
+                open: Mutex::new(HashMap::new()),
+                owner: Owner::current(),
+            });
+        }
         fsutil::create_dir_all(&cdir)?;
         let lock = LockFile::acquire(&root.join(LOCK_FILE))?;
         // Leftovers of an interrupted create or drop.
@@ -77,7 +106,7 @@ impl Database {
         Ok(Database {
             root,
             options,
-            lock: Mutex::new(Some(lock)),
+            lock: Mutex::new(Held::Writer(lock)),
             open: Mutex::new(HashMap::new()),
             owner: Owner::current(),
         })
@@ -100,10 +129,39 @@ impl Database {
 
     fn check_open(&self) -> Result<()> {
         self.owner.check()?;
-        if self.lock.lock().is_some() {
-            Ok(())
+        match *self.lock.lock() {
+            Held::Closed => Err(Error::Closed),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_writable(&self, operation: &'static str) -> Result<()> {
+        self.check_open()?;
+        if self.options.read_only {
+            Err(Error::ReadOnly { operation })
         } else {
-            Err(Error::Closed)
+            Ok(())
+        }
+    }
+
+    /// Whether the handle was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.options.read_only
+    }
+
+    /// Bring every open collection of a read-only handle up to what the writer has
+    /// published (reads do this by themselves). Does nothing on a writable handle.
+    pub fn refresh(&self) -> Result<()> {
+        self.check_open()?;
+        let open: Vec<Arc<Collection>> = self.open.lock().values().cloned().collect();
+        open.iter().try_for_each(|c| c.refresh())
+    }
+
+    fn open_collection(&self, name: &str, dir: &Path) -> Result<Arc<Collection>> {
+        if self.options.read_only {
+            Collection::open_reader(name, dir, &self.options)
+        } else {
+            Collection::open(name, dir, &self.options)
         }
     }
 
@@ -117,7 +175,7 @@ impl Database {
         name: &str,
         config: &CollectionConfig,
     ) -> Result<Arc<Collection>> {
-        self.check_open()?;
+        self.check_writable("create_collection")?;
         validate_name(name)?;
         config.validate()?;
         let mut open = self.open.lock();
@@ -147,7 +205,7 @@ impl Database {
                 name: name.to_owned(),
             });
         }
-        let c = Collection::open(name, &dir, &self.options)?;
+        let c = self.open_collection(name, &dir)?;
         open.insert(name.to_owned(), Arc::clone(&c));
         Ok(c)
     }
@@ -181,7 +239,7 @@ impl Database {
 
     /// Delete a collection and its files. Existing handles to it return [`Error::Closed`].
     pub fn drop_collection(&self, name: &str) -> Result<()> {
-        self.check_open()?;
+        self.check_writable("drop_collection")?;
         validate_name(name)?;
         let mut open = self.open.lock();
         let dir = self.dir_of(name);
@@ -220,7 +278,7 @@ impl Database {
                 first_err.get_or_insert(e);
             }
         }
-        *lock = None;
+        *lock = Held::Closed;
         first_err.map_or(Ok(()), Err)
     }
 }

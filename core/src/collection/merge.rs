@@ -184,7 +184,7 @@ impl Collection {
     /// Returns the rows dropped.
     pub fn compact(&self) -> Result<usize> {
         self.check_open()?;
-        let mut ws = self.write.lock();
+        let mut ws = self.writer("compact")?;
         if let Some(first) = ws.poisoned.clone() {
             return Err(Error::Poisoned { first });
         }

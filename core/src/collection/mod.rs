@@ -6,6 +6,7 @@ mod build;
 #[allow(clippy::module_inception)]
 mod collection;
 mod db;
+mod follow;
 mod merge;
 mod options;
 mod publish;
@@ -18,4 +19,4 @@ mod write;
 pub use collection::{Collection, Hit, Point, RESERVED_ID};
 pub use db::{Database, OpenReport};
 pub use options::{CompactionPolicy, DbOptions, Durability, MergePolicy, SegmentSizes};
-pub use stats::{BackgroundStats, CollectionStats, SegmentStats};
+pub use stats::{BackgroundStats, CollectionStats, SegmentStats, TornTail};

@@ -61,8 +61,16 @@ pub struct DbOptions {
     /// (1 MiB) for the process at the first open, unless the application set
     /// `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_`: without it, memory freed after
     /// seals and merges stays resident (README "Ingest while searching, compaction").
-    /// Default true.
+    /// Changing process-wide allocator settings is the application's call, so this is
+    /// off by default; seals and merges return freed memory with `malloc_trim` either way.
+    /// Default false.
     pub tune_allocator: bool,
+    /// Open without taking the writer's lock: any number of read-only handles, in any
+    /// processes, can be open beside the one writer. A read-only handle sees the writer's
+    /// published state (its manifest and the log records it has made durable) and catches
+    /// up before each read; every write, `flush`, `compact` and collection create/drop is
+    /// refused with [`crate::Error::ReadOnly`]. Default false.
+    pub read_only: bool,
 }
 
 impl Default for DbOptions {
@@ -72,7 +80,8 @@ impl Default for DbOptions {
             seal_threshold_rows: 100_000,
             compaction: CompactionPolicy::default(),
             merge_policy: None,
-            tune_allocator: true,
+            tune_allocator: false,
+            read_only: false,
         }
     }
 }
@@ -319,6 +328,13 @@ impl DbOptions {
     #[must_use]
     pub fn tune_allocator(mut self, on: bool) -> Self {
         self.tune_allocator = on;
+        self
+    }
+
+    /// Open read-only (see the field).
+    #[must_use]
+    pub fn read_only(mut self, on: bool) -> Self {
+        self.read_only = on;
         self
     }
 

@@ -114,7 +114,7 @@ impl Collection {
         let r = (|| -> Result<()> {
             ws.wal.sync()?;
             ws.wal = WalWriter::create(&wal_dir(&self.dir), last + 1)?;
-            self.sync.rotated(&ws.wal);
+            self.group()?.rotated(&ws.wal);
             Ok(())
         })();
         if let Err(e) = r {
@@ -178,6 +178,8 @@ impl Collection {
     pub(super) fn publish(&self, ws: &mut WriteState, edit: Edit<'_>) -> Result<()> {
         Self::log_before_publish(ws)?;
         let now = ws.next_lsn - 1;
+        // Readers may apply everything up to `now` before they see the new manifest.
+        self.group()?.synced_through(now);
         let mut m = ws.manifest.clone();
         let mut garbage = Vec::new();
         let mut seg = edit
@@ -234,6 +236,7 @@ impl Collection {
             m.checkpoint_lsn = c;
         }
         m.store(&self.dir)?;
+        self.group()?.manifest_replaced();
         {
             let mut st = self.state.write();
             match (&edit.source, &keep) {
@@ -359,7 +362,7 @@ impl Collection {
         if ws.wal.first_lsn() <= checkpoint {
             ws.wal = WalWriter::create(&wal_dir(&self.dir), checkpoint + 1)?;
         }
-        self.sync.rotated(&ws.wal);
+        self.group()?.rotated(&ws.wal);
         for (first, path) in list_files(&wal_dir(&self.dir))? {
             if first <= checkpoint {
                 fsutil::remove_if_exists(&path)?;

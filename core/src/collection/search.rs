@@ -14,7 +14,7 @@ use crate::types::{IndexConfig, SearchParams};
 impl Collection {
     /// The point with this id, if it exists.
     pub fn get(&self, id: u64) -> Result<Option<Point>> {
-        self.check_open()?;
+        self.check_read()?;
         Ok(self.state.read().get(id)?.map(|(vector, payload)| Point {
             id,
             vector,
@@ -95,7 +95,7 @@ impl Collection {
     /// the collection holds fewer live points. Exact for `flat`; for `hnsw`, approximate
     /// with beam width `params.ef` (default: the collection's `ef_search`).
     pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
-        self.check_open()?;
+        self.check_read()?;
         let mut buf = Vec::new();
         let q = self.prepare_query(query, &mut buf, k)?;
         let knobs = self.resolve_knobs(params, k)?;
@@ -195,7 +195,7 @@ impl Collection {
         k: usize,
         params: &SearchParams,
     ) -> Result<Vec<Vec<Hit>>> {
-        self.check_open()?;
+        self.check_read()?;
         if k == 0 {
             return Err(Error::invalid("k", "k must be at least 1"));
         }
@@ -247,7 +247,7 @@ impl Collection {
     /// Number of live points whose payload matches `filter` (an empty `Filter::And` matches
     /// every point).
     pub fn count(&self, filter: &Filter) -> Result<usize> {
-        self.check_open()?;
+        self.check_read()?;
         let st = self.state.read();
         match filter {
             Filter::And(all) if all.is_empty() => Ok(st.len()),
@@ -258,7 +258,7 @@ impl Collection {
     /// Up to `limit` live points whose payload matches `filter` (a metadata-only query),
     /// in storage order.
     pub fn get_where(&self, filter: &Filter, limit: usize) -> Result<Vec<Point>> {
-        self.check_open()?;
+        self.check_read()?;
         let st = self.state.read();
         st.matching(filter, limit)?
             .into_iter()

@@ -401,6 +401,27 @@ impl State {
         }
     }
 
+    /// Apply to the sealed segments only what `op` does to them: every id it upserts or
+    /// deletes loses its sealed row. A read-only handle uses this to bring a new set of
+    /// sealed segments up to records its in-memory segment already holds.
+    pub(crate) fn apply_to_sealed(&mut self, op: &WalOp) {
+        let ids: Vec<u64> = match op {
+            WalOp::Upsert { points, .. } => points.iter().map(|p| p.id).collect(),
+            WalOp::Delete { ids } => ids.clone(),
+        };
+        for id in ids {
+            let found = self
+                .sealed
+                .iter()
+                .enumerate()
+                .rev()
+                .find_map(|(i, s)| Segment::Sealed(s).find_live(id).map(|row| (i, row)));
+            if let Some((i, row)) = found {
+                self.sealed[i].delete_row(row);
+            }
+        }
+    }
+
     /// Apply one logged operation. Used by writers and by WAL replay alike, so that the
     /// state after a crash equals the state before it.
     pub(crate) fn apply(&mut self, op: WalOp) {

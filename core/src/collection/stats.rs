@@ -1,8 +1,25 @@
 //! `stats()` and `verify()`: what a collection holds, on disk and in the background.
 
-use super::collection::Collection;
+use super::collection::{Collection, Role};
+use super::state::State;
 use crate::error::Result;
 use crate::storage::fsutil;
+pub use crate::storage::wal::replay::TornTail;
+
+fn segment_stats(st: &State) -> Vec<SegmentStats> {
+    st.sealed
+        .iter()
+        .map(|s| SegmentStats {
+            id: s.id,
+            rows: s.reader.rows(),
+            deleted: s.deleted.count_ones(),
+            bytes: s.reader.file_bytes(),
+            index: s.reader.index().name().to_owned(),
+            index_bytes: s.reader.index().bytes() as u64,
+            index_detail: s.reader.index().detail(),
+        })
+        .collect()
+}
 
 /// Per-segment statistics.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +63,11 @@ pub struct CollectionStats {
     pub frozen_rows: usize,
     /// Background work.
     pub background: BackgroundStats,
+    /// The damaged end of the log that recovery cut off when this handle opened the
+    /// collection, if it did (see [`TornTail`]).
+    pub torn_tail: Option<TornTail>,
+    /// Whether the handle is read-only (then `last_lsn` is the last record it has applied).
+    pub read_only: bool,
 }
 
 /// Background work of a collection, as [`Collection::stats`] saw it.
@@ -68,22 +90,30 @@ impl Collection {
     /// reported, not waited for ([`Collection::wait_idle`] waits).
     pub fn stats(&self) -> Result<CollectionStats> {
         self.owner.check()?;
-        let mut ws = self.write.lock();
+        let mut ws = match &self.role {
+            Role::Writer { write, .. } => write.lock(),
+            Role::Reader(f) => {
+                self.check_read()?;
+                let (last_lsn, checkpoint_lsn) = f.position();
+                let st = self.state.read();
+                return Ok(CollectionStats {
+                    rows: st.len(),
+                    appendable_rows: st.appendable.rows(),
+                    deleted: st.sealed.iter().map(|s| s.deleted.count_ones()).sum(),
+                    segments: segment_stats(&st),
+                    bytes_on_disk: fsutil::dir_bytes(&self.dir)?,
+                    last_lsn,
+                    checkpoint_lsn,
+                    frozen_rows: 0,
+                    background: BackgroundStats::default(),
+                    torn_tail: None,
+                    read_only: true,
+                });
+            }
+        };
         self.housekeeping_locked(&mut ws)?;
         let st = self.state.read();
-        let segments = st
-            .sealed
-            .iter()
-            .map(|s| SegmentStats {
-                id: s.id,
-                rows: s.reader.rows(),
-                deleted: s.deleted.count_ones(),
-                bytes: s.reader.file_bytes(),
-                index: s.reader.index().name().to_owned(),
-                index_bytes: s.reader.index().bytes() as u64,
-                index_detail: s.reader.index().detail(),
-            })
-            .collect::<Vec<_>>();
+        let segments = segment_stats(&st);
         Ok(CollectionStats {
             rows: st.len(),
             appendable_rows: st.appendable.rows(),
@@ -103,12 +133,14 @@ impl Collection {
                 merges_done: ws.merges_done,
                 last_error: ws.merge_error.clone(),
             },
+            torn_tail: ws.torn_tail.clone(),
+            read_only: false,
         })
     }
 
     /// Check every checksum of every sealed segment (reads all files).
     pub fn verify(&self) -> Result<()> {
-        self.owner.check()?;
+        self.check_read()?;
         let st = self.state.read();
         for s in &st.sealed {
             s.reader.verify()?;

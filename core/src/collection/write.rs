@@ -50,6 +50,7 @@ impl Collection {
     /// [`Durability::Always`], durable.
     pub fn upsert(&self, ids: &[u64], vectors: &[f32], payloads: &[Payload]) -> Result<()> {
         self.check_open()?;
+        self.check_writable("upsert")?;
         let n = ids.len();
         let dim = self.config.dim;
         if n == 0 {
@@ -139,7 +140,7 @@ impl Collection {
     /// Delete points by id. Returns how many existed. Unknown ids are ignored.
     pub fn delete(&self, ids: &[u64]) -> Result<usize> {
         self.check_open()?;
-        let mut ws = self.write.lock();
+        let mut ws = self.writer("delete")?;
         let present: Vec<u64> = {
             let st = self.state.read();
             let mut seen = std::collections::HashSet::new();
@@ -169,6 +170,7 @@ impl Collection {
     /// Delete every live point whose payload matches `filter`; returns how many.
     pub fn delete_where(&self, filter: &Filter) -> Result<usize> {
         self.check_open()?;
+        self.check_writable("delete_where")?;
         // Ids are collected first; a concurrent upsert of a matching id after this point
         // is not deleted (it was not visible when the call started).
         let ids: Vec<u64> = {
@@ -181,7 +183,7 @@ impl Collection {
 
     pub(super) fn append_locked(&self, ws: &mut WriteState, kind: u8, body: &[u8]) -> Result<u64> {
         self.check_open()?;
-        if let Some(first) = ws.poisoned.clone().or_else(|| self.sync.failure()) {
+        if let Some(first) = ws.poisoned.clone().or_else(|| self.group().ok()?.failure()) {
             return Err(Error::Poisoned { first });
         }
         let lsn = ws.next_lsn;
@@ -190,7 +192,7 @@ impl Collection {
             return Err(e);
         }
         ws.next_lsn += 1;
-        self.sync.note_written(lsn);
+        self.group()?.note_written(lsn);
         Ok(lsn)
     }
 
@@ -202,7 +204,7 @@ impl Collection {
         body: &[u8],
         apply: impl FnOnce(&mut State) -> std::ops::Range<usize>,
     ) -> Result<()> {
-        let mut ws = self.write.lock();
+        let mut ws = self.writer("upsert")?;
         let lsn = self.append_locked(&mut ws, kind, body)?;
         let full = {
             let mut st = self.state.write();
@@ -241,7 +243,12 @@ impl Collection {
     /// starting any merge the compaction policy calls for, until there is none left to do.
     pub fn wait_idle(&self) -> Result<()> {
         self.check_open()?;
-        let mut ws = self.write.lock();
+        let mut ws = match self.writer("wait_idle") {
+            Ok(ws) => ws,
+            // A read-only handle runs no background work: idle already.
+            Err(Error::ReadOnly { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         loop {
             if let Some(first) = ws.poisoned.clone() {
                 return Err(Error::Poisoned { first });
@@ -257,7 +264,7 @@ impl Collection {
 
     pub(super) fn wait_durable(&self, lsn: u64) -> Result<()> {
         match self.options.durability {
-            Durability::Always => self.sync.wait_durable(lsn),
+            Durability::Always => self.group()?.wait_durable(lsn),
             Durability::Batch(_) | Durability::Off => Ok(()),
         }
     }
@@ -265,7 +272,7 @@ impl Collection {
     /// Seal the appendable segment now (even if below the threshold) and checkpoint.
     pub fn flush(&self) -> Result<()> {
         self.check_open()?;
-        let mut ws = self.write.lock();
+        let mut ws = self.writer("flush")?;
         if let Some(first) = ws.poisoned.clone() {
             return Err(Error::Poisoned { first });
         }

@@ -222,6 +222,16 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     backend::of(path).read(path).at(path)
 }
 
+/// The length of the file at `path`.
+pub(crate) fn file_len(path: &Path) -> Result<u64> {
+    backend::of(path).stat(path).at(path).map(|(len, _)| len)
+}
+
+/// Open `path` for reading in pieces.
+pub(crate) fn open_read(path: &Path) -> Result<std::fs::File> {
+    backend::of(path).open_read(path).at(path)
+}
+
 /// Remove a file; a missing file is not an error.
 pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
     match backend::of(path).remove_file(path) {

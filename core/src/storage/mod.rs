@@ -6,6 +6,7 @@ pub(crate) mod deletes;
 pub(crate) mod fsutil;
 pub(crate) mod manifest;
 pub(crate) mod mmap;
+pub(crate) mod published;
 pub(crate) mod segment;
 pub(crate) mod wal;
 

@@ -171,6 +171,10 @@ impl StorageBackend for Faulty {
         self.run(|| FileBackend.read(path))
     }
 
+    fn open_read(&self, path: &Path) -> io::Result<File> {
+        self.run(|| FileBackend.open_read(path))
+    }
+
     fn map(&self, path: &Path) -> io::Result<Mmap> {
         self.run(|| FileBackend.map(path))
     }

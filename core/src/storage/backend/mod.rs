@@ -42,6 +42,8 @@ pub(crate) trait StorageBackend: Send + Sync + std::fmt::Debug {
     fn open_write(&self, path: &Path) -> io::Result<Arc<dyn WritableFile>>;
     /// The whole content of `path`.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Open a file for reading in pieces (a log being replayed or followed).
+    fn open_read(&self, path: &Path) -> io::Result<File>;
     /// Map a sealed (never again written) file read-only.
     fn map(&self, path: &Path) -> io::Result<Mmap>;
     /// Rename `from` to `to`, replacing `to`.
@@ -121,6 +123,10 @@ impl StorageBackend for FileBackend {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         fs::read(path)
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<File> {
+        File::open(path)
     }
 
     fn map(&self, path: &Path) -> io::Result<Mmap> {

@@ -328,6 +328,11 @@ impl StorageBackend for PowerCut {
         fs::read(path)
     }
 
+    fn open_read(&self, path: &Path) -> io::Result<File> {
+        self.check()?;
+        FileBackend.open_read(path)
+    }
+
     fn map(&self, path: &Path) -> io::Result<Mmap> {
         self.check()?;
         FileBackend.map(path)

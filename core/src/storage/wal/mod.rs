@@ -6,6 +6,7 @@
 //! random seed, so a record left over from another file never validates here. See
 //! FORMAT.md §WAL for the byte layout and the recovery rules implemented in `replay`.
 
+pub(crate) mod cursor;
 pub(crate) mod record;
 pub(crate) mod replay;
 pub(crate) mod writer;

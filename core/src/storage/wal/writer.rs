@@ -15,6 +15,7 @@ use super::{file_name, record_crc, WAL_HEADER_BYTES, WAL_MAGIC, WAL_VERSION};
 use crate::error::{Error, IoContext, Result};
 use crate::storage::backend::WritableFile;
 use crate::storage::fsutil::{self, sync_dir, write_at};
+use crate::storage::published::PageWriter;
 
 /// The WAL file currently being appended to.
 #[derive(Debug)]
@@ -121,15 +122,25 @@ struct SyncState {
     failed: Option<String>,
 }
 
+/// Where the group sync tells read-only handles how far they may read (see
+/// `storage::published`).
+#[derive(Debug)]
+pub(crate) struct Visibility {
+    pub page: PageWriter,
+    /// Publish records when written (durability `off`) rather than when synced.
+    pub on_write: bool,
+}
+
 /// Group-commit coordinator shared by a collection's writers.
 #[derive(Debug)]
 pub(crate) struct GroupSync {
     state: Mutex<SyncState>,
     cv: Condvar,
+    visibility: Visibility,
 }
 
 impl GroupSync {
-    pub(crate) fn new(w: &WalWriter, durable_lsn: u64) -> GroupSync {
+    pub(crate) fn new(w: &WalWriter, durable_lsn: u64, visibility: Visibility) -> GroupSync {
         GroupSync {
             state: Mutex::new(SyncState {
                 written: durable_lsn,
@@ -140,6 +151,7 @@ impl GroupSync {
                 failed: None,
             }),
             cv: Condvar::new(),
+            visibility,
         }
     }
 
@@ -147,6 +159,9 @@ impl GroupSync {
     pub(crate) fn note_written(&self, lsn: u64) {
         let mut st = self.state.lock();
         st.written = st.written.max(lsn);
+        if self.visibility.on_write {
+            self.visibility.page.publish_lsn(lsn);
+        }
     }
 
     /// The writer moved to a new file after syncing the old one: everything written so
@@ -154,9 +169,23 @@ impl GroupSync {
     pub(crate) fn rotated(&self, w: &WalWriter) {
         let mut st = self.state.lock();
         st.synced = st.written;
+        self.visibility.page.publish_lsn(st.synced);
         st.file = w.file();
         st.path = w.path().to_path_buf();
         self.cv.notify_all();
+    }
+
+    /// The writer synced the current file itself: records through `lsn` are durable.
+    pub(crate) fn synced_through(&self, lsn: u64) {
+        let mut st = self.state.lock();
+        st.synced = st.synced.max(lsn.min(st.written));
+        self.visibility.page.publish_lsn(st.synced);
+        self.cv.notify_all();
+    }
+
+    /// The manifest was replaced: tell read-only handles.
+    pub(crate) fn manifest_replaced(&self) {
+        self.visibility.page.bump_generation();
     }
 
     /// The first sync error, if any. Once set, the log refuses to report durability.
@@ -179,7 +208,7 @@ impl GroupSync {
             if st.syncing {
                 self.cv.wait(&mut st);
             } else {
-                Self::lead_sync(&mut st);
+                self.lead_sync(&mut st);
                 self.cv.notify_all();
             }
         }
@@ -189,19 +218,22 @@ impl GroupSync {
     pub(crate) fn sync_pending(&self) {
         let mut st = self.state.lock();
         if st.synced < st.written && !st.syncing && st.failed.is_none() {
-            Self::lead_sync(&mut st);
+            self.lead_sync(&mut st);
             self.cv.notify_all();
         }
     }
 
-    fn lead_sync(st: &mut MutexGuard<'_, SyncState>) {
+    fn lead_sync(&self, st: &mut MutexGuard<'_, SyncState>) {
         st.syncing = true;
         let target = st.written;
         let file = Arc::clone(&st.file);
         let r = MutexGuard::unlocked(st, || file.sync_data());
         st.syncing = false;
         match r {
-            Ok(()) => st.synced = st.synced.max(target),
+            Ok(()) => {
+                st.synced = st.synced.max(target);
+                self.visibility.page.publish_lsn(st.synced);
+            }
             Err(e) => {
                 st.failed = Some(format!("fsync of {} failed: {e}", st.path.display()));
             }
