@@ -40,9 +40,9 @@ pub mod testing;
 mod types;
 
 pub use collection::{
-    BackgroundStats, Collection, CollectionStats, CompactionPolicy, Database, DbOptions,
-    Durability, Hit, MergePolicy, OpenReport, Point, SegmentSizes, SegmentStats, TornTail,
-    RESERVED_ID,
+    BackgroundStats, Collection, CollectionRepair, CollectionStats, CompactionPolicy, Database,
+    DbOptions, DroppedSegment, Durability, Hit, LogCut, MergePolicy, OpenReport, Point,
+    RepairReport, SegmentSizes, SegmentStats, TornTail, RESERVED_ID,
 };
 pub use error::{Error, Result};
 pub use filter::expr::Filter;

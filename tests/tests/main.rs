@@ -19,5 +19,6 @@ mod index_params_validated;
 mod power_cut;
 mod read_only;
 mod real_data;
+mod repair;
 mod stress;
 mod wal_recovery;

@@ -85,6 +85,57 @@ pub(crate) fn open(
     Ok(PyDatabase { db: Arc::new(db) })
 }
 
+/// Repair the database at `path` after damage that makes a collection fail to open (see
+/// the README, "Repair"). Returns `{collection: {"dropped_segments": [...], "log_cut":
+/// {...} or None, "error": exception or None}}`; raises LockedError while a writer has it
+/// open.
+#[pyfunction]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "pyo3 extracts os.PathLike into an owned PathBuf"
+)]
+pub(crate) fn repair(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Bound<'_, PyDict>> {
+    let report = py.detach(|| Database::repair(&path)).py_err()?;
+    let out = PyDict::new(py);
+    for c in report.collections {
+        let d = PyDict::new(py);
+        let dropped = pyo3::types::PyList::empty(py);
+        for s in &c.dropped_segments {
+            let sd = PyDict::new(py);
+            sd.set_item("id", s.id)?;
+            sd.set_item("file", &s.file)?;
+            sd.set_item("rows", s.rows)?;
+            sd.set_item("reason", &s.reason)?;
+            dropped.append(sd)?;
+        }
+        d.set_item("dropped_segments", dropped)?;
+        let cut = match &c.log_cut {
+            Some(l) => {
+                let ld = PyDict::new(py);
+                ld.set_item("file", l.file.display().to_string())?;
+                ld.set_item("offset", l.offset)?;
+                ld.set_item("bytes", l.bytes)?;
+                ld.set_item(
+                    "files_removed",
+                    l.files_removed
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>(),
+                )?;
+                ld.set_item("last_kept_lsn", l.last_kept_lsn)?;
+                ld.set_item("records_lost", l.records_lost)?;
+                ld.set_item("reason", &l.reason)?;
+                Some(ld)
+            }
+            None => None,
+        };
+        d.set_item("log_cut", cut)?;
+        d.set_item("error", c.error.map(crate::error::to_py))?;
+        out.set_item(c.name, d)?;
+    }
+    Ok(out)
+}
+
 #[pymethods]
 impl PyDatabase {
     /// Create a collection. `index` is "flat", "hnsw", "ivf_pq" or "lsh"; index parameters

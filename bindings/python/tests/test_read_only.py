@@ -125,3 +125,28 @@ def test_read_only_open_creates_nothing(tmp_path):
     with pytest.raises(trovedb.StorageIOError, match="does not create"):
         trovedb.open(tmp_path / "missing", read_only=True)
     assert not (tmp_path / "missing").exists()
+
+
+def test_repair_cuts_a_damaged_log_and_reports_it(tmp_path):
+    path = tmp_path / "db"
+    with trovedb.open(path) as db:
+        c = db.create_collection("c", dim=DIM)
+        for i in range(10):
+            c.upsert(*_rows(i, i + 1))
+    (wal,) = sorted((path / "collections" / "c" / "wal").iterdir())
+    data = bytearray(wal.read_bytes())
+    rec = (len(data) - 32) // 10
+    at = 32 + 4 * rec  # the 5th record; five acknowledged ones follow it
+    data[at + 20] ^= 0xFF
+    wal.write_bytes(bytes(data))
+    with trovedb.open(path) as db:
+        with pytest.raises(trovedb.CorruptionError, match=f"offset {at}"):
+            db.get_collection("c")
+    report = trovedb.repair(path)
+    cut = report["c"]["log_cut"]
+    assert report["c"]["error"] is None and report["c"]["dropped_segments"] == []
+    assert (cut["offset"], cut["records_lost"], cut["last_kept_lsn"]) == (at, 5, 4), cut
+    with trovedb.open(path) as db:
+        c = db.get_collection("c")
+        assert sorted(p["id"] for p in c.get(filter={}, limit=100)) == [0, 1, 2, 3]
+        assert c.stats()["torn_tail"] is None

@@ -292,6 +292,15 @@ impl Collection {
         }
     }
 
+    /// The damaged end of the log that recovery cut off when this handle opened the
+    /// collection, if it did (also in [`Collection::stats`]).
+    pub fn torn_tail(&self) -> Option<TornTail> {
+        match &self.role {
+            Role::Writer { write, .. } => write.lock().torn_tail.clone(),
+            Role::Reader(_) => None,
+        }
+    }
+
     /// Whether this handle is read-only.
     pub fn is_read_only(&self) -> bool {
         matches!(self.role, Role::Reader(_))

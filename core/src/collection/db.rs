@@ -8,6 +8,8 @@ use parking_lot::Mutex;
 
 use super::collection::Collection;
 use super::options::DbOptions;
+use super::repair::{repair_collection, RepairReport};
+use super::stats::TornTail;
 use crate::error::{Error, Result};
 use crate::process::Owner;
 use crate::storage::fsutil::{self, LockFile};
@@ -24,6 +26,9 @@ pub struct OpenReport {
     /// Collections that could not be opened, sorted by name, each with its error (for
     /// damaged files, [`Error::Corruption`] naming the file and offset).
     pub failed: Vec<(String, Error)>,
+    /// Collections whose recovery cut a damaged end off the log (see [`TornTail`]): a
+    /// record being appended at a crash, or a damaged last record whose write is lost.
+    pub torn_tails: Vec<(String, TornTail)>,
 }
 
 /// An open database directory. One handle per directory at a time (a second opener,
@@ -110,6 +115,31 @@ impl Database {
             open: Mutex::new(HashMap::new()),
             owner: Owner::current(),
         })
+    }
+
+    /// Repair the database at `path` after damage that makes a collection fail to open:
+    /// drop damaged segments, cut each log at its first bad record, and report exactly what
+    /// was lost (see [`RepairReport`]); then check that every collection opens. Takes the
+    /// writer's lock ([`Error::Locked`] while a writer has the database open). Never done
+    /// implicitly: opening a damaged database keeps failing with [`Error::Corruption`].
+    pub fn repair(path: impl AsRef<Path>) -> Result<RepairReport> {
+        let root = path.as_ref();
+        let cdir = root.join(COLLECTIONS_DIR);
+        if !fsutil::is_dir(&cdir) {
+            return Err(Error::io(
+                root,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no trovedb database here"),
+            ));
+        }
+        let _lock = LockFile::acquire(&root.join(LOCK_FILE))?;
+        let mut report = RepairReport::default();
+        for (name, dir) in fsutil::list(&cdir)? {
+            if name.starts_with('.') || !fsutil::is_dir(&dir) {
+                continue;
+            }
+            report.collections.push(repair_collection(&name, &dir));
+        }
+        Ok(report)
     }
 
     /// Open with default options.
@@ -227,7 +257,12 @@ impl Database {
         let mut report = OpenReport::default();
         for name in self.list_collections()? {
             match self.collection(&name) {
-                Ok(_) => report.opened.push(name),
+                Ok(c) => {
+                    if let Some(t) = c.torn_tail() {
+                        report.torn_tails.push((name.clone(), t));
+                    }
+                    report.opened.push(name);
+                }
                 // Another handle dropped it between the listing and the open.
                 Err(Error::CollectionNotFound { .. }) => {}
                 Err(e @ Error::Closed) => return Err(e),

@@ -26,6 +26,7 @@ from trovedb._core import (
     TroveError,
     __version__,
     open,
+    repair,
 )
 
 #: The id that pads search results when fewer than k points exist.
@@ -48,4 +49,5 @@ __all__ = [
     "TroveError",
     "__version__",
     "open",
+    "repair",
 ]

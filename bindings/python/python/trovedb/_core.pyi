@@ -25,6 +25,7 @@ __all__ = [
     "ClosedError",
     "InheritedHandleError",
     "ReadOnlyError",
+    "repair",
     "__version__",
 ]
 
@@ -56,6 +57,8 @@ def open(
     read_only: bool = False,
     tune_allocator: bool = False,
 ) -> Database: ...
+
+def repair(path: Union[str, os.PathLike[str]]) -> dict[str, dict[str, Any]]: ...
 
 @final
 class Database:

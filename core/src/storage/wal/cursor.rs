@@ -223,11 +223,17 @@ impl LogReader {
         }
     }
 
-    /// Whether any offset after `from` holds a record that validates with an LSN in
+    /// Whether any offset at or after `from` holds a record that validates with an LSN in
     /// `[min_lsn, min_lsn + n)`, where `n` bounds how many records the rest of the file could
     /// hold. Only offsets whose header is plausible (kind, length, LSN range) pay for a
     /// checksum, so the search is linear in the file size for damaged or zeroed bytes.
     pub(crate) fn any_valid_after(&mut self, from: u64, min_lsn: u64) -> Result<bool> {
+        Ok(self.next_valid_after(from, min_lsn)?.is_some())
+    }
+
+    /// The first record at an offset at or after `from` that validates with an LSN of at
+    /// least `min_lsn` (see [`LogReader::any_valid_after`]); returns where it ends.
+    pub(crate) fn next_valid_after(&mut self, from: u64, min_lsn: u64) -> Result<Option<u64>> {
         let file_len = self.file.metadata().at(&self.path)?.len();
         let max_records = file_len / RECORD_HEADER_BYTES as u64 + 1;
         let mut off = from;
@@ -249,9 +255,10 @@ impl LogReader {
                     && lsn >= min_lsn
                     && lsn - min_lsn < max_records;
                 if plausible {
-                    let hit = matches!(self.parse(at)?, Ok(r) if r.lsn >= min_lsn);
-                    if hit {
-                        return Ok(true);
+                    if let Ok(r) = self.parse(at)? {
+                        if r.lsn >= min_lsn {
+                            return Ok(Some(r.end));
+                        }
                     }
                     // `parse` may have moved the buffer; refill the window.
                     self.fill(off, window_end)?;
@@ -260,7 +267,7 @@ impl LogReader {
             }
             off += (i as u64).max(1);
         }
-        Ok(false)
+        Ok(None)
     }
 }
 
