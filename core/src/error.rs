@@ -77,6 +77,12 @@ pub enum Error {
         /// The process that used it.
         current: u32,
     },
+    /// The call was interrupted (see [`crate::interruptible`]) before it changed anything.
+    #[error("{operation} was interrupted before it changed anything")]
+    Interrupted {
+        /// The call: `upsert`, `flush`, `compact`, `search`.
+        operation: &'static str,
+    },
     /// A write (or another change) was asked of a handle opened read-only.
     #[error(
         "{operation} needs a writable handle; this one was opened read-only (read_only=True / \

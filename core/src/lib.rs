@@ -32,6 +32,7 @@ pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
 mod index;
+mod interrupt;
 mod process;
 mod storage;
 #[cfg(feature = "testing")]
@@ -47,6 +48,7 @@ pub use collection::{
 pub use error::{Error, Result};
 pub use filter::expr::Filter;
 pub use filter::value::{payload_from_json, payload_to_json, Payload, Value};
+pub use interrupt::interruptible;
 pub use types::{
     CollectionConfig, IndexConfig, Metric, SearchParams, HNSW_DEFAULT_SEED, IVF_DEFAULT_NPROBE,
     IVF_DEFAULT_REFINE, LSH_DEFAULT_PROBES, LSH_DEFAULT_REFINE, LSH_DEFAULT_TABLES, MAX_DIM,

@@ -16,6 +16,7 @@ mod format_fixtures;
 mod fuzz_smoke;
 mod hnsw_index;
 mod index_params_validated;
+mod interrupt;
 mod power_cut;
 mod read_only;
 mod real_data;

@@ -21,6 +21,11 @@ const MAX_RESULT_CELLS: usize = 1 << 28;
 
 /// A collection of points. Obtain one from `Database.create_collection` or
 /// `Database.get_collection`.
+/// Upserts of at least this many rows, and batch searches of at least this many queries,
+/// can be stopped with Ctrl-C (smaller calls are quick and skip the helper thread).
+const INTERRUPTIBLE_ROWS: usize = 1024;
+const INTERRUPTIBLE_QUERIES: usize = 64;
+
 #[pyclass(name = "Collection", module = "trovedb")]
 pub(crate) struct PyCollection {
     c: Arc<Collection>,
@@ -107,6 +112,9 @@ impl PyCollection {
         let ids_s = ids_ro.as_slice()?;
         let vecs_s = vecs_ro.as_slice()?;
         let c = &self.c;
+        if ids_s.len() >= INTERRUPTIBLE_ROWS {
+            return crate::interrupt::run(py, "upsert", || c.upsert(ids_s, vecs_s, &payloads));
+        }
         py.detach(|| c.upsert(ids_s, vecs_s, &payloads)).py_err()
     }
 
@@ -238,15 +246,18 @@ impl PyCollection {
         let ro = q.readonly();
         let qs = ro.as_slice()?;
         let c = &self.c;
-        let results: Vec<Vec<Hit>> = py
-            .detach(|| {
+        let results: Vec<Vec<Hit>> = if nq >= INTERRUPTIBLE_QUERIES {
+            crate::interrupt::run(py, "search", || c.search_batch(qs, k, &params))?
+        } else {
+            py.detach(|| {
                 if nq == 1 {
                     c.search(qs, k, &params).map(|h| vec![h])
                 } else {
                     c.search_batch(qs, k, &params)
                 }
             })
-            .py_err()?;
+            .py_err()?
+        };
         let width = k;
         let mut ids = Array2::<u64>::from_elem((nq, width), PAD_ID);
         let mut dists = Array2::<f32>::from_elem((nq, width), f32::INFINITY);
@@ -291,14 +302,14 @@ impl PyCollection {
     /// Seal the in-memory segment to disk now and checkpoint the log.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         let c = &self.c;
-        py.detach(|| c.flush()).py_err()
+        crate::interrupt::run(py, "flush", || c.flush())
     }
 
     /// Merge all segments into one without the deleted rows (index rebuilt), publish it
     /// atomically and remove the old files. Returns the number of rows dropped.
     fn compact(&self, py: Python<'_>) -> PyResult<usize> {
         let c = &self.c;
-        py.detach(|| c.compact()).py_err()
+        crate::interrupt::run(py, "compact", || c.compact())
     }
 
     /// Wait until no background seal or merge is running (publishing their results and

@@ -6,6 +6,7 @@ mod collection;
 mod convert;
 mod database;
 mod error;
+mod interrupt;
 
 use pyo3::prelude::*;
 

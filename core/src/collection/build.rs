@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use super::appendable::AppendableSegment;
 use super::state::indexed_fields;
 use crate::distance::Kernels;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
 use crate::index::registry::BuiltIndex;
@@ -31,6 +31,7 @@ pub(super) fn build_sealed(
     kernels: &'static Kernels,
     a: &AppendableSegment,
     id: u64,
+    stop: &AtomicBool,
 ) -> Result<SealBuild> {
     let rows: Vec<usize> = a.live_rows().collect();
     let ids: Vec<u64> = rows.iter().map(|r| a.ids[*r]).collect();
@@ -40,15 +41,12 @@ pub(super) fn build_sealed(
     }
     let payloads: Vec<&Payload> = rows.iter().map(|r| &a.payloads[*r]).collect();
     let built = crate::background::build(|| {
-        build_index_with(
-            config,
-            kernels,
-            a,
-            rows.len(),
-            &vectors,
-            &AtomicBool::new(false),
-        )
+        build_index_with(config, kernels, a, rows.len(), &vectors, stop)
     });
+    // A stopped build is incomplete: nothing is written.
+    if stop.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(Error::Interrupted { operation: "flush" });
+    }
     write_sealed(dir, config, id, &ids, &vectors, &payloads, &built)
 }
 

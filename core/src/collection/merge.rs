@@ -17,6 +17,7 @@ use crate::filter::bitset::Bitset;
 use crate::filter::value::Payload;
 use crate::index::hnsw::build::{GraphBuilder, VectorSet};
 use crate::index::registry::BuiltIndex;
+use crate::interrupt;
 use crate::storage::segment::reader::SegmentReader;
 use crate::types::CollectionConfig;
 
@@ -208,7 +209,7 @@ impl Collection {
         }
         let id = ws.manifest.next_segment_id;
         ws.manifest.next_segment_id += 1;
-        let never = AtomicBool::new(false);
+        let stop = interrupt::current().unwrap_or_else(|| Arc::new(AtomicBool::new(false)));
         let built = build_merged(
             &self.dir,
             &self.config,
@@ -216,8 +217,17 @@ impl Collection {
             &old,
             id,
             false,
-            &never,
-        )?;
+            &stop,
+        )
+        .map_err(|e| {
+            if interrupt::is_set(Some(&stop)) {
+                Error::Interrupted {
+                    operation: "compact",
+                }
+            } else {
+                e
+            }
+        })?;
         // Writers were held throughout, so no input row was deleted meanwhile.
         let inputs: Vec<(u64, Arc<Bitset>)> = old.into_iter().map(|(i, _, d)| (i, d)).collect();
         self.publish_merge(&mut ws, &inputs, built)?;

@@ -1,6 +1,7 @@
 //! Publication: every change of the segment set (background seal, `flush`, merge) is one
 //! [`Edit`] applied by [`Collection::publish`]; freezing and sealing lead up to it.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use super::build::{build_sealed, SealBuild};
@@ -8,6 +9,7 @@ use super::collection::{wal_dir, Collection, WriteState};
 use super::state::{indexed_fields, Frozen, SealedSegment, State};
 use crate::error::{Error, Result};
 use crate::filter::bitset::Bitset;
+use crate::interrupt;
 use crate::storage::manifest::{DeleteMeta, Manifest, SegmentMeta};
 use crate::storage::wal::replay::list_files;
 use crate::storage::wal::writer::WalWriter;
@@ -126,7 +128,7 @@ impl Collection {
         let (dir, config, kernels) = (self.dir.clone(), self.config.clone(), self.kernels);
         let handle = std::thread::Builder::new()
             .name("trovedb-seal".into())
-            .spawn(move || build_sealed(&dir, &config, kernels, &seg, id))
+            .spawn(move || build_sealed(&dir, &config, kernels, &seg, id, &AtomicBool::new(false)))
             .map_err(|e| Error::io(&self.dir, e))?;
         ws.sealing = Some(handle);
         Ok(())
@@ -315,8 +317,11 @@ impl Collection {
 
     pub(super) fn seal_locked(&self, ws: &mut WriteState) -> Result<()> {
         let r = self.seal_inner(ws);
+        // Stopped before anything was written (`Interrupted`): nothing to poison.
         if let Err(e) = &r {
-            ws.poisoned = Some(e.to_string());
+            if !matches!(e, Error::Interrupted { .. }) {
+                ws.poisoned = Some(e.to_string());
+            }
         }
         r
     }
@@ -343,7 +348,16 @@ impl Collection {
         let built = if a.live_count() > 0 {
             let id = ws.manifest.next_segment_id;
             ws.manifest.next_segment_id += 1;
-            Some(build_sealed(&self.dir, &self.config, self.kernels, &a, id)?)
+            let never = Arc::new(AtomicBool::new(false));
+            let stop = interrupt::current().unwrap_or(never);
+            Some(build_sealed(
+                &self.dir,
+                &self.config,
+                self.kernels,
+                &a,
+                id,
+                &stop,
+            )?)
         } else {
             None
         };

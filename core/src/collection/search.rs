@@ -9,6 +9,7 @@ use crate::filter::cache::KeyedFilter;
 use crate::filter::expr::Filter;
 use crate::index::topk::TopK;
 use crate::index::GivenKnobs;
+use crate::interrupt;
 use crate::types::{IndexConfig, SearchParams};
 
 impl Collection {
@@ -143,7 +144,13 @@ impl Collection {
             }
             (st.sealed_snapshot(), st.ctx(), partial, payloads)
         };
+        let stop = interrupt::current();
         let finish = |q: &[f32], part: &Vec<(u64, f32)>| -> Result<Vec<(u64, f32)>> {
+            if interrupt::is_set(stop.as_ref()) {
+                return Err(Error::Interrupted {
+                    operation: "search",
+                });
+            }
             let mut top = TopK::new(knobs.k);
             for (id, d) in part {
                 top.push(*d, *id);
@@ -217,13 +224,19 @@ impl Collection {
             prepared.extend_from_slice(self.prepare_query(q, &mut buf, k)?);
         }
         if self.config.index != IndexConfig::Flat || params.filter.is_some() {
-            return crate::background::search(|| {
-                self.search_snapshot(&prepared, nq, &knobs, params)
+            // The pool's threads do not see this thread's interrupt flag: hand it over.
+            let stop = interrupt::current();
+            return crate::background::search(|| match stop {
+                Some(s) => interrupt::interruptible(s, || {
+                    self.search_snapshot(&prepared, nq, &knobs, params)
+                }),
+                None => self.search_snapshot(&prepared, nq, &knobs, params),
             });
         }
         // Exact unfiltered search of a flat collection: blocks of queries per pass over the
         // vectors, under the state lock.
         let st = self.state.read();
+        let stop = interrupt::current();
         let found: Vec<Vec<(u64, f32)>> = crate::background::search(|| {
             let block = crate::index::flat::QUERY_BLOCK;
             // Enough blocks to keep every thread busy, never more than `block` per block.
@@ -232,12 +245,18 @@ impl Collection {
                 .clamp(1, block);
             prepared
                 .par_chunks(per * dim)
-                .flat_map_iter(|chunk| {
+                .map(|chunk| {
+                    if interrupt::is_set(stop.as_ref()) {
+                        return Err(Error::Interrupted {
+                            operation: "search",
+                        });
+                    }
                     let qs: Vec<&[f32]> = chunk.chunks_exact(dim).collect();
-                    st.search_flat_block(&qs, k)
+                    Ok(st.search_flat_block(&qs, k))
                 })
-                .collect()
-        });
+                .collect::<Result<Vec<_>>>()
+                .map(|blocks| blocks.into_iter().flatten().collect())
+        })?;
         found
             .into_iter()
             .map(|f| Self::to_hits(&st, f, params))

@@ -8,6 +8,7 @@ use crate::distance::normalize;
 use crate::error::{Error, Result};
 use crate::filter::expr::Filter;
 use crate::filter::value::{validate_payload, Payload};
+use crate::interrupt;
 use crate::storage::wal::record::{encode_delete, encode_upsert, KIND_DELETE, KIND_UPSERT};
 use crate::storage::wal::MAX_RECORD_BYTES;
 use crate::types::Metric;
@@ -51,6 +52,7 @@ impl Collection {
     pub fn upsert(&self, ids: &[u64], vectors: &[f32], payloads: &[Payload]) -> Result<()> {
         self.check_open()?;
         self.check_writable("upsert")?;
+        interrupt::check("upsert")?;
         let n = ids.len();
         let dim = self.config.dim;
         if n == 0 {
@@ -94,6 +96,9 @@ impl Collection {
             let mut out = Vec::with_capacity(vectors.len());
             let mut buf = Vec::with_capacity(dim);
             for (i, v) in vectors.chunks_exact(dim).enumerate() {
+                if i % 4096 == 4095 {
+                    interrupt::check("upsert")?;
+                }
                 out.extend_from_slice(self.prepare_vector(ids[i], v, &mut buf)?);
             }
             out.into()
@@ -205,6 +210,8 @@ impl Collection {
         apply: impl FnOnce(&mut State) -> std::ops::Range<usize>,
     ) -> Result<()> {
         let mut ws = self.writer("upsert")?;
+        // The last point to stop: once the record is in the log, the upsert completes.
+        interrupt::check("upsert")?;
         let lsn = self.append_locked(&mut ws, kind, body)?;
         let full = {
             let mut st = self.state.write();
