@@ -179,3 +179,39 @@ pub(crate) fn tune_allocator() {
         });
     }
 }
+
+/// A fixed-capacity buffer of `f32`s in an anonymous mapping of its own: when dropped it goes
+/// back to the operating system at once, whatever glibc's thresholds are (a `Vec` this size,
+/// once glibc has raised its mmap threshold, comes from an arena whose free memory may stay
+/// resident). Used for the vectors of a segment being built (rows x dim floats).
+pub(crate) struct AnonF32 {
+    map: memmap2::MmapMut,
+    len: usize,
+}
+
+impl AnonF32 {
+    /// Room for `n` floats.
+    pub(crate) fn with_capacity(n: usize) -> std::io::Result<AnonF32> {
+        let bytes = n
+            .checked_mul(4)
+            .ok_or_else(|| std::io::Error::other("buffer size overflows"))?;
+        Ok(AnonF32 {
+            map: memmap2::MmapMut::map_anon(bytes.max(4))?,
+            len: 0,
+        })
+    }
+
+    /// Append `xs` (panics past the capacity: callers size it exactly).
+    pub(crate) fn extend_from_slice(&mut self, xs: &[f32]) {
+        let all: &mut [f32] = bytemuck::cast_slice_mut(&mut self.map[..]);
+        all[self.len..self.len + xs.len()].copy_from_slice(xs);
+        self.len += xs.len();
+    }
+}
+
+impl std::ops::Deref for AnonF32 {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &bytemuck::cast_slice(&self.map[..])[..self.len]
+    }
+}

@@ -204,6 +204,136 @@ pub fn seed_corpus() -> Result<Vec<Seed>> {
     Ok(out)
 }
 
+/// Recompute every checksum of a file of kind `target` (`wal`, `segment` v3, `manifest`,
+/// `deletes`) after it was mutated, so that the mutation reaches the parsers behind the
+/// checksums instead of being refused at the first one. Sizes and offsets are taken from
+/// the (mutated) bytes as they are; whatever does not fit is left alone.
+pub fn fix_checksums(target: &str, b: &mut [u8]) {
+    match target {
+        "wal" => fix_wal(b),
+        "segment" => fix_segment(b),
+        "manifest" | "deletes" => fix_frame(b),
+        _ => {}
+    }
+}
+
+fn le_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn le_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    if let Some(x) = b.get_mut(at..at + 4) {
+        x.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn fix_wal(b: &mut [u8]) {
+    use wal::{RECORD_HEADER_BYTES, WAL_HEADER_BYTES};
+    if b.len() < WAL_HEADER_BYTES {
+        return;
+    }
+    let crc = crc32fast::hash(&b[..24]);
+    put_u32(b, 24, crc);
+    let seed = le_u32(b, 12).unwrap_or(0);
+    let mut pos = WAL_HEADER_BYTES;
+    while pos + RECORD_HEADER_BYTES <= b.len() {
+        let (Some(len), Some(lsn)) = (le_u32(b, pos), le_u64(b, pos + 8)) else {
+            return;
+        };
+        let kind = b[pos + 16];
+        let start = pos + RECORD_HEADER_BYTES;
+        let Some(end) = start.checked_add(len as usize).filter(|e| *e <= b.len()) else {
+            return;
+        };
+        let crc = wal::record_crc(seed, lsn, kind, &b[start..end]);
+        put_u32(b, pos + 4, crc);
+        pos = end;
+    }
+}
+
+fn fix_segment(b: &mut [u8]) {
+    use crate::storage::segment::layout::{
+        header_page_crc, DirSection, SegmentHeaderV3, FOOTER_BYTES, HEADER_PAGE_BYTES,
+        HEADER_V3_CRC_OFFSET,
+    };
+    if b.len() < HEADER_PAGE_BYTES + FOOTER_BYTES || u16::from_le_bytes([b[8], b[9]]) != 3 {
+        return;
+    }
+    let h: SegmentHeaderV3 =
+        bytemuck::pod_read_unaligned(&b[..std::mem::size_of::<SegmentHeaderV3>()]);
+    let n = b.len();
+    let within = |off: u64, len: u64| {
+        let s = usize::try_from(off).ok()?;
+        let e = s.checked_add(usize::try_from(len).ok()?)?;
+        (e <= n).then_some(s..e)
+    };
+    if let Some(dir) = within(h.dir_offset, h.dir_len) {
+        let entry = std::mem::size_of::<DirSection>();
+        let first = (h.index_count as usize).saturating_mul(16);
+        for i in 0..h.section_count as usize {
+            let at = dir.start + first.saturating_add(i.saturating_mul(entry));
+            if at.saturating_add(entry) > dir.end {
+                break;
+            }
+            let e: DirSection = bytemuck::pod_read_unaligned(&b[at..at + entry]);
+            if let Some(r) = within(e.offset, e.len_bytes) {
+                let crc = crc32fast::hash(&b[r]);
+                put_u32(b, at + std::mem::offset_of!(DirSection, crc), crc);
+            }
+        }
+        let crc = crc32fast::hash(&b[dir]);
+        put_u32(b, std::mem::offset_of!(SegmentHeaderV3, dir_crc), crc);
+    }
+    let crc = header_page_crc(b);
+    put_u32(b, HEADER_V3_CRC_OFFSET, crc);
+    let foot = b.len() - FOOTER_BYTES;
+    put_u32(b, foot + 8, crc);
+}
+
+fn fix_frame(b: &mut [u8]) {
+    const HEADER: usize = 16;
+    const FOOTER: usize = 24;
+    if b.len() < HEADER + FOOTER {
+        return;
+    }
+    let foot = b.len() - FOOTER;
+    let body_len = (foot - HEADER) as u64;
+    let crc = crc32fast::hash(&b[..foot]);
+    b[foot..foot + 8].copy_from_slice(&body_len.to_le_bytes());
+    put_u32(b, foot + 8, crc);
+}
+
+/// For cargo-fuzz: the first byte picks a file kind, the rest is a file of that kind whose
+/// checksums are recomputed before it is opened ([`fix_checksums`]).
+pub fn checksummed(data: &[u8]) -> Result<()> {
+    let Some((&pick, rest)) = data.split_first() else {
+        return Ok(());
+    };
+    let mut b = rest.to_vec();
+    match pick % 4 {
+        0 => {
+            fix_checksums("wal", &mut b);
+            wal_replay(&b).map(drop)
+        }
+        1 => {
+            fix_checksums("segment", &mut b);
+            segment_open_any(&b).map(drop)
+        }
+        2 => {
+            fix_checksums("manifest", &mut b);
+            manifest_open(&b).map(drop)
+        }
+        _ => {
+            fix_checksums("deletes", &mut b);
+            deletes_open(&b, 1200).map(drop)
+        }
+    }
+}
+
 /// Run the target a seed belongs to on `bytes`.
 pub fn run(seed: &Seed, bytes: &[u8]) -> Result<()> {
     match seed.target {

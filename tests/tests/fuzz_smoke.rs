@@ -7,7 +7,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use trovedb::fuzzing::{filter_parse, run, seed_corpus};
+use trovedb::fuzzing::{filter_parse, fix_checksums, run, seed_corpus};
 use trovedb_tests::Rng;
 
 fn mutate(rng: &mut Rng, src: &[u8], other: &[u8]) -> Vec<u8> {
@@ -68,10 +68,19 @@ fn mutated_files_never_panic() {
     let corpus = seed_corpus().unwrap();
     let t = Instant::now();
     let mut rng = Rng::new(seed);
-    let (mut total, mut refused) = (0u64, 0u64);
+    let (mut total, mut refused, mut passed_checksums) = (0u64, 0u64, 0u64);
     let mut per_target = std::collections::BTreeMap::new();
     for (i, s) in corpus.iter().enumerate() {
         run(s, &s.bytes).unwrap_or_else(|e| panic!("seed {i} ({}) must open: {e}", s.target));
+        // Recomputing the checksums of a valid file changes nothing (so the fix-up computes
+        // them as the writer does).
+        let mut same = s.bytes.clone();
+        fix_checksums(s.target, &mut same);
+        assert!(
+            same == s.bytes,
+            "fix_checksums changed valid {} seed {i}",
+            s.target
+        );
         let other = &corpus[(i + 1) % corpus.len()].bytes;
         for case in 0..cases {
             let b = mutate(&mut rng, &s.bytes, other);
@@ -87,6 +96,21 @@ fn mutated_files_never_panic() {
             }
             total += 1;
             *per_target.entry(s.target).or_insert(0u64) += 1;
+            // The same mutation with its checksums recomputed reaches the parsers behind them.
+            let mut fixed = b;
+            fix_checksums(s.target, &mut fixed);
+            let Ok(r) = catch_unwind(AssertUnwindSafe(|| run(s, &fixed))) else {
+                panic!(
+                    "panic on a mutated {} file with fixed checksums (seed {i}, case {case}, \
+                     fuzz seed {seed}; set TROVEDB_SEED to reproduce)",
+                    s.target
+                );
+            };
+            if r.is_ok() {
+                passed_checksums += 1;
+            }
+            total += 1;
+            *per_target.entry("checksummed").or_insert(0u64) += 1;
         }
     }
     // Filters: random JSON-ish text and mutations of valid filters.
@@ -114,7 +138,7 @@ fn mutated_files_never_panic() {
         *per_target.entry("ops").or_insert(0u64) += 1;
     }
     println!(
-        "fuzz smoke: {total} mutated inputs ({per_target:?}), {refused} file cases refused with a typed error, {:.1} s, seed {seed}",
+        "fuzz smoke: {total} mutated inputs ({per_target:?}), {refused} file cases refused with a typed error, {passed_checksums} checksum-fixed cases opened, {:.1} s, seed {seed}",
         t.elapsed().as_secs_f64()
     );
 }

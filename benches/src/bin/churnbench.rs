@@ -20,8 +20,8 @@ use trovedb_bench::synthetic::gaussian_mixture;
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().context("mode: fresh | churn")?;
-    let (mut dataset, mut synthetic, mut index, mut rounds) =
-        (None, None, "hnsw".to_string(), 3usize);
+    let (mut dataset, mut synthetic, mut index, mut rounds, mut tune) =
+        (None, None, "hnsw".to_string(), 3usize, false);
     while let Some(f) = args.next() {
         let v = args.next().with_context(|| format!("{f} needs a value"))?;
         match f.as_str() {
@@ -32,6 +32,7 @@ fn main() -> Result<()> {
             }
             "--index" => index = v,
             "--rounds" => rounds = v.parse()?,
+            "--tune-allocator" => tune = v.parse()?,
             _ => bail!("unknown flag {f}"),
         }
     }
@@ -48,7 +49,8 @@ fn main() -> Result<()> {
         work.path(),
         DbOptions::default()
             .durability(Durability::Off)
-            .seal_threshold_rows(n / 4 + 1),
+            .seal_threshold_rows(n / 4 + 1)
+            .tune_allocator(tune),
     )?;
     let cfg = CollectionConfig {
         index: IndexConfig::from_name(&index, &[])?,

@@ -35,7 +35,8 @@ pub(super) fn build_sealed(
 ) -> Result<SealBuild> {
     let rows: Vec<usize> = a.live_rows().collect();
     let ids: Vec<u64> = rows.iter().map(|r| a.ids[*r]).collect();
-    let mut vectors = Vec::with_capacity(rows.len() * config.dim);
+    let mut vectors = crate::background::AnonF32::with_capacity(rows.len() * config.dim)
+        .map_err(|e| Error::io(dir, e))?;
     for r in &rows {
         vectors.extend_from_slice(a.vector(*r));
     }

@@ -258,7 +258,8 @@ pub(super) fn build_merged(
         return Ok(None);
     }
     let mut ids = Vec::with_capacity(live);
-    let mut vectors = Vec::with_capacity(live * dim);
+    let mut vectors =
+        crate::background::AnonF32::with_capacity(live * dim).map_err(|e| Error::io(dir, e))?;
     let mut owned = Vec::with_capacity(live);
     for (_, r, deleted) in inputs {
         if stopped() {

@@ -4,6 +4,18 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new("corpus");
     for (i, seed) in trovedb::fuzzing::seed_corpus()?.iter().enumerate() {
+        // The checksummed target: a kind byte, then the file.
+        let pick = match seed.target {
+            "wal" => 0u8,
+            "segment" => 1,
+            "manifest" => 2,
+            _ => 3,
+        };
+        let dir = root.join("checksummed");
+        std::fs::create_dir_all(&dir)?;
+        let mut b = vec![pick];
+        b.extend_from_slice(&seed.bytes);
+        std::fs::write(dir.join(format!("seed-{i}")), b)?;
         let target = match seed.target {
             "wal" => "wal_replay",
             "segment" => "segment_open",

@@ -115,7 +115,9 @@ impl<'a> GraphView<'a> {
         if max_level > MAX_LEVEL {
             return Err(format!("graph level {max_level} exceeds {MAX_LEVEL}"));
         }
-        if l0.len() != rows * (1 + m0) || offsets.len() != rows + 1 {
+        // Checked: `rows` comes from the file, and a wrapped product could match a short array.
+        if Some(l0.len()) != rows.checked_mul(1 + m0) || Some(offsets.len()) != rows.checked_add(1)
+        {
             return Err("graph arrays do not match the row count".into());
         }
         if rows > 0 && entry >= rows as u64 {

@@ -59,6 +59,13 @@ pub(crate) const MAX_LEVEL: usize = 15;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_row_count_from_a_file_that_overflows_is_refused() {
+        // rows = 2^64 - 1: rows + 1 wraps to 0 = offsets.len(); refused, not wrapped.
+        let meta = [2, 4, 0, 0, 0, u64::MAX, 0, 0];
+        assert!(super::graph::GraphView::new(&meta, &[], &[], &[]).is_err());
+    }
+
     use super::build::{GraphBuilder, VectorSet};
     use super::graph::{Graph, GraphView};
     use super::search::{search, Expand, Scratch};

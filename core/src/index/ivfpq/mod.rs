@@ -245,16 +245,18 @@ impl<'a> IvfPqView<'a> {
         ) else {
             return Err("meta values out of range".into());
         };
-        if nlist == 0 || m == 0 || dsub == 0 || m * dsub != dim {
+        // Products are checked: every factor comes from the file (each up to 2^40).
+        let mul = |a: usize, b: usize| a.checked_mul(b);
+        if nlist == 0 || m == 0 || dsub == 0 || mul(m, dsub) != Some(dim) {
             return Err(format!(
                 "bad shape nlist {nlist} pq_m {m} dsub {dsub} dim {dim}"
             ));
         }
-        if centroids.len() != nlist * dim
-            || codebooks.len() != m * dsub * KSUB
+        if Some(centroids.len()) != mul(nlist, dim)
+            || Some(codebooks.len()) != mul(dim, KSUB)
             || list_offsets.len() != nlist + 1
             || list_rows.len() != rows
-            || codes.len() != rows * m
+            || Some(codes.len()) != mul(rows, m)
         {
             return Err("section sizes do not match the meta".into());
         }
@@ -472,6 +474,15 @@ pub(crate) fn search(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_from_a_file_that_overflow_are_refused() {
+        // pq_m x dsub = 2^64 wraps to 0 = dim: must be refused, not accepted or panic.
+        let meta = [1, 1 << 32, 1 << 32, 0, 0, 0, 0, 0];
+        assert!(IvfPqView::new(&meta, &[], &[], &[0, 0], &[], &[]).is_err());
+        let meta = [1 << 40, 1, 1 << 40, 0, 1 << 40, 0, 0, 0];
+        assert!(IvfPqView::new(&meta, &[], &[], &[0, 0], &[], &[]).is_err());
+    }
 
     /// Clustered data in `dim` dimensions.
     fn data(n: usize, dim: usize, seed: u64) -> Vec<f32> {

@@ -442,12 +442,19 @@ impl<'a> LshView<'a> {
             .checked_mul(rows)
             .filter(|t| u32::try_from(*t).is_ok())
             .ok_or("tables x rows too large")?;
-        if functions.len() != tables * bits * (dim + 1)
+        // Products are checked: every factor comes from the file (each up to 2^32).
+        let functions_len = tables
+            .checked_mul(bits)
+            .and_then(|tb| tb.checked_mul(dim + 1));
+        let sigs_len = tables
+            .checked_mul(bits)
+            .and_then(|_| rows.checked_mul(sig_len(meta[0], tables, bits)));
+        if Some(functions.len()) != functions_len
             || table_offsets.len() != tables + 1
             || keys.len() != buckets
             || starts.len() != buckets
             || table_rows.len() != total_rows
-            || sigs.len() != rows * sig_len(meta[0], tables, bits)
+            || Some(sigs.len()) != sigs_len
         {
             return Err("section sizes do not match the meta".into());
         }
@@ -881,6 +888,13 @@ pub(crate) fn search(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_from_a_file_that_overflow_are_refused() {
+        // tables x bits x (dim + 1) = 2^70: must be refused, not wrap or panic.
+        let meta = [FAMILY_SIMHASH, 1 << 32, 64, 0, 1 << 32, 0, 0, 0];
+        assert!(LshView::new(&meta, &[], &[0, 0], &[], &[], &[], &[]).is_err());
+    }
     use crate::index::hnsw::visited::VisitedPool;
 
     pub(super) fn data(n: usize, dim: usize, seed: u64, normalise: bool) -> Vec<f32> {
