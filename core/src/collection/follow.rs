@@ -158,7 +158,14 @@ impl Collection {
             match self.catch_up(&mut fl, p) {
                 Ok(()) => {
                     f.seen_generation.store(p.generation, Ordering::Release);
-                    f.seen_visible.store(p.visible, Ordering::Release);
+                    // Short of the visible LSN (a log file not there yet): try again on the
+                    // next call. Without a page (`u64::MAX`), the end of the log is the end.
+                    let seen = if fl.applied >= p.visible || p.visible == u64::MAX {
+                        p.visible
+                    } else {
+                        fl.applied
+                    };
+                    f.seen_visible.store(seen, Ordering::Release);
                     return Ok(());
                 }
                 Err(e) => {
@@ -293,15 +300,26 @@ impl Collection {
         if pending.is_none() && ops.is_empty() {
             return Ok(());
         }
-        let mut st = self.state.write();
         if let Some(mut p) = pending {
+            // A new sealed set and the records after it: one swap, so no search sees the
+            // new segments without the records they were published with.
+            let mut st = self.state.write();
             if p.keep_appendable {
                 p.state.appendable = Arc::clone(&st.appendable);
             }
             *st = p.state;
-        }
-        for op in ops {
-            st.apply(op);
+            for op in ops {
+                st.apply(op);
+            }
+        } else {
+            // Record by record, each a consistent prefix; as in a writer, the graph linking
+            // runs under the shared lock, so searches go on meanwhile.
+            for op in ops {
+                let mut st = self.state.write();
+                let nodes = st.apply_unlinked(op);
+                let st = parking_lot::RwLockWriteGuard::downgrade(st);
+                st.link(nodes);
+            }
         }
         fl.applied = got;
         Ok(())
@@ -318,26 +336,39 @@ struct Pending {
 /// A reader positioned at the start of the log file holding `lsn` (`None` when the log has
 /// no file yet: the writer's first one appears later).
 fn open_log_at(wdir: &Path, lsn: u64) -> Result<Option<LogReader>> {
-    let files = list_files(wdir)?;
-    let Some((first, path)) = files.iter().rev().find(|(first, _)| *first <= lsn) else {
-        return match files.first() {
-            Some((first, path)) => Err(Error::corruption(
+    // The writer creates the next log file before it removes the ones a new checkpoint
+    // covers, so a file that vanished between the listing and its open is retried on a new
+    // listing (which then holds its successor).
+    let mut attempts = 0;
+    loop {
+        let files = list_files(wdir)?;
+        let Some((first, path)) = files.iter().rev().find(|(first, _)| *first <= lsn) else {
+            return match files.first() {
+                Some((first, path)) => Err(Error::corruption(
+                    path,
+                    16,
+                    format!("WAL gap: LSN {lsn} is needed, the log starts at {first}"),
+                )),
+                None => Ok(None),
+            };
+        };
+        return match LogReader::open(path) {
+            Ok(Opened::Ok(r)) if r.first_lsn == *first => Ok(Some(r)),
+            Ok(Opened::Ok(_)) => Err(Error::corruption(
                 path,
                 16,
-                format!("WAL gap: LSN {lsn} is needed, the log starts at {first}"),
+                "WAL header LSN does not match the file name",
             )),
-            None => Ok(None),
+            // Being created right now: nothing in it yet.
+            Ok(Opened::Short) => Ok(None),
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && attempts < 16 =>
+            {
+                attempts += 1;
+                continue;
+            }
+            Err(e) => Err(e),
         };
-    };
-    match LogReader::open(path)? {
-        Opened::Ok(r) if r.first_lsn == *first => Ok(Some(r)),
-        Opened::Ok(_) => Err(Error::corruption(
-            path,
-            16,
-            "WAL header LSN does not match the file name",
-        )),
-        // Being created right now: nothing in it yet.
-        Opened::Short => Ok(None),
     }
 }
 

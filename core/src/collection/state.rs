@@ -422,6 +422,28 @@ impl State {
         }
     }
 
+    /// The first half of [`State::apply`]: the rows and deletions of `op`, with the graph
+    /// nodes of its upserted rows still to link ([`State::link`], which needs only `&self`,
+    /// so searches can run meanwhile).
+    pub(crate) fn apply_unlinked(&mut self, op: WalOp) -> std::ops::Range<usize> {
+        match op {
+            WalOp::Upsert { points, .. } => {
+                let ids: Vec<u64> = points.iter().map(|p| p.id).collect();
+                let vectors: Vec<f32> = points
+                    .iter()
+                    .flat_map(|p| p.vector.iter().copied())
+                    .collect();
+                self.upsert_rows(&ids, &vectors, points.into_iter().map(|p| p.payload))
+            }
+            WalOp::Delete { ids } => {
+                for id in ids {
+                    self.remove(id);
+                }
+                0..0
+            }
+        }
+    }
+
     /// Apply one logged operation. Used by writers and by WAL replay alike, so that the
     /// state after a crash equals the state before it.
     pub(crate) fn apply(&mut self, op: WalOp) {
