@@ -48,6 +48,8 @@ struct Args {
     seed: u64,
     filter_selectivity: Option<String>,
     filters: Vec<String>,
+    /// Seal into this many segments (background merging off) instead of one.
+    segments: Option<usize>,
 }
 
 fn parse_kv(s: &str) -> Result<(String, f64)> {
@@ -105,6 +107,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--seed" => a.seed = val()?.parse()?,
             "--filter-selectivity" => a.filter_selectivity = Some(val()?),
             "--filter" => a.filters.push(val()?),
+            "--segments" => a.segments = Some(val()?.parse()?),
             "-h" | "--help" => {
                 println!("{}", include_str!("annbench_usage.txt"));
                 std::process::exit(0);
@@ -346,9 +349,17 @@ fn run(a: &Args) -> Result<()> {
     };
     std::fs::create_dir_all(&a.workdir)?;
     let work = tempfile::tempdir_in(&a.workdir)?;
-    let opts = DbOptions::default()
-        .durability(Durability::Off)
-        .seal_threshold_rows(n + 1);
+    // One segment (the best case), or `--segments S` sealed segments of n/S rows each, left
+    // unmerged (what a default ingest leaves before merging).
+    let opts = match a.segments {
+        Some(s) if s > 1 => DbOptions::default()
+            .durability(Durability::Off)
+            .seal_threshold_rows(n.div_ceil(s))
+            .compaction(trovedb::CompactionPolicy::off()),
+        _ => DbOptions::default()
+            .durability(Durability::Off)
+            .seal_threshold_rows(n + 1),
+    };
     let db = Database::open(work.path(), opts)?;
     let coll = db.create_collection("bench", &config)?;
     let cases = filter_cases(a, &ds)?;
@@ -375,6 +386,7 @@ fn run(a: &Args) -> Result<()> {
     pb.finish_and_clear();
     let insert_s = t0.elapsed().as_secs_f64();
     coll.flush()?;
+    coll.wait_idle()?;
     let build_s = t0.elapsed().as_secs_f64();
     eprintln!(
         "insert (log + index) {insert_s:.2}s, seal {:.2}s",
