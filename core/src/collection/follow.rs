@@ -155,13 +155,13 @@ impl Collection {
         let mut attempt = 0;
         loop {
             let p = f.published(&self.dir);
-            match self.catch_up(&mut fl, p) {
-                Ok(()) => {
+            match self.catch_up(f, &mut fl, p) {
+                Ok(target) => {
                     f.seen_generation.store(p.generation, Ordering::Release);
                     // Short of the visible LSN (a log file not there yet): try again on the
                     // next call. Without a page (`u64::MAX`), the end of the log is the end.
-                    let seen = if fl.applied >= p.visible || p.visible == u64::MAX {
-                        p.visible
+                    let seen = if fl.applied >= target || target == u64::MAX {
+                        target
                     } else {
                         fl.applied
                     };
@@ -183,17 +183,24 @@ impl Collection {
         }
     }
 
-    fn catch_up(&self, fl: &mut Follower, p: Published) -> Result<()> {
+    /// Bring the state up to the page `p` (read before): returns the last LSN it aimed for.
+    fn catch_up(&self, f: &Follow, fl: &mut Follower, p: Published) -> Result<u64> {
         let mut pending = None;
+        let mut target = p.visible;
         if fl.manifest.is_none() || p.generation != fl.generation {
             let m = Manifest::load(&self.dir)?;
+            // The manifest just read may be newer than `p` (stored, its generation not yet
+            // bumped); it depends on records up to an LSN the writer made visible before
+            // storing it. Reading the page again now covers them, so the new segments are
+            // never combined with a log prefix older than they are.
+            target = target.max(f.published(&self.dir).visible);
             if fl.manifest.as_ref() != Some(&m) {
-                pending = Some(self.reload(fl, m, p.visible)?);
+                pending = Some(self.reload(fl, m, target)?);
             }
         }
-        self.advance(fl, p.visible, pending)?;
+        self.advance(fl, target, pending)?;
         fl.generation = p.generation;
-        Ok(())
+        Ok(target)
     }
 
     /// Open the sealed set of `m` and build the state it implies, up to `visible` (or, when
