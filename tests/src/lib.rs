@@ -336,6 +336,19 @@ pub const FOLLOW_DIM: usize = 8;
 /// Ids of the follower workload are drawn from `0..FOLLOW_IDS`.
 pub const FOLLOW_IDS: u64 = 400;
 
+/// The collection of the follower workload: HNSW over `FOLLOW_DIM`-d l2 vectors.
+pub fn follow_config() -> trovedb::CollectionConfig {
+    trovedb::CollectionConfig {
+        index: trovedb::IndexConfig::Hnsw {
+            m: 8,
+            ef_construction: 40,
+            ef_search: 32,
+            seed: 7,
+        },
+        ..trovedb::CollectionConfig::new(FOLLOW_DIM, Metric::L2)
+    }
+}
+
 /// Step `k` (from 1) of the follower workload: an upsert of a few ids at version `k`, or
 /// (every 7th step) a delete of a few ids. Deterministic, so that a reader process can
 /// recompute the writer's history from `k` alone.

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use trovedb::{
     CollectionConfig, CompactionPolicy, Database, DbOptions, Durability, Error, Filter,
-    IndexConfig, Metric, SearchParams,
+    SearchParams,
 };
-use trovedb_tests::{follow_apply, follow_run, follow_vector, FOLLOW_DIM};
+use trovedb_tests::{follow_apply, follow_config, follow_run, follow_vector, FOLLOW_DIM};
 
 fn listing(c: &trovedb::Collection) -> BTreeMap<u64, Vec<f32>> {
     c.get_where(&Filter::And(vec![]), usize::MAX)
@@ -21,15 +21,7 @@ fn listing(c: &trovedb::Collection) -> BTreeMap<u64, Vec<f32>> {
 }
 
 fn config() -> CollectionConfig {
-    CollectionConfig {
-        index: IndexConfig::Hnsw {
-            m: 8,
-            ef_construction: 40,
-            ef_search: 32,
-            seed: 7,
-        },
-        ..CollectionConfig::new(FOLLOW_DIM, Metric::L2)
-    }
+    follow_config()
 }
 
 #[test]
@@ -210,6 +202,16 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Three reader processes for `seconds`, seeded `seed0..seed0 + 3`.
+fn spawn_readers(db: &Path, seconds: &str, ack: &Path, done: &Path, seed0: u64) -> Vec<Child> {
+    (0..3)
+        .map(|i| {
+            let seed = format!("{}", seed0 + i);
+            spawn(&["reader", s(db), seconds, s(ack), s(done), &seed])
+        })
+        .collect()
+}
+
 #[test]
 fn three_reader_processes_follow_a_writer_process() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,18 +219,7 @@ fn three_reader_processes_follow_a_writer_process() {
     let (ack, done) = (dir.path().join("ack"), dir.path().join("done"));
     let writer = spawn(&["writer", s(&db), "5", s(&ack), s(&done)]);
     wait_for_acks(&ack, 20);
-    let readers: Vec<Child> = (0..3)
-        .map(|i| {
-            spawn(&[
-                "reader",
-                s(&db),
-                "3.5",
-                s(&ack),
-                s(&done),
-                &format!("{}", i + 11),
-            ])
-        })
-        .collect();
+    let readers = spawn_readers(&db, "3.5", &ack, &done, 11);
     let w = finish(writer, "writer");
     println!("{}", w.trim());
     for (i, r) in readers.into_iter().enumerate() {
@@ -245,18 +236,7 @@ fn readers_keep_serving_when_the_writer_is_killed() {
     let (ack, done) = (dir.path().join("ack"), dir.path().join("done"));
     let mut writer = spawn(&["writer", s(&db), "60", s(&ack), s(&done)]);
     wait_for_acks(&ack, 20);
-    let readers: Vec<Child> = (0..3)
-        .map(|i| {
-            spawn(&[
-                "reader",
-                s(&db),
-                "3",
-                s(&ack),
-                s(&done),
-                &format!("{}", i + 21),
-            ])
-        })
-        .collect();
+    let readers = spawn_readers(&db, "3", &ack, &done, 21);
     std::thread::sleep(Duration::from_millis(1500));
     // SIGKILL: no close, no final sync; the readers go on with what was published.
     writer.kill().unwrap();

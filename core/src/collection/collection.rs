@@ -190,38 +190,51 @@ impl Collection {
             on_write: options.durability == Durability::Off,
         };
         let sync = Arc::new(GroupSync::new(&wal, outcome.last_lsn, visibility));
+        let role = Role::Writer {
+            write: Mutex::new(WriteState {
+                wal,
+                next_lsn,
+                manifest,
+                poisoned: None,
+                sealing: None,
+                merge: None,
+                merges_done: 0,
+                merge_error: None,
+                merge_retry_after: None,
+                torn_tail: outcome.truncated,
+            }),
+            sync: Arc::clone(&sync),
+        };
+        let c = Collection::assemble(name, dir, config, options, role, state);
+        if let Durability::Batch(every) = options.durability {
+            spawn_syncer(Arc::downgrade(&sync), every);
+        }
+        Ok(c)
+    }
+
+    /// A handle over `state` in `role` (shared by the writer's and a reader's open).
+    pub(super) fn assemble(
+        name: &str,
+        dir: &Path,
+        config: CollectionConfig,
+        options: &DbOptions,
+        role: Role,
+        state: State,
+    ) -> Arc<Collection> {
         let spec = config.index.spec();
-        let c = Arc::new(Collection {
+        Arc::new(Collection {
             name: name.to_owned(),
             dir: dir.to_path_buf(),
             config,
             options: options.clone(),
             kernels: Kernels::best(),
-            role: Role::Writer {
-                write: Mutex::new(WriteState {
-                    wal,
-                    next_lsn,
-                    manifest,
-                    poisoned: None,
-                    sealing: None,
-                    merge: None,
-                    merges_done: 0,
-                    merge_error: None,
-                    merge_retry_after: None,
-                    torn_tail: outcome.truncated,
-                }),
-                sync: Arc::clone(&sync),
-            },
+            role,
             state: RwLock::new(state),
             closed: AtomicBool::new(false),
             visited: VisitedPool::default(),
             owner: Owner::current(),
             spec,
-        });
-        if let Durability::Batch(every) = options.durability {
-            spawn_syncer(Arc::downgrade(&sync), every);
-        }
-        Ok(c)
+        })
     }
 
     /// The collection's name.

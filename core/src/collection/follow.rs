@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use super::collection::{wal_dir, Collection, Role};
 use super::options::DbOptions;
@@ -34,8 +34,6 @@ use super::state::{indexed_fields, SealedData, SealedSegment, State};
 use crate::distance::Kernels;
 use crate::error::{Error, Result};
 use crate::filter::bitset::Bitset;
-use crate::index::hnsw::visited::VisitedPool;
-use crate::process::Owner;
 use crate::storage::deletes;
 use crate::storage::manifest::{self, Manifest};
 use crate::storage::published::{PageReader, Published, UNPUBLISHED};
@@ -121,20 +119,14 @@ impl Collection {
         let manifest = Manifest::load(dir)?;
         let config = manifest.config.clone();
         let state = State::new(&config, Kernels::best(), Vec::new());
-        let spec = config.index.spec();
-        let c = Arc::new(Collection {
-            name: name.to_owned(),
-            dir: dir.to_path_buf(),
+        let c = Collection::assemble(
+            name,
+            dir,
             config,
-            options: options.clone(),
-            kernels: Kernels::best(),
-            role: Role::Reader(Follow::new()),
-            state: RwLock::new(state),
-            closed: std::sync::atomic::AtomicBool::new(false),
-            visited: VisitedPool::default(),
-            owner: Owner::current(),
-            spec,
-        });
+            options,
+            Role::Reader(Follow::new()),
+            state,
+        );
         if let Role::Reader(f) = &c.role {
             c.follow(f, true)?;
         }

@@ -447,22 +447,8 @@ impl State {
     /// Apply one logged operation. Used by writers and by WAL replay alike, so that the
     /// state after a crash equals the state before it.
     pub(crate) fn apply(&mut self, op: WalOp) {
-        match op {
-            WalOp::Upsert { points, .. } => {
-                let ids: Vec<u64> = points.iter().map(|p| p.id).collect();
-                let vectors: Vec<f32> = points
-                    .iter()
-                    .flat_map(|p| p.vector.iter().copied())
-                    .collect();
-                let nodes = self.upsert_rows(&ids, &vectors, points.into_iter().map(|p| p.payload));
-                self.link(nodes);
-            }
-            WalOp::Delete { ids } => {
-                for id in ids {
-                    self.remove(id);
-                }
-            }
-        }
+        let nodes = self.apply_unlinked(op);
+        self.link(nodes);
     }
 
     /// The vector and payload of `id`.

@@ -22,11 +22,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use trovedb::{
-    CollectionConfig, CompactionPolicy, Database, DbOptions, Filter, IndexConfig, Metric,
-    SearchParams, Value,
+use trovedb::{CompactionPolicy, Database, DbOptions, Filter, Metric, SearchParams, Value};
+use trovedb_tests::{
+    distance, follow_apply, follow_config, follow_run, follow_vector, Rng, FOLLOW_DIM,
 };
-use trovedb_tests::{distance, follow_apply, follow_run, follow_vector, Rng, FOLLOW_DIM};
 
 const NAME: &str = "follow";
 
@@ -86,16 +85,7 @@ fn writer(dir: &Path, seconds: f64, acklog: &Path, donefile: &Path) -> anyhow::R
             (c, j + 1)
         }
         Err(trovedb::Error::CollectionNotFound { .. }) => {
-            let config = CollectionConfig {
-                index: IndexConfig::Hnsw {
-                    m: 8,
-                    ef_construction: 40,
-                    ef_search: 32,
-                    seed: 7,
-                },
-                ..CollectionConfig::new(FOLLOW_DIM, Metric::L2)
-            };
-            (db.create_collection(NAME, &config)?, 1)
+            (db.create_collection(NAME, &follow_config())?, 1)
         }
         Err(e) => return Err(e.into()),
     };
