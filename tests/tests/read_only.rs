@@ -148,6 +148,14 @@ fn read_only_handles_refuse_changes_and_create_nothing() {
     // A collection created after the reader opened is found by name.
     db.create_collection("later", &config()).unwrap();
     assert_eq!(rdb.collection("later").unwrap().len(), 0);
+    // The writer drops a collection a reader has open: the reader's next call says so.
+    let later = rdb.collection("later").unwrap();
+    db.drop_collection("later").unwrap();
+    let gone = later.count(&Filter::And(vec![]));
+    assert!(
+        matches!(gone, Err(Error::CollectionNotFound { ref name }) if name == "later"),
+        "{gone:?}"
+    );
     rdb.close().unwrap();
     assert!(matches!(r.count(&Filter::And(vec![])), Err(Error::Closed)));
 }

@@ -286,6 +286,8 @@ impl Database {
         if let Some(c) = open.remove(name) {
             c.close()?;
         }
+        // Read-only handles in other processes learn it at their next call.
+        crate::storage::published::announce_drop(&dir);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());

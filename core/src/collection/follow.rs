@@ -180,7 +180,18 @@ impl Collection {
         let mut pending = None;
         let mut target = p.visible;
         if fl.manifest.is_none() || p.generation != fl.generation {
-            let m = Manifest::load(&self.dir)?;
+            let m = match Manifest::load(&self.dir) {
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound
+                        && !crate::storage::fsutil::is_dir(&self.dir) =>
+                {
+                    // The writer dropped the collection.
+                    return Err(Error::CollectionNotFound {
+                        name: self.name.clone(),
+                    });
+                }
+                m => m?,
+            };
             // The manifest just read may be newer than `p` (stored, its generation not yet
             // bumped); it depends on records up to an LSN the writer made visible before
             // storing it. Reading the page again now covers them, so the new segments are

@@ -123,6 +123,30 @@ impl PageWriter {
     }
 }
 
+/// Tell the readers of the collection in `dir` (if it has a valid page) that its files are
+/// about to change without a writer's open: it is being dropped. Their next call reloads
+/// and finds no manifest.
+pub(crate) fn announce_drop(dir: &Path) {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join(FILE_NAME))
+    else {
+        return;
+    };
+    if file.metadata().map_or(true, |m| m.len() < PAGE_BYTES) {
+        return;
+    }
+    // SAFETY: as in `PageWriter::open`.
+    let Ok(map) = (unsafe { MmapMut::map_mut(&file) }) else {
+        return;
+    };
+    let w = PageWriter { map };
+    if w.field(OFF_MAGIC).load(Ordering::Acquire) == MAGIC {
+        w.bump_generation();
+    }
+}
+
 /// A reader's side.
 #[derive(Debug)]
 pub(crate) struct PageReader {
