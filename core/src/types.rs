@@ -375,6 +375,10 @@ pub struct SearchParams {
     pub refine: Option<usize>,
     /// LSH buckets read per table (default: the collection's `probes`).
     pub probes: Option<usize>,
+    /// Search the sealed segments of a single query in parallel (on the search pool) for
+    /// lower latency; the results are the same as searching them one after another.
+    /// Batch searches are parallel across queries already and ignore it. Default false.
+    pub parallel_segments: bool,
 }
 
 impl SearchParams {
@@ -410,6 +414,13 @@ impl SearchParams {
     #[must_use]
     pub fn with_refine(mut self, refine: usize) -> Self {
         self.refine = Some(refine);
+        self
+    }
+
+    /// Search the sealed segments of a single query in parallel (see the field).
+    #[must_use]
+    pub fn with_parallel_segments(mut self, yes: bool) -> Self {
+        self.parallel_segments = yes;
         self
     }
 

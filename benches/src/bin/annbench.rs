@@ -372,7 +372,12 @@ fn run(a: &Args) -> Result<()> {
     };
     let t0 = Instant::now();
     let pb = bar(n as u64, "insert");
-    let step = 10_000;
+    // Batches no larger than a segment, so that `--segments S` really seals S segments (a
+    // batch is never split across segments).
+    let step = match a.segments {
+        Some(s) if s > 1 => n.div_ceil(s).clamp(1, 10_000),
+        _ => 10_000,
+    };
     let ids: Vec<u64> = (0..n as u64).collect();
     for s in (0..n).step_by(step) {
         let e = (s + step).min(n);
@@ -395,8 +400,9 @@ fn run(a: &Args) -> Result<()> {
     let stats = coll.stats()?;
     let rss = report::rss_bytes();
     eprintln!(
-        "built in {build_s:.2}s, {} bytes on disk",
-        stats.bytes_on_disk
+        "built in {build_s:.2}s, {} bytes on disk, {} segments",
+        stats.bytes_on_disk,
+        stats.segments.len()
     );
 
     let settings: Vec<Option<(String, f64)>> = match &a.sweep {

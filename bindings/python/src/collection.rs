@@ -54,9 +54,15 @@ fn parse_search_params(
                 "nprobe" => out = out.with_nprobe(int()?),
                 "refine" => out = out.with_refine(int()?),
                 "probes" => out = out.with_probes(int()?),
+                "parallel_segments" => {
+                    out = out.with_parallel_segments(v.extract().map_err(|_| {
+                        PyValueError::new_err("parallel_segments must be True or False")
+                    })?);
+                }
                 other => {
                     return Err(PyValueError::new_err(format!(
-                        "unknown search parameter `{other}` (known: ef, nprobe, refine, probes)"
+                        "unknown search parameter `{other}` (known: ef, nprobe, refine, probes, \
+                         parallel_segments)"
                     )))
                 }
             }

@@ -155,6 +155,25 @@ impl Collection {
             for (id, d) in part {
                 top.push(*d, *id);
             }
+            if nq == 1 && params.parallel_segments && sealed.len() > 1 {
+                // Each segment into its own top-k on the search pool, then merged: the same
+                // k nearest as the serial loop (ties broken by id either way).
+                let parts: Vec<Vec<(u64, f32)>> = crate::background::search(|| {
+                    sealed
+                        .par_iter()
+                        .map(|s| {
+                            let mut t = TopK::new(knobs.k);
+                            let one = std::slice::from_ref(s);
+                            search_sealed(ctx, one, q, knobs, &self.visited, filter, &mut t)?;
+                            Ok(t.into_sorted())
+                        })
+                        .collect::<Result<_>>()
+                })?;
+                for (id, d) in parts.into_iter().flatten() {
+                    top.push(d, id);
+                }
+                return Ok(top.into_sorted());
+            }
             search_sealed(ctx, &sealed, q, knobs, &self.visited, filter, &mut top)?;
             Ok(top.into_sorted())
         };
