@@ -295,8 +295,7 @@ fn fix_segment(b: &mut [u8]) {
 }
 
 fn fix_frame(b: &mut [u8]) {
-    const HEADER: usize = 16;
-    const FOOTER: usize = 24;
+    use crate::storage::fsutil::{FRAME_FOOTER as FOOTER, FRAME_HEADER as HEADER};
     if b.len() < HEADER + FOOTER {
         return;
     }

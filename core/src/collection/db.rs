@@ -55,6 +55,17 @@ enum Held {
     Closed,
 }
 
+/// `Io` (not found) for a path that holds no database.
+fn no_database(root: &Path, why: &str) -> Error {
+    Error::io(
+        root,
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no trovedb database here{why}"),
+        ),
+    )
+}
+
 fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -84,12 +95,9 @@ impl Database {
         if options.read_only {
             // Creates nothing, locks nothing, cleans nothing up: that is the writer's job.
             if !fsutil::is_dir(&cdir) {
-                return Err(Error::io(
+                return Err(no_database(
                     &root,
-                    std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "no trovedb database here (a read-only open does not create one)",
-                    ),
+                    " (a read-only open does not create one)",
                 ));
             }
             return Ok(Database {
@@ -126,10 +134,7 @@ impl Database {
         let root = path.as_ref();
         let cdir = root.join(COLLECTIONS_DIR);
         if !fsutil::is_dir(&cdir) {
-            return Err(Error::io(
-                root,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no trovedb database here"),
-            ));
+            return Err(no_database(root, ""));
         }
         let _lock = LockFile::acquire(&root.join(LOCK_FILE))?;
         let mut report = RepairReport::default();

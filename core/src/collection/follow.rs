@@ -102,9 +102,8 @@ impl Follow {
 /// Whether `e` may come from a file the writer retired (then a new manifest explains it).
 fn is_missing_file(e: &Error) -> bool {
     match e {
-        Error::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
         Error::Corruption { .. } => true,
-        _ => false,
+        e => e.is_not_found(),
     }
 }
 
@@ -181,10 +180,7 @@ impl Collection {
         let mut target = p.visible;
         if fl.manifest.is_none() || p.generation != fl.generation {
             let m = match Manifest::load(&self.dir) {
-                Err(Error::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound
-                        && !crate::storage::fsutil::is_dir(&self.dir) =>
-                {
+                Err(e) if e.is_not_found() && !crate::storage::fsutil::is_dir(&self.dir) => {
                     // The writer dropped the collection.
                     return Err(Error::CollectionNotFound {
                         name: self.name.clone(),
@@ -371,9 +367,7 @@ fn open_log_at(wdir: &Path, lsn: u64) -> Result<Option<LogReader>> {
             )),
             // Being created right now: nothing in it yet.
             Ok(Opened::Short) => Ok(None),
-            Err(Error::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound && attempts < 16 =>
-            {
+            Err(e) if e.is_not_found() && attempts < 16 => {
                 attempts += 1;
                 continue;
             }
@@ -439,7 +433,7 @@ fn open_next(dir: &Path, lsn: u64) -> Result<Option<LogReader>> {
     match LogReader::open(&path) {
         Ok(Opened::Ok(r)) => Ok(Some(r)),
         Ok(Opened::Short) => Ok(None),
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }
 }

@@ -144,8 +144,8 @@ pub(crate) fn dir_bytes(dir: &Path) -> Result<u64> {
 }
 
 /// Size of the footer of a framed file.
-const FRAME_FOOTER: usize = 24;
-const FRAME_HEADER: usize = 16;
+pub(crate) const FRAME_FOOTER: usize = 24;
+pub(crate) const FRAME_HEADER: usize = 16;
 
 /// Wrap `body` as `[magic 8][version u16][0u16][0u32] body [body_len u64][crc u32][0u32][magic 8]`.
 /// The CRC covers the header and the body.
