@@ -429,3 +429,154 @@ fn a_custom_merge_policy_is_followed_and_a_wrong_one_is_harmless() {
     assert!(st.background.last_error.is_none());
     check(&c, &model, &mut rng, 480);
 }
+
+/// The policy of the convergence tests: seal threshold 100 (from `open`), tier merges
+/// capped at twice that (the default), quiet after `quiet`, the appendable segment sealed
+/// after twice that.
+fn quiet_policy(quiet: Duration) -> CompactionPolicy {
+    CompactionPolicy::default()
+        .quiet(quiet)
+        .seal_idle_after(quiet * 2)
+}
+
+/// Poll `stats()` until `done` holds (or panic after 60 s), without any other call.
+fn await_stats(
+    c: &Collection,
+    done: impl Fn(&trovedb::CollectionStats) -> bool,
+) -> trovedb::CollectionStats {
+    let start = Instant::now();
+    loop {
+        let st = c.stats().unwrap();
+        if done(&st) {
+            return st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never converged: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_bulk_load_left_alone_converges_without_any_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), quiet_policy(Duration::from_millis(300)));
+    let c = db
+        .create_collection("c", &CollectionConfig::new(DIM, Metric::L2))
+        .unwrap();
+    let (mut model, mut rng) = (Model::new(), Rng::new(31));
+    // A bulk load: 1,630 rows in batches of 50, no pause: sixteen full segments, which the
+    // tiers (capped at 200 rows) leave alone, and 30 rows in the appendable segment.
+    for b in 0..33u64 {
+        let ids: Vec<u64> = (b * 50..(b * 50 + 50).min(1630)).collect();
+        put(&c, &mut model, &mut rng, &ids);
+    }
+    del(&c, &mut model, &[5, 500, 1629]);
+    let loaded = c.stats().unwrap();
+    assert_eq!(loaded.background.merges_done, 0, "{loaded:?}");
+    assert!(loaded.background.converging, "{loaded:?}");
+    // Left alone: after the quiet period the sixteen segments merge into one (deleted rows
+    // dropped); after `seal_idle_after` the appendable segment is sealed, too small (29 rows,
+    // under 1/16 of 1,598) to be worth rewriting the big one for. Then the idle worker ends.
+    let st = await_stats(&c, |st| !st.background.converging);
+    assert_eq!(st.appendable_rows, 0, "{st:?}");
+    let rows: Vec<(usize, usize)> = st.segments.iter().map(|s| (s.rows, s.deleted)).collect();
+    assert_eq!(rows, [(1598, 0), (29, 0)], "{st:?}");
+    assert!(st.background.merges_done >= 1);
+    check(&c, &model, &mut rng, 1700);
+    // Converged is stable: nothing more happens, and a reopen sees the same.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(c.stats().unwrap().segments, st.segments);
+    drop(c);
+    db.close().unwrap();
+    let db = open(dir.path(), quiet_policy(Duration::from_millis(300)));
+    let c = db.collection("c").unwrap();
+    check(&c, &model, &mut rng, 1700);
+    assert_eq!(c.stats().unwrap().segments, st.segments);
+    c.verify().unwrap();
+}
+
+#[test]
+fn writes_more_often_than_the_quiet_period_start_no_quiet_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), quiet_policy(Duration::from_millis(400)));
+    let c = db
+        .create_collection("c", &CollectionConfig::new(DIM, Metric::L2))
+        .unwrap();
+    let (mut model, mut rng) = (Model::new(), Rng::new(32));
+    // A trickle: 20 rows every 50 ms for 1.5 s (well inside the quiet period each time).
+    let start = Instant::now();
+    let mut next = 0u64;
+    while start.elapsed() < Duration::from_millis(1500) {
+        let ids: Vec<u64> = (next..next + 20).collect();
+        put(&c, &mut model, &mut rng, &ids);
+        next += 20;
+        let st = c.stats().unwrap();
+        assert_eq!(
+            st.background.merges_done, 0,
+            "merged while writes arrive: {st:?}"
+        );
+        assert!(st.background.merging.is_empty(), "{st:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let busy = c.stats().unwrap();
+    assert!(
+        busy.segments.len() >= 3,
+        "the trickle sealed segments: {busy:?}"
+    );
+    // `wait_idle` is "loading is done": it converges now, without waiting the quiet period.
+    let t = Instant::now();
+    c.wait_idle().unwrap();
+    let st = c.stats().unwrap();
+    assert_eq!((st.segments.len(), st.appendable_rows), (1, 0), "{st:?}");
+    assert!(st.background.merges_done >= 1);
+    assert!(t.elapsed() < Duration::from_secs(30));
+    check(&c, &model, &mut rng, next);
+}
+
+#[test]
+fn quiet_merges_stop_at_max_segment_rows_and_skip_small_additions() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = quiet_policy(Duration::from_secs(3600)).max_segment_rows(450);
+    let db = open(dir.path(), policy);
+    let c = db
+        .create_collection("c", &CollectionConfig::new(DIM, Metric::L2))
+        .unwrap();
+    let (mut model, mut rng) = (Model::new(), Rng::new(33));
+    for b in 0..10u64 {
+        let ids: Vec<u64> = (b * 100..b * 100 + 100).collect();
+        put(&c, &mut model, &mut rng, &ids);
+    }
+    c.wait_idle().unwrap();
+    // Ten segments of 100 merge into groups of at most 450 rows: 400 + 400 + 200.
+    let st = c.stats().unwrap();
+    let mut rows: Vec<usize> = st.segments.iter().map(|s| s.rows).collect();
+    rows.sort_unstable();
+    assert!(rows.iter().all(|r| *r <= 450), "{st:?}");
+    assert!(st.segments.len() <= 3, "{st:?}");
+    assert_eq!(rows.iter().sum::<usize>(), 1000);
+    check(&c, &model, &mut rng, 1000);
+    // Five more rows: sealed by `wait_idle`, but too few (below 1/16 of any segment they
+    // could join) to rewrite one; the small segment stays.
+    drop(c);
+    db.close().unwrap();
+    let db = open(
+        dir.path(),
+        quiet_policy(Duration::from_secs(3600)).max_segment_rows(1_000_000),
+    );
+    let c = db.collection("c").unwrap();
+    c.wait_idle().unwrap();
+    let st = c.stats().unwrap();
+    assert_eq!(
+        st.segments.len(),
+        1,
+        "with room, the quiet merge joins them: {st:?}"
+    );
+    put(&c, &mut model, &mut rng, &[2000, 2001, 2002, 2003, 2004]);
+    c.wait_idle().unwrap();
+    let st2 = c.stats().unwrap();
+    assert_eq!(st2.segments.len(), 2, "{st2:?}");
+    assert_eq!(st2.appendable_rows, 0);
+    check(&c, &model, &mut rng, 2005);
+}

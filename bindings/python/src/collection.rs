@@ -363,6 +363,7 @@ impl PyCollection {
         bg.set_item("sealing", s.background.sealing)?;
         bg.set_item("merging", s.background.merging.clone())?;
         bg.set_item("merges_done", s.background.merges_done)?;
+        bg.set_item("converging", s.background.converging)?;
         bg.set_item("last_error", s.background.last_error.clone())?;
         d.set_item("background", bg)?;
         let torn = match &s.torn_tail {

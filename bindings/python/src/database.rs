@@ -38,6 +38,9 @@ pub(crate) struct PyDatabase {
     compaction_min_segments = 4,
     compaction_max_deleted_fraction = 0.3,
     compaction_max_merged_rows = 0,
+    compaction_max_segment_rows = 0,
+    compaction_quiet_seconds = 2.0,
+    compaction_seal_idle_seconds = 30.0,
     read_only = false,
     tune_allocator = false,
 ))]
@@ -51,12 +54,20 @@ pub(crate) fn open(
     compaction_min_segments: i64,
     compaction_max_deleted_fraction: f64,
     compaction_max_merged_rows: i64,
+    compaction_max_segment_rows: i64,
+    compaction_quiet_seconds: f64,
+    compaction_seal_idle_seconds: f64,
     read_only: bool,
     tune_allocator: bool,
 ) -> PyResult<PyDatabase> {
     let count = |name: &str, v: i64| {
         usize::try_from(v)
             .map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {v}")))
+    };
+    let seconds = |name: &str, v: f64| {
+        std::time::Duration::try_from_secs_f64(v).map_err(|_| {
+            PyValueError::new_err(format!("{name} must be a finite number >= 0, got {v}"))
+        })
     };
     let policy = CompactionPolicy::default()
         .background(background_compaction)
@@ -65,6 +76,18 @@ pub(crate) fn open(
         .max_merged_rows(count(
             "compaction_max_merged_rows",
             compaction_max_merged_rows,
+        )?)
+        .max_segment_rows(count(
+            "compaction_max_segment_rows",
+            compaction_max_segment_rows,
+        )?)
+        .quiet(seconds(
+            "compaction_quiet_seconds",
+            compaction_quiet_seconds,
+        )?)
+        .seal_idle_after(seconds(
+            "compaction_seal_idle_seconds",
+            compaction_seal_idle_seconds,
         )?);
     let d = Durability::parse(durability).py_err()?;
     let seal_threshold_rows = usize::try_from(seal_threshold_rows)

@@ -70,6 +70,11 @@ pub(super) struct WriteState {
     pub(super) torn_tail: Option<TornTail>,
     /// No new background merge before this instant (after a failure).
     pub(super) merge_retry_after: Option<std::time::Instant>,
+    /// When the last write was appended (or the handle opened): the quiet periods of the
+    /// compaction policy run from here.
+    pub(super) last_write: std::time::Instant,
+    /// The idle worker runs (see `idle.rs`).
+    pub(super) idle_worker: bool,
 }
 
 /// A named set of points with a fixed dimension and metric. `Send + Sync`; share it
@@ -91,6 +96,8 @@ pub struct Collection {
     /// The process that opened the handle; every call from another (a child that inherited
     /// the handle through `fork()`) is refused before it takes a lock or touches a file.
     pub(super) owner: Owner,
+    /// This handle, for the idle worker (which must not keep it alive).
+    pub(super) me: Weak<Collection>,
 }
 
 /// What a handle may do.
@@ -202,12 +209,25 @@ impl Collection {
                 merge_error: None,
                 merge_retry_after: None,
                 torn_tail: outcome.truncated,
+                last_write: std::time::Instant::now(),
+                idle_worker: false,
             }),
             sync: Arc::clone(&sync),
         };
         let c = Collection::assemble(name, dir, config, options, role, state);
         if let Durability::Batch(every) = options.durability {
             spawn_syncer(Arc::downgrade(&sync), every);
+        }
+        // Work left from the last session (an unsealed appendable segment, segments a quiet
+        // merge would combine) converges without waiting for a write.
+        let pending = {
+            let st = c.state.read();
+            st.appendable.rows() > 0 || st.sealed.len() > 1
+        };
+        if pending {
+            if let Ok(mut ws) = c.writer("open") {
+                c.start_idle_worker_locked(&mut ws);
+            }
         }
         Ok(c)
     }
@@ -222,7 +242,7 @@ impl Collection {
         state: State,
     ) -> Arc<Collection> {
         let spec = config.index.spec();
-        Arc::new(Collection {
+        Arc::new_cyclic(|me| Collection {
             name: name.to_owned(),
             dir: dir.to_path_buf(),
             config,
@@ -234,6 +254,7 @@ impl Collection {
             visited: VisitedPool::default(),
             owner: Owner::current(),
             spec,
+            me: me.clone(),
         })
     }
 

@@ -48,21 +48,34 @@ impl std::fmt::Debug for MergeJob {
 pub(super) const MERGE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Collection {
-    /// Start a background merge of the segments the compaction policy picks, if any and if
-    /// none is running.
-    pub(super) fn maybe_start_merge_locked(&self, ws: &mut WriteState) -> Result<()> {
-        if !self.options.compaction.background || ws.merge.is_some() || ws.poisoned.is_some() {
-            return Ok(());
-        }
-        let policy: &dyn MergePolicy = match &self.options.merge_policy {
+    /// The merge policy in force: the application's, or the compaction policy.
+    pub(super) fn merge_policy(&self) -> &dyn MergePolicy {
+        match &self.options.merge_policy {
             Some(p) => &**p,
             None => &self.options.compaction,
-        };
+        }
+    }
+
+    /// Start a background merge of the segments the merge policy picks, if any and if none
+    /// is running; when writes are `quiet`, the policy's quiet choice too (after the tiers
+    /// have nothing to merge). Whether a merge runs afterwards.
+    pub(super) fn maybe_start_merge_locked(
+        &self,
+        ws: &mut WriteState,
+        quiet: bool,
+    ) -> Result<bool> {
+        if ws.merge.is_some() {
+            return Ok(true);
+        }
+        if !self.options.compaction.background || ws.poisoned.is_some() {
+            return Ok(false);
+        }
+        let policy = self.merge_policy();
         if ws
             .merge_retry_after
             .is_some_and(|t| std::time::Instant::now() < t)
         {
-            return Ok(());
+            return Ok(false);
         }
         let inputs: Vec<MergeInput> = {
             let st = self.state.read();
@@ -71,8 +84,16 @@ impl Collection {
                 .iter()
                 .map(|s| SegmentSizes::new(s.id, s.reader.rows(), s.deleted.count_ones()))
                 .collect();
-            let Some(pick) = policy.pick(&sizes, self.options.seal_threshold_rows) else {
-                return Ok(());
+            let seal = self.options.seal_threshold_rows;
+            let picked = policy.pick(&sizes, seal).or_else(|| {
+                let max = self
+                    .options
+                    .compaction
+                    .resolved_max_segment_rows(self.config.dim, seal);
+                quiet.then(|| policy.pick_idle(&sizes, seal, max)).flatten()
+            });
+            let Some(pick) = picked else {
+                return Ok(false);
             };
             // Ids the state does not hold, or repeated, are ignored (see `MergePolicy`).
             let mut inputs: Vec<MergeInput> = st
@@ -84,7 +105,7 @@ impl Collection {
             // Nothing to do: no segment, or one segment with nothing to drop (rewriting it
             // would change nothing, and a policy that keeps asking would loop).
             if inputs.is_empty() || (inputs.len() == 1 && inputs[0].2.count_ones() == 0) {
-                return Ok(());
+                return Ok(false);
             }
             order_for_reuse(&mut inputs);
             inputs
@@ -108,7 +129,7 @@ impl Collection {
             inputs: job_inputs,
             stop,
         });
-        Ok(())
+        Ok(true)
     }
 
     /// Publish the background merge if it has finished (or, with `wait`, once it has): a

@@ -7,6 +7,7 @@ mod build;
 mod collection;
 mod db;
 mod follow;
+mod idle;
 mod merge;
 mod options;
 mod publish;

@@ -120,17 +120,44 @@ pub trait MergePolicy: Send + Sync + std::fmt::Debug {
     /// `seal_threshold_rows` is the collection's seal threshold (the size of a full
     /// segment).
     fn pick(&self, segments: &[SegmentSizes], seal_threshold_rows: usize) -> Option<Vec<u64>>;
+
+    /// The ids to merge once writes have gone quiet (no write for the compaction policy's
+    /// `quiet` period, or [`crate::Collection::wait_idle`]) and [`Self::pick`] has nothing
+    /// to do. `max_segment_rows` is the largest segment a merge should build (see
+    /// [`CompactionPolicy::max_segment_rows`]). The default merges nothing more.
+    fn pick_idle(
+        &self,
+        segments: &[SegmentSizes],
+        seal_threshold_rows: usize,
+        max_segment_rows: usize,
+    ) -> Option<Vec<u64>> {
+        let _ = (segments, seal_threshold_rows, max_segment_rows);
+        None
+    }
 }
 
-/// The size-tiered background compaction policy. Segments are grouped in tiers by live
-/// rows (tier `t` holds segments with `tier_ratio^t <= live < tier_ratio^(t+1)`); when a tier
-/// holds `min_segments`, up to `max_segments` of them are merged into one (which lands a
-/// tier up), as long as the result stays within `max_merged_rows` (by default twice the seal
-/// threshold: small segments left by frequent flushes are merged, full-size ones are left to
-/// [`crate::Collection::compact`]). A segment whose deleted
-/// fraction reaches `max_deleted_fraction` is rewritten without its deleted rows. One merge
-/// runs at a time per collection, on a background thread (its index build at background
-/// priority); searches and writes go on, and rows deleted meanwhile stay deleted.
+/// The background compaction policy: size tiers while writes arrive, convergence once they
+/// go quiet.
+///
+/// While writes arrive, segments are grouped in tiers by live rows (tier `t` holds segments
+/// with `tier_ratio^t <= live < tier_ratio^(t+1)`); when a tier holds `min_segments`, up to
+/// `max_segments` of them are merged into one (which lands a tier up), as long as the result
+/// stays within `max_merged_rows` (by default twice the seal threshold: small segments left
+/// by frequent flushes are merged, full-size ones wait, so a bulk load is not taxed by
+/// merges). A segment whose deleted fraction reaches `max_deleted_fraction` is rewritten
+/// without its deleted rows.
+///
+/// Once no write has arrived for `quiet` (or [`crate::Collection::wait_idle`] is called),
+/// the smallest segments are merged together up to `max_segment_rows` (reusing the largest
+/// input's HNSW graph), as long as the rows they add are at least `1/idle_ratio` of the
+/// largest input (which bounds how often a big segment is rewritten for a trickle of small
+/// ones); and an appendable segment left alone for `seal_idle_after` is sealed. A
+/// collection left alone after a bulk load thus ends with few segments, each at most
+/// `max_segment_rows`, without a call to [`crate::Collection::compact`].
+///
+/// One merge runs at a time per collection, on a background thread (its index build at
+/// background priority); searches and writes go on, and rows deleted meanwhile stay
+/// deleted.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct CompactionPolicy {
@@ -150,6 +177,20 @@ pub struct CompactionPolicy {
     /// cap of 2,000,000, background merges of full-size segments (400k and 600k rows) took
     /// the end-to-end ingest from 141.6 s to 384 s, while idle search p99 fell 3.6x.
     pub max_merged_rows: usize,
+    /// Largest segment that merges after writes go quiet build. Default 0: sized from
+    /// memory, an eighth of the machine's physical memory divided by `4·dim + 256` bytes
+    /// per row (the vectors plus the graph and row overhead a merge holds in memory), and
+    /// at least twice the seal threshold: 1.85M rows of 384 dimensions with 24 GiB.
+    pub max_segment_rows: usize,
+    /// No write for this long counts as quiet: merges toward `max_segment_rows` may start.
+    /// Writes arriving more often than this never start one. Default 2 s.
+    pub quiet: Duration,
+    /// An appendable segment without a write for this long is sealed in the background
+    /// (so its rows join the converged segments and the log is trimmed). Default 30 s.
+    pub seal_idle_after: Duration,
+    /// A quiet merge runs only when the rows it adds to its largest input are at least
+    /// `1/idle_ratio` of that input (at least 1). Default 16.
+    pub idle_ratio: f64,
 }
 
 impl Default for CompactionPolicy {
@@ -161,6 +202,10 @@ impl Default for CompactionPolicy {
             tier_ratio: 4.0,
             max_deleted_fraction: 0.3,
             max_merged_rows: 0,
+            max_segment_rows: 0,
+            quiet: Duration::from_secs(2),
+            seal_idle_after: Duration::from_secs(30),
+            idle_ratio: 16.0,
         }
     }
 }
@@ -216,6 +261,68 @@ impl CompactionPolicy {
     pub fn max_merged_rows(mut self, n: usize) -> Self {
         self.max_merged_rows = n;
         self
+    }
+
+    /// Largest segment a quiet merge builds (0: sized from memory).
+    #[must_use]
+    pub fn max_segment_rows(mut self, n: usize) -> Self {
+        self.max_segment_rows = n;
+        self
+    }
+
+    /// How long without a write counts as quiet.
+    #[must_use]
+    pub fn quiet(mut self, d: Duration) -> Self {
+        self.quiet = d;
+        self
+    }
+
+    /// How long an appendable segment may go without a write before it is sealed.
+    #[must_use]
+    pub fn seal_idle_after(mut self, d: Duration) -> Self {
+        self.seal_idle_after = d;
+        self
+    }
+
+    /// Least growth of a quiet merge's largest input, as `1/idle_ratio` of it.
+    #[must_use]
+    pub fn idle_ratio(mut self, r: f64) -> Self {
+        self.idle_ratio = r;
+        self
+    }
+
+    /// `max_segment_rows` resolved for a collection of dimension `dim` (see the field).
+    pub fn resolved_max_segment_rows(&self, dim: usize, seal_threshold_rows: usize) -> usize {
+        if self.max_segment_rows > 0 {
+            return self.max_segment_rows;
+        }
+        let floor = seal_threshold_rows.saturating_mul(2);
+        let per_row = (4 * dim + 256) as u64;
+        let rows = crate::storage::fsutil::physical_memory().map_or(0, |m| m / 8 / per_row);
+        usize::try_from(rows).unwrap_or(usize::MAX).max(floor)
+    }
+
+    /// The quiet choice (see the type's documentation): the smallest live segments whose
+    /// rows fit in `max_rows`, when there are at least two and they grow the largest of them
+    /// by at least `1/idle_ratio`.
+    fn pick_quiet(&self, segs: &[SegmentSizes], max_rows: usize) -> Option<Vec<u64>> {
+        let mut by_size: Vec<&SegmentSizes> = segs.iter().filter(|s| s.live() > 0).collect();
+        by_size.sort_by_key(|s| (s.live(), s.id));
+        let mut total = 0usize;
+        let mut group = Vec::new();
+        for s in by_size {
+            if total.saturating_add(s.live()) > max_rows {
+                break;
+            }
+            total += s.live();
+            group.push(s);
+        }
+        let largest = group.last()?.live();
+        let added = total - largest;
+        if group.len() < 2 || (added as f64) * self.idle_ratio < largest as f64 {
+            return None;
+        }
+        Some(group.iter().map(|s| s.id).collect())
     }
 
     /// The size-tiered choice (see the type's documentation) with `max_merged_rows` given.
@@ -286,6 +393,12 @@ impl CompactionPolicy {
                 format!("must be in (0, 1], got {}", self.max_deleted_fraction),
             );
         }
+        if !(self.idle_ratio.is_finite() && self.idle_ratio >= 1.0) {
+            return bad(
+                "idle_ratio",
+                format!("must be at least 1, got {}", self.idle_ratio),
+            );
+        }
         Ok(())
     }
 }
@@ -298,6 +411,15 @@ impl MergePolicy for CompactionPolicy {
             self.max_merged_rows
         };
         self.pick_tiered(segments, cap)
+    }
+
+    fn pick_idle(
+        &self,
+        segments: &[SegmentSizes],
+        _seal_threshold_rows: usize,
+        max_segment_rows: usize,
+    ) -> Option<Vec<u64>> {
+        self.pick_quiet(segments, max_segment_rows)
     }
 }
 

@@ -81,6 +81,9 @@ pub struct BackgroundStats {
     pub merges_done: u64,
     /// The last background merge failure, if any (its inputs stay as they were).
     pub last_error: Option<String>,
+    /// The idle worker runs: the collection has not converged since its last write (a
+    /// quiet period, a seal or a merge is still to come; see [`crate::CompactionPolicy`]).
+    pub converging: bool,
 }
 
 impl Collection {
@@ -132,6 +135,7 @@ impl Collection {
                     .unwrap_or_default(),
                 merges_done: ws.merges_done,
                 last_error: ws.merge_error.clone(),
+                converging: ws.idle_worker,
             },
             torn_tail: ws.torn_tail.clone(),
             read_only: false,

@@ -198,6 +198,7 @@ impl Collection {
         }
         ws.next_lsn += 1;
         self.group()?.note_written(lsn);
+        self.note_write_locked(ws);
         Ok(lsn)
     }
 
@@ -243,30 +244,7 @@ impl Collection {
             self.publish_locked(ws)?;
         }
         self.publish_merge_locked(ws, false)?;
-        self.maybe_start_merge_locked(ws)
-    }
-
-    /// Wait until no background seal or merge is running, publishing each result and
-    /// starting any merge the compaction policy calls for, until there is none left to do.
-    pub fn wait_idle(&self) -> Result<()> {
-        self.check_open()?;
-        let mut ws = match self.writer("wait_idle") {
-            Ok(ws) => ws,
-            // A read-only handle runs no background work: idle already.
-            Err(Error::ReadOnly { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        loop {
-            if let Some(first) = ws.poisoned.clone() {
-                return Err(Error::Poisoned { first });
-            }
-            self.publish_locked(&mut ws)?;
-            self.publish_merge_locked(&mut ws, true)?;
-            self.maybe_start_merge_locked(&mut ws)?;
-            if ws.merge.is_none() && ws.sealing.is_none() {
-                return Ok(());
-            }
-        }
+        self.maybe_start_merge_locked(ws, false).map(drop)
     }
 
     pub(super) fn wait_durable(&self, lsn: u64) -> Result<()> {

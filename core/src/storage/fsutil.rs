@@ -247,6 +247,25 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// The memory this process may use, in bytes: the machine's physical memory (`MemTotal` in
+/// `/proc/meminfo`), or the cgroup v2 limit (`/sys/fs/cgroup/memory.max`) when that is
+/// lower. `None` where neither can be read (not Linux).
+pub(crate) fn physical_memory() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    match (total, cgroup) {
+        (Some(t), Some(c)) => Some(t.min(c)),
+        (t, c) => t.or(c),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

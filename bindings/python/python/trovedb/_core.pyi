@@ -54,6 +54,9 @@ def open(
     compaction_min_segments: int = 4,
     compaction_max_deleted_fraction: float = 0.3,
     compaction_max_merged_rows: int = 0,
+    compaction_max_segment_rows: int = 0,
+    compaction_quiet_seconds: float = 2.0,
+    compaction_seal_idle_seconds: float = 30.0,
     read_only: bool = False,
     tune_allocator: bool = False,
 ) -> Database: ...
