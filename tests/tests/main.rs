@@ -3,6 +3,7 @@
 
 mod architecture_layering;
 mod background_compaction;
+mod batch_search;
 mod collection_basic;
 mod compaction;
 mod compressed_index;

@@ -6,7 +6,7 @@
 //!          [--metric l2|cosine|dot] [--query-set main|ood] [--queries N]
 //!          [--index flat|hnsw|ivf_pq|lsh] [--param key=value ...] [--search key=value ...]
 //!          [--sweep key=v1,v2,...]
-//!          [--k 10] [--threads T] [--out results.jsonl] [--plot PREFIX] [--workdir DIR]
+//!          [--k 10] [--threads T] [--out results.jsonl] [--plot PREFIX] [--workdir DIR] [--keep-db DIR]
 //!          [--cache DIR] [--seed S]
 //! annbench plot --in A.jsonl [--in B.jsonl ...] --out PREFIX [--title T]
 //! ```
@@ -44,6 +44,7 @@ struct Args {
     out: Option<PathBuf>,
     plot: Option<PathBuf>,
     workdir: PathBuf,
+    keep_db: Option<PathBuf>,
     cache: PathBuf,
     seed: u64,
     filter_selectivity: Option<String>,
@@ -71,6 +72,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         k: 10,
         threads: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         workdir: PathBuf::from("bench-out/work"),
+        keep_db: None,
         cache: PathBuf::from("bench-out/cache"),
         seed: 42,
         ..Args::default()
@@ -103,6 +105,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--out" => a.out = Some(val()?.into()),
             "--plot" => a.plot = Some(val()?.into()),
             "--workdir" => a.workdir = val()?.into(),
+            "--keep-db" => a.keep_db = Some(val()?.into()),
             "--cache" => a.cache = val()?.into(),
             "--seed" => a.seed = val()?.parse()?,
             "--filter-selectivity" => a.filter_selectivity = Some(val()?),
@@ -349,6 +352,13 @@ fn run(a: &Args) -> Result<()> {
     };
     std::fs::create_dir_all(&a.workdir)?;
     let work = tempfile::tempdir_in(&a.workdir)?;
+    // `--keep-db DIR`: build into DIR and keep it; a later run with the same DIR (and the
+    // same dataset, index and parameters: the caller's promise) opens it instead of building.
+    let db_dir = a
+        .keep_db
+        .clone()
+        .unwrap_or_else(|| work.path().to_path_buf());
+    let reuse = a.keep_db.is_some() && db_dir.join("collections").join("bench").exists();
     // One segment (the best case), or `--segments S` sealed segments of n/S rows each, left
     // unmerged (what a default ingest leaves before merging).
     let opts = match a.segments {
@@ -360,8 +370,13 @@ fn run(a: &Args) -> Result<()> {
             .durability(Durability::Off)
             .seal_threshold_rows(n + 1),
     };
-    let db = Database::open(work.path(), opts)?;
-    let coll = db.create_collection("bench", &config)?;
+    let db = Database::open(&db_dir, opts)?;
+    let coll = if reuse {
+        eprintln!("reusing the collection in {}", db_dir.display());
+        db.collection("bench")?
+    } else {
+        db.create_collection("bench", &config)?
+    };
     let cases = filter_cases(a, &ds)?;
     let payloads: Vec<Payload> = if cases.iter().any(|c| c.filter.is_some()) {
         (0..n)
@@ -379,7 +394,7 @@ fn run(a: &Args) -> Result<()> {
         _ => 10_000,
     };
     let ids: Vec<u64> = (0..n as u64).collect();
-    for s in (0..n).step_by(step) {
+    for s in (0..n).step_by(step).filter(|_| !reuse) {
         let e = (s + step).min(n);
         coll.upsert(
             &ids[s..e],
@@ -547,7 +562,7 @@ fn run(a: &Args) -> Result<()> {
             .context("dropping the page cache (needs root)")?;
     }
     let t = Instant::now();
-    let db = Database::open(work.path(), DbOptions::default())?;
+    let db = Database::open(&db_dir, DbOptions::default())?;
     let coll = db.collection("bench")?;
     let first = coll.search(ds.query(0), a.k, &SearchParams::default())?;
     let reopen_ms = t.elapsed().as_secs_f64() * 1e3;

@@ -1,6 +1,7 @@
 """Smoke and behaviour tests of the Python API against NumPy brute force."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -488,3 +489,47 @@ def test_background_compaction_policy_and_stats(tmp_path):
         trovedb.open(tmp_path / "bad", compaction_min_segments=1)
     with pytest.raises(ValueError, match="max_deleted_fraction"):
         trovedb.open(tmp_path / "bad", compaction_max_deleted_fraction=0.0)
+
+
+def test_a_bulk_load_converges_on_wait_idle_and_when_left_alone(tmp_path, minilm):
+    base, queries = minilm
+    n = len(base)
+    # wait_idle() is "loading is done": ten full segments and a partial appendable one become
+    # one HNSW segment, and searches match the exact answer as well as before.
+    with trovedb.open(tmp_path / "a", seal_threshold_rows=n // 10) as db:
+        c = db.create_collection("c", dim=384, metric="cosine", index="hnsw")
+        for i in range(0, n, 100):
+            c.upsert(np.arange(i, min(i + 100, n)), base[i : i + 100])
+        before = c.stats()
+        assert len(before["segments"]) >= 9 and before["background"]["converging"]
+        c.wait_idle()
+        st = c.stats()
+        assert [s["rows"] for s in st["segments"]] == [n] and st["appendable_rows"] == 0
+        assert st["background"]["merges_done"] >= 1
+        hits = 0
+        for q in queries:
+            hits += len(set(c.search(q, k=10, ef=64)[0].tolist()) & set(brute_force(base, q, 10, "cosine").tolist()))
+        assert hits / (10 * len(queries)) >= 0.95
+    # Left alone (a short quiet period), the same load converges without any call.
+    with trovedb.open(
+        tmp_path / "b",
+        seal_threshold_rows=n // 10,
+        compaction_quiet_seconds=0.2,
+        compaction_seal_idle_seconds=0.4,
+    ) as db:
+        c = db.create_collection("c", dim=384, metric="cosine", index="flat")
+        for i in range(0, n, 100):
+            c.upsert(np.arange(i, min(i + 100, n)), base[i : i + 100])
+        deadline = time.monotonic() + 60
+        while c.stats()["background"]["converging"]:
+            assert time.monotonic() < deadline, c.stats()
+            time.sleep(0.05)
+        st = c.stats()
+        assert sum(s["rows"] for s in st["segments"]) == n and len(st["segments"]) <= 2, st
+        got, _ = c.search(queries[0], k=10)
+        np.testing.assert_array_equal(got, brute_force(base, queries[0], 10, "cosine"))
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="compaction_quiet_seconds"):
+            trovedb.open(tmp_path / "bad", compaction_quiet_seconds=bad)
+    with pytest.raises(ValueError, match="compaction_max_segment_rows"):
+        trovedb.open(tmp_path / "bad", compaction_max_segment_rows=-5)

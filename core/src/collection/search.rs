@@ -12,6 +12,12 @@ use crate::index::GivenKnobs;
 use crate::interrupt;
 use crate::types::{IndexConfig, SearchParams};
 
+/// Queries per thread from which an exact batch search uses matrix products.
+const GEMM_MIN_QUERIES: usize = 16;
+/// Most queries per matrix-product chunk (their products with a block of rows stay in
+/// cache).
+const GEMM_MAX_QUERIES: usize = 256;
+
 impl Collection {
     /// The point with this id, if it exists.
     pub fn get(&self, id: u64) -> Result<Option<Point>> {
@@ -65,6 +71,7 @@ impl Collection {
             nprobe: given.nprobe.unwrap_or(1),
             refine: given.refine.unwrap_or(1),
             probes: given.probes.unwrap_or(1),
+            scan_row_cost: 1.0,
         };
         spec.knobs(&given, &mut knobs);
         Ok(knobs)
@@ -257,11 +264,17 @@ impl Collection {
         let st = self.state.read();
         let stop = interrupt::current();
         let found: Vec<Vec<(u64, f32)>> = crate::background::search(|| {
-            let block = crate::index::flat::QUERY_BLOCK;
-            // Enough blocks to keep every thread busy, never more than `block` per block.
-            let per = nq
-                .div_ceil(rayon::current_num_threads().max(1))
-                .clamp(1, block);
+            let threads = rayon::current_num_threads().max(1);
+            // Enough chunks to keep every thread busy. From GEMM_MIN_QUERIES queries per
+            // thread on, matrix products (at most GEMM_MAX_QUERIES queries each); below,
+            // blocks of QUERY_BLOCK queries per pass.
+            let gemm = nq >= GEMM_MIN_QUERIES * threads;
+            let per = if gemm {
+                nq.div_ceil(threads).clamp(1, GEMM_MAX_QUERIES)
+            } else {
+                nq.div_ceil(threads)
+                    .clamp(1, crate::index::flat::QUERY_BLOCK)
+            };
             prepared
                 .par_chunks(per * dim)
                 .map(|chunk| {
@@ -269,6 +282,9 @@ impl Collection {
                         return Err(Error::Interrupted {
                             operation: "search",
                         });
+                    }
+                    if gemm {
+                        return Ok(st.search_flat_gemm(chunk, k));
                     }
                     let qs: Vec<&[f32]> = chunk.chunks_exact(dim).collect();
                     Ok(st.search_flat_block(&qs, k))

@@ -14,7 +14,7 @@ use crate::filter::expr::Filter;
 use crate::filter::payload_index::{IndexedFields, PayloadIndex};
 use crate::filter::value::Payload;
 use crate::index::hnsw::graph::Graph;
-use crate::index::hnsw::kind::{graph_prefers_scan, search_graph};
+use crate::index::hnsw::kind::{graph_prefers_scan, search_graph, OUT_OF_CACHE_ROW_COST};
 use crate::index::hnsw::visited::VisitedPool;
 use crate::index::hnsw::HnswParams;
 use crate::index::registry::IndexView;
@@ -471,6 +471,7 @@ impl State {
             metric: self.config.metric,
             dim: self.config.dim,
             m0: hnsw_params(&self.config).map_or(32, |p| p.m0()),
+            llc_bytes: crate::storage::fsutil::last_level_cache_bytes(),
         }
     }
 
@@ -508,6 +509,9 @@ impl State {
     }
 }
 
+/// How many passing rows ahead a filtered scan prefetches (see `Ctx::search_segment`).
+const SCAN_PREFETCH_AHEAD: usize = 8;
+
 /// What searching needs besides the segments (copied out of the state).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ctx {
@@ -516,6 +520,8 @@ pub(crate) struct Ctx {
     dim: usize,
     /// Layer-0 degree of the collection's HNSW graphs (for the scan-or-graph bound).
     m0: usize,
+    /// Size of the last-level cache (for the scan-or-graph bound).
+    llc_bytes: usize,
 }
 
 /// Search sealed segments (a snapshot; no lock needed) into `top`.
@@ -575,15 +581,35 @@ impl Ctx {
             if passing == 0 {
                 return;
             }
+            // Scanning rows from memory costs more than scanning cached ones.
+            let resident = seg.vectors.len() * 4 <= self.llc_bytes;
+            let knobs = &Knobs {
+                scan_row_cost: if resident { 1.0 } else { OUT_OF_CACHE_ROW_COST },
+                ..*knobs
+            };
             let scan = rows <= FLAT_SCAN_MAX_ROWS
                 || match seg.index {
                     Ann::None => true,
                     Ann::Sealed(view) => view.prefer_scan(passing, rows, knobs),
-                    Ann::Live(_) => graph_prefers_scan(self.m0, passing, rows, knobs.ef),
+                    Ann::Live(_) => {
+                        graph_prefers_scan(self.m0, passing, rows, knobs.ef, knobs.scan_row_cost)
+                    }
                 };
             if scan {
                 let mut thr = top.threshold();
+                // PERF: passing rows are scattered, so the hardware prefetcher cannot guess
+                // the next one; asking for the row SCAN_PREFETCH_AHEAD passing rows ahead
+                // overlaps its memory latency with the distances in between.
+                let dim = self.dim;
+                let fetch = |r: usize| {
+                    crate::distance::prefetch(&rows_view.vectors[r * dim..(r + 1) * dim]);
+                };
+                let mut ahead = allowed.iter_ones();
+                ahead.by_ref().take(SCAN_PREFETCH_AHEAD).for_each(fetch);
                 for r in allowed.iter_ones() {
+                    if let Some(n) = ahead.next() {
+                        fetch(n);
+                    }
                     let d = rows_view.distance(query, r);
                     if d <= thr {
                         top.push(d, seg.id(r));
@@ -690,6 +716,38 @@ impl State {
                 |r| ids[r],
                 &mut tops,
             );
+        }
+        tops.into_iter().map(TopK::into_sorted).collect()
+    }
+
+    /// Exact top-k of every query in `queries` (row-major, prepared) by matrix products
+    /// over each segment, re-ranked exactly ([`flat::GemmBatch`]); the few queries the
+    /// ranking cannot vouch for are scanned one by one.
+    pub(crate) fn search_flat_gemm(&self, queries: &[f32], k: usize) -> Vec<Vec<(u64, f32)>> {
+        let (kernels, metric, dim) = (self.kernels, self.config.metric, self.config.dim);
+        let nq = queries.len() / dim.max(1);
+        let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
+        let mut batch = flat::GemmBatch::new(kernels, metric, dim, queries, k);
+        for (_, s) in self.segments() {
+            let (dead, ids) = (s.dead(), s.ids());
+            batch.scan(s.vectors(), |r| !dead.get(r), |r| ids[r], &mut tops);
+        }
+        for i in batch.unsure(&tops) {
+            let mut top = TopK::new(k);
+            for (_, s) in self.segments() {
+                let (dead, ids) = (s.dead(), s.ids());
+                flat::scan(
+                    kernels,
+                    metric,
+                    dim,
+                    s.vectors(),
+                    &queries[i * dim..(i + 1) * dim],
+                    |r| !dead.get(r),
+                    |r| ids[r],
+                    &mut top,
+                );
+            }
+            tops[i] = top;
         }
         tops.into_iter().map(TopK::into_sorted).collect()
     }

@@ -10,6 +10,7 @@
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+pub(crate) mod gemm;
 mod metric;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]

@@ -35,6 +35,10 @@ pub(crate) struct Knobs {
     pub nprobe: usize,
     pub refine: usize,
     pub probes: usize,
+    /// What scanning one row exactly costs, relative to one distance of an index search:
+    /// 1 when the segment's vectors fit in the last-level cache, more when every scanned row
+    /// comes from memory (set per segment by the planner; see `graph_prefers_scan`).
+    pub scan_row_cost: f64,
 }
 
 /// The knobs a query gave (`None`: the collection's default).

@@ -42,6 +42,11 @@ impl TopK {
         }
     }
 
+    /// Candidates held (at most k).
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
     /// Distance a candidate must beat (or tie with a smaller id) to enter.
     #[inline]
     pub(crate) fn threshold(&self) -> f32 {

@@ -266,6 +266,33 @@ pub(crate) fn physical_memory() -> Option<u64> {
     }
 }
 
+/// Size of the CPU's last-level cache in bytes, read once from sysfs (Linux:
+/// `/sys/devices/system/cpu/cpu0/cache/index*/size` of the highest level); 32 MiB where it
+/// cannot be read.
+pub(crate) fn last_level_cache_bytes() -> usize {
+    static LLC: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LLC.get_or_init(|| {
+        let dir = Path::new("/sys/devices/system/cpu/cpu0/cache");
+        let read = |p: PathBuf| std::fs::read_to_string(p).ok();
+        (0..8)
+            .filter_map(|i| {
+                let d = dir.join(format!("index{i}"));
+                let level: u32 = read(d.join("level"))?.trim().parse().ok()?;
+                let size = read(d.join("size"))?;
+                let size = size.trim();
+                let (num, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit())?);
+                let scale = match unit {
+                    "K" => 1 << 10,
+                    "M" => 1 << 20,
+                    _ => return None,
+                };
+                Some((level, num.parse::<usize>().ok()? * scale))
+            })
+            .max_by_key(|&(level, size)| (level, size))
+            .map_or(32 << 20, |(_, size)| size)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

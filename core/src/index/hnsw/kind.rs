@@ -66,15 +66,29 @@ fn scan_bound_scale() -> f64 {
 }
 
 /// Whether scanning `passing` rows exactly is cheaper than a filtered graph search of a
-/// segment of `rows` with layer-0 degree `m0`: a scan costs `passing` distances; a graph
-/// search about `ef * m0 / s` with pass rate `s = passing / rows`. Equal when
-/// `passing = sqrt(ef * m0 * rows)`.
-// Measured on text-minilm-dev (20k, ef 64): scaling this bound by 0.25 or 0.5 sent 10-30%
-// filters to the graph and cut their QPS 3-13x; by 2 or 4 it scanned 50-100% filters and cut
-// QPS 1.7-9x. 1 was best at every selectivity tried.
-pub(crate) fn graph_prefers_scan(m0: usize, passing: usize, rows: usize, ef: usize) -> bool {
-    (passing as f64) <= scan_bound_scale() * ((ef * m0) as f64 * rows as f64).sqrt()
+/// segment of `rows` with layer-0 degree `m0`: a scan costs `passing` rows at `row_cost`
+/// each; a graph search about `ef * m0 / s` distances with pass rate `s = passing / rows`.
+/// Equal when `passing = sqrt(ef * m0 * rows / row_cost)`.
+// Measured on text-minilm-dev (20k x 384, 30 MiB: cache-resident on a 32 MiB L3, ef 64):
+// scaling this bound by 0.25 or 0.5 sent 10-30% filters to the graph and cut their QPS
+// 3-13x; by 2 or 4 it scanned 50-100% filters and cut QPS 1.7-9x; 1 was best at every
+// selectivity tried. Out of cache it is not (1M x 128, 512 MiB): a 5% filter at ef 96 was
+// scanned at 156 QPS (50k rows from memory, 128 ns each) where the graph answers at ~900;
+// there the planner uses `row_cost` = OUT_OF_CACHE_ROW_COST (README "Filtered search").
+pub(crate) fn graph_prefers_scan(
+    m0: usize,
+    passing: usize,
+    rows: usize,
+    ef: usize,
+    row_cost: f64,
+) -> bool {
+    let bound = ((ef * m0) as f64 * rows as f64 / row_cost.max(f64::MIN_POSITIVE)).sqrt();
+    (passing as f64) <= scan_bound_scale() * bound
 }
+
+/// `scan_row_cost` of a segment whose vectors do not fit in the last-level cache: scanning
+/// a row costs as much as four graph distances (the bound is halved). Measured on 1M x 128.
+pub(crate) const OUT_OF_CACHE_ROW_COST: f64 = 4.0;
 
 /// Beam search of any graph (a sealed view or the appendable segment's live graph).
 pub(crate) fn search_graph<G: Graph + ?Sized, A: Fn(usize) -> bool, P: FnMut(u32, f32)>(
@@ -219,7 +233,7 @@ impl VectorIndex for Hnsw {
     }
 
     fn prefer_scan(g: &GraphView<'_>, passing: usize, rows: usize, knobs: &Knobs) -> bool {
-        graph_prefers_scan(g.m0, passing, rows, knobs.ef)
+        graph_prefers_scan(g.m0, passing, rows, knobs.ef, knobs.scan_row_cost)
     }
 
     fn search<A: Fn(usize) -> bool, P: FnMut(u32, f32)>(

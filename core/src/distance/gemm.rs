@@ -1,0 +1,76 @@
+//! Dot products of a block of queries with a block of rows as one matrix product (the
+//! `matrixmultiply` crate's packed, register-tiled `sgemm`, which picks AVX2/FMA or AVX-512
+//! kernels at runtime). Batch exact search ranks candidates with it; what it returns is
+//! rounded differently from the one-pair kernels, so callers re-rank with those (see
+//! [`crate::index::flat::scan_gemm`]).
+
+/// `out[i * nr + j] = q_i · r_j` for the `nq` queries in `queries` and the `nr` rows in
+/// `rows` (both row-major, `dim` wide); `out` holds at least `nq * nr` values.
+pub(crate) fn dots(queries: &[f32], rows: &[f32], dim: usize, out: &mut [f32]) {
+    if dim == 0 {
+        return;
+    }
+    let (nq, nr) = (queries.len() / dim, rows.len() / dim);
+    assert!(
+        out.len() >= nq * nr && queries.len() == nq * dim && rows.len() == nr * dim,
+        "gemm: {nq} x {nr} products need {} output values, got {}",
+        nq * nr,
+        out.len()
+    );
+    if nq == 0 || nr == 0 {
+        return;
+    }
+    let to_isize = |v: usize| isize::try_from(v).unwrap_or(isize::MAX);
+    // SAFETY: A = queries is nq x dim with row stride dim and column stride 1; B = rowsᵀ is
+    // dim x nr, read from `rows` (nr x dim) with row stride 1 and column stride dim; C = out
+    // is nq x nr with row stride nr. The assertion above keeps every index of all three
+    // inside its slice (the largest A index is (nq-1)*dim + dim-1 < queries.len(), the
+    // largest B index (nr-1)*dim + dim-1 < rows.len(), the largest C index nq*nr-1 <
+    // out.len()); `out` is a unique borrow, so C aliases neither input; beta = 0 means C is
+    // only written.
+    unsafe {
+        matrixmultiply::sgemm(
+            nq,
+            dim,
+            nr,
+            1.0,
+            queries.as_ptr(),
+            to_isize(dim),
+            1,
+            rows.as_ptr(),
+            1,
+            to_isize(dim),
+            0.0,
+            out.as_mut_ptr(),
+            to_isize(nr),
+            1,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dots_match_a_direct_computation() {
+        let dim = 37;
+        let (nq, nr) = (5, 11);
+        let q: Vec<f32> = (0..nq * dim)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 3.0)
+            .collect();
+        let r: Vec<f32> = (0..nr * dim)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 2.0)
+            .collect();
+        let mut out = vec![0.0; nq * nr];
+        dots(&q, &r, dim, &mut out);
+        for i in 0..nq {
+            for j in 0..nr {
+                let want: f64 = (0..dim)
+                    .map(|t| f64::from(q[i * dim + t]) * f64::from(r[j * dim + t]))
+                    .sum();
+                assert!((f64::from(out[i * nr + j]) - want).abs() < 1e-3, "{i} {j}");
+            }
+        }
+    }
+}
