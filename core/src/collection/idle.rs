@@ -79,14 +79,7 @@ impl Collection {
         if let Some(first) = ws.poisoned.clone() {
             return Err(Error::Poisoned { first });
         }
-        if ws
-            .sealing
-            .as_ref()
-            .is_some_and(std::thread::JoinHandle::is_finished)
-        {
-            self.publish_locked(ws)?;
-        }
-        self.publish_merge_locked(ws, false)?;
+        self.publish_finished_locked(ws)?;
         let policy = &self.options.compaction;
         let quiet_for = ws.last_write.elapsed();
         let mut next = ws.sealing.is_some().then_some(POLL);

@@ -236,6 +236,13 @@ impl Collection {
         if ws.poisoned.is_some() {
             return Ok(());
         }
+        self.publish_finished_locked(ws)?;
+        self.maybe_start_merge_locked(ws, false).map(drop)
+    }
+
+    /// Publish the background seal and the background merge if they have finished. Never
+    /// waits.
+    pub(super) fn publish_finished_locked(&self, ws: &mut WriteState) -> Result<()> {
         if ws
             .sealing
             .as_ref()
@@ -243,8 +250,7 @@ impl Collection {
         {
             self.publish_locked(ws)?;
         }
-        self.publish_merge_locked(ws, false)?;
-        self.maybe_start_merge_locked(ws, false).map(drop)
+        self.publish_merge_locked(ws, false)
     }
 
     pub(super) fn wait_durable(&self, lsn: u64) -> Result<()> {
