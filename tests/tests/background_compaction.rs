@@ -500,15 +500,16 @@ fn a_bulk_load_left_alone_converges_without_any_call() {
 #[test]
 fn writes_more_often_than_the_quiet_period_start_no_quiet_merge() {
     let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path(), quiet_policy(Duration::from_millis(400)));
+    let db = open(dir.path(), quiet_policy(Duration::from_secs(5)));
     let c = db
         .create_collection("c", &CollectionConfig::new(DIM, Metric::L2))
         .unwrap();
     let (mut model, mut rng) = (Model::new(), Rng::new(32));
-    // A trickle: 20 rows every 50 ms for 1.5 s (well inside the quiet period each time).
-    let start = Instant::now();
+    // A trickle: 40 writes of 20 rows, 50 ms apart (far inside the 5 s quiet period even when
+    // parallel tests load the machine;
+    // counted, not timed, so a slow machine still writes all 800 rows: eight seals).
     let mut next = 0u64;
-    while start.elapsed() < Duration::from_millis(1500) {
+    for _ in 0..40 {
         let ids: Vec<u64> = (next..next + 20).collect();
         put(&c, &mut model, &mut rng, &ids);
         next += 20;

@@ -85,12 +85,16 @@ impl Collection {
                 .map(|s| SegmentSizes::new(s.id, s.reader.rows(), s.deleted.count_ones()))
                 .collect();
             let seal = self.options.seal_threshold_rows;
+            // The memory-sized limit is resolved only for a quiet pick, never on a writer's
+            // housekeeping.
             let picked = policy.pick(&sizes, seal).or_else(|| {
-                let max = self
-                    .options
-                    .compaction
-                    .resolved_max_segment_rows(self.config.dim, seal);
-                quiet.then(|| policy.pick_idle(&sizes, seal, max)).flatten()
+                quiet
+                    .then(|| {
+                        let compaction = &self.options.compaction;
+                        let max = compaction.resolved_max_segment_rows(self.config.dim, seal);
+                        policy.pick_idle(&sizes, seal, max)
+                    })
+                    .flatten()
             });
             let Some(pick) = picked else {
                 return Ok(false);

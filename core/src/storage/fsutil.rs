@@ -249,8 +249,13 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 
 /// The memory this process may use, in bytes: the machine's physical memory (`MemTotal` in
 /// `/proc/meminfo`), or the cgroup v2 limit (`/sys/fs/cgroup/memory.max`) when that is
-/// lower. `None` where neither can be read (not Linux).
+/// lower. `None` where neither can be read (not Linux). Read once per process.
 pub(crate) fn physical_memory() -> Option<u64> {
+    static MEMORY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(read_physical_memory)
+}
+
+fn read_physical_memory() -> Option<u64> {
     let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("MemTotal:"))
