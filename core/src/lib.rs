@@ -38,6 +38,7 @@ mod storage;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
+pub mod text;
 mod types;
 
 pub use collection::{
@@ -50,6 +51,7 @@ pub use filter::expr::Filter;
 pub use filter::value::{payload_from_json, payload_to_json, Payload, Value};
 pub use interrupt::interruptible;
 pub use types::{
-    CollectionConfig, IndexConfig, Metric, SearchParams, HNSW_DEFAULT_SEED, IVF_DEFAULT_NPROBE,
-    IVF_DEFAULT_REFINE, LSH_DEFAULT_PROBES, LSH_DEFAULT_REFINE, LSH_DEFAULT_TABLES, MAX_DIM,
+    CollectionConfig, Fusion, IndexConfig, Metric, SearchParams, TextConfig, HNSW_DEFAULT_SEED,
+    IVF_DEFAULT_NPROBE, IVF_DEFAULT_REFINE, LSH_DEFAULT_PROBES, LSH_DEFAULT_REFINE,
+    LSH_DEFAULT_TABLES, MAX_DIM, MAX_TEXT_FIELDS,
 };

@@ -10,6 +10,7 @@ use crate::index::ivfpq::IvfPqParams;
 use crate::index::lsh::kind::LshSpec;
 use crate::index::lsh::LshParams;
 use crate::index::registry::IndexSpec;
+use crate::text::AnalyzerConfig;
 
 /// Parsing of metric names with the crate's error type (the enum itself lives in
 /// `distance`, which depends on nothing).
@@ -313,6 +314,101 @@ pub struct CollectionConfig {
     /// every field. Filters on other fields still work: they are evaluated by reading the
     /// payloads of the segment (slower, no extra memory).
     pub indexed_fields: Option<Vec<String>>,
+    /// Payload string fields that also feed a BM25 full-text index (`None`: no text index).
+    pub text: Option<TextConfig>,
+}
+
+/// Full-text search over payload string fields: which fields, how their text is analysed,
+/// and the BM25 parameters. Fixed at creation like the rest of the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextConfig {
+    /// The payload fields indexed (each a string where present; 1 to 16 of them).
+    pub fields: Vec<String>,
+    /// Segmentation, folding, stop words and stemming (see [`crate::text`]).
+    pub analyzer: AnalyzerConfig,
+    /// BM25 term-frequency saturation. Default 1.2.
+    pub k1: f32,
+    /// BM25 length normalisation (0: none, 1: full). Default 0.75.
+    pub b: f32,
+}
+
+/// Most text fields a collection indexes.
+pub const MAX_TEXT_FIELDS: usize = 16;
+
+impl TextConfig {
+    /// Index `fields` with the default analyzer (English) and BM25 parameters.
+    pub fn new<S: Into<String>>(fields: impl IntoIterator<Item = S>) -> Self {
+        TextConfig {
+            fields: fields.into_iter().map(Into::into).collect(),
+            analyzer: AnalyzerConfig::default(),
+            k1: 1.2,
+            b: 0.75,
+        }
+    }
+
+    /// Check the config is usable.
+    pub fn validate(&self) -> Result<()> {
+        if self.fields.is_empty() || self.fields.len() > MAX_TEXT_FIELDS {
+            return Err(Error::invalid(
+                "text_fields",
+                format!(
+                    "name 1 to {MAX_TEXT_FIELDS} fields, got {}",
+                    self.fields.len()
+                ),
+            ));
+        }
+        for (i, f) in self.fields.iter().enumerate() {
+            if f.is_empty() || f.len() > crate::filter::value::MAX_KEY_BYTES {
+                return Err(Error::invalid(
+                    "text_fields",
+                    format!(
+                        "field names must be 1..={} bytes, got `{f}`",
+                        crate::filter::value::MAX_KEY_BYTES
+                    ),
+                ));
+            }
+            if self.fields[..i].contains(f) {
+                return Err(Error::invalid(
+                    "text_fields",
+                    format!("field `{f}` is named twice"),
+                ));
+            }
+        }
+        if !crate::text::is_language(&self.analyzer.language) {
+            return Err(Error::invalid(
+                "language",
+                format!(
+                    "unknown language `{}`; expected one of {}",
+                    self.analyzer.language,
+                    crate::text::language_names().join(", ")
+                ),
+            ));
+        }
+        if !(self.k1.is_finite() && (0.0..=10.0).contains(&self.k1)) {
+            return Err(Error::invalid(
+                "k1",
+                format!("must be in 0..=10, got {}", self.k1),
+            ));
+        }
+        if !(self.b.is_finite() && (0.0..=1.0).contains(&self.b)) {
+            return Err(Error::invalid(
+                "b",
+                format!("must be in 0..=1, got {}", self.b),
+            ));
+        }
+        if let crate::text::StopWords::List(words) = &self.analyzer.stopwords {
+            if let Some(w) = words.iter().find(|w| w.len() > crate::text::MAX_TERM_BYTES) {
+                return Err(Error::invalid(
+                    "stopwords",
+                    format!(
+                        "stop words are at most {} bytes, got `{w}`",
+                        crate::text::MAX_TERM_BYTES
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Largest supported dimension. Bounds allocations made from on-disk headers.
@@ -326,6 +422,7 @@ impl CollectionConfig {
             metric,
             index: IndexConfig::Flat,
             indexed_fields: None,
+            text: None,
         }
     }
 
@@ -351,10 +448,57 @@ impl CollectionConfig {
                 ));
             }
         }
+        if let Some(t) = &self.text {
+            t.validate()?;
+        }
         self.index
             .spec()
             .validate(self.dim)
             .map_err(|(name, reason)| Error::invalid(name, reason))
+    }
+}
+
+/// How a hybrid search combines its vector and keyword rankings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Fusion {
+    /// Reciprocal rank fusion: a point scores `sum 1 / (k + rank)` over the rankings that
+    /// hold it (rank 1 is the best). Default, with `k = 60`.
+    Rrf {
+        /// The rank offset (larger: flatter).
+        k: f32,
+    },
+    /// Score blend: each ranking's scores are min-max normalised over its candidates (the
+    /// best 1, the worst 0; vector scores are minus distances), a point missing from a
+    /// ranking gets 0 there, and the fused score is `alpha * vector + (1 - alpha) * keyword`.
+    Weighted {
+        /// Weight of the vector ranking, in `0..=1`.
+        alpha: f32,
+    },
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion::Rrf { k: 60.0 }
+    }
+}
+
+impl Fusion {
+    /// Check the parameters.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            Fusion::Rrf { k } if !(k.is_finite() && k >= 0.0) => Err(Error::invalid(
+                "rrf_k",
+                format!("must be a finite number >= 0, got {k}"),
+            )),
+            Fusion::Weighted { alpha } if !(alpha.is_finite() && (0.0..=1.0).contains(&alpha)) => {
+                Err(Error::invalid(
+                    "alpha",
+                    format!("must be in 0..=1, got {alpha}"),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -379,6 +523,11 @@ pub struct SearchParams {
     /// lower latency; the results are the same as searching them one after another.
     /// Batch searches are parallel across queries already and ignore it. Default false.
     pub parallel_segments: bool,
+    /// Hybrid search: candidates each branch fetches before fusion (default
+    /// `max(k, 50)`; at least `k` is used).
+    pub hybrid_candidates: Option<usize>,
+    /// Hybrid search: how the two rankings are combined (default RRF, k = 60).
+    pub fusion: Fusion,
 }
 
 impl SearchParams {
@@ -421,6 +570,20 @@ impl SearchParams {
     #[must_use]
     pub fn with_parallel_segments(mut self, yes: bool) -> Self {
         self.parallel_segments = yes;
+        self
+    }
+
+    /// Set the candidates each branch of a hybrid search fetches.
+    #[must_use]
+    pub fn with_hybrid_candidates(mut self, n: usize) -> Self {
+        self.hybrid_candidates = Some(n);
+        self
+    }
+
+    /// Set how a hybrid search fuses its two rankings.
+    #[must_use]
+    pub fn with_fusion(mut self, fusion: Fusion) -> Self {
+        self.fusion = fusion;
         self
     }
 

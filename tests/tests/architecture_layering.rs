@@ -15,11 +15,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("interrupt", &["error"]),
     ("background", &[]),
     ("filter", &["error"]),
+    ("text", &[]),
     ("index", &["distance"]),
-    ("types", &["distance", "error", "filter", "index"]),
+    ("types", &["distance", "error", "filter", "index", "text"]),
     (
         "storage",
-        &["distance", "error", "filter", "index", "process", "types"],
+        &[
+            "distance", "error", "filter", "index", "process", "text", "types",
+        ],
     ),
     (
         "collection",
@@ -32,6 +35,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "interrupt",
             "process",
             "storage",
+            "text",
             "types",
         ],
     ),

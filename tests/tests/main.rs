@@ -23,4 +23,5 @@ mod read_only;
 mod real_data;
 mod repair;
 mod stress;
+mod text_search;
 mod wal_recovery;

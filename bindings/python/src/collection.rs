@@ -355,6 +355,7 @@ impl PyCollection {
             sd.set_item("index", &seg.index)?;
             sd.set_item("index_bytes", seg.index_bytes)?;
             sd.set_item("index_detail", &seg.index_detail)?;
+            sd.set_item("text_bytes", seg.text_bytes)?;
             segs.append(sd)?;
         }
         d.set_item("segments", segs)?;

@@ -9,7 +9,10 @@ use crate::filter::payload_index::{IndexedFields, PayloadIndex};
 use crate::filter::value::Payload;
 use crate::index::hnsw::build::{GraphBuilder, VectorSet};
 use crate::index::hnsw::HnswParams;
+use crate::index::text::MemText;
 use crate::types::Metric;
+
+use super::text::TextIndexing;
 
 #[derive(Debug)]
 pub(crate) struct AppendableSegment {
@@ -24,11 +27,25 @@ pub(crate) struct AppendableSegment {
     /// Rows by payload value, kept current as rows are appended.
     pub(crate) payload_index: PayloadIndex,
     filter_cache: FilterCache,
+    /// The text index of each text field (in the config's order), kept current as rows
+    /// are appended.
+    pub(crate) text: Vec<MemText>,
+    text_indexing: Option<std::sync::Arc<TextIndexing>>,
 }
 
 impl AppendableSegment {
-    pub(crate) fn new(dim: usize, hnsw: Option<HnswParams>, only: IndexedFields) -> Self {
+    pub(crate) fn new(
+        dim: usize,
+        hnsw: Option<HnswParams>,
+        only: IndexedFields,
+        text: Option<std::sync::Arc<TextIndexing>>,
+    ) -> Self {
         AppendableSegment {
+            text: text
+                .as_ref()
+                .map(|t| vec![MemText::default(); t.fields.len()])
+                .unwrap_or_default(),
+            text_indexing: text,
             graph: hnsw.map(GraphBuilder::new),
             payload_index: PayloadIndex::new(only),
             filter_cache: FilterCache::default(),
@@ -64,8 +81,11 @@ impl AppendableSegment {
         self.ids.push(id);
         self.payloads.push(payload);
         self.deleted.grow(row + 1);
-        self.payload_index
-            .add(self.payloads.last().unwrap_or(&Payload::new()));
+        let payload = &self.payloads[row];
+        self.payload_index.add(payload);
+        if let Some(t) = &self.text_indexing {
+            t.add_row(&mut self.text, payload);
+        }
         self.by_id.insert(id, row);
     }
 

@@ -66,6 +66,16 @@ pub(super) fn write_sealed(
     for p in payloads {
         index.add(p);
     }
+    let text = match &config.text {
+        Some(t) => super::text::TextIndexing::new(t).build(payloads),
+        None => Vec::new(),
+    };
+    let text_fields: Vec<(&str, &crate::index::text::MemText)> = config
+        .text
+        .iter()
+        .flat_map(|t| t.fields.iter().map(String::as_str))
+        .zip(text.iter())
+        .collect();
     let name = segment::file_name(id);
     write_segment(
         dir,
@@ -79,6 +89,7 @@ pub(super) fn write_sealed(
             payloads,
             index: built,
             payload_index: Some(&index),
+            text: &text_fields,
         },
     )?;
     let reader = SegmentReader::open(&dir.join(&name), config.dim, config.metric)?;

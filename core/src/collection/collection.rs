@@ -98,6 +98,8 @@ pub struct Collection {
     pub(super) owner: Owner,
     /// This handle, for the idle worker (which must not keep it alive).
     pub(super) me: Weak<Collection>,
+    /// The text fields and their analyzer, when the collection has any.
+    pub(super) text: Option<Arc<super::text::TextIndexing>>,
 }
 
 /// What a handle may do.
@@ -242,7 +244,9 @@ impl Collection {
         state: State,
     ) -> Arc<Collection> {
         let spec = config.index.spec();
+        let text = state.text_indexing();
         Arc::new_cyclic(|me| Collection {
+            text,
             name: name.to_owned(),
             dir: dir.to_path_buf(),
             config,

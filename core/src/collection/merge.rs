@@ -362,7 +362,7 @@ pub(super) fn merged_index(
             }
         }
     }
-    let empty = AppendableSegment::new(config.dim, None, None);
+    let empty = AppendableSegment::new(config.dim, None, None, None);
     build_index_with(config, kernels, &empty, usize::MAX, vectors, stop)
 }
 

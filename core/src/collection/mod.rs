@@ -16,6 +16,7 @@ mod search;
 mod segment;
 mod state;
 mod stats;
+mod text;
 mod write;
 
 pub use collection::{Collection, Hit, Point, RESERVED_ID};

@@ -26,6 +26,7 @@ use crate::types::{CollectionConfig, IndexConfig};
 
 use super::appendable::AppendableSegment;
 use super::segment::{Segment, SegmentAt};
+use super::text::TextIndexing;
 
 /// A sealed segment as the state holds it: the shared, immutable part and the deletions.
 /// Cloning is two `Arc` clones: a search takes a snapshot of every sealed segment this way
@@ -236,6 +237,7 @@ pub(crate) struct State {
     pub sealed: Vec<SealedSegment>,
     config: CollectionConfig,
     kernels: &'static Kernels,
+    text: Option<Arc<TextIndexing>>,
 }
 
 /// The payload fields a collection indexes (`None`: all).
@@ -269,17 +271,25 @@ impl State {
         kernels: &'static Kernels,
         sealed: Vec<SealedSegment>,
     ) -> State {
+        let text = config.text.as_ref().map(|t| Arc::new(TextIndexing::new(t)));
         State {
             appendable: Arc::new(AppendableSegment::new(
                 config.dim,
                 hnsw_params(config),
                 indexed_fields(config),
+                text.clone(),
             )),
             frozen: None,
             sealed,
             config: config.clone(),
             kernels,
+            text,
         }
+    }
+
+    /// The text fields and analyzer (shared with every appendable segment).
+    pub(crate) fn text_indexing(&self) -> Option<Arc<TextIndexing>> {
+        self.text.clone()
     }
 
     /// Start a fresh appendable segment (after a seal).
@@ -292,6 +302,7 @@ impl State {
             self.config.dim,
             hnsw_params(&self.config),
             indexed_fields(&self.config),
+            self.text.clone(),
         )
     }
 

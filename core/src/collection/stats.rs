@@ -17,6 +17,7 @@ fn segment_stats(st: &State) -> Vec<SegmentStats> {
             index: s.reader.index().name().to_owned(),
             index_bytes: s.reader.index().bytes() as u64,
             index_detail: s.reader.index().detail(),
+            text_bytes: s.reader.text_bytes() as u64,
         })
         .collect()
 }
@@ -40,6 +41,8 @@ pub struct SegmentStats {
     /// flat. A segment of an `ivf_pq` or `lsh` collection too small to train shows index
     /// `flat`: it is scanned exactly.
     pub index_detail: String,
+    /// Bytes of the text (BM25) indexes inside the file.
+    pub text_bytes: u64,
 }
 
 /// A snapshot of a collection's size and layout.

@@ -91,6 +91,11 @@ impl Collection {
             ));
         }
         payloads.iter().try_for_each(validate_payload)?;
+        if let Some(t) = &self.text {
+            for (id, p) in ids.iter().zip(payloads) {
+                t.validate(*id, p)?;
+            }
+        }
         let mut body = Vec::with_capacity(8 + n * (12 + 4 * dim));
         let stored: std::borrow::Cow<'_, [f32]> = if self.config.metric == Metric::Cosine {
             let mut out = Vec::with_capacity(vectors.len());

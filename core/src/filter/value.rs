@@ -33,6 +33,18 @@ pub const MAX_KEY_BYTES: usize = 256;
 /// Largest encoded payload of one point, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 
+/// The name of a value's type, for error messages.
+pub(crate) fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Int(_) => "int",
+        Value::Float(_) => "float",
+        Value::Str(_) => "string",
+        Value::Tags(_) => "list of strings",
+    }
+}
+
 /// Bytes of a value in the storage encoding (tag included).
 fn encoded_len(v: &Value) -> usize {
     1 + match v {

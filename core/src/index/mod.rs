@@ -14,6 +14,7 @@ pub(crate) mod kmeans;
 pub(crate) mod lsh;
 pub(crate) mod registry;
 pub(crate) mod rng;
+pub(crate) mod text;
 pub(crate) mod topk;
 
 use std::ops::Range;

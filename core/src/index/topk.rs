@@ -69,6 +69,11 @@ impl TopK {
         }
     }
 
+    /// The ids held, in no particular order.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.heap.iter().map(|e| e.id)
+    }
+
     /// Nearest first.
     pub(crate) fn into_sorted(self) -> Vec<(u64, f32)> {
         self.heap

@@ -8,11 +8,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::storage::fsutil::{frame, read, unframe, write_atomic};
-use crate::types::{CollectionConfig, IndexConfig, Metric};
+use crate::text::{AnalyzerConfig, StopWords};
+use crate::types::{CollectionConfig, IndexConfig, Metric, TextConfig};
 
 const MAGIC: &[u8; 8] = b"TROVMAN\0";
 /// Format version this build writes.
-pub(crate) const MANIFEST_VERSION: u16 = 1;
+pub(crate) const MANIFEST_VERSION: u16 = 2;
+/// The manifest frame version written for collections without text fields, which builds
+/// from before text indexes can still open.
+const MANIFEST_VERSION_PLAIN: u16 = 1;
 pub(crate) const FILE_NAME: &str = "MANIFEST";
 
 /// A sealed segment as listed in the manifest.
@@ -41,6 +45,65 @@ pub(crate) struct ConfigRecord {
     pub index: IndexRecord,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indexed_fields: Option<Vec<String>>,
+    /// Text fields (manifest format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextRecord>,
+}
+
+/// A text config as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TextRecord {
+    pub fields: Vec<String>,
+    pub language: String,
+    pub stem: bool,
+    /// `"language"`, `"none"`, or `{"list": [...]}`.
+    pub stopwords: StopRecord,
+    pub k1: f32,
+    pub b: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StopRecord {
+    Language,
+    None,
+    List(Vec<String>),
+}
+
+impl From<&TextConfig> for TextRecord {
+    fn from(t: &TextConfig) -> Self {
+        TextRecord {
+            fields: t.fields.clone(),
+            language: t.analyzer.language.clone(),
+            stem: t.analyzer.stem,
+            stopwords: match &t.analyzer.stopwords {
+                StopWords::Language => StopRecord::Language,
+                StopWords::None => StopRecord::None,
+                StopWords::List(w) => StopRecord::List(w.clone()),
+            },
+            k1: t.k1,
+            b: t.b,
+        }
+    }
+}
+
+impl From<&TextRecord> for TextConfig {
+    fn from(r: &TextRecord) -> Self {
+        TextConfig {
+            fields: r.fields.clone(),
+            analyzer: AnalyzerConfig {
+                language: r.language.clone(),
+                stem: r.stem,
+                stopwords: match &r.stopwords {
+                    StopRecord::Language => StopWords::Language,
+                    StopRecord::None => StopWords::None,
+                    StopRecord::List(w) => StopWords::List(w.clone()),
+                },
+            },
+            k1: r.k1,
+            b: r.b,
+        }
+    }
 }
 
 /// A metric as stored: its lower-case name.
@@ -126,6 +189,7 @@ impl From<&CollectionConfig> for ConfigRecord {
                 },
             },
             indexed_fields: c.indexed_fields.clone(),
+            text: c.text.as_ref().map(TextRecord::from),
         }
     }
 }
@@ -178,6 +242,7 @@ impl From<&ConfigRecord> for CollectionConfig {
                 },
             },
             indexed_fields: r.indexed_fields.clone(),
+            text: r.text.as_ref().map(TextConfig::from),
         }
     }
 }
@@ -205,7 +270,11 @@ pub(crate) struct Manifest {
 impl Manifest {
     pub(crate) fn new(config: CollectionConfig) -> Manifest {
         Manifest {
-            format_version: MANIFEST_VERSION,
+            format_version: if config.text.is_some() {
+                MANIFEST_VERSION
+            } else {
+                MANIFEST_VERSION_PLAIN
+            },
             config,
             checkpoint_lsn: 0,
             next_segment_id: 1,
@@ -216,7 +285,13 @@ impl Manifest {
     pub(crate) fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(FILE_NAME);
         let bytes = read(&path)?;
-        let (_, body) = unframe(&path, &bytes, MAGIC, MANIFEST_VERSION, MANIFEST_VERSION)?;
+        let (_, body) = unframe(
+            &path,
+            &bytes,
+            MAGIC,
+            MANIFEST_VERSION_PLAIN,
+            MANIFEST_VERSION,
+        )?;
         let r: ManifestRecord = serde_json::from_slice(body).map_err(|e| {
             Error::corruption(&path, 16 + e.column() as u64, format!("manifest body: {e}"))
         })?;
@@ -253,7 +328,14 @@ impl Manifest {
         };
         let body = serde_json::to_vec_pretty(&record)
             .map_err(|e| Error::invalid("manifest", e.to_string()))?;
-        write_atomic(&dir.join(FILE_NAME), &frame(MAGIC, MANIFEST_VERSION, &body))
+        // A collection with text fields needs a build that reads (and maintains) its text
+        // indexes: older builds refuse the newer frame version instead of ignoring them.
+        let version = if self.config.text.is_some() {
+            MANIFEST_VERSION
+        } else {
+            MANIFEST_VERSION_PLAIN
+        };
+        write_atomic(&dir.join(FILE_NAME), &frame(MAGIC, version, &body))
     }
 }
 
@@ -297,7 +379,7 @@ mod tests {
         let path = dir.path().join(FILE_NAME);
         std::fs::write(
             &path,
-            frame(MAGIC, MANIFEST_VERSION, FIXTURE_BODY.as_bytes()),
+            frame(MAGIC, MANIFEST_VERSION_PLAIN, FIXTURE_BODY.as_bytes()),
         )
         .unwrap();
         let m = Manifest::load(dir.path()).unwrap();

@@ -19,6 +19,7 @@ use crate::filter::codec::{decode_payload, Decoder};
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
 use crate::index::registry::{kind_info, IndexParts, IndexView};
+use crate::index::text::{TextParts, TextView, TEXT_KIND};
 use crate::index::Sections;
 use crate::process::Owner;
 use crate::storage::fsutil;
@@ -40,6 +41,8 @@ pub(crate) struct SegmentReader {
     /// The persisted payload index (absent in v1 files).
     payload_index: Option<Range<usize>>,
     index: IndexParts,
+    /// The text indexes, by field.
+    text: Vec<(String, TextParts)>,
     /// Replaced by a merge: the file is removed when the last holder drops this reader.
     obsolete: AtomicBool,
     /// Only the process that opened the reader removes its file (a child that inherited it
@@ -97,8 +100,10 @@ impl SegmentReader {
             .checked_add(1)
             .ok_or_else(|| corrupt(24, "row count overflows".into()))?;
         let index = open_index(&map, &table, path, rows, dim)?;
+        let text = open_text(&map, &table, path, rows)?;
         let r = SegmentReader {
             index,
+            text,
             vectors: section(SECTION_VECTORS, 4, Some(rd))?,
             ids: section(SECTION_IDS, 8, Some(rows))?,
             id_index: section(SECTION_ID_INDEX, 16, Some(rows))?,
@@ -163,6 +168,23 @@ impl SegmentReader {
 
     pub(crate) fn ids(&self) -> &[u64] {
         bytemuck::cast_slice(&self.map[self.ids.clone()])
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The text index of `field` (validated at open), if the segment has one.
+    pub(crate) fn text(&self, field: &str) -> Option<TextView<'_>> {
+        self.text
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, p)| p.view(&self.map))
+    }
+
+    /// Bytes of the text indexes.
+    pub(crate) fn text_bytes(&self) -> usize {
+        self.text.iter().map(|(_, p)| p.bytes()).sum()
     }
 
     /// The segment's index (validated at open).
@@ -231,6 +253,38 @@ fn check_crc(map: &[u8], s: &Section, path: &Path) -> Result<()> {
             format!("section {}/{} checksum mismatch", s.owner, s.tag),
         ))
     }
+}
+
+/// Open the text indexes of a segment: every byte of their sections is checksummed, then
+/// their structure validated (a text index is read at random by queries, so it is checked
+/// whole once).
+fn open_text(
+    map: &[u8],
+    table: &SectionTable,
+    path: &Path,
+    rows: usize,
+) -> Result<Vec<(String, TextParts)>> {
+    let mut out = Vec::new();
+    for ix in table.indexes.iter().filter(|i| i.kind == TEXT_KIND) {
+        let mut entries = Vec::new();
+        for s in table.sections.iter().filter(|s| s.owner == ix.slot) {
+            check_crc(map, s, path)?;
+            entries.push((s.tag, s.range.clone()));
+        }
+        let sections = Sections {
+            bytes: map,
+            entries,
+        };
+        let parts = TextParts::open(&sections, rows).map_err(|e| {
+            Error::corruption(
+                path,
+                e.offset as u64,
+                format!("text index of field `{}`: {}", ix.field, e.reason),
+            )
+        })?;
+        out.push((ix.field.clone(), parts));
+    }
+    Ok(out)
 }
 
 /// Open the vector index of a segment: gather its sections from the table, verify the

@@ -13,6 +13,7 @@ use crate::filter::codec::encode_payload;
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
 use crate::index::registry::BuiltIndex;
+use crate::index::text::{MemText, TEXT_KIND};
 use crate::storage::backend::WritableFile;
 use crate::storage::fsutil::{self, sync_dir, write_at};
 use crate::types::Metric;
@@ -29,6 +30,8 @@ pub(crate) struct SegmentData<'a> {
     pub index: &'a BuiltIndex,
     /// The payload index over these rows (persisted so a reopen need not decode payloads).
     pub payload_index: Option<&'a PayloadIndex>,
+    /// The text index of each text field over these rows: (field, index).
+    pub text: &'a [(&'a str, &'a MemText)],
 }
 
 struct SectionSink<'a> {
@@ -117,7 +120,15 @@ pub(crate) fn write_segment(
     for (tag, bytes) in data.index.sections() {
         sink.section(&tmp, VECTOR_INDEX_SLOT, u32::from(tag), bytes)?;
     }
-    let directory = encode_directory(&[(VECTOR_INDEX_SLOT, index_kind, "")], &sink.sections);
+    let mut indexes = vec![(VECTOR_INDEX_SLOT, index_kind, "")];
+    for (i, (field, text)) in data.text.iter().enumerate() {
+        let slot = VECTOR_INDEX_SLOT + 1 + i as u16;
+        for (tag, bytes) in text.encode() {
+            sink.section(&tmp, slot, u32::from(tag), &bytes)?;
+        }
+        indexes.push((slot, TEXT_KIND, field));
+    }
+    let directory = encode_directory(&indexes, &sink.sections);
     let dir_offset = sink.put(&tmp, &directory)?;
     let mut header = SegmentHeaderV3 {
         magic: SEGMENT_MAGIC,
@@ -130,7 +141,7 @@ pub(crate) fn write_segment(
         dir_offset,
         dir_len: directory.len() as u64,
         section_count: sink.sections.len() as u32,
-        index_count: 1,
+        index_count: indexes.len() as u32,
         dir_crc: crc32fast::hash(&directory),
         header_crc: 0,
     };

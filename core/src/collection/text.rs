@@ -1,0 +1,414 @@
+//! Keyword (BM25) and hybrid search: the text fields of a collection, analysed on write
+//! into each segment's text index, searched with collection-wide statistics, and fused
+//! with vector search.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+
+use super::collection::{Collection, Hit};
+use super::segment::Segment;
+use super::state::{sealed_payload, SealedSegment};
+use crate::error::{Error, Result};
+use crate::filter::cache::KeyedFilter;
+use crate::filter::value::{Payload, Value};
+use crate::index::text::{self, Bm25, MemText, QueryTerm, TextSource};
+use crate::index::topk::TopK;
+use crate::text::Analyzer;
+use crate::types::{Fusion, SearchParams, TextConfig};
+
+/// A collection's text fields with their analyzer (shared by its segments).
+#[derive(Debug)]
+pub(crate) struct TextIndexing {
+    pub fields: Vec<String>,
+    pub analyzer: Analyzer,
+    pub bm25: Bm25,
+}
+
+impl TextIndexing {
+    pub(crate) fn new(c: &TextConfig) -> TextIndexing {
+        TextIndexing {
+            fields: c.fields.clone(),
+            analyzer: Analyzer::new(&c.analyzer),
+            bm25: Bm25 { k1: c.k1, b: c.b },
+        }
+    }
+
+    /// The terms of field `f` of `payload` (`None` when it has no string there).
+    fn field_terms(&self, payload: &Payload, f: usize) -> Option<Vec<String>> {
+        match payload.get(&self.fields[f]) {
+            Some(Value::Str(s)) => Some(self.analyzer.terms(s)),
+            _ => None,
+        }
+    }
+
+    /// Add the next row's text to `text` (one index per field).
+    pub(crate) fn add_row(&self, text: &mut [MemText], payload: &Payload) {
+        for (f, m) in text.iter_mut().enumerate() {
+            m.push(self.field_terms(payload, f).as_deref());
+        }
+    }
+
+    /// The text indexes of rows with these payloads (analysed in parallel on the build
+    /// pool).
+    pub(crate) fn build(&self, payloads: &[&Payload]) -> Vec<MemText> {
+        (0..self.fields.len())
+            .map(|f| {
+                let terms: Vec<Option<Vec<String>>> = crate::background::build(|| {
+                    payloads
+                        .par_iter()
+                        .map(|p| self.field_terms(p, f))
+                        .collect()
+                });
+                let mut m = MemText::default();
+                for t in &terms {
+                    m.push(t.as_deref());
+                }
+                m
+            })
+            .collect()
+    }
+
+    /// Refuse a payload whose text field holds something other than a string or null.
+    pub(crate) fn validate(&self, id: u64, payload: &Payload) -> Result<()> {
+        for f in &self.fields {
+            match payload.get(f) {
+                None | Some(Value::Str(_) | Value::Null) => {}
+                Some(v) => {
+                    return Err(Error::invalid(
+                        "payloads",
+                        format!(
+                            "point {id}: text field `{f}` must be a string (or null), got {}",
+                            crate::filter::value::type_name(v)
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The distinct terms of a query, in order of first appearance.
+    pub(crate) fn query_terms(&self, text: &str) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.analyzer
+            .terms(text)
+            .into_iter()
+            .filter(|t| seen.insert(t.clone()))
+            .collect()
+    }
+}
+
+/// The text index of field `f` (named `name`) of a segment.
+fn source<'a>(seg: Segment<'a>, f: usize, name: &str) -> Result<TextSource<'a>> {
+    let missing = || {
+        Error::invalid(
+            "text",
+            format!("a segment holds no text index for field `{name}`"),
+        )
+    };
+    match seg {
+        Segment::Appendable(a) => a.text.get(f).map(TextSource::Mem).ok_or_else(missing),
+        Segment::Frozen(fz) => fz.seg.text.get(f).map(TextSource::Mem).ok_or_else(missing),
+        Segment::Sealed(s) => s.reader.text(name).map(TextSource::Sealed).ok_or_else(|| {
+            Error::corruption(
+                s.reader.path(),
+                0,
+                format!("segment lacks the text index of field `{name}`"),
+            )
+        }),
+    }
+}
+
+/// Collection-wide statistics of a query over `segments`: per field (docs, tokens), per
+/// (field, term) the live document frequency.
+fn gather(
+    ti: &TextIndexing,
+    terms: &[String],
+    segments: &[Segment<'_>],
+    totals: &mut [(u64, u64)],
+    dfs: &mut [u64],
+) -> Result<()> {
+    for seg in segments {
+        let dead = seg.dead();
+        let is_dead = |r: usize| dead.get(r);
+        let check: Option<&dyn Fn(usize) -> bool> = if dead.count_ones() == 0 {
+            None
+        } else {
+            Some(&is_dead)
+        };
+        for (f, name) in ti.fields.iter().enumerate() {
+            let src = source(*seg, f, name)?;
+            let (d, t) = src.live_totals(dead.iter_ones());
+            totals[f].0 += d;
+            totals[f].1 += t;
+            for (i, term) in terms.iter().enumerate() {
+                dfs[f * terms.len() + i] += src
+                    .live_df(term, check)
+                    .map_err(|off| damaged(sealed_path(*seg), off))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn damaged(path: Option<std::path::PathBuf>, off: usize) -> Error {
+    Error::corruption(
+        path.unwrap_or_default(),
+        off as u64,
+        "damaged text index postings",
+    )
+}
+
+fn sealed_path(seg: Segment<'_>) -> Option<std::path::PathBuf> {
+    match seg {
+        Segment::Sealed(s) => Some(s.reader.path().to_path_buf()),
+        _ => None,
+    }
+}
+
+/// Score one segment into `top`.
+fn score_segment(
+    ti: &TextIndexing,
+    qterms: &[QueryTerm],
+    seg: Segment<'_>,
+    filter: Option<&KeyedFilter<'_>>,
+    top: &mut TopK,
+) -> Result<()> {
+    let sources = ti
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(f, name)| source(seg, f, name))
+        .collect::<Result<Vec<_>>>()?;
+    let ids = seg.ids();
+    let id_of = |r: usize| ids[r];
+    let res = if let Some(f) = filter {
+        let pass = seg.passing(f)?;
+        if pass.count_ones() == 0 {
+            return Ok(());
+        }
+        text::search(ti.bm25, qterms, &sources, &|r| pass.get(r), &id_of, top)
+    } else {
+        let dead = seg.dead();
+        text::search(ti.bm25, qterms, &sources, &|r| !dead.get(r), &id_of, top)
+    };
+    res.map_err(|off| damaged(sealed_path(seg), off))
+}
+
+/// Results of a keyword search: `(id, -score)` best first, and payloads when asked.
+pub(super) struct Ranked {
+    pub found: Vec<(u64, f32)>,
+    pub payloads: Vec<Option<Payload>>,
+}
+
+impl Collection {
+    pub(super) fn text_indexing(&self) -> Result<&TextIndexing> {
+        self.text.as_deref().ok_or_else(|| {
+            Error::invalid(
+                "text",
+                format!(
+                    "collection `{}` has no text fields; create it with text fields \
+                     (text_fields=[...] in Python, CollectionConfig::text in Rust)",
+                    self.name
+                ),
+            )
+        })
+    }
+
+    /// The `k` best documents for `text` by BM25, as `(id, -score)`.
+    pub(super) fn text_ranked(
+        &self,
+        text: &str,
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<Ranked> {
+        let ti = self.text_indexing()?;
+        let terms = ti.query_terms(text);
+        let mut top = TopK::new(k);
+        if terms.is_empty() {
+            return Ok(Ranked {
+                found: Vec::new(),
+                payloads: Vec::new(),
+            });
+        }
+        let filter = params.filter.as_ref().map(KeyedFilter::new);
+        let filter = filter.as_ref();
+        let nf = ti.fields.len();
+        let (sealed, mut in_memory_payloads, qterms) = {
+            let st = self.state.read();
+            let sealed: Vec<SealedSegment> = st.sealed_snapshot();
+            let mut segs: Vec<Segment<'_>> = sealed.iter().map(Segment::Sealed).collect();
+            let unsealed: Vec<Segment<'_>> = st
+                .segments()
+                .filter(|(at, _)| !matches!(at, super::segment::SegmentAt::Sealed(_)))
+                .map(|(_, s)| s)
+                .collect();
+            segs.extend(unsealed.iter().copied());
+            let mut totals = vec![(0u64, 0u64); nf];
+            let mut dfs = vec![0u64; nf * terms.len()];
+            gather(ti, &terms, &segs, &mut totals, &mut dfs)?;
+            let mut qterms = Vec::new();
+            for (f, (docs, tokens)) in totals.iter().enumerate() {
+                if *docs == 0 {
+                    continue;
+                }
+                let avgdl = (*tokens as f64 / *docs as f64).max(1e-9) as f32;
+                for (i, term) in terms.iter().enumerate() {
+                    let df = dfs[f * terms.len() + i];
+                    if df > 0 {
+                        qterms.push(QueryTerm {
+                            field: f,
+                            term: term.clone(),
+                            idf: text::idf(*docs, df),
+                            avgdl,
+                        });
+                    }
+                }
+            }
+            for seg in &unsealed {
+                score_segment(ti, &qterms, *seg, filter, &mut top)?;
+            }
+            let mut payloads = HashMap::new();
+            if params.include_payload {
+                for id in top.ids() {
+                    if let Some(loc) = st.locate(id) {
+                        if !matches!(loc.seg, super::segment::SegmentAt::Sealed(_)) {
+                            payloads.insert(id, st.payload_of(id)?);
+                        }
+                    }
+                }
+            }
+            (sealed, payloads, qterms)
+        };
+        for s in &sealed {
+            score_segment(ti, &qterms, Segment::Sealed(s), filter, &mut top)?;
+        }
+        let found = top.into_sorted();
+        let payloads = if params.include_payload {
+            found
+                .iter()
+                .map(|(id, _)| match in_memory_payloads.remove(id) {
+                    Some(p) => Ok(Some(p)),
+                    None => Ok(Some(sealed_payload(&sealed, *id)?.unwrap_or_default())),
+                })
+                .collect::<Result<_>>()?
+        } else {
+            vec![None; found.len()]
+        };
+        Ok(Ranked { found, payloads })
+    }
+
+    /// The `k` best points for the keyword query `text` by BM25 (see README "Hybrid
+    /// search"), under `params.filter`. Each hit's `distance` is minus its BM25 score
+    /// (smaller is better, like every search); an empty result when no live document
+    /// holds a query term.
+    pub fn search_text(&self, text: &str, k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
+        self.check_read()?;
+        if k == 0 {
+            return Err(Error::invalid("k", "k must be at least 1"));
+        }
+        let r = self.text_ranked(text, k, params)?;
+        Ok(r.found
+            .into_iter()
+            .zip(r.payloads)
+            .map(|((id, distance), payload)| Hit {
+                id,
+                distance,
+                payload,
+            })
+            .collect())
+    }
+
+    /// Hybrid search: the vector query and the keyword query under the same filter, each
+    /// fetching `params.hybrid_candidates` (default `max(k, 50)`) candidates, fused by
+    /// `params.fusion` (reciprocal rank fusion by default). Each hit's `distance` is minus
+    /// its fused score.
+    pub fn search_hybrid(
+        &self,
+        query: &[f32],
+        text: &str,
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<Hit>> {
+        self.check_read()?;
+        if k == 0 {
+            return Err(Error::invalid("k", "k must be at least 1"));
+        }
+        self.text_indexing()?;
+        let n = match params.hybrid_candidates {
+            Some(0) => return Err(Error::invalid("hybrid_candidates", "must be at least 1")),
+            Some(n) => n.max(k),
+            None => k.max(DEFAULT_HYBRID_CANDIDATES),
+        };
+        params.fusion.validate()?;
+        let dense = self.search(query, n, params)?;
+        let keyword = self.text_ranked(text, n, params)?;
+        let mut payloads: HashMap<u64, Option<Payload>> = HashMap::new();
+        let dense_ranked: Vec<(u64, f32)> = dense
+            .into_iter()
+            .map(|h| {
+                payloads.insert(h.id, h.payload);
+                (h.id, h.distance)
+            })
+            .collect();
+        for ((id, _), p) in keyword.found.iter().zip(keyword.payloads) {
+            payloads.entry(*id).or_insert(p);
+        }
+        let fused = fuse(params.fusion, &dense_ranked, &keyword.found, k);
+        Ok(fused
+            .into_iter()
+            .map(|(id, score)| Hit {
+                id,
+                distance: -score,
+                payload: payloads.remove(&id).flatten(),
+            })
+            .collect())
+    }
+}
+
+/// Candidates each branch of a hybrid search fetches by default (at least `k`).
+pub const DEFAULT_HYBRID_CANDIDATES: usize = 50;
+
+/// Fuse two ranked lists (`(id, distance)`, best first; a keyword list's distance is minus
+/// its score) into the `k` best `(id, fused score)`, highest first (ties by smaller id).
+pub(crate) fn fuse(
+    fusion: Fusion,
+    dense: &[(u64, f32)],
+    keyword: &[(u64, f32)],
+    k: usize,
+) -> Vec<(u64, f32)> {
+    let mut score: HashMap<u64, f64> = HashMap::new();
+    match fusion {
+        Fusion::Rrf { k: rk } => {
+            for list in [dense, keyword] {
+                for (rank, (id, _)) in list.iter().enumerate() {
+                    *score.entry(*id).or_insert(0.0) += 1.0 / (f64::from(rk) + rank as f64 + 1.0);
+                }
+            }
+        }
+        Fusion::Weighted { alpha } => {
+            for (list, w) in [(dense, f64::from(alpha)), (keyword, 1.0 - f64::from(alpha))] {
+                // Min-max over the branch's candidates: its best is 1, its worst 0 (all 1
+                // when they tie); a point the branch did not return adds 0.
+                let (lo, hi) = list
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |a, e| {
+                        (a.0.min(f64::from(e.1)), a.1.max(f64::from(e.1)))
+                    });
+                for (id, d) in list {
+                    let norm = if hi > lo {
+                        (hi - f64::from(*d)) / (hi - lo)
+                    } else {
+                        1.0
+                    };
+                    *score.entry(*id).or_insert(0.0) += w * norm;
+                }
+            }
+        }
+    }
+    let mut all: Vec<(u64, f64)> = score.into_iter().collect();
+    all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    all.truncate(k);
+    all.into_iter().map(|(id, s)| (id, s as f32)).collect()
+}
