@@ -7,7 +7,7 @@ use numpy::{IntoPyArray, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use trovedb::{Collection, Filter, Hit, Payload, SearchParams};
+use trovedb::{Collection, Filter, Fusion, Hit, Payload, SearchParams};
 
 use crate::convert::{f32_array, filter_from_py, id_array, payload_from_py, payload_to_py};
 use crate::error::IntoPy;
@@ -69,6 +69,15 @@ fn parse_search_params(
         }
     }
     Ok(out)
+}
+
+fn check_cells(nq: usize, k: usize) -> PyResult<()> {
+    if nq.saturating_mul(k) > MAX_RESULT_CELLS {
+        return Err(PyValueError::new_err(format!(
+            "nq * k = {nq} * {k} exceeds {MAX_RESULT_CELLS} result cells; search in smaller batches"
+        )));
+    }
+    Ok(())
 }
 
 #[pymethods]
@@ -209,70 +218,154 @@ impl PyCollection {
         Ok(PyList::new(py, out)?.into_any())
     }
 
-    /// Nearest neighbours of `query` (`[dim]` or `[nq, dim]`). Returns `(ids, distances)`
-    /// as uint64 and float32 arrays of shape `(k,)` or `(nq, k)`, nearest first; with
-    /// `include_payload=True` also a list of payload dicts (a list per query). Rows with
-    /// fewer than k hits are padded with id 2**64-1 and distance +inf (payload None).
-    #[pyo3(signature = (query, k = 10, filter = None, include_payload = false, **search_params))]
+    /// Nearest neighbours of `query` (`[dim]` or `[nq, dim]`), keyword search for `text`
+    /// (a string, or a list of strings for a batch), or both (hybrid).
+    ///
+    /// Returns `(ids, values)` as uint64 and float32 arrays of shape `(k,)` or `(nq, k)`,
+    /// best first; with `include_payload=True` also a list of payload dicts (a list per
+    /// query). `values` are distances (smaller is nearer) for a vector query, BM25 scores
+    /// for a keyword query, and fused scores for a hybrid query (higher is better for
+    /// both). Rows with fewer than k hits are padded with id 2**64-1, distance +inf or
+    /// score -inf, payload None.
+    #[pyo3(signature = (query = None, k = 10, filter = None, include_payload = false, text = None,
+        fusion = "rrf", alpha = 0.5, rrf_k = 60.0, hybrid_candidates = None, **search_params))]
+    #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
     fn search<'py>(
         &self,
         py: Python<'py>,
-        query: &Bound<'py, PyAny>,
+        query: Option<&Bound<'py, PyAny>>,
         k: i64,
         filter: Option<&Bound<'py, PyAny>>,
         include_payload: bool,
+        text: Option<&Bound<'py, PyAny>>,
+        fusion: &str,
+        alpha: f32,
+        rrf_k: f32,
+        hybrid_candidates: Option<i64>,
         search_params: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let k = usize::try_from(k).unwrap_or(0);
-        if k == 0 || k > MAX_K {
+        if k < 1 || k as u64 > MAX_K as u64 {
             return Err(PyValueError::new_err(format!(
                 "k must be in 1..={MAX_K}, got {k}"
             )));
         }
+        let k = k as usize;
         let mut params = parse_search_params(search_params, include_payload)?;
         if let Some(f) = filter_from_py(filter)? {
             params = params.with_filter(f);
         }
-        let q = f32_array(query)?;
-        let dim = self.c.dim();
-        let (nq, one) = match q.shape() {
-            [d] if *d == dim => (1, true),
-            [n, d] if *d == dim => (*n, false),
-            s => {
+        params = params.with_fusion(match fusion {
+            "rrf" => Fusion::Rrf { k: rrf_k },
+            "weighted" => Fusion::Weighted { alpha },
+            other => {
                 return Err(PyValueError::new_err(format!(
-                    "query must have shape ({dim},) or (nq, {dim}); got {s:?}"
+                    "fusion must be \"rrf\" or \"weighted\", got {other:?}"
                 )))
             }
-        };
-        if nq.saturating_mul(k) > MAX_RESULT_CELLS {
-            return Err(PyValueError::new_err(format!(
-                "nq * k = {nq} * {k} exceeds {MAX_RESULT_CELLS} result cells; search in smaller batches"
-            )));
+        });
+        if let Some(n) = hybrid_candidates {
+            if n < 1 {
+                return Err(PyValueError::new_err(format!(
+                    "hybrid_candidates must be at least 1, got {n}"
+                )));
+            }
+            params = params.with_hybrid_candidates(n as usize);
         }
-        let ro = q.readonly();
-        let qs = ro.as_slice()?;
+        let texts: Option<(Vec<String>, bool)> = match text {
+            None => None,
+            Some(t) if t.is_instance_of::<pyo3::types::PyString>() => {
+                Some((vec![t.extract()?], true))
+            }
+            Some(t) => Some((
+                t.extract().map_err(|_| {
+                    PyTypeError::new_err("text must be a string or a list of strings")
+                })?,
+                false,
+            )),
+        };
+        let dim = self.c.dim();
+        let q = query.map(f32_array).transpose()?;
+        let shape = |q: &numpy::PyReadonlyArrayDyn<'_, f32>| -> PyResult<(usize, bool)> {
+            match q.shape() {
+                [d] if *d == dim => Ok((1, true)),
+                [n, d] if *d == dim => Ok((*n, false)),
+                s => Err(PyValueError::new_err(format!(
+                    "query must have shape ({dim},) or (nq, {dim}); got {s:?}"
+                ))),
+            }
+        };
         let c = &self.c;
-        let results: Vec<Vec<Hit>> = if nq >= INTERRUPTIBLE_QUERIES {
-            crate::interrupt::run(py, "search", || c.search_batch(qs, k, &params))?
-        } else {
-            py.detach(|| {
-                if nq == 1 {
-                    c.search(qs, k, &params).map(|h| vec![h])
+        let (results, nq, one, scores) = match (q, texts) {
+            (None, None) => {
+                return Err(PyValueError::new_err(
+                    "give a query vector, a text, or both (hybrid search)",
+                ))
+            }
+            (Some(q), None) => {
+                let (nq, one) = shape(&q.readonly())?;
+                check_cells(nq, k)?;
+                let ro = q.readonly();
+                let qs = ro.as_slice()?;
+                let results: Vec<Vec<Hit>> = if nq >= INTERRUPTIBLE_QUERIES {
+                    crate::interrupt::run(py, "search", || c.search_batch(qs, k, &params))?
                 } else {
-                    c.search_batch(qs, k, &params)
-                }
-            })
-            .py_err()?
+                    py.detach(|| {
+                        if nq == 1 {
+                            c.search(qs, k, &params).map(|h| vec![h])
+                        } else {
+                            c.search_batch(qs, k, &params)
+                        }
+                    })
+                    .py_err()?
+                };
+                (results, nq, one, false)
+            }
+            (q, Some((texts, single))) => {
+                let nq = texts.len();
+                check_cells(nq, k)?;
+                let ro = q.as_ref().map(PyArrayMethods::readonly);
+                let qs = match &ro {
+                    Some(ro) => {
+                        let (qn, qone) = shape(ro)?;
+                        if qn != nq || qone != single {
+                            return Err(PyValueError::new_err(format!(
+                                "a hybrid search takes one text per query vector: {} and {}",
+                                if qone { "one vector".to_owned() } else { format!("{qn} vectors") },
+                                if single { "one text".to_owned() } else { format!("{nq} texts") },
+                            )));
+                        }
+                        Some(ro.as_slice()?)
+                    }
+                    None => None,
+                };
+                let run = || -> trovedb::Result<Vec<Vec<Hit>>> {
+                    texts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| match qs {
+                            Some(qs) => c.search_hybrid(&qs[i * dim..(i + 1) * dim], t, k, &params),
+                            None => c.search_text(t, k, &params),
+                        })
+                        .collect()
+                };
+                let results = if nq >= INTERRUPTIBLE_QUERIES {
+                    crate::interrupt::run(py, "search", run)?
+                } else {
+                    py.detach(run).py_err()?
+                };
+                (results, nq, single, true)
+            }
         };
         let width = k;
+        let pad = if scores { f32::NEG_INFINITY } else { f32::INFINITY };
         let mut ids = Array2::<u64>::from_elem((nq, width), PAD_ID);
-        let mut dists = Array2::<f32>::from_elem((nq, width), f32::INFINITY);
+        let mut dists = Array2::<f32>::from_elem((nq, width), pad);
         let payloads = PyList::empty(py);
         for (i, hits) in results.iter().enumerate() {
             let row = PyList::empty(py);
             for (j, h) in hits.iter().enumerate() {
                 ids[[i, j]] = h.id;
-                dists[[i, j]] = h.distance;
+                dists[[i, j]] = if scores { -h.distance } else { h.distance };
                 if include_payload {
                     match &h.payload {
                         Some(p) => row.append(payload_to_py(py, p)?)?,

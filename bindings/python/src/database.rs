@@ -5,6 +5,8 @@ use std::sync::Arc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use trovedb::text::{Analyzer, AnalyzerConfig, StopWords};
+use trovedb::{TextConfig};
 use trovedb::{
     CollectionConfig, CompactionPolicy, Database, DbOptions, Durability, IndexConfig, Metric,
 };
@@ -159,6 +161,60 @@ pub(crate) fn repair(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Bound
     Ok(out)
 }
 
+/// An analyzer config from the Python arguments (`stopwords`: None/True = the language's
+/// list, False = none, a sequence of words = those).
+pub(crate) fn analyzer_config(
+    language: &str,
+    stem: bool,
+    stopwords: Option<&Bound<'_, PyAny>>,
+) -> PyResult<AnalyzerConfig> {
+    let stopwords = match stopwords {
+        None => StopWords::Language,
+        Some(v) if v.is_instance_of::<pyo3::types::PyBool>() => {
+            if v.extract::<bool>()? {
+                StopWords::Language
+            } else {
+                StopWords::None
+            }
+        }
+        Some(v) if v.is_instance_of::<pyo3::types::PyString>() => {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "stopwords must be True, False or a list of words, not a string",
+            ))
+        }
+        Some(v) => StopWords::List(v.extract::<Vec<String>>().map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err(
+                "stopwords must be True, False or a list of words",
+            )
+        })?),
+    };
+    Ok(AnalyzerConfig {
+        language: language.to_ascii_lowercase(),
+        stem,
+        stopwords,
+    })
+}
+
+/// The terms the BM25 index would store for `text` under these analyzer settings (the
+/// same function a collection with `text_fields` applies to documents and queries).
+#[pyfunction]
+#[pyo3(signature = (text, language = "english", stem = true, stopwords = None))]
+pub(crate) fn analyze(
+    text: &str,
+    language: &str,
+    stem: bool,
+    stopwords: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Vec<String>> {
+    let cfg = analyzer_config(language, stem, stopwords)?;
+    TextConfig {
+        analyzer: cfg.clone(),
+        ..TextConfig::new(["text"])
+    }
+    .validate()
+    .py_err()?;
+    Ok(Analyzer::new(&cfg).terms(text))
+}
+
 #[pymethods]
 impl PyDatabase {
     /// Create a collection. `index` is "flat", "hnsw", "ivf_pq" or "lsh"; index parameters
@@ -166,7 +222,12 @@ impl PyDatabase {
     /// seed) go in `**index_params`.
     /// `indexed_fields` limits the payload index to those fields (default: all); filters on
     /// other fields still work by reading payloads.
-    #[pyo3(signature = (name, dim, metric = "cosine", index = "flat", indexed_fields = None, **index_params))]
+    /// `text_fields` names payload string fields that also feed a BM25 full-text index,
+    /// analysed with `language` (a Snowball language), `stem` and `stopwords` (True: the
+    /// language's list, False: none, or a list of words); `bm25_k1`, `bm25_b` set BM25.
+    #[pyo3(signature = (name, dim, metric = "cosine", index = "flat", indexed_fields = None,
+        text_fields = None, language = "english", stem = true, stopwords = None,
+        bm25_k1 = 1.2, bm25_b = 0.75, **index_params))]
     #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
     fn create_collection(
         &self,
@@ -176,8 +237,21 @@ impl PyDatabase {
         metric: &str,
         index: &str,
         indexed_fields: Option<Vec<String>>,
+        text_fields: Option<Vec<String>>,
+        language: &str,
+        stem: bool,
+        stopwords: Option<&Bound<'_, PyAny>>,
+        bm25_k1: f32,
+        bm25_b: f32,
         index_params: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyCollection> {
+        let analyzer = analyzer_config(language, stem, stopwords)?;
+        let text = text_fields.map(|fields| TextConfig {
+            fields,
+            analyzer,
+            k1: bm25_k1,
+            b: bm25_b,
+        });
         let metric = Metric::parse(metric).py_err()?;
         // Negative: refused by the config's own check (dim 0), with its message.
         let dim = usize::try_from(dim).unwrap_or(0);
@@ -190,6 +264,7 @@ impl PyDatabase {
         let config = CollectionConfig {
             index: IndexConfig::from_name(index, &params).py_err()?,
             indexed_fields,
+            text,
             ..CollectionConfig::new(dim, metric)
         };
         let db = Arc::clone(&self.db);

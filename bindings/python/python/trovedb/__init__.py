@@ -25,6 +25,7 @@ from trovedb._core import (
     StorageIOError,
     TroveError,
     __version__,
+    analyze,
     open,
     repair,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "StorageIOError",
     "TroveError",
     "__version__",
+    "analyze",
     "open",
     "repair",
 ]

@@ -62,6 +62,12 @@ def open(
 ) -> Database: ...
 
 def repair(path: Union[str, os.PathLike[str]]) -> dict[str, dict[str, Any]]: ...
+def analyze(
+    text: str,
+    language: str = "english",
+    stem: bool = True,
+    stopwords: Union[bool, Sequence[str], None] = None,
+) -> list[str]: ...
 
 @final
 class Database:
@@ -74,6 +80,12 @@ class Database:
         metric: str = "cosine",
         index: str = "flat",
         indexed_fields: Optional[Sequence[str]] = None,
+        text_fields: Optional[Sequence[str]] = None,
+        language: str = "english",
+        stem: bool = True,
+        stopwords: Union[bool, Sequence[str], None] = None,
+        bm25_k1: float = 1.2,
+        bm25_b: float = 0.75,
         **index_params: float,
     ) -> Collection: ...
     def get_collection(self, name: str) -> Collection: ...
@@ -117,10 +129,15 @@ class Collection:
     ) -> list[Optional[dict[str, Any]]]: ...
     def search(
         self,
-        query: _Vectors,
+        query: Optional[_Vectors] = None,
         k: int = 10,
         filter: Optional[Mapping[str, Any]] = None,
         include_payload: bool = False,
+        text: Union[str, Sequence[str], None] = None,
+        fusion: str = "rrf",
+        alpha: float = 0.5,
+        rrf_k: float = 60.0,
+        hybrid_candidates: Optional[int] = None,
         **search_params: Any,
     ) -> Any: ...
     def flush(self) -> None: ...
