@@ -47,7 +47,7 @@ pub use collection::{
     RepairReport, SegmentSizes, SegmentStats, TornTail, RESERVED_ID,
 };
 pub use error::{Error, Result};
-pub use filter::expr::Filter;
+pub use filter::expr::{Filter, TextMatch};
 pub use filter::value::{payload_from_json, payload_to_json, Payload, Value};
 pub use interrupt::interruptible;
 pub use types::{

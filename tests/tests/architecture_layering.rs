@@ -14,7 +14,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("process", &["error"]),
     ("interrupt", &["error"]),
     ("background", &[]),
-    ("filter", &["error"]),
+    ("filter", &["error", "text"]),
     ("text", &[]),
     ("index", &["distance"]),
     ("types", &["distance", "error", "filter", "index", "text"]),

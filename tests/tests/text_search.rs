@@ -419,3 +419,113 @@ fn hybrid_search_fuses_the_two_branches_as_documented() {
         }
     }
 }
+
+/// What a case of the naive evaluator expects of a document.
+type Want<'w> = Box<dyn Fn(&(Option<String>, i64)) -> bool + 'w>;
+
+#[test]
+fn match_filter_agrees_with_a_naive_evaluator() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DbOptions::default()
+        .seal_threshold_rows(300)
+        .compaction(CompactionPolicy::off());
+    let db = Database::open(dir.path(), opts).unwrap();
+    let c = db.create_collection("t", &text_config()).unwrap();
+    let a = Analyzer::new(&trovedb::text::AnalyzerConfig::default());
+    let mut rng = Rng::new(11);
+    let mut docs = Docs::new();
+    for chunk in (0..1500u64).collect::<Vec<_>>().chunks(100) {
+        let mut vs = Vec::new();
+        let mut ps = Vec::new();
+        for id in chunk {
+            let t = doc(&mut rng);
+            let g = rng.below(5) as i64;
+            vs.extend(rng.vector(DIM));
+            ps.push(payload(t.as_ref(), g));
+            docs.insert(*id, (t, g));
+        }
+        c.upsert(chunk, &vs, &ps).unwrap();
+    }
+    let gone: Vec<u64> = (0..1500).filter(|i| i % 9 == 4).collect();
+    c.delete(&gone).unwrap();
+    for id in &gone {
+        docs.remove(id);
+    }
+    // Naive: every distinct term of the query appears among the document's terms.
+    let naive = |text: &Option<String>, q: &str| -> bool {
+        let want: HashSet<String> = a.terms(q).into_iter().collect();
+        let Some(t) = text else { return false };
+        let have: HashSet<String> = a.terms(t).into_iter().collect();
+        !want.is_empty() && want.is_subset(&have)
+    };
+    for i in 0..40 {
+        let n = 1 + rng.below(3) as usize;
+        let q = (0..n).map(|_| word(&mut rng)).collect::<Vec<_>>().join(" ");
+        let q = if i % 5 == 0 {
+            format!("The {}", q.to_uppercase())
+        } else {
+            q
+        };
+        let qj = serde_json::to_string(&q).unwrap();
+        let cases: Vec<(String, Want<'_>)> = vec![
+            (
+                format!(r#"{{"text": {{"$match": {qj}}}}}"#),
+                Box::new(|d: &(Option<String>, i64)| naive(&d.0, &q)),
+            ),
+            (
+                format!(
+                    r#"{{"$and": [{{"text": {{"$match": {qj}}}}}, {{"group": {{"$lt": 2}}}}]}}"#
+                ),
+                Box::new(|d: &(Option<String>, i64)| naive(&d.0, &q) && d.1 < 2),
+            ),
+            (
+                format!(r#"{{"$or": [{{"text": {{"$match": {qj}}}}}, {{"group": 4}}]}}"#),
+                Box::new(|d: &(Option<String>, i64)| naive(&d.0, &q) || d.1 == 4),
+            ),
+            (
+                format!(r#"{{"$not": {{"text": {{"$match": {qj}}}}}}}"#),
+                Box::new(|d: &(Option<String>, i64)| !naive(&d.0, &q)),
+            ),
+        ];
+        for (json, want) in &cases {
+            let f = Filter::from_json_str(json).unwrap();
+            let expect: Vec<u64> = docs
+                .iter()
+                .filter(|(_, d)| want(d))
+                .map(|(id, _)| *id)
+                .collect();
+            assert_eq!(c.count(&f).unwrap(), expect.len(), "{json}");
+            let mut got: Vec<u64> = c
+                .get_where(&f, usize::MAX)
+                .unwrap()
+                .iter()
+                .map(|p| p.id)
+                .collect();
+            got.sort_unstable();
+            assert_eq!(got, expect, "{json}");
+        }
+    }
+    // The operator works in searches too, and refuses a field that is not a text field.
+    let f = Filter::from_json_str(r#"{"text": {"$match": "river0"}}"#).unwrap();
+    let hits = c
+        .search(
+            &[1.0; DIM],
+            20,
+            &SearchParams::default().with_filter(f.clone()),
+        )
+        .unwrap();
+    assert!(!hits.is_empty());
+    for h in &hits {
+        assert!(naive(&docs[&h.id].0, "river0"));
+    }
+    let bad = Filter::from_json_str(r#"{"group": {"$match": "x"}}"#).unwrap();
+    match c.count(&bad) {
+        Err(Error::InvalidArgument { reason, .. }) => {
+            assert!(reason.contains("text field"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let removed = c.delete_where(&f).unwrap();
+    assert!(removed > 0);
+    assert_eq!(c.count(&f).unwrap(), 0);
+}

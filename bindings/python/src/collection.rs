@@ -228,7 +228,7 @@ impl PyCollection {
     /// both). Rows with fewer than k hits are padded with id 2**64-1, distance +inf or
     /// score -inf, payload None.
     #[pyo3(signature = (query = None, k = 10, filter = None, include_payload = false, text = None,
-        fusion = "rrf", alpha = 0.5, rrf_k = 60.0, hybrid_candidates = None, **search_params))]
+        fusion = "weighted", alpha = 0.5, rrf_k = 60.0, hybrid_candidates = None, **search_params))]
     #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
     fn search<'py>(
         &self,
@@ -330,8 +330,16 @@ impl PyCollection {
                         if qn != nq || qone != single {
                             return Err(PyValueError::new_err(format!(
                                 "a hybrid search takes one text per query vector: {} and {}",
-                                if qone { "one vector".to_owned() } else { format!("{qn} vectors") },
-                                if single { "one text".to_owned() } else { format!("{nq} texts") },
+                                if qone {
+                                    "one vector".to_owned()
+                                } else {
+                                    format!("{qn} vectors")
+                                },
+                                if single {
+                                    "one text".to_owned()
+                                } else {
+                                    format!("{nq} texts")
+                                },
                             )));
                         }
                         Some(ro.as_slice()?)
@@ -357,7 +365,11 @@ impl PyCollection {
             }
         };
         let width = k;
-        let pad = if scores { f32::NEG_INFINITY } else { f32::INFINITY };
+        let pad = if scores {
+            f32::NEG_INFINITY
+        } else {
+            f32::INFINITY
+        };
         let mut ids = Array2::<u64>::from_elem((nq, width), PAD_ID);
         let mut dists = Array2::<f32>::from_elem((nq, width), pad);
         let payloads = PyList::empty(py);

@@ -6,7 +6,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use trovedb::text::{Analyzer, AnalyzerConfig, StopWords};
-use trovedb::{TextConfig};
+use trovedb::TextConfig;
 use trovedb::{
     CollectionConfig, CompactionPolicy, Database, DbOptions, Durability, IndexConfig, Metric,
 };

@@ -133,7 +133,7 @@ def test_hybrid_fuses_dense_and_keyword_rankings(tmp_path, passages):
     text = "the LORD said unto Moses"
     d_ids, d_dist = c.search(q, k=50)
     t_ids, t_scores = c.search(text=text, k=50)
-    ids, fused = c.search(q, text=text, k=10)
+    ids, fused = c.search(q, text=text, k=10, fusion="rrf")
     want: dict[int, float] = {}
     for lst in (d_ids, t_ids):
         for r, i in enumerate(lst):

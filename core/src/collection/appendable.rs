@@ -12,7 +12,8 @@ use crate::index::hnsw::HnswParams;
 use crate::index::text::MemText;
 use crate::types::Metric;
 
-use super::text::TextIndexing;
+use super::text::{match_rows, TextIndexing};
+use crate::index::text::TextSource;
 
 #[derive(Debug)]
 pub(crate) struct AppendableSegment {
@@ -130,7 +131,18 @@ impl AppendableSegment {
     pub(crate) fn passing_except(&self, filter: &KeyedFilter<'_>, dead: &Bitset) -> Bitset {
         let all = self.filter_cache.get_or_eval(filter, self.rows(), || {
             if self.payload_index.covers(filter.filter) {
-                return Ok::<_, std::convert::Infallible>(self.payload_index.eval(filter.filter));
+                // In memory: a text index cannot be damaged, `err` stays empty.
+                let err = std::cell::RefCell::new(None);
+                let text = |field: &str, terms: &[String]| {
+                    let src = self.text_indexing.as_ref().and_then(|t| {
+                        let f = t.fields.iter().position(|x| x == field)?;
+                        self.text.get(f).map(TextSource::Mem)
+                    });
+                    match_rows(src, terms, self.rows(), None, &err)
+                };
+                return Ok::<_, std::convert::Infallible>(
+                    self.payload_index.eval_with(filter.filter, &text),
+                );
             }
             // A field outside `indexed_fields`: evaluate on the payloads in memory.
             let mut b = Bitset::new(self.rows());

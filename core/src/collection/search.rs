@@ -104,6 +104,7 @@ impl Collection {
     /// with beam width `params.ef` (default: the collection's `ef_search`).
     pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
         self.check_read()?;
+        let params = &*self.bind_params(params)?;
         let mut buf = Vec::new();
         let q = self.prepare_query(query, &mut buf, k)?;
         let knobs = self.resolve_knobs(params, k)?;
@@ -232,6 +233,7 @@ impl Collection {
         if k == 0 {
             return Err(Error::invalid("k", "k must be at least 1"));
         }
+        let params = &*self.bind_params(params)?;
         let knobs = self.resolve_knobs(params, k)?;
         let dim = self.config.dim;
         if !queries.len().is_multiple_of(dim) {
@@ -302,6 +304,7 @@ impl Collection {
     /// every point).
     pub fn count(&self, filter: &Filter) -> Result<usize> {
         self.check_read()?;
+        let filter = &*self.bind_filter(filter)?;
         let st = self.state.read();
         match filter {
             Filter::And(all) if all.is_empty() => Ok(st.len()),
@@ -313,6 +316,7 @@ impl Collection {
     /// in storage order.
     pub fn get_where(&self, filter: &Filter, limit: usize) -> Result<Vec<Point>> {
         self.check_read()?;
+        let filter = &*self.bind_filter(filter)?;
         let st = self.state.read();
         st.matching(filter, limit)?
             .into_iter()

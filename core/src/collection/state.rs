@@ -26,7 +26,8 @@ use crate::types::{CollectionConfig, IndexConfig};
 
 use super::appendable::AppendableSegment;
 use super::segment::{Segment, SegmentAt};
-use super::text::TextIndexing;
+use super::text::{match_rows, TextIndexing};
+use crate::index::text::TextSource;
 
 /// A sealed segment as the state holds it: the shared, immutable part and the deletions.
 /// Cloning is two `Arc` clones: a search takes a snapshot of every sealed segment this way
@@ -118,7 +119,17 @@ impl SealedSegment {
             .get_or_eval(filter, self.reader.rows(), || {
                 let ix = self.payload_index()?;
                 if ix.covers(filter.filter) {
-                    return Ok(ix.eval(filter.filter));
+                    let err = std::cell::RefCell::new(None);
+                    let rows = self.reader.rows();
+                    let text = |field: &str, terms: &[String]| {
+                        let src = self.reader.text(field).map(TextSource::Sealed);
+                        match_rows(src, terms, rows, Some(self.reader.path()), &err)
+                    };
+                    let b = ix.eval_with(filter.filter, &text);
+                    return match err.into_inner() {
+                        Some(e) => Err(e),
+                        None => Ok(b),
+                    };
                 }
                 // A field outside `indexed_fields`: read every payload of the segment.
                 let mut b = Bitset::new(self.reader.rows());

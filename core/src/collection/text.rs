@@ -2,7 +2,10 @@
 //! into each segment's text index, searched with collection-wide statistics, and fused
 //! with vector search.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -10,18 +13,20 @@ use super::collection::{Collection, Hit};
 use super::segment::Segment;
 use super::state::{sealed_payload, SealedSegment};
 use crate::error::{Error, Result};
+use crate::filter::bitset::Bitset;
 use crate::filter::cache::KeyedFilter;
+use crate::filter::expr::Filter;
 use crate::filter::value::{Payload, Value};
 use crate::index::text::{self, Bm25, MemText, QueryTerm, TextSource};
 use crate::index::topk::TopK;
 use crate::text::Analyzer;
-use crate::types::{Fusion, SearchParams, TextConfig};
+use crate::types::{Fusion, IndexConfig, SearchParams, TextConfig};
 
 /// A collection's text fields with their analyzer (shared by its segments).
 #[derive(Debug)]
 pub(crate) struct TextIndexing {
     pub fields: Vec<String>,
-    pub analyzer: Analyzer,
+    pub analyzer: Arc<Analyzer>,
     pub bm25: Bm25,
 }
 
@@ -29,7 +34,7 @@ impl TextIndexing {
     pub(crate) fn new(c: &TextConfig) -> TextIndexing {
         TextIndexing {
             fields: c.fields.clone(),
-            analyzer: Analyzer::new(&c.analyzer),
+            analyzer: Arc::new(Analyzer::new(&c.analyzer)),
             bm25: Bm25 { k1: c.k1, b: c.b },
         }
     }
@@ -97,6 +102,25 @@ impl TextIndexing {
             .filter(|t| seen.insert(t.clone()))
             .collect()
     }
+}
+
+/// The rows of a `rows`-row segment whose field `field` holds all `terms`, as a bitset
+/// (`src`: the segment's text index of that field, if it has one). A damaged posting list
+/// is recorded in `err` (the caller reports it) and matches nothing.
+pub(crate) fn match_rows(
+    src: Option<TextSource<'_>>,
+    terms: &[String],
+    rows: usize,
+    path: Option<&std::path::Path>,
+    err: &RefCell<Option<Error>>,
+) -> Bitset {
+    let mut b = Bitset::new(rows);
+    let Some(src) = src else { return b };
+    match src.rows_with_all(terms) {
+        Ok(found) => b.insert_all(found.iter().filter(|r| (**r as usize) < rows)),
+        Err(off) => *err.borrow_mut() = Some(damaged(path.map(std::path::Path::to_path_buf), off)),
+    }
+    b
 }
 
 /// The text index of field `f` (named `name`) of a segment.
@@ -203,6 +227,48 @@ pub(super) struct Ranked {
 }
 
 impl Collection {
+    /// `filter` with every `$match` bound to the collection's analyzer; a `$match` on a
+    /// field that is not a text field is refused.
+    pub(super) fn bind_filter<'f>(&self, filter: &'f Filter) -> Result<Cow<'f, Filter>> {
+        if !filter.has_match() {
+            return Ok(Cow::Borrowed(filter));
+        }
+        let fields = self
+            .text
+            .as_ref()
+            .map(|t| t.fields.clone())
+            .unwrap_or_default();
+        filter
+            .bind_matches(&|field, m| match &self.text {
+                Some(t) if t.fields.iter().any(|f| f == field) => {
+                    Ok(m.bind(Arc::clone(&t.analyzer)))
+                }
+                _ => Err(Error::invalid(
+                    "filter",
+                    format!(
+                        "at `{field}`: $match needs a text field; the collection's text fields \
+                         are {fields:?} (create it with text_fields=[...])"
+                    ),
+                )),
+            })
+            .map(Cow::Owned)
+    }
+
+    /// `params` with its filter bound (see [`Collection::bind_filter`]).
+    pub(super) fn bind_params<'p>(
+        &self,
+        params: &'p SearchParams,
+    ) -> Result<Cow<'p, SearchParams>> {
+        match &params.filter {
+            Some(f) if f.has_match() => {
+                let mut p = params.clone();
+                p.filter = Some(self.bind_filter(f)?.into_owned());
+                Ok(Cow::Owned(p))
+            }
+            _ => Ok(Cow::Borrowed(params)),
+        }
+    }
+
     pub(super) fn text_indexing(&self) -> Result<&TextIndexing> {
         self.text.as_deref().ok_or_else(|| {
             Error::invalid(
@@ -224,6 +290,7 @@ impl Collection {
         params: &SearchParams,
     ) -> Result<Ranked> {
         let ti = self.text_indexing()?;
+        let params = &*self.bind_params(params)?;
         let terms = ti.query_terms(text);
         let mut top = TopK::new(k);
         if terms.is_empty() {
@@ -322,8 +389,10 @@ impl Collection {
 
     /// Hybrid search: the vector query and the keyword query under the same filter, each
     /// fetching `params.hybrid_candidates` (default `max(k, 50)`) candidates, fused by
-    /// `params.fusion` (reciprocal rank fusion by default). Each hit's `distance` is minus
-    /// its fused score.
+    /// `params.fusion` (a min-max score blend with alpha 0.5 by default). Each hit's
+    /// `distance` is minus its fused score. Without an explicit `ef`, an HNSW collection's
+    /// vector branch searches with `max(ef_search, 2 * candidates)`, so that its
+    /// candidates are as good as its top-k would be.
     pub fn search_hybrid(
         &self,
         query: &[f32],
@@ -342,7 +411,11 @@ impl Collection {
             None => k.max(DEFAULT_HYBRID_CANDIDATES),
         };
         params.fusion.validate()?;
-        let dense = self.search(query, n, params)?;
+        let mut dense_params = params.clone();
+        if let (None, IndexConfig::Hnsw { ef_search, .. }) = (params.ef, &self.config.index) {
+            dense_params.ef = Some((*ef_search).max(2 * n));
+        }
+        let dense = self.search(query, n, &dense_params)?;
         let keyword = self.text_ranked(text, n, params)?;
         let mut payloads: HashMap<u64, Option<Payload>> = HashMap::new();
         let dense_ranked: Vec<(u64, f32)> = dense

@@ -181,6 +181,7 @@ impl Collection {
     pub fn delete_where(&self, filter: &Filter) -> Result<usize> {
         self.check_open()?;
         self.check_writable("delete_where")?;
+        let filter = &*self.bind_filter(filter)?;
         // Ids are collected first; a concurrent upsert of a matching id after this point
         // is not deleted (it was not visible when the call started).
         let ids: Vec<u64> = {

@@ -10,11 +10,18 @@
 //! - A list-of-strings field matches `$eq`/`$in` when any element matches, `$ne`/`$nin`
 //!   when none does; ordering operators are false on lists.
 //! - `$exists: true` matches a present field (null included).
+//! - `{"f": {"$match": "clam chowder"}}` (text fields only) matches a document whose field
+//!   contains every term of the text, analysed like the field (stop words dropped, stems
+//!   compared); a text without terms matches nothing.
 
 use std::cmp::Ordering;
 
 use crate::error::{Error, Result};
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use crate::filter::value::{Payload, Value};
+use crate::text::{Analyzer, AnalyzerConfig};
 
 /// A predicate over a point's payload.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +51,89 @@ pub enum Filter {
     Or(Vec<Filter>),
     /// Negation.
     Not(Box<Filter>),
+    /// A text field contains every term of the text (`$match`).
+    Match(String, TextMatch),
+}
+
+/// The operand of `$match`: the text, and once a collection has bound it to its analyzer,
+/// the distinct terms of the text.
+#[derive(Clone)]
+pub struct TextMatch {
+    /// The text as given.
+    pub text: String,
+    terms: Vec<String>,
+    analyzer: Option<Arc<Analyzer>>,
+}
+
+impl TextMatch {
+    /// An unbound operand (a collection binds it to its analyzer before use).
+    pub fn new(text: impl Into<String>) -> Self {
+        TextMatch {
+            text: text.into(),
+            terms: Vec::new(),
+            analyzer: None,
+        }
+    }
+
+    /// Bind to `analyzer`: the text's distinct terms are computed once.
+    pub(crate) fn bind(&self, analyzer: Arc<Analyzer>) -> TextMatch {
+        let mut seen = std::collections::HashSet::new();
+        let terms = analyzer
+            .terms(&self.text)
+            .into_iter()
+            .filter(|t| seen.insert(t.clone()))
+            .collect();
+        TextMatch {
+            text: self.text.clone(),
+            terms,
+            analyzer: Some(analyzer),
+        }
+    }
+
+    /// The distinct terms (empty until bound).
+    pub(crate) fn terms(&self) -> &[String] {
+        &self.terms
+    }
+
+    fn matches(&self, stored: Option<&Value>) -> bool {
+        let Some(Value::Str(doc)) = stored else {
+            return false;
+        };
+        // Unbound (a caller evaluating a parsed filter by hand): the default analyzer.
+        let bound = match &self.analyzer {
+            Some(_) => Cow::Borrowed(self),
+            None => Cow::Owned(self.bind(Arc::new(Analyzer::new(&AnalyzerConfig::default())))),
+        };
+        let Some(analyzer) = bound.analyzer.as_deref() else {
+            return false;
+        };
+        let terms = &bound.terms;
+        if terms.is_empty() {
+            return false;
+        }
+        let mut have = std::collections::HashSet::new();
+        analyzer.analyze(doc, |t| {
+            have.insert(t.to_owned());
+        });
+        terms.iter().all(|t| have.contains(t))
+    }
+}
+
+impl PartialEq for TextMatch {
+    fn eq(&self, o: &Self) -> bool {
+        self.text == o.text && self.terms == o.terms
+    }
+}
+
+impl std::fmt::Debug for TextMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The analyzer is left out: its terms say what it did (and this is the filter
+        // cache's key).
+        f.debug_struct("TextMatch")
+            .field("text", &self.text)
+            .field("terms", &self.terms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Deepest nesting accepted when parsing (guards the recursion).
@@ -158,6 +248,10 @@ impl Filter {
                     _ => return Err(bad(&here, "$exists takes true or false")),
                 },
                 "$not" => Filter::Not(Box::new(Self::parse_field(field, arg, &here)?)),
+                "$match" => match arg {
+                    serde_json::Value::String(s) => Filter::Match(f(), TextMatch::new(s.clone())),
+                    _ => return Err(bad(&here, "$match takes a string")),
+                },
                 other if other.starts_with('$') => {
                     return Err(bad(&here, format!("unknown operator `{other}`")))
                 }
@@ -191,7 +285,41 @@ impl Filter {
             Filter::And(fs) => fs.iter().all(|x| x.matches(p)),
             Filter::Or(fs) => fs.iter().any(|x| x.matches(p)),
             Filter::Not(x) => !x.matches(p),
+            Filter::Match(f, m) => m.matches(p.get(f)),
         }
+    }
+
+    /// Whether a `$match` appears anywhere in the filter.
+    pub(crate) fn has_match(&self) -> bool {
+        match self {
+            Filter::Match(..) => true,
+            Filter::And(fs) | Filter::Or(fs) => fs.iter().any(Filter::has_match),
+            Filter::Not(x) => x.has_match(),
+            _ => false,
+        }
+    }
+
+    /// The filter with every `$match` bound by `bind(field, operand)` (which may refuse
+    /// the field).
+    pub(crate) fn bind_matches(
+        &self,
+        bind: &dyn Fn(&str, &TextMatch) -> Result<TextMatch>,
+    ) -> Result<Filter> {
+        Ok(match self {
+            Filter::Match(f, m) => Filter::Match(f.clone(), bind(f, m)?),
+            Filter::And(fs) => Filter::And(
+                fs.iter()
+                    .map(|x| x.bind_matches(bind))
+                    .collect::<Result<_>>()?,
+            ),
+            Filter::Or(fs) => Filter::Or(
+                fs.iter()
+                    .map(|x| x.bind_matches(bind))
+                    .collect::<Result<_>>()?,
+            ),
+            Filter::Not(x) => Filter::Not(Box::new(x.bind_matches(bind)?)),
+            other => other.clone(),
+        })
     }
 }
 

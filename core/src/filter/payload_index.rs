@@ -216,6 +216,8 @@ impl PayloadIndex {
             | Filter::Exists(f, _) => self.indexes(f),
             Filter::And(fs) | Filter::Or(fs) => fs.iter().all(|x| self.covers(x)),
             Filter::Not(x) => self.covers(x),
+            // Answered by the segment's text index (see `eval_with`).
+            Filter::Match(..) => true,
         }
     }
 
@@ -247,10 +249,22 @@ impl PayloadIndex {
         }
     }
 
-    /// Rows matching `filter`.
+    /// Rows matching `filter` (a `$match` matches nothing: see [`PayloadIndex::eval_with`]).
+    #[cfg(test)]
     pub(crate) fn eval(&self, filter: &Filter) -> Bitset {
+        self.eval_with(filter, &|_, _| Bitset::new(self.rows))
+    }
+
+    /// Rows matching `filter`; `text(field, terms)` gives the rows whose text field holds
+    /// every one of the terms (from the segment's text index).
+    pub(crate) fn eval_with(
+        &self,
+        filter: &Filter,
+        text: &dyn Fn(&str, &[String]) -> Bitset,
+    ) -> Bitset {
         let n = self.rows;
         match filter {
+            Filter::Match(f, m) => text(f, m.terms()),
             Filter::Eq(f, v) => self.eq(f, v),
             Filter::Ne(f, v) => {
                 let mut b = self.eq(f, v);
@@ -269,7 +283,7 @@ impl PayloadIndex {
                 b
             }
             Filter::Nin(f, vs) => {
-                let mut b = self.eval(&Filter::In(f.clone(), vs.clone()));
+                let mut b = self.eval_with(&Filter::In(f.clone(), vs.clone()), text);
                 b.negate();
                 b
             }
@@ -289,19 +303,19 @@ impl PayloadIndex {
                     if b.count_ones() == 0 {
                         break;
                     }
-                    b.and_with(&self.eval(x));
+                    b.and_with(&self.eval_with(x, text));
                 }
                 b
             }
             Filter::Or(fs) => {
                 let mut b = Bitset::new(n);
                 for x in fs {
-                    b.or_with(&self.eval(x));
+                    b.or_with(&self.eval_with(x, text));
                 }
                 b
             }
             Filter::Not(x) => {
-                let mut b = self.eval(x);
+                let mut b = self.eval_with(x, text);
                 b.negate();
                 b
             }

@@ -134,7 +134,7 @@ class Collection:
         filter: Optional[Mapping[str, Any]] = None,
         include_payload: bool = False,
         text: Union[str, Sequence[str], None] = None,
-        fusion: str = "rrf",
+        fusion: str = "weighted",
         alpha: float = 0.5,
         rrf_k: float = 60.0,
         hybrid_candidates: Optional[int] = None,

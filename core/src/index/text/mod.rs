@@ -731,6 +731,45 @@ impl Cursor<'_> {
     }
 }
 
+impl TextSource<'_> {
+    /// Rows (live or not) whose text holds every one of `terms`, ascending (none when
+    /// `terms` is empty): a leapfrog intersection of the posting lists.
+    pub(crate) fn rows_with_all(&self, terms: &[String]) -> Result<Vec<u32>, usize> {
+        let mut out = Vec::new();
+        if terms.is_empty() {
+            return Ok(out);
+        }
+        let mut cs = terms
+            .iter()
+            .map(|t| self.cursor(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        loop {
+            let mut target = cs[0].doc;
+            if target == END {
+                return Ok(out);
+            }
+            let mut agreed = true;
+            for c in &mut cs {
+                c.advance(target)?;
+                if c.doc == END {
+                    return Ok(out);
+                }
+                if c.doc > target {
+                    target = c.doc;
+                    agreed = false;
+                    break;
+                }
+            }
+            if agreed {
+                out.push(target);
+                cs[0].next()?;
+            } else {
+                cs[0].advance(target)?;
+            }
+        }
+    }
+}
+
 /// One query term as scored: its field (index into the sources of a segment), the term,
 /// its idf, and the field's average document length.
 #[derive(Debug, Clone)]

@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""Keyword (BM25) and hybrid search: quality on labelled queries, speed on the full corpus.
+
+Quality (`--dataset`, a text-hybrid-dev directory): trovedb through its public Python API
+with default options (upsert in batches of 1,000, `wait_idle()`), searched dense only (HNSW),
+BM25 only, hybrid RRF (default) and hybrid weighted (alpha 0.5), next to the same retrievals
+computed exactly in the same run: brute-force dense, `bm25s` (Lucene BM25, k1 1.2, b 0.75) on
+the tokens of `trovedb.analyze`, and the two fusions of those exact lists. nDCG@10 and
+recall@10 per query set and their mean.
+
+Speed (`--corpus`, a JSON-lines file from ../shared/tools/text_corpus.py): BM25 top-10
+single-thread QPS over every query text of the dataset, against `tantivy` (en_stem, default
+OR query) and `bm25s`; index build time and bytes. With `--dataset` too: hybrid latency
+against dense only at the same `ef`.
+
+    python3 benches/hybrid.py --dataset ../shared/data/text-hybrid-dev
+    python3 benches/hybrid.py --dataset ../shared/data/text-hybrid-dev \
+        --corpus bench-out/cache/corpus.jsonl
+"""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import trovedb
+
+SETS = ("sense", "lookup", "quote")
+
+
+def read_fvecs(path: pathlib.Path) -> np.ndarray:
+    raw = np.fromfile(path, dtype=np.int32)
+    dim = int(raw[0])
+    return raw.reshape(-1, dim + 1)[:, 1:].view(np.float32).copy()
+
+
+def ndcg10(ranked: list[int], relevant: set[int]) -> float:
+    dcg = sum(1.0 / math.log2(i + 2) for i, d in enumerate(ranked[:10]) if d in relevant)
+    ideal = sum(1.0 / math.log2(i + 2) for i in range(min(10, len(relevant))))
+    return dcg / ideal if ideal else 0.0
+
+
+def recall10(ranked: list[int], relevant: set[int]) -> float:
+    return len(set(ranked[:10]) & relevant) / len(relevant) if relevant else 0.0
+
+
+def rrf(lists: list[list[int]], k: int, rk: float = 60.0) -> list[int]:
+    s: dict[int, float] = {}
+    for lst in lists:
+        for r, d in enumerate(lst):
+            s[d] = s.get(d, 0.0) + 1.0 / (rk + r + 1)
+    return [d for d, _ in sorted(s.items(), key=lambda e: (-e[1], e[0]))[:k]]
+
+
+def weighted(dense: list[tuple[int, float]], kw: list[tuple[int, float]], k: int, alpha: float) -> list[int]:
+    """Min-max normalised blend; `dense` holds (id, similarity), `kw` (id, score)."""
+    s: dict[int, float] = {}
+    for lst, w in ((dense, alpha), (kw, 1 - alpha)):
+        if not lst:
+            continue
+        lo, hi = min(v for _, v in lst), max(v for _, v in lst)
+        for d, v in lst:
+            s[d] = s.get(d, 0.0) + w * ((v - lo) / (hi - lo) if hi > lo else 1.0)
+    return [d for d, _ in sorted(s.items(), key=lambda e: (-e[1], e[0]))[:k]]
+
+
+def load_dataset(root: pathlib.Path):
+    base = read_fvecs(root / "base.fvecs")
+    texts = [json.loads(line)["text"] for line in (root / "metadata.jsonl").read_text().splitlines()]
+    sets = {}
+    for name in SETS:
+        qv = read_fvecs(root / f"{name}_query.fvecs")
+        qs = [json.loads(line) for line in (root / f"{name}_queries.jsonl").read_text().splitlines()]
+        sets[name] = (qv, [q["text"] for q in qs], [set(q["relevant"]) for q in qs])
+    return base, texts, sets
+
+
+def ingest(db, name: str, texts: list[str], vectors: np.ndarray, dim: int, metric: str, index: str):
+    c = db.create_collection(name, dim=dim, metric=metric, index=index, text_fields=["text"])
+    t0 = time.perf_counter()
+    for a in range(0, len(texts), 1000):
+        b = min(a + 1000, len(texts))
+        c.upsert(np.arange(a, b, dtype=np.uint64), vectors[a:b], [{"text": t} for t in texts[a:b]])
+    ack = time.perf_counter() - t0
+    c.wait_idle()
+    return c, ack, time.perf_counter() - t0
+
+
+def quality(args) -> None:
+    import bm25s
+
+    base, texts, sets = load_dataset(args.dataset)
+    n = len(texts)
+    nc = args.candidates
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="hybrid-", dir=args.tmp))
+    try:
+        db = trovedb.open(tmp / "db")
+        c, ack, total = ingest(db, "docs", texts, base, base.shape[1], "cosine", "hnsw")
+        print(f"ingest {n} passages (dense + BM25, default path): {ack:.1f} s acknowledged, "
+              f"{total:.1f} s to idle, {len(c.stats()['segments'])} segments")
+        t0 = time.perf_counter()
+        r = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
+        r.index([trovedb.analyze(t) for t in texts], show_progress=False)
+        print(f"bm25s index on trovedb.analyze tokens: {time.perf_counter() - t0:.1f} s")
+        unit = base / np.linalg.norm(base, axis=1, keepdims=True)
+        rows = []
+        means: dict[str, list[tuple[float, float]]] = {}
+        agree = [0, 0]
+        for name, (qv, qt, rel) in sets.items():
+            qn = qv / np.linalg.norm(qv, axis=1, keepdims=True)
+            sims = qn @ unit.T
+            res: dict[str, list[list[int]]] = {m: [] for m in (
+                "dense exact", "dense hnsw", "bm25s", "bm25 trovedb",
+                "rrf exact", "rrf trovedb", "weighted exact", "weighted trovedb")}
+            for i in range(len(qt)):
+                top = np.argsort(-sims[i])[:nc]
+                dense_exact = [(int(d), float(sims[i, d])) for d in top]
+                ids, _ = c.search(qv[i], k=nc, ef=max(nc, 64))
+                res["dense exact"].append([d for d, _ in dense_exact])
+                res["dense hnsw"].append([int(x) for x in ids if x != trovedb.PAD_ID])
+                toks = [t for t in dict.fromkeys(trovedb.analyze(qt[i])) if t in r.vocab_dict]
+                if toks:
+                    s = r.get_scores(toks)
+                    order = [int(d) for d in np.argsort(-s, kind="stable")[:nc] if s[d] > 0]
+                    kw_exact = [(d, float(s[d])) for d in order]
+                else:
+                    kw_exact = []
+                res["bm25s"].append([d for d, _ in kw_exact])
+                kids, kscores = c.search(text=qt[i], k=nc)
+                kw = [int(x) for x in kids if x != trovedb.PAD_ID]
+                res["bm25 trovedb"].append(kw)
+                agree[0] += kw[:10] == res["bm25s"][-1][:10]
+                agree[1] += 1
+                res["rrf exact"].append(rrf([res["dense exact"][-1], res["bm25s"][-1]], 10))
+                hids, _ = c.search(qv[i], text=qt[i], k=10, ef=max(nc, 64))
+                res["rrf trovedb"].append([int(x) for x in hids if x != trovedb.PAD_ID])
+                res["weighted exact"].append(weighted(dense_exact, kw_exact, 10, 0.5))
+                wids, _ = c.search(qv[i], text=qt[i], k=10, ef=max(nc, 64), fusion="weighted", alpha=0.5)
+                res["weighted trovedb"].append([int(x) for x in wids if x != trovedb.PAD_ID])
+            for m, lists in res.items():
+                nd = float(np.mean([ndcg10(l, rl) for l, rl in zip(lists, rel)]))
+                rc = float(np.mean([recall10(l, rl) for l, rl in zip(lists, rel)]))
+                means.setdefault(m, []).append((nd, rc))
+                rows.append((m, name, nd, rc))
+        print(f"\nBM25 top-10 identical to bm25s on {agree[0]}/{agree[1]} queries")
+        print(f"\nnDCG@10 / recall@10 (candidates per branch {nc}; trovedb HNSW ef {max(nc, 64)})")
+        print(f"| retrieval | {' | '.join(SETS)} | mean |")
+        print("| --- |" + " --- |" * (len(SETS) + 1))
+        for m in means:
+            cells = [f"{nd:.3f} / {rc:.3f}" for (mm, _, nd, rc) in rows if mm == m]
+            mean_nd = np.mean([x[0] for x in means[m]])
+            mean_rc = np.mean([x[1] for x in means[m]])
+            print(f"| {m} | {' | '.join(cells)} | {mean_nd:.3f} / {mean_rc:.3f} |")
+        if args.json:
+            json.dump({"rows": rows}, open(args.json, "w"), indent=1)
+        if args.corpus is None:
+            latency(c, sets)
+        db.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def latency(c, sets) -> None:
+    """Hybrid against dense only at the same ef (single thread, per query)."""
+    qv = np.concatenate([s[0] for s in sets.values()])
+    qt = sum((s[1] for s in sets.values()), [])
+    for ef in (64, 128):
+        for label, fn in (
+            ("dense", lambda i: c.search(qv[i], k=10, ef=ef)),
+            ("bm25", lambda i: c.search(text=qt[i], k=10)),
+            ("hybrid rrf", lambda i: c.search(qv[i], text=qt[i], k=10, ef=ef)),
+        ):
+            for i in range(50):
+                fn(i)
+            t0 = time.perf_counter()
+            for i in range(len(qt)):
+                fn(i)
+            dt = (time.perf_counter() - t0) / len(qt)
+            print(f"latency ef={ef} {label}: {dt * 1e3:.3f} ms/query ({1 / dt:,.0f} QPS)")
+
+
+def dir_bytes(p: pathlib.Path) -> int:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def speed(args) -> None:
+    import bm25s
+    import tantivy
+
+    texts = [json.loads(line)["text"] for line in open(args.corpus)]
+    queries = []
+    if args.dataset:
+        for name in SETS:
+            queries += [json.loads(line)["text"] for line in
+                        (args.dataset / f"{name}_queries.jsonl").read_text().splitlines()]
+    else:
+        rng = np.random.default_rng(0)
+        for i in rng.choice(len(texts), 900, replace=False):
+            w = texts[i].split()
+            queries.append(" ".join(w[:5]))
+    n = len(texts)
+    print(f"\ncorpus: {n} passages, {len(queries)} queries")
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="hybrid-speed-", dir=args.tmp))
+    try:
+        # trovedb: a keyword-only collection (a one-float placeholder vector per row).
+        db = trovedb.open(tmp / "trove", seal_threshold_rows=args.seal_threshold_rows)
+        zeros = np.zeros((n, 1), np.float32)
+        c, ack, total = ingest(db, "docs", texts, zeros, 1, "l2", "flat")
+        st = c.stats()
+        tbytes = sum(s["text_bytes"] for s in st["segments"])
+        print(f"trovedb build: {ack:.1f} s acknowledged, {total:.1f} s to idle (durable, "
+              f"{len(st['segments'])} segments); text index {tbytes / 1e6:.1f} MB, "
+              f"collection {st['bytes_on_disk'] / 1e6:.1f} MB (payloads hold the text)")
+        if args.compact:
+            t0 = time.perf_counter()
+            c.compact()
+            print(f"trovedb compact: {time.perf_counter() - t0:.1f} s, "
+                  f"{len(c.stats()['segments'])} segment(s)")
+        # tantivy
+        t0 = time.perf_counter()
+        sb = tantivy.SchemaBuilder()
+        sb.add_text_field("text", stored=True, tokenizer_name="en_stem")
+        sb.add_integer_field("id", stored=True, indexed=False)
+        schema = sb.build()
+        (tmp / "tantivy").mkdir()
+        index = tantivy.Index(schema, path=str(tmp / "tantivy"))
+        w = index.writer(heap_size=256_000_000, num_threads=2)
+        for i, t in enumerate(texts):
+            w.add_document(tantivy.Document(text=t, id=i))
+        w.commit()
+        w.wait_merging_threads()
+        index.reload()
+        t_build = time.perf_counter() - t0
+        print(f"tantivy build: {t_build:.1f} s (2 threads, one commit), index "
+              f"{dir_bytes(tmp / 'tantivy') / 1e6:.1f} MB (stored text included)")
+        searcher = index.searcher()
+        # bm25s
+        t0 = time.perf_counter()
+        r = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
+        r.index([trovedb.analyze(t) for t in texts], show_progress=False)
+        print(f"bm25s build (with trovedb.analyze): {time.perf_counter() - t0:.1f} s")
+
+        clean = [re.sub(r"[^\w\s]", " ", q) for q in queries]
+        parsed = []
+        for q in clean:
+            try:
+                parsed.append(index.parse_query(q, ["text"]))
+            except ValueError:
+                parsed.append(None)
+
+        def run(label, fn, reps=3):
+            for i in range(min(50, len(queries))):
+                fn(i)
+            best = float("inf")
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                for i in range(len(queries)):
+                    fn(i)
+                best = min(best, time.perf_counter() - t0)
+            qps = len(queries) / best
+            print(f"{label}: {qps:,.0f} QPS")
+            return qps
+
+        toks = [[t for t in dict.fromkeys(trovedb.analyze(q)) if t in r.vocab_dict] for q in queries]
+        q_t = run("trovedb BM25 top-10", lambda i: c.search(text=queries[i], k=10))
+        q_v = run("tantivy top-10", lambda i: parsed[i] is not None and searcher.search(parsed[i], 10))
+        q_b = run("bm25s top-10", lambda i: toks[i] and r.retrieve([toks[i]], k=10, n_threads=1,
+                                                                   show_progress=False), reps=1)
+        print(f"trovedb / tantivy = {q_t / q_v:.2f}x, trovedb / bm25s = {q_t / q_b:.2f}x")
+        db.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", type=pathlib.Path)
+    ap.add_argument("--corpus", type=pathlib.Path)
+    ap.add_argument("--candidates", type=int, default=50)
+    ap.add_argument("--seal-threshold-rows", type=int, default=100_000)
+    ap.add_argument("--compact", action="store_true", help="also time compact() before searching")
+    ap.add_argument("--tmp", default=None)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    if args.dataset is None and args.corpus is None:
+        ap.error("give --dataset, --corpus or both")
+    os.environ.setdefault("RAYON_NUM_THREADS", str(os.cpu_count()))
+    if args.dataset:
+        quality(args)
+    if args.corpus:
+        speed(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
