@@ -15,7 +15,7 @@ against dense only at the same `ef`.
 
     python3 benches/hybrid.py --dataset ../shared/data/text-hybrid-dev
     python3 benches/hybrid.py --dataset ../shared/data/text-hybrid-dev \
-        --corpus bench-out/cache/corpus.jsonl
+        --corpus bench-out/cache/corpus.jsonl --speed-only
 """
 
 import argparse
@@ -119,7 +119,7 @@ def quality(args) -> None:
             sims = qn @ unit.T
             res: dict[str, list[list[int]]] = {m: [] for m in (
                 "dense exact", "dense hnsw", "bm25s", "bm25 trovedb",
-                "rrf exact", "rrf trovedb", "weighted exact", "weighted trovedb")}
+                "rrf exact", "rrf trovedb", "weighted exact", "weighted trovedb (default)")}
             for i in range(len(qt)):
                 top = np.argsort(-sims[i])[:nc]
                 dense_exact = [(int(d), float(sims[i, d])) for d in top]
@@ -140,18 +140,19 @@ def quality(args) -> None:
                 agree[0] += kw[:10] == res["bm25s"][-1][:10]
                 agree[1] += 1
                 res["rrf exact"].append(rrf([res["dense exact"][-1], res["bm25s"][-1]], 10))
-                hids, _ = c.search(qv[i], text=qt[i], k=10, ef=max(nc, 64))
+                hids, _ = c.search(qv[i], text=qt[i], k=10, fusion="rrf", hybrid_candidates=nc)
                 res["rrf trovedb"].append([int(x) for x in hids if x != trovedb.PAD_ID])
                 res["weighted exact"].append(weighted(dense_exact, kw_exact, 10, 0.5))
-                wids, _ = c.search(qv[i], text=qt[i], k=10, ef=max(nc, 64), fusion="weighted", alpha=0.5)
-                res["weighted trovedb"].append([int(x) for x in wids if x != trovedb.PAD_ID])
+                wids, _ = c.search(qv[i], text=qt[i], k=10, hybrid_candidates=nc)  # the default
+                res["weighted trovedb (default)"].append([int(x) for x in wids if x != trovedb.PAD_ID])
             for m, lists in res.items():
                 nd = float(np.mean([ndcg10(l, rl) for l, rl in zip(lists, rel)]))
                 rc = float(np.mean([recall10(l, rl) for l, rl in zip(lists, rel)]))
                 means.setdefault(m, []).append((nd, rc))
                 rows.append((m, name, nd, rc))
         print(f"\nBM25 top-10 identical to bm25s on {agree[0]}/{agree[1]} queries")
-        print(f"\nnDCG@10 / recall@10 (candidates per branch {nc}; trovedb HNSW ef {max(nc, 64)})")
+        print(f"\nnDCG@10 / recall@10 (candidates per branch {nc}; 'dense hnsw' at ef {max(nc, 64)}, "
+              f"the hybrid vector branch at its default ef {max(64, 2 * nc)})")
         print(f"| retrieval | {' | '.join(SETS)} | mean |")
         print("| --- |" + " --- |" * (len(SETS) + 1))
         for m in means:
@@ -161,6 +162,16 @@ def quality(args) -> None:
             print(f"| {m} | {' | '.join(cells)} | {mean_nd:.3f} / {mean_rc:.3f} |")
         if args.json:
             json.dump({"rows": rows}, open(args.json, "w"), indent=1)
+        if args.check:
+            mean = {m: float(np.mean([x[0] for x in v])) for m, v in means.items()}
+            best_single = max(mean["dense exact"], mean["bm25s"])
+            best_fusion = max(mean["rrf exact"], mean["weighted exact"])
+            default = mean["weighted trovedb (default)"]
+            assert agree[0] >= 0.99 * agree[1], f"BM25 top-10 differs from bm25s on {agree[1] - agree[0]} queries"
+            assert default >= best_single, f"default hybrid {default:.3f} < best single {best_single:.3f}"
+            assert default >= best_fusion - 0.01, f"default hybrid {default:.3f} vs exact fusion {best_fusion:.3f}"
+            print(f"check: BM25 = bm25s on {agree[0]}/{agree[1]}; default hybrid nDCG@10 {default:.3f} "
+                  f">= best single {best_single:.3f}, within 0.01 of best exact fusion {best_fusion:.3f}")
         if args.corpus is None:
             latency(c, sets)
         db.close()
@@ -176,7 +187,7 @@ def latency(c, sets) -> None:
         for label, fn in (
             ("dense", lambda i: c.search(qv[i], k=10, ef=ef)),
             ("bm25", lambda i: c.search(text=qt[i], k=10)),
-            ("hybrid rrf", lambda i: c.search(qv[i], text=qt[i], k=10, ef=ef)),
+            ("hybrid (default fusion)", lambda i: c.search(qv[i], text=qt[i], k=10, ef=ef)),
         ):
             for i in range(50):
                 fn(i)
@@ -224,24 +235,32 @@ def speed(args) -> None:
             c.compact()
             print(f"trovedb compact: {time.perf_counter() - t0:.1f} s, "
                   f"{len(c.stats()['segments'])} segment(s)")
-        # tantivy
-        t0 = time.perf_counter()
-        sb = tantivy.SchemaBuilder()
-        sb.add_text_field("text", stored=True, tokenizer_name="en_stem")
-        sb.add_integer_field("id", stored=True, indexed=False)
-        schema = sb.build()
-        (tmp / "tantivy").mkdir()
-        index = tantivy.Index(schema, path=str(tmp / "tantivy"))
-        w = index.writer(heap_size=256_000_000, num_threads=2)
-        for i, t in enumerate(texts):
-            w.add_document(tantivy.Document(text=t, id=i))
-        w.commit()
-        w.wait_merging_threads()
-        index.reload()
-        t_build = time.perf_counter() - t0
-        print(f"tantivy build: {t_build:.1f} s (2 threads, one commit), index "
-              f"{dir_bytes(tmp / 'tantivy') / 1e6:.1f} MB (stored text included)")
-        searcher = index.searcher()
+        # tantivy: its en_stem analyzer (no stop words), and the same with its English stop
+        # words; text not stored (trovedb keeps it in the payload), so bytes are the index's.
+        searchers = {}
+        for label, stop in (("tantivy en_stem", False), ("tantivy en_stem+stop", True)):
+            t0 = time.perf_counter()
+            sb = tantivy.SchemaBuilder()
+            sb.add_text_field("text", stored=False, tokenizer_name="custom" if stop else "en_stem")
+            schema = sb.build()
+            path = tmp / label.replace(" ", "_").replace("+", "_")
+            path.mkdir()
+            index = tantivy.Index(schema, path=str(path))
+            if stop:
+                index.register_tokenizer("custom", tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+                                         .filter(tantivy.Filter.remove_long(40))
+                                         .filter(tantivy.Filter.lowercase())
+                                         .filter(tantivy.Filter.stopword("english"))
+                                         .filter(tantivy.Filter.stemmer("english")).build())
+            w = index.writer(heap_size=256_000_000, num_threads=2)
+            for t in texts:
+                w.add_document(tantivy.Document(text=t))
+            w.commit()
+            w.wait_merging_threads()
+            index.reload()
+            print(f"{label} build: {time.perf_counter() - t0:.1f} s (2 threads, one commit), "
+                  f"index {dir_bytes(path) / 1e6:.1f} MB")
+            searchers[label] = (index, index.searcher())
         # bm25s
         t0 = time.perf_counter()
         r = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
@@ -249,12 +268,14 @@ def speed(args) -> None:
         print(f"bm25s build (with trovedb.analyze): {time.perf_counter() - t0:.1f} s")
 
         clean = [re.sub(r"[^\w\s]", " ", q) for q in queries]
-        parsed = []
-        for q in clean:
-            try:
-                parsed.append(index.parse_query(q, ["text"]))
-            except ValueError:
-                parsed.append(None)
+        parsed = {}
+        for label, (index, _) in searchers.items():
+            parsed[label] = []
+            for q in clean:
+                try:
+                    parsed[label].append(index.parse_query(q, ["text"]))
+                except ValueError:
+                    parsed[label].append(None)
 
         def run(label, fn, reps=3):
             for i in range(min(50, len(queries))):
@@ -271,10 +292,16 @@ def speed(args) -> None:
 
         toks = [[t for t in dict.fromkeys(trovedb.analyze(q)) if t in r.vocab_dict] for q in queries]
         q_t = run("trovedb BM25 top-10", lambda i: c.search(text=queries[i], k=10))
-        q_v = run("tantivy top-10", lambda i: parsed[i] is not None and searcher.search(parsed[i], 10))
+        q_v = {}
+        for label, (_, searcher) in searchers.items():
+            pl = parsed[label]
+            q_v[label] = run(f"{label} top-10",
+                             lambda i, pl=pl, searcher=searcher: pl[i] is not None and searcher.search(pl[i], 10))
         q_b = run("bm25s top-10", lambda i: toks[i] and r.retrieve([toks[i]], k=10, n_threads=1,
                                                                    show_progress=False), reps=1)
-        print(f"trovedb / tantivy = {q_t / q_v:.2f}x, trovedb / bm25s = {q_t / q_b:.2f}x")
+        for label, v in q_v.items():
+            print(f"trovedb / {label} = {q_t / v:.2f}x")
+        print(f"trovedb / bm25s = {q_t / q_b:.2f}x")
         db.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -287,13 +314,17 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=50)
     ap.add_argument("--seal-threshold-rows", type=int, default=100_000)
     ap.add_argument("--compact", action="store_true", help="also time compact() before searching")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="with --dataset and --corpus: only the speed part (queries from the dataset)")
     ap.add_argument("--tmp", default=None)
     ap.add_argument("--json")
+    ap.add_argument("--check", action="store_true",
+                    help="fail unless BM25 equals bm25s and the default hybrid meets its quality target")
     args = ap.parse_args()
     if args.dataset is None and args.corpus is None:
         ap.error("give --dataset, --corpus or both")
     os.environ.setdefault("RAYON_NUM_THREADS", str(os.cpu_count()))
-    if args.dataset:
+    if args.dataset and not args.speed_only:
         quality(args)
     if args.corpus:
         speed(args)

@@ -521,7 +521,7 @@ fn match_filter_agrees_with_a_naive_evaluator() {
     let bad = Filter::from_json_str(r#"{"group": {"$match": "x"}}"#).unwrap();
     match c.count(&bad) {
         Err(Error::InvalidArgument { reason, .. }) => {
-            assert!(reason.contains("text field"), "{reason}")
+            assert!(reason.contains("text field"), "{reason}");
         }
         other => panic!("{other:?}"),
     }

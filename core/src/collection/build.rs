@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
 use crate::index::registry::BuiltIndex;
+use crate::index::text::{MemText, TextSource};
 use crate::index::BuildInput;
 use crate::storage::segment;
 use crate::storage::segment::reader::SegmentReader;
@@ -41,6 +42,15 @@ pub(super) fn build_sealed(
         vectors.extend_from_slice(a.vector(*r));
     }
     let payloads: Vec<&Payload> = rows.iter().map(|r| &a.payloads[*r]).collect();
+    // The appendable segment's text indexes, restricted to its live rows (no text is
+    // analysed again).
+    let mut text = Vec::with_capacity(a.text.len());
+    for m in &a.text {
+        let mut t = MemText::default();
+        t.extend_from(&TextSource::Mem(m), &rows)
+            .map_err(|_| Error::invalid("text", "in-memory text index out of step"))?;
+        text.push(t);
+    }
     let built = crate::background::build(|| {
         build_index_with(config, kernels, a, rows.len(), &vectors, stop)
     });
@@ -48,11 +58,22 @@ pub(super) fn build_sealed(
     if stop.load(std::sync::atomic::Ordering::Acquire) {
         return Err(Error::Interrupted { operation: "flush" });
     }
-    write_sealed(dir, config, id, &ids, &vectors, &payloads, &built)
+    write_sealed(
+        dir,
+        config,
+        id,
+        &ids,
+        &vectors,
+        &payloads,
+        &built,
+        Some(text),
+    )
 }
 
 /// Write segment `id` holding these rows and their index (with the payload index built from
-/// `payloads`), durably, and open it.
+/// `payloads`, and the text indexes `text`, or built from `payloads` when `None`), durably,
+/// and open it.
+#[allow(clippy::too_many_arguments, reason = "the parts of one segment")]
 pub(super) fn write_sealed(
     dir: &Path,
     config: &CollectionConfig,
@@ -61,14 +82,16 @@ pub(super) fn write_sealed(
     vectors: &[f32],
     payloads: &[&Payload],
     built: &BuiltIndex,
+    text: Option<Vec<MemText>>,
 ) -> Result<SealBuild> {
     let mut index = PayloadIndex::new(indexed_fields(config));
     for p in payloads {
         index.add(p);
     }
-    let text = match &config.text {
-        Some(t) => super::text::TextIndexing::new(t).build(payloads),
-        None => Vec::new(),
+    let text = match (&config.text, text) {
+        (Some(_), Some(t)) => t,
+        (Some(t), None) => super::text::TextIndexing::new(t).build(payloads),
+        (None, _) => Vec::new(),
     };
     let text_fields: Vec<(&str, &crate::index::text::MemText)> = config
         .text

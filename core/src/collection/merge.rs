@@ -17,6 +17,7 @@ use crate::filter::bitset::Bitset;
 use crate::filter::value::Payload;
 use crate::index::hnsw::build::{GraphBuilder, VectorSet};
 use crate::index::registry::BuiltIndex;
+use crate::index::text::{MemText, TextSource};
 use crate::interrupt;
 use crate::storage::segment::reader::SegmentReader;
 use crate::types::CollectionConfig;
@@ -297,6 +298,26 @@ pub(super) fn build_merged(
         }
     }
     let payloads: Vec<&Payload> = owned.iter().collect();
+    // The inputs' text indexes, merged posting list by posting list (no text is analysed
+    // again).
+    let mut text = Vec::new();
+    for field in config.text.iter().flat_map(|t| t.fields.iter()) {
+        let mut m = MemText::default();
+        for (_, r, deleted) in inputs {
+            let src = r.text(field).map(TextSource::Sealed).ok_or_else(|| {
+                Error::corruption(
+                    r.path(),
+                    0,
+                    format!("segment lacks the text index of field `{field}`"),
+                )
+            })?;
+            let keep: Vec<usize> = (0..r.rows()).filter(|row| !deleted.get(*row)).collect();
+            m.extend_from(&src, &keep).map_err(|off| {
+                Error::corruption(r.path(), off as u64, "damaged text index postings")
+            })?;
+        }
+        text.push(m);
+    }
     let index = || merged_index(config, kernels, inputs, &vectors, stop);
     let built = if background {
         crate::background::build_merge(index)
@@ -307,7 +328,17 @@ pub(super) fn build_merged(
     if stopped() {
         return Err(Error::Closed);
     }
-    write_sealed(dir, config, id, &ids, &vectors, &payloads, &built).map(Some)
+    write_sealed(
+        dir,
+        config,
+        id,
+        &ids,
+        &vectors,
+        &payloads,
+        &built,
+        Some(text),
+    )
+    .map(Some)
 }
 
 /// Put first the input whose graph a merge can reuse: the largest with an HNSW index and no

@@ -410,6 +410,7 @@ mod tests {
             &[0.0, 1.0, 2.0, 3.0],
             &[&p, &p],
             &BuiltIndex::Flat,
+            None,
         )
         .expect("write");
         let path = dir.path().join(segment::file_name(b.id));

@@ -115,15 +115,7 @@ impl MemText {
             *tf.entry(t.as_str()).or_insert(0) += 1;
         }
         for (t, n) in tf {
-            let id = if let Some(id) = self.terms.get(t) {
-                *id as usize
-            } else {
-                let id = self.postings.len();
-                self.terms.insert(t.into(), id as u32);
-                self.postings.push(Vec::new());
-                self.bounds.push((0, u32::MAX));
-                id
-            };
+            let id = self.term_id(t);
             self.postings[id].push((row, n));
             let b = &mut self.bounds[id];
             *b = (b.0.max(n), b.1.min(len));
@@ -132,6 +124,69 @@ impl MemText {
 
     fn lookup(&self, term: &str) -> Option<usize> {
         self.terms.get(term).map(|i| *i as usize)
+    }
+
+    fn term_id(&mut self, t: &str) -> usize {
+        if let Some(id) = self.terms.get(t) {
+            return *id as usize;
+        }
+        let id = self.postings.len();
+        self.terms.insert(t.into(), id as u32);
+        self.postings.push(Vec::new());
+        self.bounds.push((0, u32::MAX));
+        id
+    }
+
+    /// Append the rows `keep` (ascending) of `src`, in that order, without analysing their
+    /// text again: a seal keeps the appendable segment's live rows, a merge the inputs' live
+    /// rows one input after another.
+    pub(crate) fn extend_from(
+        &mut self,
+        src: &TextSource<'_>,
+        keep: &[usize],
+    ) -> Result<(), usize> {
+        let base = self.doc_len.len() as u32;
+        let lens = src.doc_lens();
+        let mut new_of = vec![u32::MAX; lens.len()];
+        for (i, &r) in keep.iter().enumerate() {
+            new_of[r] = base + i as u32;
+            let l = lens[r];
+            self.doc_len.push(l);
+            if l != ABSENT {
+                self.docs += 1;
+                self.tokens += u64::from(l);
+            }
+        }
+        let add = |me: &mut MemText, term: &str, c: &mut Cursor<'_>| -> Result<(), usize> {
+            let mut id = None;
+            while c.doc != END {
+                let row = new_of[c.doc as usize];
+                if row != u32::MAX {
+                    let t = *id.get_or_insert_with(|| me.term_id(term));
+                    me.postings[t].push((row, c.tf));
+                    let len = me.doc_len[row as usize];
+                    let b = &mut me.bounds[t];
+                    *b = (b.0.max(c.tf), b.1.min(len));
+                }
+                c.next()?;
+            }
+            Ok(())
+        };
+        match src {
+            TextSource::Mem(m) => {
+                for term in m.terms.keys() {
+                    add(self, term, &mut src.cursor(term)?)?;
+                }
+            }
+            TextSource::Sealed(v) => {
+                for i in 0..v.terms.len() {
+                    // Validated UTF-8 at open.
+                    let term = std::str::from_utf8(v.term(i)).map_err(|_| 0usize)?;
+                    add(self, term, &mut src.cursor(term)?)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The sections of the sealed form: (tag, bytes).
