@@ -128,8 +128,9 @@ pub struct Seed {
     pub bytes: Vec<u8>,
 }
 
-/// Valid files of every kind, written by this build: for each of flat/hnsw/ivf_pq/lsh, a
-/// collection of 1,200 points with payloads, sealed, with deletions and a WAL tail.
+/// Valid files of every kind, written by this build: for each of flat/hnsw/ivf_pq/lsh and a
+/// flat collection with a text field, a collection of 1,200 points with payloads, sealed,
+/// with deletions and a WAL tail.
 pub fn seed_corpus() -> Result<Vec<Seed>> {
     let s = Scratch::new()?;
     let db = Database::open(&s.0, DbOptions::default().seal_threshold_rows(usize::MAX))?;
@@ -140,9 +141,11 @@ pub fn seed_corpus() -> Result<Vec<Seed>> {
         ("hnsw", IndexConfig::hnsw(), Metric::Cosine),
         ("ivf", IndexConfig::ivf_pq(), Metric::L2),
         ("lsh", IndexConfig::lsh(), Metric::Cosine),
+        ("text", IndexConfig::Flat, Metric::L2),
     ] {
         let cfg = CollectionConfig {
             index,
+            text: (name == "text").then(|| crate::TextConfig::new(["body"])),
             ..CollectionConfig::new(dim, metric)
         };
         let c = db.create_collection(name, &cfg)?;
@@ -161,6 +164,11 @@ pub fn seed_corpus() -> Result<Vec<Seed>> {
                     "t".into(),
                     crate::Value::Tags(vec!["a".into(), format!("b{}", i % 3)]),
                 );
+                let words = ["river", "stone", "light", "code", "night", "東京都"];
+                let body: Vec<&str> = (0..=(i % 7))
+                    .map(|j| words[((i * 31 + j * 7) % 6) as usize])
+                    .collect();
+                p.insert("body".into(), crate::Value::Str(body.join(" ")));
                 p
             })
             .collect();

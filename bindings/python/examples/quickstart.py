@@ -40,7 +40,8 @@ def main() -> int:
     k = 10
     try:
         with trovedb.open(path) as db:
-            docs = db.create_collection("docs", dim=base.shape[1], metric="cosine", index="flat")
+            docs = db.create_collection("docs", dim=base.shape[1], metric="cosine", index="flat",
+                                        text_fields=["text"])  # + a BM25 index of the texts
             t0 = time.perf_counter()
             docs.upsert(np.arange(len(base), dtype=np.uint64), base, payloads)
             docs.flush()  # seal to a memory-mapped segment file
@@ -58,6 +59,12 @@ def main() -> int:
             print(f"\nquery: {qtext[0]!r}")
             for i, d, p in zip(ids, dists, pays):
                 print(f"  {int(i):5d}  dist={d:.4f}  [{p['source']}] {p['text'][:90]}")
+            # The same question by keywords, then both fused (README "Hybrid search").
+            for label, kw in (("keyword", {}), ("hybrid", {"query": queries[0]})):
+                ids, scores, pays = docs.search(text=qtext[0], k=3, include_payload=True, **kw)
+                print(f"{label}:")
+                for i, s, p in zip(ids, scores, pays):
+                    print(f"  {int(i):5d}  score={s:.4f}  [{p['source']}] {p['text'][:90]}")
 
         with trovedb.open(path) as db:  # reopen: the segment is mapped, nothing is rebuilt
             again, _ = db.get_collection("docs").search(queries, k=k)

@@ -505,6 +505,19 @@ impl<'a> TextView<'a> {
         None
     }
 
+    /// Decode every posting block (what `verify()` adds to the checksums): the offset of
+    /// the first damaged block, if any.
+    pub(crate) fn decode_all(&self) -> Result<(), usize> {
+        let (mut docs, mut tfs) = ([0u32; BLOCK], [0u32; BLOCK]);
+        for i in 0..self.terms.len() {
+            let blocks = self.blocks_of(i);
+            for bi in 0..blocks.len() {
+                self.decode(blocks, bi, &mut docs, &mut tfs)?;
+            }
+        }
+        Ok(())
+    }
+
     fn blocks_of(&self, i: usize) -> &'a [BlockMeta] {
         let e = self.terms[i];
         &self.blocks[e.block_start as usize..e.block_start as usize + e.block_count as usize]

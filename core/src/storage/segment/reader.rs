@@ -140,10 +140,20 @@ impl SegmentReader {
         }
     }
 
-    /// Check every section's checksum (reads the whole file).
+    /// Check every section's checksum (reads the whole file) and decode every text
+    /// index's postings.
     pub(crate) fn verify(&self) -> Result<()> {
         for s in &self.table.sections {
             check_crc(&self.map, s, &self.path)?;
+        }
+        for (field, parts) in &self.text {
+            parts.view(&self.map).decode_all().map_err(|off| {
+                Error::corruption(
+                    &self.path,
+                    off as u64,
+                    format!("text index of field `{field}`: damaged postings"),
+                )
+            })?;
         }
         Ok(())
     }
