@@ -26,6 +26,7 @@ __all__ = [
     "InheritedHandleError",
     "ReadOnlyError",
     "repair",
+    "analyze",
     "__version__",
 ]
 
