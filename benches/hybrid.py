@@ -172,9 +172,59 @@ def quality(args) -> None:
             assert default >= best_fusion - 0.01, f"default hybrid {default:.3f} vs exact fusion {best_fusion:.3f}"
             print(f"check: BM25 = bm25s on {agree[0]}/{agree[1]}; default hybrid nDCG@10 {default:.3f} "
                   f">= best single {best_single:.3f}, within 0.01 of best exact fusion {best_fusion:.3f}")
+        if args.lancedb:
+            lance_quality(base, texts, sets)
         if args.corpus is None:
             latency(c, sets)
         db.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def lance_quality(base: np.ndarray, texts: list[str], sets) -> None:
+    """LanceDB side by side: its native FTS index (English, stemming, stop words) and its
+    hybrid search (default RRF reranker) over an exact vector scan of the same unit vectors."""
+    import lancedb
+    import pyarrow as pa
+
+    tmp = tempfile.mkdtemp(prefix="lance-")
+    try:
+        unit = (base / np.linalg.norm(base, axis=1, keepdims=True)).astype(np.float32)
+        db = lancedb.connect(tmp)
+        t0 = time.perf_counter()
+        t = db.create_table("docs", pa.table({
+            "id": pa.array(np.arange(len(texts))),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(unit.ravel()), unit.shape[1]),
+            "text": texts}))
+        t.create_fts_index("text", use_tantivy=False, language="English", stem=True,
+                           remove_stop_words=True)
+        print(f"\nLanceDB {lancedb.__version__}: table + FTS index {time.perf_counter() - t0:.1f} s")
+        print("| LanceDB | " + " | ".join(SETS) + " | mean | ms/query |")
+        print("| --- |" + " --- |" * (len(SETS) + 2))
+        for label in ("fts", "hybrid (RRF)"):
+            cells, nds, spent, nq = [], [], 0.0, 0
+            for name, (qv, qt, rel) in sets.items():
+                qn = (qv / np.linalg.norm(qv, axis=1, keepdims=True)).astype(np.float32)
+                ranked = []
+                for i in range(len(qt)):
+                    q = re.sub(r"[^\w\s]", " ", qt[i])
+                    t1 = time.perf_counter()
+                    try:
+                        if label == "fts":
+                            r = t.search(q, query_type="fts").limit(10).select(["id"]).to_arrow()
+                        else:
+                            r = (t.search(query_type="hybrid").vector(qn[i]).text(q)
+                                 .limit(10).select(["id"]).to_arrow())
+                        ranked.append([int(x) for x in r.column("id").to_pylist()])
+                    except Exception:  # an empty query after cleaning
+                        ranked.append([])
+                    spent += time.perf_counter() - t1
+                    nq += 1
+                nd = float(np.mean([ndcg10(l, rl) for l, rl in zip(ranked, rel)]))
+                rc = float(np.mean([recall10(l, rl) for l, rl in zip(ranked, rel)]))
+                cells.append(f"{nd:.3f} / {rc:.3f}")
+                nds.append(nd)
+            print(f"| {label} | {' | '.join(cells)} | {np.mean(nds):.3f} | {spent / nq * 1e3:.2f} |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -318,6 +368,7 @@ def main() -> None:
                     help="with --dataset and --corpus: only the speed part (queries from the dataset)")
     ap.add_argument("--tmp", default=None)
     ap.add_argument("--json")
+    ap.add_argument("--lancedb", action="store_true", help="also measure LanceDB FTS and hybrid")
     ap.add_argument("--check", action="store_true",
                     help="fail unless BM25 equals bm25s and the default hybrid meets its quality target")
     args = ap.parse_args()
