@@ -60,16 +60,19 @@ def rrf(lists: list[list[int]], k: int, rk: float = 60.0) -> list[int]:
     return [d for d, _ in sorted(s.items(), key=lambda e: (-e[1], e[0]))[:k]]
 
 
-def weighted(dense: list[tuple[int, float]], kw: list[tuple[int, float]], k: int, alpha: float) -> list[int]:
-    """Min-max normalised blend; `dense` holds (id, similarity), `kw` (id, score)."""
-    s: dict[int, float] = {}
-    for lst, w in ((dense, alpha), (kw, 1 - alpha)):
-        if not lst:
-            continue
-        lo, hi = min(v for _, v in lst), max(v for _, v in lst)
-        for d, v in lst:
-            s[d] = s.get(d, 0.0) + w * ((v - lo) / (hi - lo) if hi > lo else 1.0)
-    return [d for d, _ in sorted(s.items(), key=lambda e: (-e[1], e[0]))[:k]]
+def weighted(cands: list[int], sim: np.ndarray, score: np.ndarray, k: int, alpha: float) -> list[int]:
+    """Every candidate scored by both retrievers (`sim`, `score`: over all passages), each
+    min-max normalised over the candidates, blended `alpha : 1 - alpha` (trovedb's default)."""
+    if not cands:
+        return []
+    u = np.array(sorted(set(cands)))
+
+    def mm(v: np.ndarray) -> np.ndarray:
+        lo, hi = v.min(), v.max()
+        return (v - lo) / (hi - lo) if hi > lo else np.ones_like(v)
+
+    f = alpha * mm(sim[u]) + (1 - alpha) * mm(score[u])
+    return [int(u[j]) for j in np.lexsort((u, -f))[:k]]
 
 
 def load_dataset(root: pathlib.Path):
@@ -132,6 +135,7 @@ def quality(args) -> None:
                     order = [int(d) for d in np.argsort(-s, kind="stable")[:nc] if s[d] > 0]
                     kw_exact = [(d, float(s[d])) for d in order]
                 else:
+                    s = np.zeros(n)
                     kw_exact = []
                 res["bm25s"].append([d for d, _ in kw_exact])
                 kids, kscores = c.search(text=qt[i], k=nc)
@@ -142,7 +146,8 @@ def quality(args) -> None:
                 res["rrf exact"].append(rrf([res["dense exact"][-1], res["bm25s"][-1]], 10))
                 hids, _ = c.search(qv[i], text=qt[i], k=10, fusion="rrf", hybrid_candidates=nc)
                 res["rrf trovedb"].append([int(x) for x in hids if x != trovedb.PAD_ID])
-                res["weighted exact"].append(weighted(dense_exact, kw_exact, 10, 0.5))
+                cands = [d for d, _ in dense_exact] + [d for d, _ in kw_exact]
+                res["weighted exact"].append(weighted(cands, sims[i], s, 10, 0.5))
                 wids, _ = c.search(qv[i], text=qt[i], k=10, hybrid_candidates=nc)  # the default
                 res["weighted trovedb (default)"].append([int(x) for x in wids if x != trovedb.PAD_ID])
             for m, lists in res.items():

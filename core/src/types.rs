@@ -468,12 +468,13 @@ pub enum Fusion {
         /// The rank offset (larger: flatter).
         k: f32,
     },
-    /// Score blend: each ranking's scores are min-max normalised over its candidates (the
-    /// best 1, the worst 0; vector scores are minus distances), a point missing from a
-    /// ranking gets 0 there, and the fused score is `alpha * vector + (1 - alpha) * keyword`.
-    /// The default, with `alpha = 0.5`: unlike rank fusion it keeps how far ahead a branch's
-    /// best candidates are (an exact quotation found by BM25 stays on top; measured in README
-    /// "Hybrid search").
+    /// Score blend: every candidate of either branch is scored by both (its exact distance
+    /// to the query vector, its BM25 score — 0 without a query term), each score is min-max
+    /// normalised over all candidates (the best 1, the worst 0; vector scores are minus
+    /// distances), and the fused score is `alpha * vector + (1 - alpha) * keyword`. The
+    /// default, with `alpha = 0.5`: unlike rank fusion it keeps how far ahead a branch's
+    /// best candidates are, and a candidate only one branch found is not penalised for the
+    /// other's cut-off (measured in README "Hybrid search").
     Weighted {
         /// Weight of the vector ranking, in `0..=1`.
         alpha: f32,

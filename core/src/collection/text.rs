@@ -220,10 +220,31 @@ fn score_segment(
     res.map_err(|off| damaged(sealed_path(seg), off))
 }
 
-/// Results of a keyword search: `(id, -score)` best first, and payloads when asked.
+/// Results of a keyword search: `(id, -score)` best first, payloads when asked, and the
+/// scores of the extra ids asked for (`None`: no longer live).
 pub(super) struct Ranked {
     pub found: Vec<(u64, f32)>,
     pub payloads: Vec<Option<Payload>>,
+    pub extra: Vec<Option<f32>>,
+}
+
+/// The BM25 score of one row of a segment (0 when it holds no query term), its terms'
+/// weights summed in query-term order like [`text::search`] does.
+fn doc_score(ti: &TextIndexing, qterms: &[QueryTerm], seg: Segment<'_>, row: usize) -> Result<f32> {
+    let mut score = 0.0f32;
+    for t in qterms {
+        let src = source(seg, t.field, &ti.fields[t.field])?;
+        let mut c = src
+            .cursor(&t.term)
+            .map_err(|off| damaged(sealed_path(seg), off))?;
+        c.advance(row as u32)
+            .map_err(|off| damaged(sealed_path(seg), off))?;
+        if c.doc == row as u32 {
+            let len = src.doc_lens()[row];
+            score += text::weight(ti.bm25, t.idf, t.avgdl, c.tf, len);
+        }
+    }
+    Ok(score)
 }
 
 impl Collection {
@@ -288,21 +309,25 @@ impl Collection {
         text: &str,
         k: usize,
         params: &SearchParams,
+        extra: &[u64],
     ) -> Result<Ranked> {
         let ti = self.text_indexing()?;
         let params = &*self.bind_params(params)?;
         let terms = ti.query_terms(text);
         let mut top = TopK::new(k);
         if terms.is_empty() {
+            // No term: every score is 0 (for the extra points still there).
+            let st = self.state.read();
             return Ok(Ranked {
                 found: Vec::new(),
                 payloads: Vec::new(),
+                extra: extra.iter().map(|id| st.locate(*id).map(|_| 0.0)).collect(),
             });
         }
         let filter = params.filter.as_ref().map(KeyedFilter::new);
         let filter = filter.as_ref();
         let nf = ti.fields.len();
-        let (sealed, mut in_memory_payloads, qterms) = {
+        let (sealed, mut in_memory_payloads, qterms, extra_scores) = {
             let st = self.state.read();
             let sealed: Vec<SealedSegment> = st.sealed_snapshot();
             let mut segs: Vec<Segment<'_>> = sealed.iter().map(Segment::Sealed).collect();
@@ -336,6 +361,16 @@ impl Collection {
             for seg in &unsealed {
                 score_segment(ti, &qterms, *seg, filter, &mut top)?;
             }
+            let mut extra_scores = Vec::with_capacity(extra.len());
+            for id in extra {
+                let seg = st
+                    .locate(*id)
+                    .and_then(|loc| Some((st.segment(loc.seg)?, loc.row)));
+                extra_scores.push(match seg {
+                    Some((seg, row)) => Some(doc_score(ti, &qterms, seg, row)?),
+                    None => None,
+                });
+            }
             let mut payloads = HashMap::new();
             if params.include_payload {
                 for id in top.ids() {
@@ -346,7 +381,7 @@ impl Collection {
                     }
                 }
             }
-            (sealed, payloads, qterms)
+            (sealed, payloads, qterms, extra_scores)
         };
         for s in &sealed {
             score_segment(ti, &qterms, Segment::Sealed(s), filter, &mut top)?;
@@ -363,7 +398,26 @@ impl Collection {
         } else {
             vec![None; found.len()]
         };
-        Ok(Ranked { found, payloads })
+        Ok(Ranked {
+            found,
+            payloads,
+            extra: extra_scores,
+        })
+    }
+
+    /// The distance from the prepared query `q` to each of `ids` (`None`: not live).
+    fn distances_of(&self, q: &[f32], ids: &[u64]) -> Vec<Option<f32>> {
+        let st = self.state.read();
+        ids.iter()
+            .map(|id| {
+                let loc = st.locate(*id)?;
+                let seg = st.segment(loc.seg)?;
+                Some(
+                    self.kernels
+                        .distance(self.config.metric, q, seg.vector(loc.row)),
+                )
+            })
+            .collect()
     }
 
     /// The `k` best points for the keyword query `text` by BM25 (see README "Hybrid
@@ -375,7 +429,7 @@ impl Collection {
         if k == 0 {
             return Err(Error::invalid("k", "k must be at least 1"));
         }
-        let r = self.text_ranked(text, k, params)?;
+        let r = self.text_ranked(text, k, params, &[])?;
         Ok(r.found
             .into_iter()
             .zip(r.payloads)
@@ -416,7 +470,9 @@ impl Collection {
             dense_params.ef = Some((*ef_search).max(2 * n));
         }
         let dense = self.search(query, n, &dense_params)?;
-        let keyword = self.text_ranked(text, n, params)?;
+        let dense_ids: Vec<u64> = dense.iter().map(|h| h.id).collect();
+        // The keyword branch also scores the vector branch's candidates ...
+        let keyword = self.text_ranked(text, n, params, &dense_ids)?;
         let mut payloads: HashMap<u64, Option<Payload>> = HashMap::new();
         let dense_ranked: Vec<(u64, f32)> = dense
             .into_iter()
@@ -425,10 +481,39 @@ impl Collection {
                 (h.id, h.distance)
             })
             .collect();
+        let keyword_only: Vec<u64> = keyword
+            .found
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !payloads.contains_key(id))
+            .collect();
         for ((id, _), p) in keyword.found.iter().zip(keyword.payloads) {
             payloads.entry(*id).or_insert(p);
         }
-        let fused = fuse(params.fusion, &dense_ranked, &keyword.found, k);
+        // ... and the vector branch the keyword branch's: every candidate gets both scores.
+        let mut buf = Vec::new();
+        let q = self.prepare_query(query, &mut buf, k)?;
+        let mut both: Vec<Candidate> = Vec::new();
+        for ((id, d), s) in dense_ranked.iter().zip(&keyword.extra) {
+            if let Some(s) = s {
+                both.push(Candidate {
+                    id: *id,
+                    distance: *d,
+                    score: *s,
+                });
+            }
+        }
+        let kw_score: HashMap<u64, f32> = keyword.found.iter().map(|(id, d)| (*id, -d)).collect();
+        for (id, d) in keyword_only.iter().zip(self.distances_of(q, &keyword_only)) {
+            if let (Some(d), Some(s)) = (d, kw_score.get(id)) {
+                both.push(Candidate {
+                    id: *id,
+                    distance: d,
+                    score: *s,
+                });
+            }
+        }
+        let fused = fuse(params.fusion, &dense_ranked, &keyword.found, &both, k);
         Ok(fused
             .into_iter()
             .map(|(id, score)| Hit {
@@ -443,12 +528,22 @@ impl Collection {
 /// Candidates each branch of a hybrid search fetches by default (at least `k`).
 pub const DEFAULT_HYBRID_CANDIDATES: usize = 50;
 
-/// Fuse two ranked lists (`(id, distance)`, best first; a keyword list's distance is minus
-/// its score) into the `k` best `(id, fused score)`, highest first (ties by smaller id).
+/// A candidate of a hybrid search with both of its scores.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    pub id: u64,
+    pub distance: f32,
+    pub score: f32,
+}
+
+/// Fuse the two ranked lists (`(id, distance)`, best first; a keyword list's distance is
+/// minus its score; rank fusion reads these) or the candidates with both scores (the blend
+/// reads these) into the `k` best `(id, fused score)`, highest first (ties by smaller id).
 pub(crate) fn fuse(
     fusion: Fusion,
     dense: &[(u64, f32)],
     keyword: &[(u64, f32)],
+    both: &[Candidate],
     k: usize,
 ) -> Vec<(u64, f32)> {
     let mut score: HashMap<u64, f64> = HashMap::new();
@@ -461,22 +556,29 @@ pub(crate) fn fuse(
             }
         }
         Fusion::Weighted { alpha } => {
-            for (list, w) in [(dense, f64::from(alpha)), (keyword, 1.0 - f64::from(alpha))] {
-                // Min-max over the branch's candidates: its best is 1, its worst 0 (all 1
-                // when they tie); a point the branch did not return adds 0.
-                let (lo, hi) = list
+            // Min-max over all candidates, per branch: the best is 1, the worst 0 (all 1 when
+            // they tie). Vector similarity is minus the distance.
+            let norm = |v: &dyn Fn(&Candidate) -> f64| -> Vec<f64> {
+                let (lo, hi) = both
                     .iter()
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |a, e| {
-                        (a.0.min(f64::from(e.1)), a.1.max(f64::from(e.1)))
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |a, c| {
+                        (a.0.min(v(c)), a.1.max(v(c)))
                     });
-                for (id, d) in list {
-                    let norm = if hi > lo {
-                        (hi - f64::from(*d)) / (hi - lo)
-                    } else {
-                        1.0
-                    };
-                    *score.entry(*id).or_insert(0.0) += w * norm;
-                }
+                both.iter()
+                    .map(|c| {
+                        if hi > lo {
+                            (v(c) - lo) / (hi - lo)
+                        } else {
+                            1.0
+                        }
+                    })
+                    .collect()
+            };
+            let dn = norm(&|c| -f64::from(c.distance));
+            let kn = norm(&|c| f64::from(c.score));
+            let a = f64::from(alpha);
+            for (i, c) in both.iter().enumerate() {
+                score.insert(c.id, a * dn[i] + (1.0 - a) * kn[i]);
             }
         }
     }

@@ -576,7 +576,7 @@ pub(crate) enum TextSource<'a> {
 }
 
 impl<'a> TextSource<'a> {
-    fn doc_lens(&self) -> &'a [u32] {
+    pub(crate) fn doc_lens(&self) -> &'a [u32] {
         match self {
             TextSource::Mem(m) => &m.doc_len,
             TextSource::Sealed(v) => v.doc_lens,
