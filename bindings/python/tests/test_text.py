@@ -173,3 +173,28 @@ def test_text_arguments_are_checked(tmp_path):
     assert trovedb.analyze("Les chevaux", language="french", stopwords=False) == ["le", "cheval"]
     assert trovedb.analyze("The quick foxes") == ["quick", "fox"]
     assert trovedb.analyze("The quick foxes", stem=False, stopwords=["quick"]) == ["the", "foxes"]
+
+
+def test_a_read_only_handle_answers_keyword_queries_like_the_writer(tmp_path, passages):
+    db = trovedb.open(tmp_path, seal_threshold_rows=200)
+    c = db.create_collection("t", dim=DIM, text_fields=["text"])
+    rng = np.random.default_rng(4)
+    n = 500
+    c.upsert(list(range(n)), rng.standard_normal((n, DIM)).astype(np.float32),
+             [{"text": passages[i]} for i in range(n)])
+    rodb = trovedb.open(tmp_path, read_only=True)
+    ro = rodb.get_collection("t")
+    for q in ("LORD", "hacker", "the children of Israel", "kludge"):
+        w_ids, w_scores = c.search(text=q, k=10)
+        r_ids, r_scores = ro.search(text=q, k=10)
+        assert (w_ids == r_ids).all(), q
+        np.testing.assert_allclose(w_scores, r_scores, rtol=1e-6)
+        assert ro.count({"text": {"$match": q}}) == c.count({"text": {"$match": q}})
+    # Later writes (a delete, new text) reach the reader too.
+    top = int(c.search(text="LORD", k=1)[0][0])
+    c.delete([top])
+    c.upsert([n], [np.ones(DIM, np.float32)], [{"text": "zyzzyva zyzzyva"}])
+    assert int(ro.search(text="zyzzyva", k=1)[0][0]) == n
+    assert top not in ro.search(text="LORD", k=10)[0].tolist()
+    rodb.close()
+    db.close()

@@ -20,7 +20,7 @@ pub(crate) enum Segment<'a> {
 }
 
 /// Which segment of a state: a sealed one by position, the frozen one, or the appendable one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum SegmentAt {
     Sealed(usize),
     Frozen,

@@ -228,23 +228,31 @@ pub(super) struct Ranked {
     pub extra: Vec<Option<f32>>,
 }
 
-/// The BM25 score of one row of a segment (0 when it holds no query term), its terms'
-/// weights summed in query-term order like [`text::search`] does.
-fn doc_score(ti: &TextIndexing, qterms: &[QueryTerm], seg: Segment<'_>, row: usize) -> Result<f32> {
-    let mut score = 0.0f32;
+/// The BM25 scores of rows `rows` (ascending) of one segment (0 for a row holding no query
+/// term): one cursor per query term walks the rows in order, and a row's weights are summed
+/// in query-term order like [`text::search`] does.
+fn row_scores(
+    ti: &TextIndexing,
+    qterms: &[QueryTerm],
+    seg: Segment<'_>,
+    rows: &[usize],
+) -> Result<Vec<f32>> {
+    let mut scores = vec![0.0f32; rows.len()];
     for t in qterms {
         let src = source(seg, t.field, &ti.fields[t.field])?;
+        let lens = src.doc_lens();
         let mut c = src
             .cursor(&t.term)
             .map_err(|off| damaged(sealed_path(seg), off))?;
-        c.advance(row as u32)
-            .map_err(|off| damaged(sealed_path(seg), off))?;
-        if c.doc == row as u32 {
-            let len = src.doc_lens()[row];
-            score += text::weight(ti.bm25, t.idf, t.avgdl, c.tf, len);
+        for (i, row) in rows.iter().enumerate() {
+            c.advance(*row as u32)
+                .map_err(|off| damaged(sealed_path(seg), off))?;
+            if c.doc == *row as u32 {
+                scores[i] += text::weight(ti.bm25, t.idf, t.avgdl, c.tf, lens[*row]);
+            }
         }
     }
-    Ok(score)
+    Ok(scores)
 }
 
 impl Collection {
@@ -361,15 +369,22 @@ impl Collection {
             for seg in &unsealed {
                 score_segment(ti, &qterms, *seg, filter, &mut top)?;
             }
-            let mut extra_scores = Vec::with_capacity(extra.len());
-            for id in extra {
-                let seg = st
-                    .locate(*id)
-                    .and_then(|loc| Some((st.segment(loc.seg)?, loc.row)));
-                extra_scores.push(match seg {
-                    Some((seg, row)) => Some(doc_score(ti, &qterms, seg, row)?),
-                    None => None,
-                });
+            // Grouped by segment, rows ascending, so each term's cursor moves forward only.
+            let mut extra_scores: Vec<Option<f32>> = vec![None; extra.len()];
+            let mut at: Vec<(super::segment::SegmentAt, usize, usize)> = extra
+                .iter()
+                .enumerate()
+                .filter_map(|(i, id)| st.locate(*id).map(|loc| (loc.seg, loc.row, i)))
+                .collect();
+            at.sort_unstable_by_key(|(seg, row, _)| (*seg, *row));
+            for group in at.chunk_by(|a, b| a.0 == b.0) {
+                let Some(seg) = st.segment(group[0].0) else {
+                    continue;
+                };
+                let rows: Vec<usize> = group.iter().map(|g| g.1).collect();
+                for (g, score) in group.iter().zip(row_scores(ti, &qterms, seg, &rows)?) {
+                    extra_scores[g.2] = Some(score);
+                }
             }
             let mut payloads = HashMap::new();
             if params.include_payload {
