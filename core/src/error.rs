@@ -26,6 +26,14 @@ pub enum Error {
         /// The component index.
         index: usize,
     },
+    /// A query vector component was NaN or infinite.
+    #[error("query {query} has a non-finite value at component {index}")]
+    NonFiniteQuery {
+        /// The query's row in the batch (0 for a single query).
+        query: usize,
+        /// The component index.
+        index: usize,
+    },
     /// Any other argument that is out of range or malformed.
     #[error("invalid argument `{name}`: {reason}")]
     InvalidArgument {

@@ -235,7 +235,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     ));
     assert!(matches!(
         c.search(&[f32::NAN, 0.0, 0.0], 1, &p),
-        Err(Error::NonFiniteValue { .. })
+        Err(Error::NonFiniteQuery { query: 0, index: 0 })
     ));
     // An empty batch is a no-op; k beyond the collection returns what there is.
     c.upsert(&[], &[], &[]).unwrap();
@@ -301,8 +301,8 @@ fn more_bad_input_and_documented_edge_cases() {
         Err(Error::InvalidArgument { .. })
     ));
     assert!(matches!(
-        c.search_batch(&[0.0, 0.0, 1.0, f32::NEG_INFINITY], 1, &p),
-        Err(Error::NonFiniteValue { .. })
+        c.search_batch(&[0.0, 0.0, 1.0, f32::NEG_INFINITY, 0.0, 0.0], 1, &p),
+        Err(Error::NonFiniteQuery { query: 1, index: 1 })
     ));
     assert!(matches!(
         c.search_batch(&[0.0, 0.0], 0, &p),
@@ -370,4 +370,28 @@ fn more_bad_input_and_documented_edge_cases() {
     db.close().unwrap();
     let db = Database::open(dir.path(), opts(4)).unwrap();
     check(&db.collection("c").unwrap());
+}
+
+#[test]
+fn get_or_create_opens_the_same_config_and_refuses_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), DbOptions::default()).unwrap();
+    let cfg = CollectionConfig::new(3, Metric::L2);
+    let c = db.get_or_create_collection("c", &cfg).unwrap();
+    c.upsert(&[1], &[1.0, 2.0, 3.0], &[]).unwrap();
+    assert_eq!(db.get_or_create_collection("c", &cfg).unwrap().len(), 1);
+    let other = CollectionConfig::new(4, Metric::Cosine);
+    match db.get_or_create_collection("c", &other) {
+        Err(Error::InvalidArgument {
+            name: "config",
+            reason,
+        }) => {
+            assert!(
+                reason.contains("dim 3 (asked 4)") && reason.contains("metric l2"),
+                "{reason}"
+            );
+        }
+        r => panic!("expected InvalidArgument, got {r:?}"),
+    }
+    assert_eq!(db.collection("c").unwrap().config(), &cfg);
 }

@@ -99,7 +99,7 @@ impl PyCollection {
         let shape = vecs.shape().to_vec();
         let ok_shape = match shape.as_slice() {
             [rows, cols] => *rows == n && *cols == self.c.dim(),
-            [cols] => n == 1 && *cols == self.c.dim(),
+            [cols] => (n == 1 && *cols == self.c.dim()) || (n == 0 && *cols == 0),
             _ => false,
         };
         if !ok_shape {

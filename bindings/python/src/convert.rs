@@ -75,7 +75,23 @@ pub(crate) fn id_array<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAr
     Ok(out.cast_into::<PyArray1<u64>>()?)
 }
 
+/// A numpy scalar (`np.int64`, `np.float32`, `np.bool_`, `np.str_`, ...) as the Python
+/// value it holds; `None` for anything else.
+fn numpy_scalar<'py>(v: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let t = v.get_type();
+    if t.getattr("__module__")?.extract::<String>().ok().as_deref() != Some("numpy") {
+        return Ok(None);
+    }
+    if !v.hasattr("item")? || !v.hasattr("dtype")? || v.getattr("ndim")?.extract::<usize>()? != 0 {
+        return Ok(None);
+    }
+    Ok(Some(v.call_method0("item")?))
+}
+
 fn value_from_py(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Value> {
+    if let Some(plain) = numpy_scalar(v)? {
+        return value_from_py(key, &plain);
+    }
     if v.is_none() {
         Ok(Value::Null)
     } else if v.is_instance_of::<PyBool>() {
@@ -119,8 +135,28 @@ pub(crate) fn filter_from_py(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<
     if !obj.is_instance_of::<PyDict>() {
         return Err(PyTypeError::new_err("filter must be a dict"));
     }
+    // numpy scalars (from pandas columns, say) are written as the values they hold.
+    let default = pyo3::types::PyCFunction::new_closure(
+        obj.py(),
+        None,
+        None,
+        |args: &Bound<'_, pyo3::types::PyTuple>,
+         _kw: Option<&Bound<'_, PyDict>>|
+         -> PyResult<Py<PyAny>> {
+            let v = args.get_item(0)?;
+            match numpy_scalar(&v)? {
+                Some(plain) => Ok(plain.unbind()),
+                None => Err(PyTypeError::new_err(format!(
+                    "filter value of type {} is not supported (use str, int, float, bool, None or lists of them)",
+                    v.get_type().name()?
+                ))),
+            }
+        },
+    )?;
+    let kwargs = PyDict::new(obj.py());
+    kwargs.set_item("default", default)?;
     let text: String = PyModule::import(obj.py(), "json")?
-        .call_method1("dumps", (obj,))?
+        .call_method("dumps", (obj,), Some(&kwargs))?
         .extract()?;
     trovedb::Filter::from_json_str(&text)
         .map(Some)

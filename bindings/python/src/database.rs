@@ -275,6 +275,59 @@ impl PyDatabase {
         Ok(PyCollection::new(c))
     }
 
+    /// The collection `name` if it exists with exactly this config (same arguments as
+    /// `create_collection`), else a new one; a different existing config is a ValueError
+    /// naming each difference.
+    #[pyo3(signature = (name, dim, metric = "cosine", index = "flat", indexed_fields = None,
+        text_fields = None, language = "english", stem = true, stopwords = None,
+        bm25_k1 = 1.2, bm25_b = 0.75, **index_params))]
+    #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
+    fn get_or_create_collection(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        dim: i64,
+        metric: &str,
+        index: &str,
+        indexed_fields: Option<Vec<String>>,
+        text_fields: Option<Vec<String>>,
+        language: &str,
+        stem: bool,
+        stopwords: Option<&Bound<'_, PyAny>>,
+        bm25_k1: f32,
+        bm25_b: f32,
+        index_params: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyCollection> {
+        let analyzer = analyzer_config(language, stem, stopwords)?;
+        let text = text_fields.map(|fields| TextConfig {
+            fields,
+            analyzer,
+            k1: bm25_k1,
+            b: bm25_b,
+        });
+        let metric = Metric::parse(metric).py_err()?;
+        // Negative: refused by the config's own check (dim 0), with its message.
+        let dim = usize::try_from(dim).unwrap_or(0);
+        let mut params = Vec::new();
+        if let Some(p) = index_params {
+            for (k, v) in p.iter() {
+                params.push((k.extract::<String>()?, v.extract::<f64>()?));
+            }
+        }
+        let config = CollectionConfig {
+            index: IndexConfig::from_name(index, &params).py_err()?,
+            indexed_fields,
+            text,
+            ..CollectionConfig::new(dim, metric)
+        };
+        let db = Arc::clone(&self.db);
+        let name = name.to_owned();
+        let c = py
+            .detach(move || db.get_or_create_collection(&name, &config))
+            .py_err()?;
+        Ok(PyCollection::new(c))
+    }
+
     /// Open an existing collection.
     fn get_collection(&self, py: Python<'_>, name: &str) -> PyResult<PyCollection> {
         let db = Arc::clone(&self.db);

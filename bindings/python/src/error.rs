@@ -106,9 +106,10 @@ pub(crate) fn to_py(e: trovedb::Error) -> PyErr {
     use trovedb::Error as E;
     let msg = e.to_string();
     match e {
-        E::DimensionMismatch { .. } | E::NonFiniteValue { .. } | E::InvalidArgument { .. } => {
-            PyValueError::new_err(msg)
-        }
+        E::DimensionMismatch { .. }
+        | E::NonFiniteValue { .. }
+        | E::NonFiniteQuery { .. }
+        | E::InvalidArgument { .. } => PyValueError::new_err(msg),
         E::CollectionNotFound { .. } => CollectionNotFoundError::new_err(msg),
         E::CollectionExists { .. } => CollectionExistsError::new_err(msg),
         E::Locked { .. } => LockedError::new_err(msg),

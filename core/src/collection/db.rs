@@ -226,6 +226,59 @@ impl Database {
         Ok(c)
     }
 
+    /// The collection `name` if it exists with exactly this config, else a new one created
+    /// with it (what a script that runs twice wants). An existing collection with another
+    /// config is an `InvalidArgument` naming each difference; nothing is changed.
+    pub fn get_or_create_collection(
+        &self,
+        name: &str,
+        config: &CollectionConfig,
+    ) -> Result<Arc<Collection>> {
+        config.validate()?;
+        let c = match self.collection(name) {
+            Err(Error::CollectionNotFound { .. }) => match self.create_collection(name, config) {
+                Err(Error::CollectionExists { .. }) => self.collection(name)?,
+                created => return created,
+            },
+            other => other?,
+        };
+        let have = c.config();
+        let mut diffs = Vec::new();
+        if have.dim != config.dim {
+            diffs.push(format!("dim {} (asked {})", have.dim, config.dim));
+        }
+        if have.metric != config.metric {
+            diffs.push(format!(
+                "metric {} (asked {})",
+                have.metric.name(),
+                config.metric.name()
+            ));
+        }
+        if have.index != config.index {
+            diffs.push(format!("index {:?} (asked {:?})", have.index, config.index));
+        }
+        if have.indexed_fields != config.indexed_fields {
+            diffs.push(format!(
+                "indexed_fields {:?} (asked {:?})",
+                have.indexed_fields, config.indexed_fields
+            ));
+        }
+        if have.text != config.text {
+            diffs.push(format!("text {:?} (asked {:?})", have.text, config.text));
+        }
+        if diffs.is_empty() {
+            Ok(c)
+        } else {
+            Err(Error::invalid(
+                "config",
+                format!(
+                    "collection `{name}` exists with another config: {}",
+                    diffs.join("; ")
+                ),
+            ))
+        }
+    }
+
     /// Open an existing collection (recovering it from its log on first use).
     pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
         self.check_open()?;

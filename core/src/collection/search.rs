@@ -29,16 +29,28 @@ impl Collection {
         }))
     }
 
+    /// Validate query `row` of a batch (0 for a single query); returns it normalised for
+    /// cosine collections. Errors name the query row, not a point id.
     pub(super) fn prepare_query<'a>(
         &self,
         q: &'a [f32],
         buf: &'a mut Vec<f32>,
         k: usize,
+        row: usize,
     ) -> Result<&'a [f32]> {
         if k == 0 {
             return Err(Error::invalid("k", "k must be at least 1"));
         }
-        self.prepare_vector(0, q, buf)
+        self.prepare_vector(0, q, buf).map_err(|e| match e {
+            Error::NonFiniteValue { index, .. } => Error::NonFiniteQuery { query: row, index },
+            Error::InvalidArgument {
+                name: "vectors", ..
+            } => Error::invalid(
+                "query",
+                format!("query {row} has zero length; cosine distance is undefined"),
+            ),
+            other => other,
+        })
     }
 
     /// The knobs of a query: its own parameters or the collection's defaults. A knob the
@@ -106,7 +118,7 @@ impl Collection {
         self.check_read()?;
         let params = &*self.bind_params(params)?;
         let mut buf = Vec::new();
-        let q = self.prepare_query(query, &mut buf, k)?;
+        let q = self.prepare_query(query, &mut buf, k, 0)?;
         let knobs = self.resolve_knobs(params, k)?;
         let mut hits = self.search_snapshot(q, 1, &knobs, params)?;
         Ok(hits.pop().unwrap_or_default())
@@ -248,8 +260,8 @@ impl Collection {
         let nq = queries.len() / dim;
         let mut prepared = Vec::with_capacity(queries.len());
         let mut buf = Vec::new();
-        for q in queries.chunks_exact(dim) {
-            prepared.extend_from_slice(self.prepare_query(q, &mut buf, k)?);
+        for (row, q) in queries.chunks_exact(dim).enumerate() {
+            prepared.extend_from_slice(self.prepare_query(q, &mut buf, k, row)?);
         }
         if self.config.index != IndexConfig::Flat || params.filter.is_some() {
             // The pool's threads do not see this thread's interrupt flag: hand it over.

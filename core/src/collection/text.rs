@@ -507,7 +507,7 @@ impl Collection {
         }
         // ... and the vector branch the keyword branch's: every candidate gets both scores.
         let mut buf = Vec::new();
-        let q = self.prepare_query(query, &mut buf, k)?;
+        let q = self.prepare_query(query, &mut buf, k, 0)?;
         let mut both: Vec<Candidate> = Vec::new();
         for ((id, d), s) in dense_ranked.iter().zip(&keyword.extra) {
             if let Some(s) = s {

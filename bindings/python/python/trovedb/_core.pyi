@@ -89,6 +89,21 @@ class Database:
         bm25_b: float = 0.75,
         **index_params: float,
     ) -> Collection: ...
+    def get_or_create_collection(
+        self,
+        name: str,
+        dim: int,
+        metric: str = "cosine",
+        index: str = "flat",
+        indexed_fields: Optional[Sequence[str]] = None,
+        text_fields: Optional[Sequence[str]] = None,
+        language: str = "english",
+        stem: bool = True,
+        stopwords: Union[bool, Sequence[str], None] = None,
+        bm25_k1: float = 1.2,
+        bm25_b: float = 0.75,
+        **index_params: float,
+    ) -> Collection: ...
     def get_collection(self, name: str) -> Collection: ...
     def list_collections(self) -> list[str]: ...
     def open_all(self) -> dict[str, Optional[TroveError]]: ...
