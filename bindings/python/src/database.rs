@@ -215,6 +215,45 @@ pub(crate) fn analyze(
     Ok(Analyzer::new(&cfg).terms(text))
 }
 
+/// The collection config the arguments of `create_collection` describe.
+#[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
+fn collection_config(
+    dim: i64,
+    metric: &str,
+    index: &str,
+    indexed_fields: Option<Vec<String>>,
+    text_fields: Option<Vec<String>>,
+    language: &str,
+    stem: bool,
+    stopwords: Option<&Bound<'_, PyAny>>,
+    bm25_k1: f32,
+    bm25_b: f32,
+    index_params: Option<&Bound<'_, PyDict>>,
+) -> PyResult<CollectionConfig> {
+    let analyzer = analyzer_config(language, stem, stopwords)?;
+    let text = text_fields.map(|fields| TextConfig {
+        fields,
+        analyzer,
+        k1: bm25_k1,
+        b: bm25_b,
+    });
+    let metric = Metric::parse(metric).py_err()?;
+    // Negative: refused by the config's own check (dim 0), with its message.
+    let dim = usize::try_from(dim).unwrap_or(0);
+    let mut params = Vec::new();
+    if let Some(p) = index_params {
+        for (k, v) in p.iter() {
+            params.push((k.extract::<String>()?, v.extract::<f64>()?));
+        }
+    }
+    Ok(CollectionConfig {
+        index: IndexConfig::from_name(index, &params).py_err()?,
+        indexed_fields,
+        text,
+        ..CollectionConfig::new(dim, metric)
+    })
+}
+
 #[pymethods]
 impl PyDatabase {
     /// Create a collection. `index` is "flat", "hnsw", "ivf_pq" or "lsh"; index parameters
@@ -245,28 +284,19 @@ impl PyDatabase {
         bm25_b: f32,
         index_params: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyCollection> {
-        let analyzer = analyzer_config(language, stem, stopwords)?;
-        let text = text_fields.map(|fields| TextConfig {
-            fields,
-            analyzer,
-            k1: bm25_k1,
-            b: bm25_b,
-        });
-        let metric = Metric::parse(metric).py_err()?;
-        // Negative: refused by the config's own check (dim 0), with its message.
-        let dim = usize::try_from(dim).unwrap_or(0);
-        let mut params = Vec::new();
-        if let Some(p) = index_params {
-            for (k, v) in p.iter() {
-                params.push((k.extract::<String>()?, v.extract::<f64>()?));
-            }
-        }
-        let config = CollectionConfig {
-            index: IndexConfig::from_name(index, &params).py_err()?,
+        let config = collection_config(
+            dim,
+            metric,
+            index,
             indexed_fields,
-            text,
-            ..CollectionConfig::new(dim, metric)
-        };
+            text_fields,
+            language,
+            stem,
+            stopwords,
+            bm25_k1,
+            bm25_b,
+            index_params,
+        )?;
         let db = Arc::clone(&self.db);
         let name = name.to_owned();
         let c = py
@@ -298,28 +328,19 @@ impl PyDatabase {
         bm25_b: f32,
         index_params: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyCollection> {
-        let analyzer = analyzer_config(language, stem, stopwords)?;
-        let text = text_fields.map(|fields| TextConfig {
-            fields,
-            analyzer,
-            k1: bm25_k1,
-            b: bm25_b,
-        });
-        let metric = Metric::parse(metric).py_err()?;
-        // Negative: refused by the config's own check (dim 0), with its message.
-        let dim = usize::try_from(dim).unwrap_or(0);
-        let mut params = Vec::new();
-        if let Some(p) = index_params {
-            for (k, v) in p.iter() {
-                params.push((k.extract::<String>()?, v.extract::<f64>()?));
-            }
-        }
-        let config = CollectionConfig {
-            index: IndexConfig::from_name(index, &params).py_err()?,
+        let config = collection_config(
+            dim,
+            metric,
+            index,
             indexed_fields,
-            text,
-            ..CollectionConfig::new(dim, metric)
-        };
+            text_fields,
+            language,
+            stem,
+            stopwords,
+            bm25_k1,
+            bm25_b,
+            index_params,
+        )?;
         let db = Arc::clone(&self.db);
         let name = name.to_owned();
         let c = py

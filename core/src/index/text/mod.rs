@@ -916,6 +916,16 @@ pub(crate) fn search(
         prefix.push(acc);
     }
     let mut contrib = vec![0.0f32; terms.len()];
+    // The weight of the posting `l` stands on, which is in document `doc`.
+    let weight_at = |l: &Live<'_>, doc: u32| {
+        weight(
+            p,
+            terms[l.q].idf,
+            terms[l.q].avgdl,
+            l.c.tf,
+            l.lens[doc as usize],
+        )
+    };
     let theta = |top: &TopK| -top.threshold();
     // Lists 0..first_essential cannot make a document enter alone.
     let mut first_essential = 0;
@@ -946,13 +956,7 @@ pub(crate) fn search(
         let mut score = 0.0f32;
         for l in &mut lists[first_essential..] {
             if l.c.doc == doc {
-                let w = weight(
-                    p,
-                    terms[l.q].idf,
-                    terms[l.q].avgdl,
-                    l.c.tf,
-                    l.lens[doc as usize],
-                );
+                let w = weight_at(l, doc);
                 contrib[l.q] = w;
                 score += w;
                 l.c.next()?;
@@ -968,13 +972,7 @@ pub(crate) fn search(
             let l = &mut lists[i];
             l.c.advance(doc)?;
             if l.c.doc == doc {
-                let w = weight(
-                    p,
-                    terms[l.q].idf,
-                    terms[l.q].avgdl,
-                    l.c.tf,
-                    l.lens[doc as usize],
-                );
+                let w = weight_at(l, doc);
                 contrib[l.q] = w;
                 score += w;
             }
