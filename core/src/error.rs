@@ -34,6 +34,26 @@ pub enum Error {
         /// The component index.
         index: usize,
     },
+    /// Two different string ids have the same 64-bit id (see [`crate::IdType::Str`]): the
+    /// write is refused rather than let one replace the other. Nothing was written.
+    #[error(
+        "string id {key:?} has the same 64-bit id as the stored id {stored:?}; the write is \
+         refused so that neither replaces the other (rename one of them)"
+    )]
+    IdCollision {
+        /// The id being written.
+        key: String,
+        /// The different id already stored under the same 64-bit id.
+        stored: String,
+    },
+    /// An operation on existing points named one that does not exist. Nothing changed.
+    #[error("no point with id {id} (position {position} of the batch); nothing was changed")]
+    PointNotFound {
+        /// The id as given (a string id in quotes).
+        id: String,
+        /// Its position in the batch (0 for a single id).
+        position: usize,
+    },
     /// Any other argument that is out of range or malformed.
     #[error("invalid argument `{name}`: {reason}")]
     InvalidArgument {

@@ -43,15 +43,16 @@ mod types;
 
 pub use collection::{
     BackgroundStats, Collection, CollectionRepair, CollectionStats, CompactionPolicy, Database,
-    DbOptions, DroppedSegment, Durability, Hit, LogCut, MergePolicy, OpenReport, Point,
-    RepairReport, SegmentSizes, SegmentStats, TornTail, RESERVED_ID,
+    DbOptions, DroppedSegment, Durability, Hit, LogCut, MergePolicy, OpenReport, Page,
+    PayloadUpdate, Point, RepairReport, SegmentSizes, SegmentStats, TornTail, RESERVED_ID,
 };
 pub use error::{Error, Result};
-pub use filter::expr::{Filter, TextMatch};
+pub use filter::expr::{Filter, IdMatch, TextMatch};
+pub use filter::key::{str_id, MAX_STR_ID_BYTES};
 pub use filter::value::{payload_from_json, payload_to_json, Payload, Value};
 pub use interrupt::interruptible;
 pub use types::{
-    CollectionConfig, Fusion, IndexConfig, Metric, SearchParams, TextConfig, HNSW_DEFAULT_SEED,
-    IVF_DEFAULT_NPROBE, IVF_DEFAULT_REFINE, LSH_DEFAULT_PROBES, LSH_DEFAULT_REFINE,
-    LSH_DEFAULT_TABLES, MAX_DIM, MAX_TEXT_FIELDS,
+    CollectionConfig, Fusion, IdType, IndexConfig, Metric, SearchParams, TextConfig,
+    HNSW_DEFAULT_SEED, IVF_DEFAULT_NPROBE, IVF_DEFAULT_REFINE, LSH_DEFAULT_PROBES,
+    LSH_DEFAULT_REFINE, LSH_DEFAULT_TABLES, MAX_DIM, MAX_TEXT_FIELDS,
 };

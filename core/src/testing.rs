@@ -94,3 +94,13 @@ pub fn power_cut_trace(root: &Path) -> Vec<String> {
 pub fn power_cut_detach(root: &Path) {
     crate::storage::backend::powercut::detach(root);
 }
+
+/// Run `f` with string ids narrowed to their low `bits` bits on this thread, so that
+/// different keys collide often (ids of keys computed on other threads are unchanged).
+pub fn narrow_str_ids<T>(bits: u32, f: impl FnOnce() -> T) -> T {
+    let key = &crate::filter::key::NARROW_BITS;
+    let before = key.with(|b| b.replace(bits));
+    let out = f();
+    key.with(|b| b.set(before));
+    out
+}

@@ -316,6 +316,48 @@ pub struct CollectionConfig {
     pub indexed_fields: Option<Vec<String>>,
     /// Payload string fields that also feed a BM25 full-text index (`None`: no text index).
     pub text: Option<TextConfig>,
+    /// What keys the points: unsigned integers (the default) or strings.
+    pub id_type: IdType,
+}
+
+/// What keys a collection's points.
+///
+/// In a [`IdType::Str`] collection every point is keyed by a string (a UUID, a path,
+/// `doc#chunk`) given to [`crate::Collection::upsert_str`] and friends. The engine still
+/// works on 64-bit ids: a string's id is [`crate::str_id`] of it (a fixed 64-bit hash), and
+/// the string itself is stored with the point, so two different strings can never take
+/// each other's place: an upsert whose string hashes to the id of a different stored string
+/// is refused with [`crate::Error::IdCollision`] (at 10 million keys the chance that any
+/// two collide is about 3 in a million).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdType {
+    /// `u64` ids (`u64::MAX` is reserved).
+    #[default]
+    Int,
+    /// String ids of 1 to [`crate::MAX_STR_ID_BYTES`] bytes.
+    Str,
+}
+
+impl IdType {
+    /// The name used in configs and messages: `"int"` or `"str"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            IdType::Int => "int",
+            IdType::Str => "str",
+        }
+    }
+
+    /// Parse `"int"` / `"str"`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "int" | "u64" => Ok(IdType::Int),
+            "str" | "string" => Ok(IdType::Str),
+            other => Err(Error::invalid(
+                "id_type",
+                format!("expected \"int\" or \"str\", got {other:?}"),
+            )),
+        }
+    }
 }
 
 /// Full-text search over payload string fields: which fields, how their text is analysed,
@@ -423,6 +465,7 @@ impl CollectionConfig {
             index: IndexConfig::Flat,
             indexed_fields: None,
             text: None,
+            id_type: IdType::Int,
         }
     }
 

@@ -188,6 +188,11 @@ pub fn crash_op(i: u64) -> CrashOp {
     )
 }
 
+/// The string id of crash-test id `id` in the string-keyed collection (`crash_str`).
+pub fn crash_str_key(id: u64) -> String {
+    format!("doc/{id:04}#chunk-{}", id % 7)
+}
+
 /// Apply step `op` to the model.
 pub fn apply_crash_op(model: &mut Model, op: &CrashOp) {
     match op {

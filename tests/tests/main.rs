@@ -23,5 +23,6 @@ mod read_only;
 mod real_data;
 mod repair;
 mod stress;
+mod string_ids;
 mod text_search;
 mod wal_recovery;

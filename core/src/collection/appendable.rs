@@ -5,8 +5,11 @@ use std::collections::HashMap;
 use crate::distance::Kernels;
 use crate::filter::bitset::Bitset;
 use crate::filter::cache::{FilterCache, KeyedFilter};
+use crate::filter::expr::IdMatch;
+use crate::filter::key::{str_id, KEY_FIELD};
+use crate::filter::payload_index::RowLookup;
 use crate::filter::payload_index::{IndexedFields, PayloadIndex};
-use crate::filter::value::Payload;
+use crate::filter::value::{Payload, Value};
 use crate::index::hnsw::build::{GraphBuilder, VectorSet};
 use crate::index::hnsw::HnswParams;
 use crate::index::text::MemText;
@@ -131,23 +134,15 @@ impl AppendableSegment {
     pub(crate) fn passing_except(&self, filter: &KeyedFilter<'_>, dead: &Bitset) -> Bitset {
         let all = self.filter_cache.get_or_eval(filter, self.rows(), || {
             if self.payload_index.covers(filter.filter) {
-                // In memory: a text index cannot be damaged, `err` stays empty.
-                let err = std::cell::RefCell::new(None);
-                let text = |field: &str, terms: &[String]| {
-                    let src = self.text_indexing.as_ref().and_then(|t| {
-                        let f = t.fields.iter().position(|x| x == field)?;
-                        self.text.get(f).map(TextSource::Mem)
-                    });
-                    match_rows(src, terms, self.rows(), None, &err)
-                };
                 return Ok::<_, std::convert::Infallible>(
-                    self.payload_index.eval_with(filter.filter, &text),
+                    self.payload_index
+                        .eval_with(filter.filter, &MemLookup(self)),
                 );
             }
             // A field outside `indexed_fields`: evaluate on the payloads in memory.
             let mut b = Bitset::new(self.rows());
             for (row, p) in self.payloads.iter().enumerate() {
-                if filter.filter.matches(p) {
+                if filter.filter.matches_point(self.ids[row], p) {
                     b.insert(row);
                 }
             }
@@ -175,5 +170,39 @@ impl AppendableSegment {
     /// Live rows in row order.
     pub(crate) fn live_rows(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.rows()).filter(|r| !self.deleted.get(*r))
+    }
+}
+
+/// `$match` and `$id` for the payload index of an in-memory segment.
+struct MemLookup<'a>(&'a AppendableSegment);
+
+impl RowLookup for MemLookup<'_> {
+    fn text(&self, field: &str, terms: &[String]) -> Bitset {
+        let a = self.0;
+        // In memory: a text index cannot be damaged, `err` stays empty.
+        let err = std::cell::RefCell::new(None);
+        let src = a.text_indexing.as_ref().and_then(|t| {
+            let f = t.fields.iter().position(|x| x == field)?;
+            a.text.get(f).map(TextSource::Mem)
+        });
+        match_rows(src, terms, a.rows(), None, &err)
+    }
+
+    fn ids(&self, m: &IdMatch) -> Bitset {
+        let a = self.0;
+        let mut b = Bitset::new(a.rows());
+        for id in m.int_ids() {
+            if let Some(row) = a.find(*id) {
+                b.insert(row);
+            }
+        }
+        for k in m.str_ids() {
+            if let Some(row) = a.find(str_id(k)) {
+                if matches!(a.payloads[row].get(KEY_FIELD), Some(Value::Str(s)) if s == k) {
+                    b.insert(row);
+                }
+            }
+        }
+        b
     }
 }

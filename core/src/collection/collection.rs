@@ -29,8 +29,10 @@ use crate::types::{CollectionConfig, Metric};
 /// A stored point.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
-    /// The point's id.
+    /// The point's id (in a string-id collection, [`crate::str_id`] of its key).
     pub id: u64,
+    /// The point's string id, in a collection keyed by strings ([`crate::IdType::Str`]).
+    pub key: Option<String>,
     /// The vector as stored (unit-normalised for cosine collections).
     pub vector: Vec<f32>,
     /// The payload.
@@ -40,8 +42,10 @@ pub struct Point {
 /// One search result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
-    /// The point's id.
+    /// The point's id (in a string-id collection, [`crate::str_id`] of its key).
     pub id: u64,
+    /// The point's string id, in a collection keyed by strings ([`crate::IdType::Str`]).
+    pub key: Option<String>,
     /// Distance to the query under the collection's metric (smaller is nearer).
     pub distance: f32,
     /// The payload, when asked for with [`SearchParams::include_payload`].

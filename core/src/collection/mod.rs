@@ -9,6 +9,7 @@ mod db;
 mod follow;
 mod idle;
 mod merge;
+mod ops;
 mod options;
 mod publish;
 mod repair;
@@ -21,6 +22,7 @@ mod write;
 
 pub use collection::{Collection, Hit, Point, RESERVED_ID};
 pub use db::{Database, OpenReport};
+pub use ops::{Page, PayloadUpdate};
 pub use options::{CompactionPolicy, DbOptions, Durability, MergePolicy, SegmentSizes};
 pub use repair::{CollectionRepair, DroppedSegment, LogCut, RepairReport};
 pub use stats::{BackgroundStats, CollectionStats, SegmentStats, TornTail};

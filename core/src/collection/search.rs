@@ -3,14 +3,26 @@
 use rayon::prelude::*;
 
 use super::collection::{Collection, Hit, Point};
-use super::state::{sealed_payload, search_sealed, Knobs, State};
+use super::state::{sealed_key, sealed_payload, search_sealed, Knobs, State};
+use super::write::PointRef;
 use crate::error::{Error, Result};
 use crate::filter::cache::KeyedFilter;
 use crate::filter::expr::Filter;
+use crate::filter::key::KEY_FIELD;
+use crate::filter::value::{Payload, Value};
 use crate::index::topk::TopK;
 use crate::index::GivenKnobs;
 use crate::interrupt;
-use crate::types::{IndexConfig, SearchParams};
+use crate::types::{IdType, IndexConfig, SearchParams};
+
+/// A stored payload split into the point's string key (string-id collections) and the
+/// payload its caller sees.
+pub(super) fn split_key(mut p: Payload) -> (Option<String>, Payload) {
+    match p.remove(KEY_FIELD) {
+        Some(Value::Str(k)) => (Some(k), p),
+        _ => (None, p),
+    }
+}
 
 /// Queries per thread from which an exact batch search uses matrix products.
 const GEMM_MIN_QUERIES: usize = 16;
@@ -22,11 +34,20 @@ impl Collection {
     /// The point with this id, if it exists.
     pub fn get(&self, id: u64) -> Result<Option<Point>> {
         self.check_read()?;
-        Ok(self.state.read().get(id)?.map(|(vector, payload)| Point {
-            id,
-            vector,
-            payload,
+        Ok(self.state.read().get(id)?.map(|(vector, payload)| {
+            let (key, payload) = split_key(payload);
+            Point {
+                id,
+                key,
+                vector,
+                payload,
+            }
         }))
+    }
+
+    /// Whether the collection is keyed by strings (hits and points then carry their key).
+    pub(super) fn keyed(&self) -> bool {
+        self.config.id_type == IdType::Str
     }
 
     /// Validate query `row` of a batch (0 for a single query); returns it normalised for
@@ -41,16 +62,17 @@ impl Collection {
         if k == 0 {
             return Err(Error::invalid("k", "k must be at least 1"));
         }
-        self.prepare_vector(0, q, buf).map_err(|e| match e {
-            Error::NonFiniteValue { index, .. } => Error::NonFiniteQuery { query: row, index },
-            Error::InvalidArgument {
-                name: "vectors", ..
-            } => Error::invalid(
-                "query",
-                format!("query {row} has zero length; cosine distance is undefined"),
-            ),
-            other => other,
-        })
+        self.prepare_vector(PointRef::Int(0), q, buf)
+            .map_err(|e| match e {
+                Error::NonFiniteValue { index, .. } => Error::NonFiniteQuery { query: row, index },
+                Error::InvalidArgument {
+                    name: "vectors", ..
+                } => Error::invalid(
+                    "query",
+                    format!("query {row} has zero length; cosine distance is undefined"),
+                ),
+                other => other,
+            })
     }
 
     /// The knobs of a query: its own parameters or the collection's defaults. A knob the
@@ -89,21 +111,29 @@ impl Collection {
         Ok(knobs)
     }
 
+    /// Hits from `(id, distance)` pairs found on `st`, with their payloads when asked for
+    /// and their keys in a string-id collection.
     pub(super) fn to_hits(
+        &self,
         st: &State,
         found: Vec<(u64, f32)>,
         params: &SearchParams,
     ) -> Result<Vec<Hit>> {
+        let keyed = self.keyed();
         found
             .into_iter()
             .map(|(id, distance)| {
-                let payload = if params.include_payload {
-                    Some(st.payload_of(id)?)
+                let (key, payload) = if params.include_payload {
+                    let (key, p) = split_key(st.payload_of(id)?);
+                    (key, Some(p))
+                } else if keyed {
+                    (st.key_of(id)?, None)
                 } else {
-                    None
+                    (None, None)
                 };
                 Ok(Hit {
                     id,
+                    key,
                     distance,
                     payload,
                 })
@@ -138,6 +168,7 @@ impl Collection {
         params: &SearchParams,
     ) -> Result<Vec<Vec<Hit>>> {
         let dim = self.config.dim;
+        let keyed = self.keyed();
         let filter = params.filter.as_ref().map(KeyedFilter::new);
         let filter = filter.as_ref();
         let search_unsealed = |st: &State, q: &[f32]| -> Result<Vec<(u64, f32)>> {
@@ -145,7 +176,7 @@ impl Collection {
             st.search_unsealed(q, knobs, &self.visited, filter, &mut top)?;
             Ok(top.into_sorted())
         };
-        let (sealed, ctx, partial, payloads) = {
+        let (sealed, ctx, partial, payloads, keys) = {
             let st = self.state.read();
             let partial: Vec<Vec<(u64, f32)>> = if nq == 1 {
                 vec![search_unsealed(&st, queries)?]
@@ -155,14 +186,20 @@ impl Collection {
                     .map(|q| search_unsealed(&st, q))
                     .collect::<Result<_>>()?
             };
-            // Payloads of in-memory hits are read now; sealed ones from the snapshot.
+            // Payloads (or keys) of in-memory hits are read now; sealed ones from the
+            // snapshot.
             let mut payloads = std::collections::HashMap::new();
+            let mut keys = std::collections::HashMap::new();
             if params.include_payload {
                 for (id, _) in partial.iter().flatten() {
                     payloads.insert(*id, st.payload_of(*id)?);
                 }
+            } else if keyed {
+                for (id, _) in partial.iter().flatten() {
+                    keys.insert(*id, st.key_of(*id)?);
+                }
             }
-            (st.sealed_snapshot(), st.ctx(), partial, payloads)
+            (st.sealed_snapshot(), st.ctx(), partial, payloads, keys)
         };
         let stop = interrupt::current();
         let finish = |q: &[f32], part: &Vec<(u64, f32)>| -> Result<Vec<(u64, f32)>> {
@@ -211,18 +248,27 @@ impl Collection {
             .map(|f| {
                 f.into_iter()
                     .map(|(id, distance)| {
-                        let payload = if params.include_payload {
+                        let (key, payload) = if params.include_payload {
                             // Two queries of a batch can hit the same in-memory row: the
                             // payload is cloned, not taken.
-                            Some(match payloads.get(&id) {
+                            let p = match payloads.get(&id) {
                                 Some(p) => p.clone(),
                                 None => sealed_payload(&sealed, id)?.unwrap_or_default(),
-                            })
+                            };
+                            let (key, p) = split_key(p);
+                            (key, Some(p))
+                        } else if keyed {
+                            let key = match keys.get(&id) {
+                                Some(k) => k.clone(),
+                                None => sealed_key(&sealed, id)?,
+                            };
+                            (key, None)
                         } else {
-                            None
+                            (None, None)
                         };
                         Ok(Hit {
                             id,
+                            key,
                             distance,
                             payload,
                         })
@@ -308,7 +354,7 @@ impl Collection {
         })?;
         found
             .into_iter()
-            .map(|f| Self::to_hits(&st, f, params))
+            .map(|f| self.to_hits(&st, f, params))
             .collect()
     }
 
@@ -334,8 +380,10 @@ impl Collection {
             .into_iter()
             .map(|loc| {
                 let (id, vector, payload) = st.point_at(loc)?;
+                let (key, payload) = split_key(payload);
                 Ok(Point {
                     id,
+                    key,
                     vector,
                     payload,
                 })

@@ -9,7 +9,8 @@ use super::state::{Frozen, SealedSegment};
 use crate::error::Result;
 use crate::filter::bitset::Bitset;
 use crate::filter::cache::KeyedFilter;
-use crate::filter::value::Payload;
+use crate::filter::key::KEY_FIELD;
+use crate::filter::value::{Payload, Value};
 
 /// A segment of any state, borrowed.
 #[derive(Clone, Copy)]
@@ -67,6 +68,41 @@ impl<'a> Segment<'a> {
             Segment::Frozen(f) => Ok(f.seg.payloads[row].clone()),
             Segment::Sealed(s) => s.reader.payload(row),
         }
+    }
+
+    /// The string key stored with `row` (string-id collections), read without decoding the
+    /// rest of a sealed row's payload.
+    pub(crate) fn key(&self, row: usize) -> Result<Option<String>> {
+        let mem = |p: &Payload| match p.get(KEY_FIELD) {
+            Some(Value::Str(k)) => Some(k.clone()),
+            _ => None,
+        };
+        match self {
+            Segment::Appendable(a) => Ok(mem(&a.payloads[row])),
+            Segment::Frozen(f) => Ok(mem(&f.seg.payloads[row])),
+            Segment::Sealed(s) => Ok(s.reader.payload_key(row)?.map(str::to_owned)),
+        }
+    }
+
+    /// Rows with an id above `after` (all rows when `None`), in id order; dead rows
+    /// included.
+    pub(crate) fn rows_by_id(
+        &self,
+        after: Option<u64>,
+    ) -> Box<dyn Iterator<Item = (u64, usize)> + 'a> {
+        let above = |id: u64| after.is_none_or(|a| id > a);
+        if let Segment::Sealed(s) = *self {
+            return Box::new(s.reader.rows_by_id(after));
+        }
+        let mut v: Vec<(u64, usize)> = self
+            .ids()
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| above(**id))
+            .map(|(row, id)| (*id, row))
+            .collect();
+        v.sort_unstable();
+        Box::new(v.into_iter())
     }
 
     /// The rows that are not live.

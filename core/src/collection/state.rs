@@ -7,11 +7,12 @@
 use std::sync::{Arc, OnceLock};
 
 use crate::distance::Kernels;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::filter::bitset::Bitset;
 use crate::filter::cache::{FilterCache, KeyedFilter};
-use crate::filter::expr::Filter;
-use crate::filter::payload_index::{IndexedFields, PayloadIndex};
+use crate::filter::expr::{Filter, IdMatch};
+use crate::filter::key::str_id;
+use crate::filter::payload_index::{IndexedFields, PayloadIndex, RowLookup};
 use crate::filter::value::Payload;
 use crate::index::hnsw::graph::Graph;
 use crate::index::hnsw::kind::{graph_prefers_scan, search_graph, OUT_OF_CACHE_ROW_COST};
@@ -119,14 +120,12 @@ impl SealedSegment {
             .get_or_eval(filter, self.reader.rows(), || {
                 let ix = self.payload_index()?;
                 if ix.covers(filter.filter) {
-                    let err = std::cell::RefCell::new(None);
-                    let rows = self.reader.rows();
-                    let text = |field: &str, terms: &[String]| {
-                        let src = self.reader.text(field).map(TextSource::Sealed);
-                        match_rows(src, terms, rows, Some(self.reader.path()), &err)
+                    let look = SealedLookup {
+                        seg: self,
+                        err: std::cell::RefCell::new(None),
                     };
-                    let b = ix.eval_with(filter.filter, &text);
-                    return match err.into_inner() {
+                    let b = ix.eval_with(filter.filter, &look);
+                    return match look.err.into_inner() {
                         Some(e) => Err(e),
                         None => Ok(b),
                     };
@@ -134,7 +133,8 @@ impl SealedSegment {
                 // A field outside `indexed_fields`: read every payload of the segment.
                 let mut b = Bitset::new(self.reader.rows());
                 for row in 0..self.reader.rows() {
-                    if filter.filter.matches(&self.reader.payload(row)?) {
+                    let p = self.reader.payload(row)?;
+                    if filter.filter.matches_point(self.reader.ids()[row], &p) {
                         b.insert(row);
                     }
                 }
@@ -572,6 +572,16 @@ pub(crate) fn search_sealed(
     Ok(())
 }
 
+/// The string key of `id` if it has a live row in one of `sealed` (a search snapshot).
+pub(crate) fn sealed_key(sealed: &[SealedSegment], id: u64) -> Result<Option<String>> {
+    for s in sealed.iter().rev().map(Segment::Sealed) {
+        if let Some(row) = s.find_live(id) {
+            return s.key(row);
+        }
+    }
+    Ok(None)
+}
+
 /// The payload of `id` if it has a live row in one of `sealed` (a search snapshot).
 pub(crate) fn sealed_payload(sealed: &[SealedSegment], id: u64) -> Result<Option<Payload>> {
     for s in sealed.iter().rev().map(Segment::Sealed) {
@@ -774,6 +784,49 @@ impl State {
         tops.into_iter().map(TopK::into_sorted).collect()
     }
 
+    /// The string key of the live row of `id` (string-id collections), if there is one.
+    pub(crate) fn key_of(&self, id: u64) -> Result<Option<String>> {
+        match self
+            .locate(id)
+            .and_then(|loc| Some((self.segment(loc.seg)?, loc.row)))
+        {
+            Some((s, row)) => s.key(row),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` live points matching `filter` (every point when `None`) with ids above
+    /// `after`, in id order: a page of a scroll. Rows are read segment by segment in id
+    /// order, at most `limit` from each, and the smallest ids of the union kept.
+    pub(crate) fn page(
+        &self,
+        filter: Option<&Filter>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Location>> {
+        let keyed = filter.map(KeyedFilter::new);
+        let mut found: Vec<(u64, Location)> = Vec::new();
+        for (at, s) in self.segments() {
+            let pass = match &keyed {
+                Some(f) => Some(s.passing(f)?),
+                None => None,
+            };
+            let dead = s.dead();
+            found.extend(
+                s.rows_by_id(after)
+                    .filter(|&(_, row)| match &pass {
+                        Some(p) => p.get(row),
+                        None => !dead.get(row),
+                    })
+                    .take(limit)
+                    .map(|(id, row)| (id, Location { seg: at, row })),
+            );
+        }
+        found.sort_unstable_by_key(|(id, _)| *id);
+        found.truncate(limit);
+        Ok(found.into_iter().map(|(_, loc)| loc).collect())
+    }
+
     /// The payload of the live row of `id` (for search results).
     pub(crate) fn payload_of(&self, id: u64) -> Result<Payload> {
         match self
@@ -783,5 +836,45 @@ impl State {
             Some((s, row)) => s.payload(row),
             None => Ok(Payload::new()),
         }
+    }
+}
+
+/// `$match` and `$id` for the payload index of a sealed segment; the first damage found is
+/// kept in `err` (the lookups return what they could read).
+struct SealedLookup<'a> {
+    seg: &'a SealedSegment,
+    err: std::cell::RefCell<Option<Error>>,
+}
+
+impl RowLookup for SealedLookup<'_> {
+    fn text(&self, field: &str, terms: &[String]) -> Bitset {
+        let r = &self.seg.reader;
+        let src = r.text(field).map(TextSource::Sealed);
+        match_rows(src, terms, r.rows(), Some(r.path()), &self.err)
+    }
+
+    fn ids(&self, m: &IdMatch) -> Bitset {
+        let r = &self.seg.reader;
+        let mut b = Bitset::new(r.rows());
+        for id in m.int_ids() {
+            if let Some(row) = r.find(*id) {
+                b.insert(row);
+            }
+        }
+        for k in m.str_ids() {
+            let Some(row) = r.find(str_id(k)) else {
+                continue;
+            };
+            match r.payload_key(row) {
+                Ok(Some(s)) if s == k => {
+                    b.insert(row);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.err.borrow_mut().get_or_insert(e);
+                }
+            }
+        }
+        b
     }
 }

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::collection::{Collection, Hit};
+use super::search::split_key;
 use super::segment::Segment;
 use super::state::{sealed_payload, SealedSegment};
+use super::write::PointRef;
 use crate::error::{Error, Result};
 use crate::filter::bitset::Bitset;
 use crate::filter::cache::KeyedFilter;
@@ -75,7 +77,7 @@ impl TextIndexing {
     }
 
     /// Refuse a payload whose text field holds something other than a string or null.
-    pub(crate) fn validate(&self, id: u64, payload: &Payload) -> Result<()> {
+    pub(crate) fn validate(&self, id: PointRef<'_>, payload: &Payload) -> Result<()> {
         for f in &self.fields {
             match payload.get(f) {
                 None | Some(Value::Str(_) | Value::Null) => {}
@@ -259,6 +261,33 @@ impl Collection {
     /// `filter` with every `$match` bound to the collection's analyzer; a `$match` on a
     /// field that is not a text field is refused.
     pub(super) fn bind_filter<'f>(&self, filter: &'f Filter) -> Result<Cow<'f, Filter>> {
+        let mut ids = Vec::new();
+        filter.id_matches(&mut ids);
+        for m in &ids {
+            match (self.keyed(), m.int_ids().first(), m.str_ids().first()) {
+                (true, Some(i), _) => {
+                    return Err(Error::invalid(
+                        "filter",
+                        format!(
+                            "at `$id`: {i} is an integer, but collection `{}` is keyed by \
+                             strings",
+                            self.name()
+                        ),
+                    ))
+                }
+                (false, _, Some(k)) => {
+                    return Err(Error::invalid(
+                        "filter",
+                        format!(
+                            "at `$id`: {k:?} is a string, but collection `{}` is keyed by \
+                             integers",
+                            self.name()
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+        }
         if !filter.has_match() {
             return Ok(Cow::Borrowed(filter));
         }
@@ -289,12 +318,15 @@ impl Collection {
         params: &'p SearchParams,
     ) -> Result<Cow<'p, SearchParams>> {
         match &params.filter {
-            Some(f) if f.has_match() => {
-                let mut p = params.clone();
-                p.filter = Some(self.bind_filter(f)?.into_owned());
-                Ok(Cow::Owned(p))
-            }
-            _ => Ok(Cow::Borrowed(params)),
+            Some(f) => match self.bind_filter(f)? {
+                Cow::Borrowed(_) => Ok(Cow::Borrowed(params)),
+                Cow::Owned(bound) => {
+                    let mut p = params.clone();
+                    p.filter = Some(bound);
+                    Ok(Cow::Owned(p))
+                }
+            },
+            None => Ok(Cow::Borrowed(params)),
         }
     }
 
@@ -321,6 +353,8 @@ impl Collection {
     ) -> Result<Ranked> {
         let ti = self.text_indexing()?;
         let params = &*self.bind_params(params)?;
+        // A string-id collection's hits carry their key, which lives in the payload.
+        let want_payloads = params.include_payload || self.keyed();
         let terms = ti.query_terms(text);
         let mut top = TopK::new(k);
         if terms.is_empty() {
@@ -387,7 +421,7 @@ impl Collection {
                 }
             }
             let mut payloads = HashMap::new();
-            if params.include_payload {
+            if want_payloads {
                 for id in top.ids() {
                     if let Some(loc) = st.locate(id) {
                         if !matches!(loc.seg, super::segment::SegmentAt::Sealed(_)) {
@@ -402,7 +436,7 @@ impl Collection {
             score_segment(ti, &qterms, Segment::Sealed(s), filter, &mut top)?;
         }
         let found = top.into_sorted();
-        let payloads = if params.include_payload {
+        let payloads = if want_payloads {
             found
                 .iter()
                 .map(|(id, _)| match in_memory_payloads.remove(id) {
@@ -448,10 +482,14 @@ impl Collection {
         Ok(r.found
             .into_iter()
             .zip(r.payloads)
-            .map(|((id, distance), payload)| Hit {
-                id,
-                distance,
-                payload,
+            .map(|((id, distance), payload)| {
+                let (key, payload) = split_key(payload.unwrap_or_default());
+                Hit {
+                    id,
+                    key,
+                    distance,
+                    payload: params.include_payload.then_some(payload),
+                }
             })
             .collect())
     }
@@ -488,11 +526,12 @@ impl Collection {
         let dense_ids: Vec<u64> = dense.iter().map(|h| h.id).collect();
         // The keyword branch also scores the vector branch's candidates ...
         let keyword = self.text_ranked(text, n, params, &dense_ids)?;
-        let mut payloads: HashMap<u64, Option<Payload>> = HashMap::new();
+        // Each candidate's key (string-id collections) and payload (when asked for).
+        let mut payloads: HashMap<u64, (Option<String>, Option<Payload>)> = HashMap::new();
         let dense_ranked: Vec<(u64, f32)> = dense
             .into_iter()
             .map(|h| {
-                payloads.insert(h.id, h.payload);
+                payloads.insert(h.id, (h.key, h.payload));
                 (h.id, h.distance)
             })
             .collect();
@@ -503,7 +542,10 @@ impl Collection {
             .filter(|id| !payloads.contains_key(id))
             .collect();
         for ((id, _), p) in keyword.found.iter().zip(keyword.payloads) {
-            payloads.entry(*id).or_insert(p);
+            payloads.entry(*id).or_insert_with(|| {
+                let (key, p) = split_key(p.unwrap_or_default());
+                (key, params.include_payload.then_some(p))
+            });
         }
         // ... and the vector branch the keyword branch's: every candidate gets both scores.
         let mut buf = Vec::new();
@@ -531,10 +573,14 @@ impl Collection {
         let fused = fuse(params.fusion, &dense_ranked, &keyword.found, &both, k);
         Ok(fused
             .into_iter()
-            .map(|(id, score)| Hit {
-                id,
-                distance: -score,
-                payload: payloads.remove(&id).flatten(),
+            .map(|(id, score)| {
+                let (key, payload) = payloads.remove(&id).unwrap_or_default();
+                Hit {
+                    id,
+                    key,
+                    distance: -score,
+                    payload,
+                }
             })
             .collect())
     }

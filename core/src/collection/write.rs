@@ -11,13 +11,46 @@ use crate::filter::value::{validate_payload, Payload};
 use crate::interrupt;
 use crate::storage::wal::record::{encode_delete, encode_upsert, KIND_DELETE, KIND_UPSERT};
 use crate::storage::wal::MAX_RECORD_BYTES;
-use crate::types::Metric;
+use crate::types::{IdType, Metric};
+
+/// A point as errors name it: by its integer id or its string id.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PointRef<'a> {
+    Int(u64),
+    Str(&'a str),
+}
+
+impl std::fmt::Display for PointRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PointRef::Int(id) => write!(f, "{id}"),
+            PointRef::Str(k) => write!(f, "{k:?}"),
+        }
+    }
+}
+
+/// Refuse a batch of string ids of which one would take the place of a different stored
+/// key (their 64-bit ids are equal). Repeats of one key within the batch were checked by
+/// the caller.
+pub(super) fn check_collisions(st: &State, ids: &[u64], keys: &[&str]) -> Result<()> {
+    for (id, key) in ids.iter().zip(keys) {
+        if let Some(stored) = st.key_of(*id)? {
+            if stored != *key {
+                return Err(Error::IdCollision {
+                    key: (*key).to_owned(),
+                    stored,
+                });
+            }
+        }
+    }
+    Ok(())
+}
 
 impl Collection {
     /// Validate one vector; returns it normalised for cosine collections.
     pub(super) fn prepare_vector<'a>(
         &self,
-        id: u64,
+        id: PointRef<'_>,
         v: &'a [f32],
         buf: &'a mut Vec<f32>,
     ) -> Result<&'a [f32]> {
@@ -28,7 +61,13 @@ impl Collection {
             });
         }
         if let Some(index) = v.iter().position(|x| !x.is_finite()) {
-            return Err(Error::NonFiniteValue { id, index });
+            return Err(match id {
+                PointRef::Int(id) => Error::NonFiniteValue { id, index },
+                PointRef::Str(_) => Error::invalid(
+                    "vectors",
+                    format!("vector for id {id} has a non-finite value at component {index}"),
+                ),
+            });
         }
         if self.config.metric != Metric::Cosine {
             return Ok(v);
@@ -49,7 +88,44 @@ impl Collection {
     /// id keeps its last occurrence. The batch is validated as a whole first: on any error
     /// nothing is written. On return the points are searchable and, under
     /// [`Durability::Always`], durable.
+    ///
+    /// A collection keyed by strings takes [`Collection::upsert_str`] instead.
     pub fn upsert(&self, ids: &[u64], vectors: &[f32], payloads: &[Payload]) -> Result<()> {
+        self.expect_id_type(IdType::Int, "upsert")?;
+        self.upsert_impl(ids, vectors, payloads, None)
+    }
+
+    /// Refuse a call meant for the other kind of id.
+    pub(super) fn expect_id_type(&self, want: IdType, call: &str) -> Result<()> {
+        if self.config.id_type == want {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "ids",
+            match want {
+                IdType::Int => format!(
+                    "collection `{}` is keyed by strings (id_type \"str\"): use the string-id \
+                     form of {call}",
+                    self.name
+                ),
+                IdType::Str => format!(
+                    "collection `{}` is keyed by integers: {call} takes string ids only in a \
+                     collection created with id_type \"str\"",
+                    self.name
+                ),
+            },
+        ))
+    }
+
+    /// The upsert of both id kinds; `keys` (string-id collections) gives each point's key,
+    /// already in its payload.
+    pub(super) fn upsert_impl(
+        &self,
+        ids: &[u64],
+        vectors: &[f32],
+        payloads: &[Payload],
+        keys: Option<&[&str]>,
+    ) -> Result<()> {
         self.check_open()?;
         self.check_writable("upsert")?;
         interrupt::check("upsert")?;
@@ -90,10 +166,16 @@ impl Collection {
                 format!("{} payloads for {n} ids", payloads.len()),
             ));
         }
-        payloads.iter().try_for_each(validate_payload)?;
+        let point = |i: usize| match keys {
+            Some(k) => PointRef::Str(k[i]),
+            None => PointRef::Int(ids[i]),
+        };
+        if keys.is_none() {
+            payloads.iter().try_for_each(validate_payload)?;
+        }
         if let Some(t) = &self.text {
-            for (id, p) in ids.iter().zip(payloads) {
-                t.validate(*id, p)?;
+            for (i, p) in payloads.iter().enumerate() {
+                t.validate(point(i), p)?;
             }
         }
         let mut body = Vec::with_capacity(8 + n * (12 + 4 * dim));
@@ -104,13 +186,13 @@ impl Collection {
                 if i % 4096 == 4095 {
                     interrupt::check("upsert")?;
                 }
-                out.extend_from_slice(self.prepare_vector(ids[i], v, &mut buf)?);
+                out.extend_from_slice(self.prepare_vector(point(i), v, &mut buf)?);
             }
             out.into()
         } else {
             let mut buf = Vec::new();
             for (i, v) in vectors.chunks_exact(dim).enumerate() {
-                self.prepare_vector(ids[i], v, &mut buf)?;
+                self.prepare_vector(point(i), v, &mut buf)?;
             }
             vectors.into()
         };
@@ -124,7 +206,13 @@ impl Collection {
                 ),
             ));
         }
-        self.log_and_apply(KIND_UPSERT, &body, |st| {
+        let ws = self.writer("upsert")?;
+        if let Some(keys) = keys {
+            // Under the writer lock, so no other write can take an id between the check
+            // and the append.
+            check_collisions(&self.state.read(), ids, keys)?;
+        }
+        self.log_and_apply_locked(ws, KIND_UPSERT, &body, |st| {
             let pays = (0..n).map(|i| payloads.get(i).cloned().unwrap_or_default());
             st.upsert_rows(ids, &stored, pays)
         })
@@ -148,9 +236,12 @@ impl Collection {
     }
 
     /// Delete points by id. Returns how many existed. Unknown ids are ignored.
+    ///
+    /// In a string-id collection these are the 64-bit ids ([`Hit::id`](super::Hit));
+    /// [`Collection::delete_str`] takes the strings.
     pub fn delete(&self, ids: &[u64]) -> Result<usize> {
         self.check_open()?;
-        let mut ws = self.writer("delete")?;
+        let ws = self.writer("delete")?;
         let present: Vec<u64> = {
             let st = self.state.read();
             let mut seen = std::collections::HashSet::new();
@@ -159,15 +250,24 @@ impl Collection {
                 .filter(|id| seen.insert(*id) && st.locate(*id).is_some())
                 .collect()
         };
+        self.delete_locked(ws, &present)
+    }
+
+    /// Delete `present` (distinct ids with a live row), holding the writer lock `ws`.
+    pub(super) fn delete_locked(
+        &self,
+        mut ws: parking_lot::MutexGuard<'_, WriteState>,
+        present: &[u64],
+    ) -> Result<usize> {
         if present.is_empty() {
             return Ok(0);
         }
         let mut body = Vec::with_capacity(4 + 8 * present.len());
-        encode_delete(&mut body, &present);
+        encode_delete(&mut body, present);
         let lsn = self.append_locked(&mut ws, KIND_DELETE, &body)?;
         {
             let mut st = self.state.write();
-            for id in &present {
+            for id in present {
                 st.remove(*id);
             }
         }
@@ -210,13 +310,14 @@ impl Collection {
 
     /// Log a record, apply it (under the state's write lock), then link the appended rows
     /// into the appendable graph under a shared lock, so searches run during the linking.
-    pub(super) fn log_and_apply(
+    /// The caller holds the writer lock `ws` (released here).
+    pub(super) fn log_and_apply_locked(
         &self,
+        mut ws: parking_lot::MutexGuard<'_, WriteState>,
         kind: u8,
         body: &[u8],
         apply: impl FnOnce(&mut State) -> std::ops::Range<usize>,
     ) -> Result<()> {
-        let mut ws = self.writer("upsert")?;
         // The last point to stop: once the record is in the log, the upsert completes.
         interrupt::check("upsert")?;
         let lsn = self.append_locked(&mut ws, kind, body)?;

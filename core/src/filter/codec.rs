@@ -152,6 +152,21 @@ pub(crate) fn encode_payload(out: &mut Vec<u8>, p: &Payload) {
 }
 
 /// Decode one payload written by [`encode_payload`].
+/// The string key of an encoded payload (its first field when that field has the empty name
+/// and holds a string; see `filter::key`), without decoding the rest.
+pub(crate) fn decode_payload_key<'a>(d: &mut Decoder<'a>) -> DecodeResult<Option<&'a str>> {
+    if d.u32()? == 0 {
+        return Ok(None);
+    }
+    if !d.str(MAX_KEY_BYTES)?.is_empty() {
+        return Ok(None);
+    }
+    if d.u8()? != TAG_STR {
+        return Ok(None);
+    }
+    d.str(MAX_PAYLOAD_BYTES).map(Some)
+}
+
 pub(crate) fn decode_payload(d: &mut Decoder<'_>) -> DecodeResult<Payload> {
     let count = d.u32()? as usize;
     // Every field needs at least 5 bytes (key length + tag): bounds the loop on garbage.

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::key::KEY_FIELD;
 use crate::filter::value::{Payload, Value};
 use crate::text::{Analyzer, AnalyzerConfig};
 
@@ -53,6 +54,129 @@ pub enum Filter {
     Not(Box<Filter>),
     /// A text field contains every term of the text (`$match`).
     Match(String, TextMatch),
+    /// The point's id is one of these (`{"$id": ...}`): integers in a collection keyed by
+    /// integers, strings in one keyed by strings.
+    Id(IdMatch),
+}
+
+/// The operand of `$id`: a set of integer ids and a set of string ids (a collection accepts
+/// only the kind it is keyed by).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IdMatch {
+    ints: Vec<u64>,
+    keys: Vec<String>,
+}
+
+impl IdMatch {
+    /// Integer ids.
+    pub fn ints(ids: impl IntoIterator<Item = u64>) -> Self {
+        let mut ints: Vec<u64> = ids.into_iter().collect();
+        ints.sort_unstable();
+        ints.dedup();
+        IdMatch {
+            ints,
+            keys: Vec::new(),
+        }
+    }
+
+    /// String ids.
+    pub fn keys<S: Into<String>>(keys: impl IntoIterator<Item = S>) -> Self {
+        let mut keys: Vec<String> = keys.into_iter().map(Into::into).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        IdMatch {
+            ints: Vec::new(),
+            keys,
+        }
+    }
+
+    /// The integer ids, sorted.
+    pub fn int_ids(&self) -> &[u64] {
+        &self.ints
+    }
+
+    /// The string ids, sorted.
+    pub fn str_ids(&self) -> &[String] {
+        &self.keys
+    }
+
+    fn add(&mut self, path: &str, v: &serde_json::Value) -> Result<()> {
+        match v {
+            serde_json::Value::Number(n) => match n.as_u64() {
+                Some(i) => self.ints.push(i),
+                None => return Err(bad(path, format!("{n} is not an id (ids are 0..2^64-1)"))),
+            },
+            serde_json::Value::String(s) => self.keys.push(s.clone()),
+            _ => return Err(bad(path, "an id is a non-negative integer or a string")),
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Self {
+        self.ints.sort_unstable();
+        self.ints.dedup();
+        self.keys.sort_unstable();
+        self.keys.dedup();
+        self
+    }
+
+    /// Whether the point with `id` (when known) and payload `p` is selected. A string id is
+    /// compared with the key stored in the payload, an integer id with `id`.
+    pub(crate) fn selects(&self, id: Option<u64>, p: &Payload) -> bool {
+        if let Some(id) = id {
+            if self.ints.binary_search(&id).is_ok() {
+                return true;
+            }
+        }
+        match p.get(KEY_FIELD) {
+            Some(Value::Str(k)) => self.keys.binary_search(k).is_ok(),
+            _ => false,
+        }
+    }
+
+    fn parse(val: &serde_json::Value, path: &str) -> Result<Filter> {
+        let mut one = IdMatch::default();
+        let serde_json::Value::Object(ops) = val else {
+            one.add(path, val)?;
+            return Ok(Filter::Id(one.finish()));
+        };
+        if ops.is_empty() {
+            return Err(bad(path, "empty operator object"));
+        }
+        let mut parts = Vec::with_capacity(ops.len());
+        for (op, arg) in ops {
+            let here = format!("{path}.{op}");
+            let mut m = IdMatch::default();
+            match op.as_str() {
+                "$eq" | "$ne" => m.add(&here, arg)?,
+                "$in" | "$nin" => {
+                    let serde_json::Value::Array(items) = arg else {
+                        return Err(bad(&here, "expected a list of ids"));
+                    };
+                    for (i, it) in items.iter().enumerate() {
+                        m.add(&format!("{here}[{i}]"), it)?;
+                    }
+                }
+                other => {
+                    return Err(bad(
+                        &here,
+                        format!("`$id` takes $eq, $ne, $in or $nin, not `{other}`"),
+                    ))
+                }
+            }
+            let f = Filter::Id(m.finish());
+            parts.push(if op == "$ne" || op == "$nin" {
+                Filter::Not(Box::new(f))
+            } else {
+                f
+            });
+        }
+        Ok(if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Filter::And(parts)
+        })
+    }
 }
 
 /// The operand of `$match`: the text, and once a collection has bound it to its analyzer,
@@ -210,6 +334,8 @@ impl Filter {
                     }
                 }
                 "$not" => Filter::Not(Box::new(Self::parse(val, &here, depth + 1)?)),
+                "$id" => IdMatch::parse(val, &here)?,
+                "" => return Err(bad(&here, "a field name cannot be empty")),
                 k if k.starts_with('$') => {
                     return Err(bad(&here, format!("unknown operator `{k}`")))
                 }
@@ -270,8 +396,18 @@ impl Filter {
         })
     }
 
-    /// Does `p` satisfy the filter?
+    /// Does `p` satisfy the filter? An `$id` condition on integer ids needs the point's id:
+    /// see [`Filter::matches_point`] (here it selects nothing).
     pub fn matches(&self, p: &Payload) -> bool {
+        self.eval_point(None, p)
+    }
+
+    /// Does the point with `id` and payload `p` satisfy the filter?
+    pub fn matches_point(&self, id: u64, p: &Payload) -> bool {
+        self.eval_point(Some(id), p)
+    }
+
+    fn eval_point(&self, id: Option<u64>, p: &Payload) -> bool {
         match self {
             Filter::Eq(f, v) => eq(p.get(f), v),
             Filter::Ne(f, v) => !eq(p.get(f), v),
@@ -282,10 +418,21 @@ impl Filter {
             Filter::In(f, vs) => vs.iter().any(|v| eq(p.get(f), v)),
             Filter::Nin(f, vs) => !vs.iter().any(|v| eq(p.get(f), v)),
             Filter::Exists(f, want) => p.contains_key(f) == *want,
-            Filter::And(fs) => fs.iter().all(|x| x.matches(p)),
-            Filter::Or(fs) => fs.iter().any(|x| x.matches(p)),
-            Filter::Not(x) => !x.matches(p),
+            Filter::And(fs) => fs.iter().all(|x| x.eval_point(id, p)),
+            Filter::Or(fs) => fs.iter().any(|x| x.eval_point(id, p)),
+            Filter::Not(x) => !x.eval_point(id, p),
             Filter::Match(f, m) => m.matches(p.get(f)),
+            Filter::Id(m) => m.selects(id, p),
+        }
+    }
+
+    /// Every `$id` operand in the filter.
+    pub(crate) fn id_matches(&self, out: &mut Vec<IdMatch>) {
+        match self {
+            Filter::Id(m) => out.push(m.clone()),
+            Filter::And(fs) | Filter::Or(fs) => fs.iter().for_each(|x| x.id_matches(out)),
+            Filter::Not(x) => x.id_matches(out),
+            _ => {}
         }
     }
 

@@ -7,5 +7,6 @@ pub(crate) mod bitset;
 pub(crate) mod cache;
 pub(crate) mod codec;
 pub mod expr;
+pub mod key;
 pub(crate) mod payload_index;
 pub mod value;

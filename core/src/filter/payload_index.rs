@@ -11,9 +11,18 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use super::bitset::Bitset;
-use super::expr::Filter;
+use super::expr::{Filter, IdMatch};
+use super::key::KEY_FIELD;
 use super::value::{Payload, Value, MAX_KEY_BYTES, MAX_PAYLOAD_BYTES};
 use crate::filter::codec::{put_str, put_u32, put_u64, DecodeResult, Decoder};
+
+/// What a segment answers for the payload index: the rows whose text field holds every one
+/// of some terms (its text index), and the rows of some ids (its id table; a string id
+/// counts only where the row's stored key is that string).
+pub(crate) trait RowLookup {
+    fn text(&self, field: &str, terms: &[String]) -> Bitset;
+    fn ids(&self, m: &IdMatch) -> Bitset;
+}
 
 /// f64 with a total order (payload floats are finite).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -199,7 +208,9 @@ impl PayloadIndex {
     }
 
     fn indexes(&self, field: &str) -> bool {
-        self.only.as_ref().is_none_or(|o| o.contains(field))
+        // The string key of a point (field "") is found through the id table, never here:
+        // a keyword entry per row would double the index for nothing.
+        field != KEY_FIELD && self.only.as_ref().is_none_or(|o| o.contains(field))
     }
 
     /// Whether every field `filter` names is indexed, so [`PayloadIndex::eval`] answers it.
@@ -216,8 +227,8 @@ impl PayloadIndex {
             | Filter::Exists(f, _) => self.indexes(f),
             Filter::And(fs) | Filter::Or(fs) => fs.iter().all(|x| self.covers(x)),
             Filter::Not(x) => self.covers(x),
-            // Answered by the segment's text index (see `eval_with`).
-            Filter::Match(..) => true,
+            // Answered by the segment's text index and id table (see `eval_with`).
+            Filter::Match(..) | Filter::Id(_) => true,
         }
     }
 
@@ -249,22 +260,28 @@ impl PayloadIndex {
         }
     }
 
-    /// Rows matching `filter` (a `$match` matches nothing: see [`PayloadIndex::eval_with`]).
+    /// Rows matching `filter` (a `$match` or `$id` matches nothing: see [`PayloadIndex::eval_with`]).
     #[cfg(test)]
     pub(crate) fn eval(&self, filter: &Filter) -> Bitset {
-        self.eval_with(filter, &|_, _| Bitset::new(self.rows))
+        struct Nothing(usize);
+        impl RowLookup for Nothing {
+            fn text(&self, _: &str, _: &[String]) -> Bitset {
+                Bitset::new(self.0)
+            }
+            fn ids(&self, _: &IdMatch) -> Bitset {
+                Bitset::new(self.0)
+            }
+        }
+        self.eval_with(filter, &Nothing(self.rows))
     }
 
-    /// Rows matching `filter`; `text(field, terms)` gives the rows whose text field holds
-    /// every one of the terms (from the segment's text index).
-    pub(crate) fn eval_with(
-        &self,
-        filter: &Filter,
-        text: &dyn Fn(&str, &[String]) -> Bitset,
-    ) -> Bitset {
+    /// Rows matching `filter`; `$match` and `$id` are answered by `lookup` (the segment's
+    /// text index and id table).
+    pub(crate) fn eval_with(&self, filter: &Filter, text: &dyn RowLookup) -> Bitset {
         let n = self.rows;
         match filter {
-            Filter::Match(f, m) => text(f, m.terms()),
+            Filter::Match(f, m) => text.text(f, m.terms()),
+            Filter::Id(m) => text.ids(m),
             Filter::Eq(f, v) => self.eq(f, v),
             Filter::Ne(f, v) => {
                 let mut b = self.eq(f, v);

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::storage::fsutil::{frame, read, unframe, write_atomic};
 use crate::text::{AnalyzerConfig, StopWords};
-use crate::types::{CollectionConfig, IndexConfig, Metric, TextConfig};
+use crate::types::{CollectionConfig, IdType, IndexConfig, Metric, TextConfig};
 
 const MAGIC: &[u8; 8] = b"TROVMAN\0";
 /// Format version this build writes.
@@ -48,6 +48,9 @@ pub(crate) struct ConfigRecord {
     /// Text fields (manifest format 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextRecord>,
+    /// Points are keyed by strings (manifest format 2).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub str_ids: bool,
 }
 
 /// A text config as stored.
@@ -190,6 +193,7 @@ impl From<&CollectionConfig> for ConfigRecord {
             },
             indexed_fields: c.indexed_fields.clone(),
             text: c.text.as_ref().map(TextRecord::from),
+            str_ids: c.id_type == IdType::Str,
         }
     }
 }
@@ -243,8 +247,15 @@ impl From<&ConfigRecord> for CollectionConfig {
             },
             indexed_fields: r.indexed_fields.clone(),
             text: r.text.as_ref().map(TextConfig::from),
+            id_type: if r.str_ids { IdType::Str } else { IdType::Int },
         }
     }
+}
+
+/// Whether a collection needs manifest frame version 2: text fields or string ids, which
+/// builds from before version 2 would silently ignore (so they must refuse the file).
+fn needs_v2(c: &CollectionConfig) -> bool {
+    c.text.is_some() || c.id_type == IdType::Str
 }
 
 /// The manifest as stored (JSON body of the framed file).
@@ -270,7 +281,7 @@ pub(crate) struct Manifest {
 impl Manifest {
     pub(crate) fn new(config: CollectionConfig) -> Manifest {
         Manifest {
-            format_version: if config.text.is_some() {
+            format_version: if needs_v2(&config) {
                 MANIFEST_VERSION
             } else {
                 MANIFEST_VERSION_PLAIN
@@ -330,7 +341,7 @@ impl Manifest {
             .map_err(|e| Error::invalid("manifest", e.to_string()))?;
         // A collection with text fields needs a build that reads (and maintains) its text
         // indexes: older builds refuse the newer frame version instead of ignoring them.
-        let version = if self.config.text.is_some() {
+        let version = if needs_v2(&self.config) {
             MANIFEST_VERSION
         } else {
             MANIFEST_VERSION_PLAIN

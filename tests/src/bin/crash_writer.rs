@@ -7,8 +7,8 @@
 
 use std::io::Write;
 
-use trovedb::{CollectionConfig, CompactionPolicy, Database, DbOptions, Metric};
-use trovedb_tests::{crash_op, CrashOp, CRASH_DIM};
+use trovedb::{CollectionConfig, CompactionPolicy, Database, DbOptions, IdType, Metric};
+use trovedb_tests::{crash_op, crash_str_key, CrashOp, CRASH_DIM};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -37,6 +37,19 @@ fn main() -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    // The same workload keyed by strings (`crash_str_key(id)`), written after each step's
+    // integer-keyed write.
+    let cs = match db.collection("crash_str") {
+        Ok(c) => c,
+        Err(trovedb::Error::CollectionNotFound { .. }) => db.create_collection(
+            "crash_str",
+            &CollectionConfig {
+                id_type: IdType::Str,
+                ..CollectionConfig::new(CRASH_DIM, Metric::L2)
+            },
+        )?,
+        Err(e) => return Err(e.into()),
+    };
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready")?;
     out.flush()?;
@@ -47,15 +60,22 @@ fn main() -> anyhow::Result<()> {
                 let vectors: Vec<f32> = points.iter().flat_map(|p| p.1.clone()).collect();
                 let payloads: Vec<_> = points.iter().map(|p| p.2.clone()).collect();
                 c.upsert(&ids, &vectors, &payloads)?;
+                let keys: Vec<String> = ids.iter().map(|id| crash_str_key(*id)).collect();
+                cs.upsert_str(&keys, &vectors, &payloads)?;
             }
             CrashOp::Delete(ids) => {
                 c.delete(&ids)?;
+                let keys: Vec<String> = ids.iter().map(|id| crash_str_key(*id)).collect();
+                cs.delete_str(&keys)?;
             }
         }
         // Every 14th step also compacts, so kills land during compaction too (it changes no
         // point, so the parent's model is unaffected).
         if i % 14 == 6 {
             c.compact()?;
+        }
+        if i % 14 == 13 {
+            cs.compact()?;
         }
         writeln!(out, "ack {i} merges {}", c.stats()?.background.merges_done)?;
         out.flush()?;

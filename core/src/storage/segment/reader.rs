@@ -15,7 +15,7 @@ use super::layout::{
     SECTION_PAYLOAD_OFFSETS, SECTION_VECTORS,
 };
 use crate::error::{Error, Result};
-use crate::filter::codec::{decode_payload, Decoder};
+use crate::filter::codec::{decode_payload, decode_payload_key, Decoder};
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
 use crate::index::registry::{kind_info, IndexParts, IndexView};
@@ -203,6 +203,18 @@ impl SegmentReader {
     }
 
     /// The row holding `id`, by binary search of the sorted (id, row) table.
+    /// Rows with an id above `after` (all when `None`), in id order, from the id table
+    /// (entries that do not match the ids section are left out, as in `find`).
+    pub(crate) fn rows_by_id(&self, after: Option<u64>) -> impl Iterator<Item = (u64, usize)> + '_ {
+        let table: &[[u64; 2]] = bytemuck::cast_slice(&self.map[self.id_index.clone()]);
+        let from = after.map_or(0, |a| table.partition_point(|e| e[0] <= a));
+        let ids = self.ids();
+        table[from..]
+            .iter()
+            .map(|e| (e[0], e[1] as usize))
+            .filter(move |&(id, row)| row < ids.len() && ids[row] == id)
+    }
+
     pub(crate) fn find(&self, id: u64) -> Option<usize> {
         let table: &[[u64; 2]] = bytemuck::cast_slice(&self.map[self.id_index.clone()]);
         let i = table.binary_search_by_key(&id, |e| e[0]).ok()?;
@@ -232,6 +244,31 @@ impl SegmentReader {
 
     /// Decode the payload of `row`.
     pub(crate) fn payload(&self, row: usize) -> Result<Payload> {
+        let (a, bytes) = self.payload_bytes_of(row)?;
+        decode_payload(&mut Decoder::new(bytes)).map_err(|e| {
+            Error::corruption(
+                &self.path,
+                (self.payload_bytes.start + a + e.offset) as u64,
+                format!("bad payload: {}", e.reason),
+            )
+        })
+    }
+
+    /// The string key stored with `row` (string-id collections; see `filter::key`), read
+    /// without decoding the rest of its payload.
+    pub(crate) fn payload_key(&self, row: usize) -> Result<Option<&str>> {
+        let (a, bytes) = self.payload_bytes_of(row)?;
+        decode_payload_key(&mut Decoder::new(bytes)).map_err(|e| {
+            Error::corruption(
+                &self.path,
+                (self.payload_bytes.start + a + e.offset) as u64,
+                format!("bad payload: {}", e.reason),
+            )
+        })
+    }
+
+    /// Where `row`'s encoded payload starts in the payload bytes, and those bytes.
+    fn payload_bytes_of(&self, row: usize) -> Result<(usize, &[u8])> {
         let offsets: &[u64] = bytemuck::cast_slice(&self.map[self.payload_offsets.clone()]);
         let bytes = &self.map[self.payload_bytes.clone()];
         let (a, b) = (offsets[row] as usize, offsets[row + 1] as usize);
@@ -242,13 +279,7 @@ impl SegmentReader {
                 "payload offsets out of range",
             ));
         }
-        decode_payload(&mut Decoder::new(&bytes[a..b])).map_err(|e| {
-            Error::corruption(
-                &self.path,
-                (self.payload_bytes.start + a + e.offset) as u64,
-                format!("bad payload: {}", e.reason),
-            )
-        })
+        Ok((a, &bytes[a..b]))
     }
 }
 
