@@ -138,7 +138,7 @@ def main() -> int:
     )
 
     def tsearch(q, k, ef):
-        return c.search(q, k=k, ef=ef)[0]
+        return c.search(q, k=k, ef=ef).ids
 
     curves = {}
     curves["trovedb default"] = show("trovedb default", sweep(tsearch, queries, gt, a.k, efs, a.repeat))

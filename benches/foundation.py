@@ -75,7 +75,7 @@ def bench_flat(n: int, dim: int, nq: int, k: int, metric: str) -> None:
         t_trove_b = best_of(lambda: c.search(queries, k=k))
         t_faiss_b = best_of(lambda: index.search(queries, k))
         # Same answers (ids) as faiss, up to float ties.
-        ti, _ = c.search(queries, k=k)
+        ti = c.search(queries, k=k).ids
         _, fi = index.search(queries, k)
         agree = np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(ti, fi)])
         print(f"flat scan {n} x {dim} {metric}, k={k}, 1 thread, {nq} queries:")

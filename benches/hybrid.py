@@ -126,9 +126,9 @@ def quality(args) -> None:
             for i in range(len(qt)):
                 top = np.argsort(-sims[i])[:nc]
                 dense_exact = [(int(d), float(sims[i, d])) for d in top]
-                ids, _ = c.search(qv[i], k=nc, ef=max(nc, 64))
+                ids = c.search(qv[i], k=nc, ef=max(nc, 64)).ids
                 res["dense exact"].append([d for d, _ in dense_exact])
-                res["dense hnsw"].append([int(x) for x in ids if x != trovedb.PAD_ID])
+                res["dense hnsw"].append([int(x) for x in ids])
                 toks = [t for t in dict.fromkeys(trovedb.analyze(qt[i])) if t in r.vocab_dict]
                 if toks:
                     s = r.get_scores(toks)
@@ -138,18 +138,17 @@ def quality(args) -> None:
                     s = np.zeros(n)
                     kw_exact = []
                 res["bm25s"].append([d for d, _ in kw_exact])
-                kids, kscores = c.search(text=qt[i], k=nc)
-                kw = [int(x) for x in kids if x != trovedb.PAD_ID]
+                kw = [int(x) for x in c.search(text=qt[i], k=nc).ids]
                 res["bm25 trovedb"].append(kw)
                 agree[0] += kw[:10] == res["bm25s"][-1][:10]
                 agree[1] += 1
                 res["rrf exact"].append(rrf([res["dense exact"][-1], res["bm25s"][-1]], 10))
-                hids, _ = c.search(qv[i], text=qt[i], k=10, fusion="rrf", hybrid_candidates=nc)
-                res["rrf trovedb"].append([int(x) for x in hids if x != trovedb.PAD_ID])
+                hids = c.search(qv[i], text=qt[i], k=10, fusion="rrf", hybrid_candidates=nc).ids
+                res["rrf trovedb"].append([int(x) for x in hids])
                 cands = [d for d, _ in dense_exact] + [d for d, _ in kw_exact]
                 res["weighted exact"].append(weighted(cands, sims[i], s, 10, 0.5))
-                wids, _ = c.search(qv[i], text=qt[i], k=10, hybrid_candidates=nc)  # the default
-                res["weighted trovedb (default)"].append([int(x) for x in wids if x != trovedb.PAD_ID])
+                wids = c.search(qv[i], text=qt[i], k=10, hybrid_candidates=nc).ids  # the default
+                res["weighted trovedb (default)"].append([int(x) for x in wids])
             for m, lists in res.items():
                 nd = float(np.mean([ndcg10(l, rl) for l, rl in zip(lists, rel)]))
                 rc = float(np.mean([recall10(l, rl) for l, rl in zip(lists, rel)]))

@@ -333,10 +333,10 @@ def make_trovedb(kind, metric, dim, a):
             return {"r": {"$lt": bound}}
 
         def one(self, q, k):
-            return self.c.search(q, k=k, filter=self.flt(), **self.params)[0]
+            return self.c.search(q, k=k, filter=self.flt(), **self.params).ids
 
         def batch(self, Q, k):
-            return self.c.search(Q, k=k, filter=self.flt(), **self.params)[0]
+            return self.c.search(Q, k=k, filter=self.flt(), **self.params).ids
 
     return E()
 

@@ -51,23 +51,23 @@ def main() -> int:
             results = []
             for q in queries:
                 t = time.perf_counter()
-                ids, dists = docs.search(q, k=k)
+                hits = docs.search(q, k=k)
                 lat.append(time.perf_counter() - t)
-                results.append(ids)
+                results.append(hits.ids)
             results = np.stack(results)
-            ids, dists, pays = docs.search(queries[0], k=3, include_payload=True)
             print(f"\nquery: {qtext[0]!r}")
-            for i, d, p in zip(ids, dists, pays):
-                print(f"  {int(i):5d}  dist={d:.4f}  [{p['source']}] {p['text'][:90]}")
+            for hit in docs.search(queries[0], k=3, include_payload=True):
+                p = hit.payload
+                print(f"  {hit.id:5d}  dist={hit.distance:.4f}  [{p['source']}] {p['text'][:90]}")
             # The same question by keywords, then both fused (README "Hybrid search").
             for label, kw in (("keyword", {}), ("hybrid", {"query": queries[0]})):
-                ids, scores, pays = docs.search(text=qtext[0], k=3, include_payload=True, **kw)
                 print(f"{label}:")
-                for i, s, p in zip(ids, scores, pays):
-                    print(f"  {int(i):5d}  score={s:.4f}  [{p['source']}] {p['text'][:90]}")
+                for hit in docs.search(text=qtext[0], k=3, include_payload=True, **kw):
+                    p = hit.payload
+                    print(f"  {hit.id:5d}  score={hit.score:.4f}  [{p['source']}] {p['text'][:90]}")
 
         with trovedb.open(path) as db:  # reopen: the segment is mapped, nothing is rebuilt
-            again, _ = db.get_collection("docs").search(queries, k=k)
+            again = db.get_collection("docs").search(queries, k=k).ids
         same = bool(np.array_equal(results, again))
         print(f"\nreopened: {'same hits for all queries' if same else 'HITS DIFFER'}")
 

@@ -2,18 +2,20 @@
 
 use std::sync::Arc;
 
-use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
-use trovedb::{Collection, Filter, Fusion, Hit, Payload, SearchParams};
+use pyo3::types::{PyDict, PyList, PyTuple};
+use trovedb::{
+    Collection, Filter, Fusion, Hit, IdType, Payload, PayloadUpdate, Point, SearchParams,
+};
 
-use crate::convert::{f32_array, filter_from_py, id_array, payload_from_py, payload_to_py};
+use crate::convert::{
+    f32_array, filter_from_py, id_to_py, ids_from_py, payload_from_py, payload_to_py, PyIds,
+};
 use crate::error::IntoPy;
+use crate::results::{BatchResult, Kind, SearchResult};
 
-/// Id used to pad results when fewer than k points exist.
-const PAD_ID: u64 = trovedb::RESERVED_ID;
 /// Results are returned as dense `(nq, k)` arrays; this bounds their allocation.
 const MAX_K: usize = 1 << 24;
 /// Bound on `nq * k` (the dense result arrays are allocated up front).
@@ -35,6 +37,39 @@ impl PyCollection {
     pub(crate) fn new(c: Arc<Collection>) -> Self {
         PyCollection { c }
     }
+
+    fn keyed(&self) -> bool {
+        self.c.config().id_type == IdType::Str
+    }
+}
+
+/// A list of payload dicts (or None) as payloads; None is no payloads.
+fn payload_list(payloads: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Payload>> {
+    match payloads {
+        None => Ok(Vec::new()),
+        Some(p) if p.is_none() => Ok(Vec::new()),
+        Some(p) => {
+            if p.is_instance_of::<PyDict>() {
+                return Err(PyTypeError::new_err(
+                    "payloads must be a list of dicts, one per id",
+                ));
+            }
+            p.try_iter()?
+                .map(|item| payload_from_py(&item?))
+                .collect::<PyResult<_>>()
+        }
+    }
+}
+
+/// A stored point as the dict `get` and `scroll` return.
+fn point_to_py(py: Python<'_>, p: Point, include_vector: bool) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("id", id_to_py(py, p.id, p.key.as_deref())?)?;
+    d.set_item("payload", payload_to_py(py, &p.payload)?)?;
+    if include_vector {
+        d.set_item("vector", p.vector.into_pyarray(py))?;
+    }
+    Ok(d)
 }
 
 fn parse_search_params(
@@ -82,9 +117,10 @@ fn check_cells(nq: usize, k: usize) -> PyResult<()> {
 
 #[pymethods]
 impl PyCollection {
-    /// Insert or replace points. `ids`: ints; `vectors`: `[n, dim]` float32 (float64 is
-    /// converted); `payloads`: a list of dicts (or None). Searchable on return; durable on
-    /// return under durability "always".
+    /// Insert or replace points. `ids`: ints (an integer-keyed collection) or strs (one
+    /// created with id_type="str"); `vectors`: `[n, dim]` float32 (float64 is converted);
+    /// `payloads`: a list of dicts (or None). Searchable on return; durable on return under
+    /// durability "always".
     #[pyo3(signature = (ids, vectors, payloads = None))]
     fn upsert(
         &self,
@@ -93,7 +129,7 @@ impl PyCollection {
         vectors: &Bound<'_, PyAny>,
         payloads: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let ids = id_array(ids)?;
+        let (ids, _) = ids_from_py(ids, self.keyed(), self.c.name())?;
         let vecs = f32_array(vectors)?;
         let n = ids.len();
         let shape = vecs.shape().to_vec();
@@ -108,29 +144,54 @@ impl PyCollection {
                 self.c.dim()
             )));
         }
-        let payloads: Vec<Payload> = match payloads {
-            None => Vec::new(),
-            Some(p) if p.is_none() => Vec::new(),
-            Some(p) => {
-                if p.is_instance_of::<PyDict>() {
-                    return Err(PyTypeError::new_err(
-                        "payloads must be a list of dicts, one per id",
-                    ));
-                }
-                p.try_iter()?
-                    .map(|item| payload_from_py(&item?))
-                    .collect::<PyResult<_>>()?
-            }
-        };
-        let ids_ro = ids.readonly();
+        let payloads = payload_list(payloads)?;
         let vecs_ro = vecs.readonly();
-        let ids_s = ids_ro.as_slice()?;
         let vecs_s = vecs_ro.as_slice()?;
         let c = &self.c;
-        if ids_s.len() >= INTERRUPTIBLE_ROWS {
-            return crate::interrupt::run(py, "upsert", || c.upsert(ids_s, vecs_s, &payloads));
+        let run = || match &ids {
+            PyIds::Int(ids) => c.upsert(ids, vecs_s, &payloads),
+            PyIds::Str(keys) => c.upsert_str(keys, vecs_s, &payloads),
+        };
+        if n >= INTERRUPTIBLE_ROWS {
+            return crate::interrupt::run(py, "upsert", run);
         }
-        py.detach(|| c.upsert(ids_s, vecs_s, &payloads)).py_err()
+        py.detach(run).py_err()
+    }
+
+    /// Change the payloads of existing points; their vectors stay as they are. `patch` is
+    /// one dict for every id, or a list with one dict per id. `mode="merge"` (default)
+    /// sets the patch's fields and keeps the others; `mode="replace"` makes the payload
+    /// the patch. Atomic and durable like an upsert; a missing id raises KeyError naming
+    /// it, and nothing changes.
+    #[pyo3(signature = (ids, patch, *, mode = "merge"))]
+    fn update_payload(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        patch: &Bound<'_, PyAny>,
+        mode: &str,
+    ) -> PyResult<()> {
+        let (ids, _) = ids_from_py(ids, self.keyed(), self.c.name())?;
+        let mode = match mode {
+            "merge" => PayloadUpdate::Merge,
+            "replace" => PayloadUpdate::Replace,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "mode must be \"merge\" or \"replace\", got {other:?}"
+                )))
+            }
+        };
+        let patches = if patch.is_instance_of::<PyDict>() {
+            vec![payload_from_py(patch)?]
+        } else {
+            payload_list(Some(patch))?
+        };
+        let c = &self.c;
+        py.detach(|| match &ids {
+            PyIds::Int(ids) => c.update_payload(ids, &patches, mode),
+            PyIds::Str(keys) => c.update_payload_str(keys, &patches, mode),
+        })
+        .py_err()
     }
 
     /// Delete points by id, or every point matching `filter`; returns how many existed.
@@ -144,10 +205,12 @@ impl PyCollection {
         let c = &self.c;
         match (ids.filter(|i| !i.is_none()), filter_from_py(filter)?) {
             (Some(ids), None) => {
-                let ids = id_array(ids)?;
-                let ro = ids.readonly();
-                let s = ro.as_slice()?;
-                py.detach(|| c.delete(s)).py_err()
+                let (ids, _) = ids_from_py(ids, self.keyed(), self.c.name())?;
+                py.detach(|| match &ids {
+                    PyIds::Int(ids) => c.delete(ids),
+                    PyIds::Str(keys) => c.delete_str(keys),
+                })
+                .py_err()
             }
             (None, Some(f)) => py.detach(|| c.delete_where(&f)).py_err(),
             _ => Err(PyValueError::new_err("give either ids or filter")),
@@ -164,31 +227,33 @@ impl PyCollection {
         }
     }
 
-    /// Fetch points. For one int: a dict `{"id", "vector", "payload"}` or None. For a
-    /// sequence: a list with a dict or None per id, in order. With `filter` (and no ids):
-    /// a list of up to `limit` matching points (a metadata-only query).
-    #[pyo3(signature = (ids = None, *, filter = None, limit = 100))]
+    /// Fetch points as dicts `{"id", "payload", "vector"}` (`vector` only with
+    /// `include_vector=True`, the default). For one id: the dict or None. For a sequence:
+    /// a list with a dict or None per id, in order. With `filter` (and no ids): up to
+    /// `limit` matching points; with neither: the first `limit` points in id order (see
+    /// `scroll` for the rest).
+    #[pyo3(signature = (ids = None, *, filter = None, limit = 100, include_vector = true))]
     fn get<'py>(
         &self,
         py: Python<'py>,
         ids: Option<&Bound<'py, PyAny>>,
         filter: Option<&Bound<'py, PyAny>>,
         limit: i64,
+        include_vector: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let limit = usize::try_from(limit)
             .map_err(|_| PyValueError::new_err(format!("limit must be >= 0, got {limit}")))?;
         let c = Arc::clone(&self.c);
         let (single, points) = match (ids.filter(|i| !i.is_none()), filter_from_py(filter)?) {
             (Some(ids), None) => {
-                let single = ids.extract::<u64>().is_ok() && !ids.hasattr("__len__")?;
-                let arr = id_array(ids)?;
-                let ro = arr.readonly();
-                let s = ro.as_slice()?.to_vec();
+                let (ids, single) = ids_from_py(ids, self.keyed(), self.c.name())?;
                 let points = py
-                    .detach(move || {
-                        s.iter()
+                    .detach(move || match &ids {
+                        PyIds::Int(ids) => ids
+                            .iter()
                             .map(|id| c.get(*id))
-                            .collect::<trovedb::Result<Vec<_>>>()
+                            .collect::<trovedb::Result<Vec<_>>>(),
+                        PyIds::Str(keys) => keys.iter().map(|k| c.get_str(k)).collect(),
                     })
                     .py_err()?;
                 (single, points)
@@ -197,19 +262,20 @@ impl PyCollection {
                 let points = py.detach(move || c.get_where(&f, limit)).py_err()?;
                 (false, points.into_iter().map(Some).collect())
             }
-            _ => return Err(PyValueError::new_err("give either ids or filter")),
+            (None, None) => {
+                if limit == 0 {
+                    return Ok(PyList::empty(py).into_any());
+                }
+                let page = py.detach(move || c.scroll(None, None, limit)).py_err()?;
+                (false, page.points.into_iter().map(Some).collect())
+            }
+            _ => return Err(PyValueError::new_err("give either ids or filter, not both")),
         };
         let mut out = Vec::with_capacity(points.len());
         for p in points {
             out.push(match p {
                 None => py.None().into_bound(py),
-                Some(p) => {
-                    let d = PyDict::new(py);
-                    d.set_item("id", p.id)?;
-                    d.set_item("vector", p.vector.into_pyarray(py))?;
-                    d.set_item("payload", payload_to_py(py, &p.payload)?)?;
-                    d.into_any()
-                }
+                Some(p) => point_to_py(py, p, include_vector)?.into_any(),
             });
         }
         if single {
@@ -218,17 +284,61 @@ impl PyCollection {
         Ok(PyList::new(py, out)?.into_any())
     }
 
-    /// Nearest neighbours of `query` (`[dim]` or `[nq, dim]`), keyword search for `text`
-    /// (a string, or a list of strings for a batch), or both (hybrid).
+    /// One page of the points matching `filter` (all points when None), in id order:
+    /// returns `(points, cursor)` where `points` is a list of dicts as `get` returns them
+    /// (without vectors unless `include_vector=True`) and `cursor` is what to pass to get
+    /// the next page, or None after the last one. Pages are stable while writes continue:
+    /// a point present from the first page to the last is returned exactly once.
+    #[pyo3(signature = (filter = None, limit = 100, cursor = None, *, include_vector = false))]
+    fn scroll<'py>(
+        &self,
+        py: Python<'py>,
+        filter: Option<&Bound<'py, PyAny>>,
+        limit: i64,
+        cursor: Option<&Bound<'py, PyAny>>,
+        include_vector: bool,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        if limit < 1 {
+            return Err(PyValueError::new_err(format!(
+                "limit must be at least 1, got {limit}"
+            )));
+        }
+        let after = match cursor.filter(|c| !c.is_none()) {
+            None => None,
+            Some(c) => Some(c.extract::<u64>().map_err(|_| {
+                PyValueError::new_err(format!(
+                    "cursor must be the int a previous scroll returned (or None), got {}",
+                    c.repr().map_or_else(|_| "?".to_owned(), |r| r.to_string())
+                ))
+            })?),
+        };
+        let f = filter_from_py(filter)?;
+        let c = &self.c;
+        let page = py
+            .detach(|| c.scroll(f.as_ref(), after, limit as usize))
+            .py_err()?;
+        let points = PyList::empty(py);
+        for p in page.points {
+            points.append(point_to_py(py, p, include_vector)?)?;
+        }
+        PyTuple::new(
+            py,
+            [points.into_any(), page.next.into_pyobject(py)?.into_any()],
+        )
+    }
+
+    /// Nearest neighbours of `query` (`[dim]`, or `[nq, dim]` for a batch), of the stored
+    /// point `id` ("more like this": the point itself left out), keyword search for `text`
+    /// (a string, or a list of strings for a batch), or both vector and text (hybrid).
     ///
-    /// Returns `(ids, values)` as uint64 and float32 arrays of shape `(k,)` or `(nq, k)`,
-    /// best first; with `include_payload=True` also a list of payload dicts (a list per
-    /// query). `values` are distances (smaller is nearer) for a vector query, BM25 scores
-    /// for a keyword query, and fused scores for a hybrid query (higher is better for
-    /// both). Rows with fewer than k hits are padded with id 2**64-1, distance +inf or
-    /// score -inf, payload None.
+    /// Returns a `SearchResult` (one query) or a `BatchResult` (a batch): sequences of
+    /// `Hit`s (`id`, `distance`, `score`, `payload`), best first, with no padding (fewer
+    /// than k hits when fewer points match). `filter` is one dict for every query or, for a
+    /// batch, a list with one dict (or None) per query; `exclude_ids` leaves those points
+    /// out.
     #[pyo3(signature = (query = None, k = 10, filter = None, include_payload = false, text = None,
-        fusion = "weighted", alpha = 0.5, rrf_k = 60.0, hybrid_candidates = None, **search_params))]
+        fusion = "weighted", alpha = 0.5, rrf_k = 60.0, hybrid_candidates = None, *, id = None,
+        exclude_ids = None, **search_params))]
     #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
     fn search<'py>(
         &self,
@@ -242,6 +352,8 @@ impl PyCollection {
         alpha: f32,
         rrf_k: f32,
         hybrid_candidates: Option<i64>,
+        id: Option<&Bound<'py, PyAny>>,
+        exclude_ids: Option<&Bound<'py, PyAny>>,
         search_params: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         if k < 1 || k as u64 > MAX_K as u64 {
@@ -251,9 +363,6 @@ impl PyCollection {
         }
         let k = k as usize;
         let mut params = parse_search_params(search_params, include_payload)?;
-        if let Some(f) = filter_from_py(filter)? {
-            params = params.with_filter(f);
-        }
         params = params.with_fusion(match fusion {
             "rrf" => Fusion::Rrf { k: rrf_k },
             "weighted" => Fusion::Weighted { alpha },
@@ -271,6 +380,39 @@ impl PyCollection {
             }
             params = params.with_hybrid_candidates(n as usize);
         }
+        // The filter: one for all queries, or one per query of a batch (below).
+        let exclude = match exclude_ids.filter(|e| !e.is_none()) {
+            Some(e) => {
+                let (ids, _) = ids_from_py(e, self.keyed(), self.c.name())?;
+                Some(Filter::Not(Box::new(Filter::Id(ids.id_match()))))
+            }
+            None => None,
+        };
+        let with_exclude = |f: Option<Filter>| -> Option<Filter> {
+            match (f, exclude.clone()) {
+                (Some(f), Some(x)) => Some(Filter::And(vec![f, x])),
+                (f, x) => f.or(x),
+            }
+        };
+        let per_query: Option<Vec<Option<Filter>>> = match filter.filter(|f| !f.is_none()) {
+            Some(f) if f.is_instance_of::<PyList>() || f.is_instance_of::<PyTuple>() => Some(
+                f.try_iter()?
+                    .map(|item| Ok(with_exclude(filter_from_py(Some(&item?))?)))
+                    .collect::<PyResult<_>>()?,
+            ),
+            Some(f) => {
+                if let Some(f) = with_exclude(filter_from_py(Some(f))?) {
+                    params = params.with_filter(f);
+                }
+                None
+            }
+            None => {
+                if let Some(x) = with_exclude(None) {
+                    params = params.with_filter(x);
+                }
+                None
+            }
+        };
         let texts: Option<(Vec<String>, bool)> = match text {
             None => None,
             Some(t) if t.is_instance_of::<pyo3::types::PyString>() => {
@@ -284,7 +426,29 @@ impl PyCollection {
             )),
         };
         let dim = self.c.dim();
-        let q = query.map(f32_array).transpose()?;
+        let c = &self.c;
+        let keyed = self.keyed();
+        if let Some(id) = id.filter(|i| !i.is_none()) {
+            if query.is_some_and(|q| !q.is_none()) || texts.is_some() || per_query.is_some() {
+                return Err(PyValueError::new_err(
+                    "search by id takes neither a query vector nor a text, and one filter",
+                ));
+            }
+            let (ids, single) = ids_from_py(id, keyed, c.name())?;
+            if !single {
+                return Err(PyValueError::new_err("id must be one id"));
+            }
+            let hits = py
+                .detach(|| match &ids {
+                    PyIds::Int(v) => c.search_by_id(v[0], k, &params),
+                    PyIds::Str(v) => c.search_by_str_id(&v[0], k, &params),
+                })
+                .py_err()?;
+            return Ok(
+                Bound::new(py, SearchResult::new(hits, Kind::Vector, include_payload))?.into_any(),
+            );
+        }
+        let q = query.filter(|q| !q.is_none()).map(f32_array).transpose()?;
         let shape = |q: &numpy::PyReadonlyArrayDyn<'_, f32>| -> PyResult<(usize, bool)> {
             match q.shape() {
                 [d] if *d == dim => Ok((1, true)),
@@ -294,35 +458,61 @@ impl PyCollection {
                 ))),
             }
         };
-        let c = &self.c;
-        let (results, nq, one, scores) = match (q, texts) {
+        // Per-query params, when the filter is a list.
+        let each = |nq: usize, one: bool| -> PyResult<Option<Vec<SearchParams>>> {
+            let Some(fs) = &per_query else {
+                return Ok(None);
+            };
+            if one || fs.len() != nq {
+                return Err(PyValueError::new_err(format!(
+                    "a list of filters needs a batch with one query per filter: {} filters for \
+                     {}",
+                    fs.len(),
+                    if one {
+                        "one query".to_owned()
+                    } else {
+                        format!("{nq} queries")
+                    }
+                )));
+            }
+            Ok(Some(
+                fs.iter()
+                    .map(|f| {
+                        let mut p = params.clone();
+                        p.filter.clone_from(f);
+                        p
+                    })
+                    .collect(),
+            ))
+        };
+        let (results, one, kind) = match (q, texts) {
             (None, None) => {
                 return Err(PyValueError::new_err(
-                    "give a query vector, a text, or both (hybrid search)",
+                    "give a query vector, a text, both (hybrid search), or an id",
                 ))
             }
             (Some(q), None) => {
-                let (nq, one) = shape(&q.readonly())?;
-                check_cells(nq, k)?;
                 let ro = q.readonly();
+                let (nq, one) = shape(&ro)?;
+                check_cells(nq, k)?;
                 let qs = ro.as_slice()?;
-                let results: Vec<Vec<Hit>> = if nq >= INTERRUPTIBLE_QUERIES {
-                    crate::interrupt::run(py, "search", || c.search_batch(qs, k, &params))?
-                } else {
-                    py.detach(|| {
-                        if nq == 1 {
-                            c.search(qs, k, &params).map(|h| vec![h])
-                        } else {
-                            c.search_batch(qs, k, &params)
-                        }
-                    })
-                    .py_err()?
+                let each = each(nq, one)?;
+                let run = || match &each {
+                    Some(ps) => c.search_each(qs, k, ps),
+                    None if nq == 1 => c.search(qs, k, &params).map(|h| vec![h]),
+                    None => c.search_batch(qs, k, &params),
                 };
-                (results, nq, one, false)
+                let results: Vec<Vec<Hit>> = if nq >= INTERRUPTIBLE_QUERIES {
+                    crate::interrupt::run(py, "search", run)?
+                } else {
+                    py.detach(run).py_err()?
+                };
+                (results, one, Kind::Vector)
             }
             (q, Some((texts, single))) => {
                 let nq = texts.len();
                 check_cells(nq, k)?;
+                let each = each(nq, single)?;
                 let ro = q.as_ref().map(PyArrayMethods::readonly);
                 let qs = match &ro {
                     Some(ro) => {
@@ -350,9 +540,12 @@ impl PyCollection {
                     texts
                         .iter()
                         .enumerate()
-                        .map(|(i, t)| match qs {
-                            Some(qs) => c.search_hybrid(&qs[i * dim..(i + 1) * dim], t, k, &params),
-                            None => c.search_text(t, k, &params),
+                        .map(|(i, t)| {
+                            let p = each.as_ref().map_or(&params, |e| &e[i]);
+                            match qs {
+                                Some(qs) => c.search_hybrid(&qs[i * dim..(i + 1) * dim], t, k, p),
+                                None => c.search_text(t, k, p),
+                            }
                         })
                         .collect()
                 };
@@ -361,53 +554,59 @@ impl PyCollection {
                 } else {
                     py.detach(run).py_err()?
                 };
-                (results, nq, single, true)
+                let kind = if qs.is_some() {
+                    Kind::Hybrid
+                } else {
+                    Kind::Text
+                };
+                (results, single, kind)
             }
         };
-        let width = k;
-        let pad = if scores {
-            f32::NEG_INFINITY
-        } else {
-            f32::INFINITY
-        };
-        let mut ids = Array2::<u64>::from_elem((nq, width), PAD_ID);
-        let mut dists = Array2::<f32>::from_elem((nq, width), pad);
-        let payloads = PyList::empty(py);
-        for (i, hits) in results.iter().enumerate() {
-            let row = PyList::empty(py);
-            for (j, h) in hits.iter().enumerate() {
-                ids[[i, j]] = h.id;
-                dists[[i, j]] = if scores { -h.distance } else { h.distance };
-                if include_payload {
-                    match &h.payload {
-                        Some(p) => row.append(payload_to_py(py, p)?)?,
-                        None => row.append(py.None())?,
-                    }
-                }
-            }
-            for _ in hits.len()..width {
-                if include_payload {
-                    row.append(py.None())?;
-                }
-            }
-            payloads.append(row)?;
+        if one {
+            let hits = results.into_iter().next().unwrap_or_default();
+            return Ok(Bound::new(py, SearchResult::new(hits, kind, include_payload))?.into_any());
         }
-        let (ids, dists) = (ids.into_pyarray(py), dists.into_pyarray(py));
-        let (ids, dists, payloads) = if one {
-            (
-                ids.call_method1("reshape", (width,))?,
-                dists.call_method1("reshape", (width,))?,
-                payloads.get_item(0)?,
-            )
-        } else {
-            (ids.into_any(), dists.into_any(), payloads.into_any())
+        let rows = results
+            .into_iter()
+            .map(|hits| Py::new(py, SearchResult::new(hits, kind, include_payload)))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(Bound::new(py, BatchResult { rows, k, keyed })?.into_any())
+    }
+
+    /// A batch search that always returns a `BatchResult` (one row per query of
+    /// `queries`, `[nq, dim]`); the other arguments are those of `search`.
+    #[pyo3(signature = (queries, k = 10, filter = None, include_payload = false, *,
+        exclude_ids = None, **search_params))]
+    #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
+    fn search_batch<'py>(
+        slf: &Bound<'py, Self>,
+        queries: &Bound<'py, PyAny>,
+        k: i64,
+        filter: Option<&Bound<'py, PyAny>>,
+        include_payload: bool,
+        exclude_ids: Option<&Bound<'py, PyAny>>,
+        search_params: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let q = f32_array(queries)?;
+        let dim = slf.borrow().c.dim();
+        let q = match q.shape() {
+            [_, d] if *d == dim => q.into_any(),
+            s => {
+                return Err(PyValueError::new_err(format!(
+                    "queries must have shape (nq, {dim}); got {s:?}"
+                )))
+            }
         };
-        let out = if include_payload {
-            (ids, dists, payloads).into_pyobject(py)?.into_any()
-        } else {
-            (ids, dists).into_pyobject(py)?.into_any()
-        };
-        Ok(out)
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("k", k)?;
+        kwargs.set_item("filter", filter)?;
+        kwargs.set_item("include_payload", include_payload)?;
+        kwargs.set_item("exclude_ids", exclude_ids)?;
+        if let Some(p) = search_params {
+            kwargs.update(p.as_mapping())?;
+        }
+        slf.call_method("search", (q,), Some(&kwargs))
     }
 
     /// Seal the in-memory segment to disk now and checkpoint the log.
@@ -493,6 +692,12 @@ impl PyCollection {
     fn refresh(&self, py: Python<'_>) -> PyResult<()> {
         let c = &self.c;
         py.detach(|| c.refresh()).py_err()
+    }
+
+    /// "int" or "str": what keys the collection's points.
+    #[getter]
+    fn id_type(&self) -> &'static str {
+        self.c.config().id_type.name()
     }
 
     /// Whether the handle is read-only.

@@ -2,7 +2,7 @@
 //! dtype, shape and contiguity (copied only when they are not already float32/uint64
 //! C-contiguous).
 
-use numpy::{PyArray1, PyArrayDyn, PyUntypedArrayMethods};
+use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
@@ -75,6 +75,99 @@ pub(crate) fn id_array<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAr
     Ok(out.cast_into::<PyArray1<u64>>()?)
 }
 
+/// Ids given from Python, as the collection keys its points.
+pub(crate) enum PyIds {
+    Int(Vec<u64>),
+    Str(Vec<String>),
+}
+
+impl PyIds {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            PyIds::Int(v) => v.len(),
+            PyIds::Str(v) => v.len(),
+        }
+    }
+
+    /// As a `$id` operand.
+    pub(crate) fn id_match(&self) -> trovedb::IdMatch {
+        match self {
+            PyIds::Int(v) => trovedb::IdMatch::ints(v.iter().copied()),
+            PyIds::Str(v) => trovedb::IdMatch::keys(v.iter().cloned()),
+        }
+    }
+}
+
+/// `obj` as ids of a collection keyed by strings (`keyed`) or integers, and whether it was
+/// one id rather than a sequence. Errors say which kind the collection takes.
+pub(crate) fn ids_from_py(
+    obj: &Bound<'_, PyAny>,
+    keyed: bool,
+    name: &str,
+) -> PyResult<(PyIds, bool)> {
+    if !keyed {
+        if obj.is_instance_of::<PyString>() || first_is_str(obj)? {
+            return Err(PyTypeError::new_err(format!(
+                "collection `{name}` is keyed by integers (id_type=\"int\"); got a string id \
+                 (create the collection with id_type=\"str\" to key it by strings)"
+            )));
+        }
+        let single = obj.extract::<u64>().is_ok() && !obj.hasattr("__len__")?;
+        let arr = id_array(obj)?;
+        let ro = arr.readonly();
+        return Ok((PyIds::Int(ro.as_slice()?.to_vec()), single));
+    }
+    if obj.is_instance_of::<PyString>() {
+        return Ok((PyIds::Str(vec![obj.extract()?]), true));
+    }
+    if obj.is_instance_of::<PyDict>() || !obj.hasattr("__iter__")? {
+        return Err(PyTypeError::new_err(format!(
+            "collection `{name}` is keyed by strings (id_type=\"str\"): ids must be a str or a \
+             sequence of str; got {}",
+            obj.get_type().name()?
+        )));
+    }
+    let mut out = Vec::new();
+    for (i, item) in obj.try_iter()?.enumerate() {
+        let item = item?;
+        if !item.is_instance_of::<PyString>() {
+            return Err(PyTypeError::new_err(format!(
+                "collection `{name}` is keyed by strings (id_type=\"str\"): the id at \
+                 position {i} is {} {}",
+                item.get_type().name()?,
+                item.repr()?
+            )));
+        }
+        out.push(item.extract()?);
+    }
+    Ok((PyIds::Str(out), false))
+}
+
+/// Whether `obj` is a non-empty sequence (or a numpy array of strings) whose first item is
+/// a string.
+fn first_is_str(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        return Ok(obj.len()? > 0 && obj.get_item(0)?.is_instance_of::<PyString>());
+    }
+    if obj.hasattr("dtype")? {
+        let kind = dtype_kind(obj)?;
+        return Ok(kind == "U" || kind == "S");
+    }
+    Ok(false)
+}
+
+/// The id of a stored point as Python sees it: its string key, or its integer id.
+pub(crate) fn id_to_py<'py>(
+    py: Python<'py>,
+    id: u64,
+    key: Option<&str>,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match key {
+        Some(k) => PyString::new(py, k).into_any(),
+        None => id.into_pyobject(py)?.into_any(),
+    })
+}
+
 /// A numpy scalar (`np.int64`, `np.float32`, `np.bool_`, `np.str_`, ...) as the Python
 /// value it holds; `None` for anything else.
 fn numpy_scalar<'py>(v: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -106,18 +199,42 @@ fn value_from_py(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Value> {
         Ok(Value::Float(v.extract()?))
     } else if v.is_instance_of::<PyString>() {
         Ok(Value::Str(v.extract()?))
-    } else if v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>() {
+    } else if v.is_instance_of::<PyList>()
+        || v.is_instance_of::<PyTuple>()
+        || (v.hasattr("dtype")? && v.hasattr("tolist")?)
+    {
+        // A list, a tuple, or a numpy array (of strings: `tolist()` gives Python values).
+        let items = if v.hasattr("dtype")? {
+            v.call_method0("tolist")?
+        } else {
+            v.clone()
+        };
         let mut tags = Vec::new();
-        for item in v.try_iter()? {
+        for (i, item) in items.try_iter()?.enumerate() {
             let item = item?;
+            let item = numpy_scalar(&item)?.unwrap_or(item);
             if !item.is_instance_of::<PyString>() {
                 return Err(PyTypeError::new_err(format!(
-                    "payload field `{key}`: lists may hold only strings"
+                    "payload field `{key}`: a list may hold only strings (tags); item {i} is {} \
+                     {} (store numbers as separate fields, or as strings)",
+                    item.get_type().name()?,
+                    item.repr()?
                 )));
             }
             tags.push(item.extract()?);
         }
         Ok(Value::Tags(tags))
+    } else if v.is_instance_of::<PyDict>() {
+        Err(PyTypeError::new_err(format!(
+            "payload field `{key}`: nested objects are not supported; flatten them into dotted \
+             field names (\"{key}.name\": ...), which filters reach as they are"
+        )))
+    } else if v.hasattr("isoformat")? {
+        Err(PyTypeError::new_err(format!(
+            "payload field `{key}`: dates and times are not stored as such; store \
+             value.isoformat() (a string: compares in time order for one format and time zone) \
+             or value.timestamp() (a float)"
+        )))
     } else {
         Err(PyTypeError::new_err(format!(
             "payload field `{key}`: unsupported type {} (use str, int, float, bool, None or a list of str)",

@@ -8,7 +8,8 @@ use pyo3::types::{PyDict, PyTuple};
 use trovedb::text::{Analyzer, AnalyzerConfig, StopWords};
 use trovedb::TextConfig;
 use trovedb::{
-    CollectionConfig, CompactionPolicy, Database, DbOptions, Durability, IndexConfig, Metric,
+    CollectionConfig, CompactionPolicy, Database, DbOptions, Durability, IdType, IndexConfig,
+    Metric,
 };
 
 use crate::collection::PyCollection;
@@ -228,6 +229,7 @@ fn collection_config(
     stopwords: Option<&Bound<'_, PyAny>>,
     bm25_k1: f32,
     bm25_b: f32,
+    id_type: &str,
     index_params: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<CollectionConfig> {
     let analyzer = analyzer_config(language, stem, stopwords)?;
@@ -250,6 +252,7 @@ fn collection_config(
         index: IndexConfig::from_name(index, &params).py_err()?,
         indexed_fields,
         text,
+        id_type: IdType::parse(id_type).py_err()?,
         ..CollectionConfig::new(dim, metric)
     })
 }
@@ -264,9 +267,11 @@ impl PyDatabase {
     /// `text_fields` names payload string fields that also feed a BM25 full-text index,
     /// analysed with `language` (a Snowball language), `stem` and `stopwords` (True: the
     /// language's list, False: none, or a list of words); `bm25_k1`, `bm25_b` set BM25.
+    /// `id_type` is "int" (points keyed by non-negative integers) or "str" (by strings of
+    /// 1 to 1024 bytes: UUIDs, paths, "doc#chunk").
     #[pyo3(signature = (name, dim, metric = "cosine", index = "flat", indexed_fields = None,
         text_fields = None, language = "english", stem = true, stopwords = None,
-        bm25_k1 = 1.2, bm25_b = 0.75, **index_params))]
+        bm25_k1 = 1.2, bm25_b = 0.75, id_type = "int", **index_params))]
     #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
     fn create_collection(
         &self,
@@ -282,6 +287,7 @@ impl PyDatabase {
         stopwords: Option<&Bound<'_, PyAny>>,
         bm25_k1: f32,
         bm25_b: f32,
+        id_type: &str,
         index_params: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyCollection> {
         let config = collection_config(
@@ -295,6 +301,7 @@ impl PyDatabase {
             stopwords,
             bm25_k1,
             bm25_b,
+            id_type,
             index_params,
         )?;
         let db = Arc::clone(&self.db);
@@ -310,7 +317,7 @@ impl PyDatabase {
     /// naming each difference.
     #[pyo3(signature = (name, dim, metric = "cosine", index = "flat", indexed_fields = None,
         text_fields = None, language = "english", stem = true, stopwords = None,
-        bm25_k1 = 1.2, bm25_b = 0.75, **index_params))]
+        bm25_k1 = 1.2, bm25_b = 0.75, id_type = "int", **index_params))]
     #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
     fn get_or_create_collection(
         &self,
@@ -326,6 +333,7 @@ impl PyDatabase {
         stopwords: Option<&Bound<'_, PyAny>>,
         bm25_k1: f32,
         bm25_b: f32,
+        id_type: &str,
         index_params: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyCollection> {
         let config = collection_config(
@@ -339,6 +347,7 @@ impl PyDatabase {
             stopwords,
             bm25_k1,
             bm25_b,
+            id_type,
             index_params,
         )?;
         let db = Arc::clone(&self.db);

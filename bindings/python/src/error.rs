@@ -19,6 +19,12 @@ create_exception!(
 );
 create_exception!(
     trovedb,
+    IdCollisionError,
+    TroveError,
+    "A string id has the same 64-bit id as a different stored string id; the write was refused and nothing changed."
+);
+create_exception!(
+    trovedb,
     LockedError,
     TroveError,
     "Another handle holds the database directory."
@@ -90,6 +96,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<IncompatibleFormatError>(),
     )?;
     m.add("StorageIOError", py.get_type::<StorageIOError>())?;
+    m.add("IdCollisionError", py.get_type::<IdCollisionError>())?;
     m.add("PoisonedError", py.get_type::<PoisonedError>())?;
     m.add("ClosedError", py.get_type::<ClosedError>())?;
     m.add("ReadOnlyError", py.get_type::<ReadOnlyError>())?;
@@ -110,6 +117,8 @@ pub(crate) fn to_py(e: trovedb::Error) -> PyErr {
         | E::NonFiniteValue { .. }
         | E::NonFiniteQuery { .. }
         | E::InvalidArgument { .. } => PyValueError::new_err(msg),
+        E::IdCollision { .. } => IdCollisionError::new_err(msg),
+        E::PointNotFound { .. } => pyo3::exceptions::PyKeyError::new_err(msg),
         E::CollectionNotFound { .. } => CollectionNotFoundError::new_err(msg),
         E::CollectionExists { .. } => CollectionExistsError::new_err(msg),
         E::Locked { .. } => LockedError::new_err(msg),

@@ -7,6 +7,7 @@ mod convert;
 mod database;
 mod error;
 mod interrupt;
+mod results;
 
 use pyo3::prelude::*;
 
@@ -15,6 +16,9 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<database::PyDatabase>()?;
     m.add_class::<collection::PyCollection>()?;
+    m.add_class::<results::SearchResult>()?;
+    m.add_class::<results::BatchResult>()?;
+    m.add_class::<results::PyHit>()?;
     m.add_function(wrap_pyfunction!(database::open, m)?)?;
     m.add_function(wrap_pyfunction!(database::repair, m)?)?;
     m.add_function(wrap_pyfunction!(database::analyze, m)?)?;

@@ -57,8 +57,12 @@ def test_numpy_scalars_are_plain_values_in_payloads_and_filters(tmp_path):
     assert c.count({"ok": np.bool_(False)}) == 1
     with pytest.raises(TypeError, match="filter value of type"):
         c.count({"n": object()})
-    with pytest.raises(TypeError, match="unsupported type"):
+    with pytest.raises(TypeError, match="item 0 is float 0.0"):
         c.upsert([3], [[1, 1]], [{"bad": np.zeros(3)}])
+    # A numpy array of strings is a list of tags.
+    c.upsert([3], [[1, 1]], [{"tags": np.array(["x", "y"])}])
+    assert c.get(3)["payload"] == {"tags": ["x", "y"]}
+    assert len(c) == 3
     db.close()
 
 

@@ -27,7 +27,8 @@ def test_exact_search_on_real_embeddings_and_reopen(tmp_path, minilm):
         c = db.create_collection("docs", dim=384, metric="cosine")
         c.upsert(ids, base)
         assert len(c) == len(base)
-        got, dist = c.search(queries, k=10)
+        res = c.search(queries, k=10)
+        got, dist = res.ids, res.distances
         assert got.shape == (len(queries), 10) and got.dtype == np.uint64
         assert dist.dtype == np.float32
         hits = 0
@@ -37,7 +38,8 @@ def test_exact_search_on_real_embeddings_and_reopen(tmp_path, minilm):
         assert np.all(np.diff(dist, axis=1) >= 0)
     with trovedb.open(tmp_path / "db") as db:
         c = db.get_collection("docs")
-        again, dist2 = c.search(queries, k=10)
+        res = c.search(queries, k=10)
+        again, dist2 = res.ids, res.distances
         np.testing.assert_array_equal(got, again)
         np.testing.assert_allclose(dist, dist2)
         assert c.stats()["segments"] and c.stats()["rows"] == len(base)
@@ -51,7 +53,7 @@ def test_metrics_match_numpy(tmp_path, metric):
         c = db.create_collection("c", dim=24, metric=metric)
         c.upsert(np.arange(500), base)
         for q in rng.standard_normal((20, 24)).astype(np.float32):
-            ids, _ = c.search(q, k=5)
+            ids = c.search(q, k=5).ids
             np.testing.assert_array_equal(ids, brute_force(base, q, 5, metric))
 
 
@@ -71,7 +73,8 @@ def test_payloads_round_trip_exactly(tmp_path):
         assert got[1]["payload"] == {} and got[2]["payload"] == {}
         assert got[3] is None
         assert c.get(10)["id"] == 10
-        ids, dists, pays = c.search([0.1, 0.1], k=2, include_payload=True)
+        res = c.search([0.1, 0.1], k=2, include_payload=True)
+        ids, dists, pays = res.ids, res.distances, res.payloads
         assert ids.tolist() == [10, 11] and pays[0] == payloads[0]
 
 
@@ -84,9 +87,15 @@ def test_upsert_overwrites_delete_and_padding(tmp_path):
         np.testing.assert_array_equal(c.get(1)["vector"], [5, 5, 5])
         assert c.delete([2, 3]) == 1
         assert len(c) == 1
-        ids, dists = c.search([0, 0, 0], k=4)
-        assert ids.tolist() == [1] + [trovedb.PAD_ID] * 3
-        assert np.isinf(dists[1:]).all()
+        # One query: only the hits there are, never padding.
+        hits = c.search([0, 0, 0], k=4)
+        assert len(hits) == 1 and hits.ids.tolist() == [1]
+        assert hits[0].id == 1 and hits[0].distance == pytest.approx(75.0)
+        # A batch's arrays are (nq, k), padded with PAD_ID and +inf.
+        batch = c.search([[0, 0, 0], [5, 5, 5]], k=4)
+        assert [len(r) for r in batch] == [1, 1]
+        assert batch.ids.tolist() == [[1] + [trovedb.PAD_ID] * 3] * 2
+        assert np.isinf(batch.distances[:, 1:]).all() and np.isneginf(batch.scores[:, 1:]).all()
 
 
 def test_float64_and_non_contiguous_input_are_converted(tmp_path):
@@ -98,7 +107,7 @@ def test_float64_and_non_contiguous_input_are_converted(tmp_path):
         b = db.create_collection("b", dim=8, metric="l2")
         b.upsert(np.arange(50), np.ascontiguousarray(wide[:, ::2], dtype=np.float32))
         q = wide[0, ::2]
-        np.testing.assert_array_equal(a.search(q, k=5)[0], b.search(q, k=5)[0])
+        np.testing.assert_array_equal(a.search(q, k=5).ids, b.search(q, k=5).ids)
 
 
 def test_bad_input_raises_and_changes_nothing(tmp_path):
@@ -188,7 +197,7 @@ def test_concurrent_searches_and_writes_from_threads(tmp_path):
         def searcher():
             try:
                 for q in base[:200]:
-                    ids, _ = c.search(q, k=5)
+                    ids = c.search(q, k=5).ids
                     assert len(ids) == 5
             except Exception as e:  # noqa: BLE001 - surfaced below
                 errors.append(e)
@@ -207,7 +216,7 @@ def test_concurrent_searches_and_writes_from_threads(tmp_path):
             t.join()
         assert errors == []
         assert len(c) == 2000
-        ids, _ = c.search(base[1500], k=1)
+        ids = c.search(base[1500], k=1).ids
         assert ids[0] == 1500
 
 
@@ -218,7 +227,7 @@ def test_hnsw_collection_recall_ef_and_reopen(tmp_path, minilm):
         c.upsert(np.arange(len(base)), base)
         c.flush()
         assert c.stats()["segments"][0]["index"] == "hnsw"
-        ids, _ = c.search(queries, k=10, ef=128)
+        ids = c.search(queries, k=10, ef=128).ids
         exact = [brute_force(base, q, 10, "cosine") for q in queries]
         recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(ids, exact)])
         assert recall >= 0.95
@@ -231,7 +240,7 @@ def test_hnsw_collection_recall_ef_and_reopen(tmp_path, minilm):
         with pytest.raises(ValueError):
             db.create_collection("bad", dim=4, index="hnsw", colour=3)
     with trovedb.open(tmp_path) as db:
-        again, _ = db.get_collection("h").search(queries, k=10, ef=128)
+        again = db.get_collection("h").search(queries, k=10, ef=128).ids
         np.testing.assert_array_equal(ids, again)
 
 
@@ -247,18 +256,18 @@ def test_compressed_indexes_recall_params_and_reopen(tmp_path, minilm, index, pa
         c.flush()
         seg = c.stats()["segments"][0]
         assert seg["index"] == index, seg
-        ids, _ = c.search(queries, k=10, **knobs)
+        ids = c.search(queries, k=10, **knobs).ids
         exact = [brute_force(base, q, 10, "cosine") for q in queries]
         recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(ids, exact)])
         assert recall >= 0.9, recall
-        fids, _ = c.search(queries, k=10, filter={"half": 1}, **knobs)
+        fids = c.search(queries, k=10, filter={"half": 1}, **knobs).ids
         assert all(i % 2 == 1 for i in fids.ravel().tolist())
         with pytest.raises(ValueError):
             c.search(queries[0], k=10, ef=10)
         with pytest.raises(ValueError):
             c.search(queries[0], k=10, refine=0)
     with trovedb.open(tmp_path) as db:
-        again, _ = db.get_collection("x").search(queries, k=10, **knobs)
+        again = db.get_collection("x").search(queries, k=10, **knobs).ids
         np.testing.assert_array_equal(ids, again)
 
 
@@ -292,7 +301,8 @@ def test_filters_search_count_get_delete(tmp_path):
             assert c.count(filter=flt) == len(passing)
             assert c.count() == n
             q = rng.standard_normal(16).astype(np.float32)
-            ids, dists, pays = c.search(q, k=5, filter=flt, include_payload=True)
+            res = c.search(q, k=5, filter=flt, include_payload=True)
+            ids, dists, pays = res.ids, res.distances, res.payloads
             assert all(ok(p) for p in pays)
             d = ((vecs[passing] - q) ** 2).sum(axis=1)
             want = [passing[j] for j in np.argsort(d)[:5]]
@@ -318,8 +328,7 @@ def test_oversized_result_requests_are_refused(tmp_path):
             c.search([0.0, 1.0], k=2**25)
         with pytest.raises(ValueError):
             c.search(np.zeros((64, 2), dtype=np.float32), k=2**23)
-        ids, _ = c.search([0.0, 1.0], k=3)
-        assert ids.tolist() == [1, trovedb.PAD_ID, trovedb.PAD_ID]
+        assert c.search([0.0, 1.0], k=3).ids.tolist() == [1]
 
 
 def test_indexed_fields_limit_the_index_not_the_answers(tmp_path):
@@ -331,7 +340,7 @@ def test_indexed_fields_limit_the_index_not_the_answers(tmp_path):
         c.upsert(np.arange(500), vecs, pays)
         for flt, ok in [({"k": {"$gte": 5}}, lambda p: p["k"] >= 5), ({"s": "v1"}, lambda p: p["s"] == "v1")]:
             assert c.count(filter=flt) == sum(ok(p) for p in pays)
-            ids, _ = c.search(vecs[0], k=5, filter=flt)
+            ids = c.search(vecs[0], k=5, filter=flt).ids
             assert all(ok(pays[i]) for i in ids.tolist())
         with pytest.raises(ValueError):
             db.create_collection("bad", dim=8, indexed_fields=[""])
@@ -351,7 +360,7 @@ def test_compact_drops_deleted_rows_and_keeps_results(tmp_path):
         assert len(after["segments"]) == 1 and after["deleted"] == 0
         assert after["bytes_on_disk"] <= 0.6 * before["bytes_on_disk"]
         q = rng.standard_normal(8).astype(np.float32)
-        ids, _ = c.search(q, k=5)
+        ids = c.search(q, k=5).ids
         survivors = np.arange(1, 4000, 2)
         d = ((vecs[survivors] - q) ** 2).sum(axis=1)
         assert ids.tolist() == survivors[np.argsort(d)[:5]].tolist()
@@ -383,12 +392,13 @@ def test_more_bad_input_every_entry_point(tmp_path):
             c.search(np.array(["a", "b", "c"]), k=1)
         with pytest.raises(ValueError):
             c.search([1, 2, 3], k=-1)
-        ids, dists = c.search(np.zeros((0, 3), dtype=np.float32), k=2)
+        res = c.search(np.zeros((0, 3), dtype=np.float32), k=2)
+        ids, dists = res.ids, res.distances
         assert ids.shape == (0, 2) and dists.shape == (0, 2)
         # A non-contiguous float64 query batch gives the same answers as a contiguous one.
         wide = np.array([[1, 9, 2, 9, 3, 9], [4, 9, 5, 9, 6, 9]], dtype=np.float64)
         np.testing.assert_array_equal(
-            c.search(wide[:, ::2], k=2)[0], c.search(np.float32([[1, 2, 3], [4, 5, 6]]), k=2)[0]
+            c.search(wide[:, ::2], k=2).ids, c.search(np.float32([[1, 2, 3], [4, 5, 6]]), k=2).ids
         )
         # Ids: negative, too large, non-integral, wrong shape, for upsert/delete/get.
         for bad in ([-5], [2**64], [1.5], [[1, 2]]):
@@ -433,10 +443,9 @@ def test_more_bad_input_every_entry_point(tmp_path):
         c.upsert([9, 9, 9], [[1, 1, 1], [2, 2, 2], [3, 3, 3]], [{"v": 1}, {"v": 2}, {"v": 3}])
         assert len(c) == 3 and c.get(9)["payload"] == {"v": 3}
         np.testing.assert_array_equal(c.get(9)["vector"], [3, 3, 3])
-        # k larger than the collection: padded with PAD_ID and +inf.
-        ids, dists = c.search([0, 0, 0], k=10)
-        assert sorted(ids[:3].tolist()) == [1, 2, 9] and (ids[3:] == trovedb.PAD_ID).all()
-        assert np.isinf(dists[3:]).all()
+        # k larger than the collection: the hits there are.
+        res = c.search([0, 0, 0], k=10)
+        assert sorted(res.ids.tolist()) == [1, 2, 9] and np.isfinite(res.distances).all()
 
 
 def test_open_all_reports_a_damaged_collection_by_name(tmp_path):
@@ -483,7 +492,7 @@ def test_background_compaction_policy_and_stats(tmp_path):
             live = np.setdiff1d(np.arange(1600), np.arange(0, 1600, 7))
             assert len(c) == len(live)
             q = rng.standard_normal(8).astype(np.float32)
-            ids, _ = c.search(q, k=10)
+            ids = c.search(q, k=10).ids
             np.testing.assert_array_equal(ids, live[brute_force(vecs[live], q, 10, "l2")])
     with pytest.raises(ValueError, match="min_segments"):
         trovedb.open(tmp_path / "bad", compaction_min_segments=1)
@@ -508,7 +517,7 @@ def test_a_bulk_load_converges_on_wait_idle_and_when_left_alone(tmp_path, minilm
         assert st["background"]["merges_done"] >= 1
         hits = 0
         for q in queries:
-            hits += len(set(c.search(q, k=10, ef=64)[0].tolist()) & set(brute_force(base, q, 10, "cosine").tolist()))
+            hits += len(set(c.search(q, k=10, ef=64).ids.tolist()) & set(brute_force(base, q, 10, "cosine").tolist()))
         assert hits / (10 * len(queries)) >= 0.95
     # Left alone (a short quiet period), the same load converges without any call.
     with trovedb.open(
@@ -526,7 +535,7 @@ def test_a_bulk_load_converges_on_wait_idle_and_when_left_alone(tmp_path, minilm
             time.sleep(0.05)
         st = c.stats()
         assert sum(s["rows"] for s in st["segments"]) == n and len(st["segments"]) <= 2, st
-        got, _ = c.search(queries[0], k=10)
+        got = c.search(queries[0], k=10).ids
         np.testing.assert_array_equal(got, brute_force(base, queries[0], 10, "cosine"))
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="compaction_quiet_seconds"):

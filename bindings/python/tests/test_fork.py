@@ -133,7 +133,7 @@ def test_child_opens_its_own_database_after_the_parent_used_the_pools(tmp_path):
                 cc = own.create_collection("c", dim=DIM, index="hnsw")
                 cc.upsert(*_rows(0, 500))
                 cc.compact()
-                ids, _ = cc.search(np.ones((4, DIM), dtype=np.float32), k=3)
+                ids = cc.search(np.ones((4, DIM), dtype=np.float32), k=3).ids
                 code = 0 if ids.shape == (4, 3) else 1
         finally:
             os._exit(code)
@@ -163,6 +163,7 @@ def test_batch_search_payloads_when_queries_share_an_in_memory_hit(tmp_path):
             ids, vs, ps = _rows(0, 20)
             c.upsert(ids, vs, ps)
             q = np.stack([vs[3], vs[3] + 1e-3])
-            got, _, payloads = c.search(q, k=2, include_payload=True, filter={"n": {"$gte": 0}})
+            res = c.search(q, k=2, include_payload=True, filter={"n": {"$gte": 0}})
+            got, _, payloads = res.ids, res.distances, res.payloads
             for row_ids, row_p in zip(got, payloads):
                 assert [p["n"] for p in row_p] == [int(i) for i in row_ids]

@@ -43,8 +43,8 @@ class Model(RuleBasedStateMachine):
         flt = {"seed": {"$lt": bound}}
         passing = {i: v for i, (v, p) in self.model.items() if p["seed"] < bound}
         assert self.c.count(filter=flt) == len(passing)
-        ids, _ = self.c.search(np.zeros(DIM, dtype=np.float32), k=3, filter=flt)
-        got = [i for i in ids.tolist() if i != trovedb.PAD_ID]
+        ids = self.c.search(np.zeros(DIM, dtype=np.float32), k=3, filter=flt).ids
+        got = ids.tolist()
         want = sorted(passing, key=lambda i: (float((passing[i].astype(np.float64) ** 2).sum()), i))[:3]
         assert got == want
 
@@ -68,7 +68,8 @@ class Model(RuleBasedStateMachine):
         if self.model:
             q = np.ones(DIM, dtype=np.float32)
             k = min(3, len(self.model))
-            ids, dists = self.c.search(q, k=k)
+            res = self.c.search(q, k=k)
+            ids, dists = res.ids, res.distances
             want = sorted(((float(((v - q) ** 2).sum()), i) for i, (v, _) in self.model.items()))[:k]
             np.testing.assert_allclose(dists, [d for d, _ in want], rtol=1e-5, atol=1e-5)
 

@@ -30,7 +30,7 @@ def _reader_view(path: str) -> tuple[int, list[int], list[int]]:
         _worker.update(db=db, c=db.get_collection("c"))
     c = _worker["c"]
     got = c.get(filter={"n": {"$gte": 0}}, limit=100_000)
-    ids, _ = c.search(np.ones(DIM, dtype=np.float32), k=5)
+    ids = c.search(np.ones(DIM, dtype=np.float32), k=5).ids
     return c.count(), sorted(p["id"] for p in got), [int(i) for i in ids]
 
 

@@ -58,11 +58,11 @@ def bm25s_top(index, query: str, k: int) -> list[tuple[int, float]]:
 
 def check(c: trovedb.Collection, passages: list[str], qs: list[str], oracle: dict) -> None:
     for q in qs:
-        ids, scores = c.search(text=q, k=10)
+        res = c.search(text=q, k=10)
+        ids, scores = res.ids, res.scores
         want = oracle[q]
         n = len(want)
-        assert (ids[n:] == trovedb.PAD_ID).all(), q
-        assert np.isneginf(scores[n:]).all(), q
+        assert len(res) == n, q  # only documents holding a query term, never padding
         np.testing.assert_allclose(scores[:n], [s for _, s in want], rtol=1e-4, err_msg=q)
         for got, (wid, ws) in zip(ids[:n], want):
             if int(got) != wid:  # only ties may reorder
@@ -92,11 +92,14 @@ def test_bm25_scores_equal_bm25s_through_segments_compaction_and_reopen(tmp_path
     c = db.get_collection("t")
     check(c, passages, qs, oracle)
     # A batch of texts gives the same rows as one text at a time.
-    ids, scores = c.search(text=qs[:5], k=10)
+    res = c.search(text=qs[:5], k=10)
+    ids, scores = res.ids, res.scores
     assert ids.shape == (5, 10)
     for i, q in enumerate(qs[:5]):
-        one_ids, one_scores = c.search(text=q, k=10)
-        assert (ids[i] == one_ids).all()
+        one = c.search(text=q, k=10)
+        assert ids[i, : len(one)].tolist() == one.ids.tolist()
+        assert (ids[i, len(one) :] == trovedb.PAD_ID).all()
+        np.testing.assert_array_equal(scores[i, : len(one)], one.scores)
     db.close()
 
 
@@ -110,15 +113,15 @@ def test_keyword_search_filters_deletes_and_payloads(tmp_path, passages):
         rng.standard_normal((n, DIM)).astype(np.float32),
         [{"text": passages[i], "even": i % 2 == 0} for i in range(n)],
     )
-    ids, scores, payloads = c.search(text="LORD", k=20, filter={"even": True}, include_payload=True)
-    real = ids != trovedb.PAD_ID
-    assert real.sum() > 0
-    assert all(p["even"] for p, r in zip(payloads, real) if r)
-    assert all("lord" in p["text"].lower() for p, r in zip(payloads, real) if r)
-    assert (np.diff(scores[real]) <= 0).all()
-    top = int(ids[0])
+    res = c.search(text="LORD", k=20, filter={"even": True}, include_payload=True)
+    assert res.kind == "text" and len(res) > 0
+    assert all(h.payload["even"] for h in res)
+    assert all("lord" in h.payload["text"].lower() for h in res)
+    assert (np.diff(res.scores) <= 0).all()
+    assert [h.score for h in res] == res.scores.tolist()
+    top = res[0].id
     c.delete([top])
-    ids2, _ = c.search(text="LORD", k=20, filter={"even": True})
+    ids2 = c.search(text="LORD", k=20, filter={"even": True}).ids
     assert top not in ids2.tolist()
 
 
@@ -131,18 +134,21 @@ def test_hybrid_fuses_dense_and_keyword_rankings(tmp_path, passages):
     c.upsert(list(range(n)), vectors, [{"text": passages[i]} for i in range(n)])
     q = rng.standard_normal(DIM).astype(np.float32)
     text = "the LORD said unto Moses"
-    d_ids, d_dist = c.search(q, k=50)
-    t_ids, t_scores = c.search(text=text, k=50)
-    ids, fused = c.search(q, text=text, k=10, fusion="rrf")
+    res = c.search(q, k=50)
+    d_ids, d_dist = res.ids, res.distances
+    res = c.search(text=text, k=50)
+    t_ids, t_scores = res.ids, res.scores
+    res = c.search(q, text=text, k=10, fusion="rrf")
+    ids, fused = res.ids, res.scores
     want: dict[int, float] = {}
     for lst in (d_ids, t_ids):
         for r, i in enumerate(lst):
-            if i != trovedb.PAD_ID:
-                want[int(i)] = want.get(int(i), 0.0) + 1.0 / (60 + r + 1)
+            want[int(i)] = want.get(int(i), 0.0) + 1.0 / (60 + r + 1)
     best = sorted(want.items(), key=lambda e: (-e[1], e[0]))[:10]
     assert ids.tolist() == [i for i, _ in best]
     np.testing.assert_allclose(fused, [s for _, s in best], rtol=1e-5)
-    ids_w, fused_w = c.search(q, text=text, k=10, fusion="weighted", alpha=0.0)
+    res = c.search(q, text=text, k=10, fusion="weighted", alpha=0.0)
+    ids_w, fused_w = res.ids, res.scores
     # alpha = 0: the keyword ranking alone (normalised), so its order.
     assert ids_w.tolist()[:5] == t_ids.tolist()[:5]
     assert fused_w[0] == pytest.approx(1.0)
@@ -168,7 +174,7 @@ def test_text_arguments_are_checked(tmp_path):
     with pytest.raises(TypeError, match="stopwords"):
         db.create_collection("bad", dim=4, text_fields=["x"], stopwords="the")
     c.upsert([1], [[1, 2, 3, 4]], [{"body": "Les chevaux mangent"}])
-    ids, _ = c.search(text="cheval", k=3)
+    ids = c.search(text="cheval", k=3).ids
     assert ids[0] == 1
     assert trovedb.analyze("Les chevaux", language="french", stopwords=False) == ["le", "cheval"]
     assert trovedb.analyze("The quick foxes") == ["quick", "fox"]
@@ -185,16 +191,18 @@ def test_a_read_only_handle_answers_keyword_queries_like_the_writer(tmp_path, pa
     rodb = trovedb.open(tmp_path, read_only=True)
     ro = rodb.get_collection("t")
     for q in ("LORD", "hacker", "the children of Israel", "kludge"):
-        w_ids, w_scores = c.search(text=q, k=10)
-        r_ids, r_scores = ro.search(text=q, k=10)
+        res = c.search(text=q, k=10)
+        w_ids, w_scores = res.ids, res.scores
+        res = ro.search(text=q, k=10)
+        r_ids, r_scores = res.ids, res.scores
         assert (w_ids == r_ids).all(), q
         np.testing.assert_allclose(w_scores, r_scores, rtol=1e-6)
         assert ro.count({"text": {"$match": q}}) == c.count({"text": {"$match": q}})
     # Later writes (a delete, new text) reach the reader too.
-    top = int(c.search(text="LORD", k=1)[0][0])
+    top = int(c.search(text="LORD", k=1).ids[0])
     c.delete([top])
     c.upsert([n], [np.ones(DIM, np.float32)], [{"text": "zyzzyva zyzzyva"}])
-    assert int(ro.search(text="zyzzyva", k=1)[0][0]) == n
-    assert top not in ro.search(text="LORD", k=10)[0].tolist()
+    assert int(ro.search(text="zyzzyva", k=1).ids[0]) == n
+    assert top not in ro.search(text="LORD", k=10).ids.tolist()
     rodb.close()
     db.close()

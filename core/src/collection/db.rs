@@ -266,6 +266,13 @@ impl Database {
         if have.text != config.text {
             diffs.push(format!("text {:?} (asked {:?})", have.text, config.text));
         }
+        if have.id_type != config.id_type {
+            diffs.push(format!(
+                "id_type {:?} (asked {:?})",
+                have.id_type.name(),
+                config.id_type.name()
+            ));
+        }
         if diffs.is_empty() {
             Ok(c)
         } else {

@@ -358,6 +358,45 @@ impl Collection {
             .collect()
     }
 
+    /// Search many queries (row-major, `nq * dim` floats), each with its own parameters
+    /// (its own filter, say): `params` holds one entry per query. In parallel over rayon;
+    /// the same results as calling [`Collection::search`] per query.
+    pub fn search_each(
+        &self,
+        queries: &[f32],
+        k: usize,
+        params: &[SearchParams],
+    ) -> Result<Vec<Vec<Hit>>> {
+        self.check_read()?;
+        let dim = self.config.dim;
+        if !queries.len().is_multiple_of(dim) || queries.len() / dim != params.len() {
+            return Err(Error::invalid(
+                "params",
+                format!(
+                    "{} floats and {} parameter sets: give one dim-{dim} query per set",
+                    queries.len(),
+                    params.len()
+                ),
+            ));
+        }
+        // Checked up front so that errors name the query row.
+        let mut buf = Vec::new();
+        for (row, q) in queries.chunks_exact(dim).enumerate() {
+            self.prepare_query(q, &mut buf, k, row)?;
+        }
+        let stop = interrupt::current();
+        crate::background::search(|| {
+            queries
+                .par_chunks(dim)
+                .zip(params.par_iter())
+                .map(|(q, p)| match &stop {
+                    Some(s) => interrupt::interruptible(s.clone(), || self.search(q, k, p)),
+                    None => self.search(q, k, p),
+                })
+                .collect()
+        })
+    }
+
     /// Number of live points whose payload matches `filter` (an empty `Filter::And` matches
     /// every point).
     pub fn count(&self, filter: &Filter) -> Result<usize> {

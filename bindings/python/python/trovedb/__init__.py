@@ -7,21 +7,26 @@ memory-mapped immutable segments, exact and approximate nearest-neighbour search
     with trovedb.open("./vectors") as db:
         docs = db.create_collection("docs", dim=384, metric="cosine")
         docs.upsert(ids, vectors, payloads)
-        ids, distances = docs.search(query, k=10)
+        for hit in docs.search(query, k=10, include_payload=True):
+            print(hit.id, hit.distance, hit.payload)
 """
 
 from trovedb._core import (
+    BatchResult,
     ClosedError,
     Collection,
     CollectionExistsError,
     CollectionNotFoundError,
     CorruptionError,
     Database,
+    Hit,
+    IdCollisionError,
     IncompatibleFormatError,
     InheritedHandleError,
     ReadOnlyError,
     LockedError,
     PoisonedError,
+    SearchResult,
     StorageIOError,
     TroveError,
     __version__,
@@ -30,22 +35,26 @@ from trovedb._core import (
     repair,
 )
 
-#: The id that pads search results when fewer than k points exist.
+#: The id that pads the (nq, k) arrays of a BatchResult where a query has fewer than k hits.
 PAD_ID = 2**64 - 1
 
 __all__ = [
     "PAD_ID",
+    "BatchResult",
     "ClosedError",
     "Collection",
     "CollectionExistsError",
     "CollectionNotFoundError",
     "CorruptionError",
     "Database",
+    "Hit",
+    "IdCollisionError",
     "IncompatibleFormatError",
     "InheritedHandleError",
     "ReadOnlyError",
     "LockedError",
     "PoisonedError",
+    "SearchResult",
     "StorageIOError",
     "TroveError",
     "__version__",
