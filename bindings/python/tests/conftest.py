@@ -16,3 +16,15 @@ def read_fvecs(path: pathlib.Path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def minilm() -> tuple[np.ndarray, np.ndarray]:
     return read_fvecs(DATA / "base.fvecs"), read_fvecs(DATA / "query.fvecs")
+
+
+def require(module: str) -> None:
+    """Skip the calling test module when an optional framework is not installed, unless
+    TROVEDB_REQUIRE_INTEGRATIONS=1 (as in CI), where a missing framework is a failure."""
+    import importlib
+    import os
+
+    if os.environ.get("TROVEDB_REQUIRE_INTEGRATIONS") == "1":
+        importlib.import_module(module)
+    else:
+        pytest.importorskip(module)
