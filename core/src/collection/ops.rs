@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::collection::{Collection, Hit, Point};
-use super::search::split_key;
+use super::search::points_at;
 use super::state::State;
 use super::write::PointRef;
 use crate::error::{Error, Result};
@@ -298,20 +298,7 @@ impl Collection {
             None => None,
         };
         let st = self.state.read();
-        let locs = st.page(bound.as_deref(), after, limit)?;
-        let points = locs
-            .into_iter()
-            .map(|loc| {
-                let (id, vector, payload) = st.point_at(loc)?;
-                let (key, payload) = split_key(payload);
-                Ok(Point {
-                    id,
-                    key,
-                    vector,
-                    payload,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let points = points_at(&st, st.page(bound.as_deref(), after, limit)?)?;
         let next = if points.len() == limit {
             points.last().map(|p| p.id)
         } else {

@@ -15,6 +15,22 @@ use crate::index::GivenKnobs;
 use crate::interrupt;
 use crate::types::{IdType, IndexConfig, SearchParams};
 
+/// The points at `locs` of `st`, their keys split from their payloads.
+pub(super) fn points_at(st: &State, locs: Vec<super::state::Location>) -> Result<Vec<Point>> {
+    locs.into_iter()
+        .map(|loc| {
+            let (id, vector, payload) = st.point_at(loc)?;
+            let (key, payload) = split_key(payload);
+            Ok(Point {
+                id,
+                key,
+                vector,
+                payload,
+            })
+        })
+        .collect()
+}
+
 /// A stored payload split into the point's string key (string-id collections) and the
 /// payload its caller sees.
 pub(super) fn split_key(mut p: Payload) -> (Option<String>, Payload) {
@@ -415,18 +431,6 @@ impl Collection {
         self.check_read()?;
         let filter = &*self.bind_filter(filter)?;
         let st = self.state.read();
-        st.matching(filter, limit)?
-            .into_iter()
-            .map(|loc| {
-                let (id, vector, payload) = st.point_at(loc)?;
-                let (key, payload) = split_key(payload);
-                Ok(Point {
-                    id,
-                    key,
-                    vector,
-                    payload,
-                })
-            })
-            .collect()
+        points_at(&st, st.matching(filter, limit)?)
     }
 }

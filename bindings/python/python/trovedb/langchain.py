@@ -39,24 +39,13 @@ from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
 import trovedb
+from trovedb._integration import Target, native
 
 #: Payload field holding the metadata values that are not native payload values, as JSON.
 JSON_FIELD = "_lc_json"
 _MODES = ("vector", "hybrid", "keyword")
 #: Points written per upsert call (each call is one durable log record).
 BATCH = 512
-
-
-def _native(v: Any) -> bool:
-    if v is None or isinstance(v, (bool, str)):
-        return True
-    if isinstance(v, int):
-        return -(2**63) <= v < 2**63
-    if isinstance(v, float):
-        return math.isfinite(v)
-    if isinstance(v, list):
-        return all(isinstance(x, str) for x in v)
-    return False
 
 
 def _plain(v: Any) -> Any:
@@ -100,38 +89,9 @@ class TroveVectorStore(VectorStore):
         self._text_field = text_field
         self._text_search = text_search
         self._mode = search_mode
-        self._metric = metric
         self._index = index
         self._index_params = index_params
-        self._owns_db = False
-        if collection is not None:
-            if collection.id_type != "str":
-                raise ValueError(
-                    f"collection `{collection.name}` is keyed by integers; LangChain document ids are "
-                    'strings: create it with id_type="str"'
-                )
-            self._db = database
-            self._collection: Optional[trovedb.Collection] = collection
-            self._name = collection.name
-            self._metric = collection.metric
-            return
-        if database is None:
-            if path is None:
-                raise ValueError("give path, database or collection")
-            database = trovedb.open(path)
-            self._owns_db = True
-        self._db = database
-        self._name = collection_name
-        self._collection = None
-        if collection_name in database.list_collections():
-            c = database.get_collection(collection_name)
-            if c.id_type != "str":
-                raise ValueError(
-                    f"collection `{collection_name}` is keyed by integers; LangChain document ids are "
-                    'strings: use another collection_name'
-                )
-            self._collection = c
-            self._metric = c.metric
+        self._target = Target("LangChain document", path, collection_name, database, collection, metric)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -142,27 +102,23 @@ class TroveVectorStore(VectorStore):
     @property
     def collection(self) -> Optional[trovedb.Collection]:
         """The trovedb collection (None until the first write creates it)."""
-        return self._collection
+        return self._target.collection
+
+    @property
+    def _collection(self) -> Optional[trovedb.Collection]:
+        return self._target.collection
+
+    @property
+    def _metric(self) -> str:
+        return self._target.metric
 
     def close(self) -> None:
         """Close the database if the store opened it (from `path`)."""
-        if self._owns_db and self._db is not None:
-            self._db.close()
-            self._owns_db = False
+        self._target.close()
 
     def _create(self, dim: int) -> trovedb.Collection:
-        if self._collection is None:
-            assert self._db is not None
-            self._collection = self._db.get_or_create_collection(
-                self._name,
-                dim=dim,
-                metric=self._metric,
-                index=self._index,
-                id_type="str",
-                text_fields=[self._text_field] if self._text_search else None,
-                **self._index_params,
-            )
-        return self._collection
+        text = self._text_field if self._text_search else None
+        return self._target.create(dim, self._index, text, self._index_params)
 
     def _payload(self, text: str, metadata: Optional[dict]) -> dict:
         p: dict[str, Any] = {}
@@ -176,7 +132,7 @@ class TroveVectorStore(VectorStore):
                     f"{self._text_field!r}; choose another text_field to use that key)"
                 )
             v = _plain(v)
-            if _native(v):
+            if native(v):
                 p[k] = v
             else:
                 extra[k] = v

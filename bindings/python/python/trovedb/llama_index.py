@@ -45,21 +45,10 @@ from llama_index.core.vector_stores.types import (
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 import trovedb
+from trovedb._integration import Target, native
 
 _BATCH = 512
 _RESERVED = ("_node_content", "_node_type", "ref_doc_id", "doc_id", "document_id")
-
-
-def _native(v: Any) -> bool:
-    if v is None or isinstance(v, (bool, str)):
-        return True
-    if isinstance(v, int):
-        return -(2**63) <= v < 2**63
-    if isinstance(v, float):
-        return bool(np.isfinite(v))
-    if isinstance(v, list):
-        return all(isinstance(x, str) for x in v)
-    return False
 
 
 def _condition(f: MetadataFilter, text_field: str) -> dict:
@@ -121,11 +110,7 @@ class TroveVectorStore(BasePydanticVectorStore):
     stores_text: bool = True
     flat_metadata: bool = False
 
-    _db: Any = PrivateAttr(default=None)
-    _owns_db: bool = PrivateAttr(default=False)
-    _collection: Any = PrivateAttr(default=None)
-    _name: str = PrivateAttr(default="llama_index")
-    _metric: str = PrivateAttr(default="cosine")
+    _target: Any = PrivateAttr(default=None)
     _index: str = PrivateAttr(default="hnsw")
     _index_params: dict = PrivateAttr(default_factory=dict)
     _text_field: str = PrivateAttr(default="text")
@@ -149,34 +134,9 @@ class TroveVectorStore(BasePydanticVectorStore):
             raise ValueError(f"text_field cannot be {text_field!r}")
         self._text_field = text_field
         self._text_search = text_search
-        self._metric = metric
         self._index = index
         self._index_params = dict(index_params)
-        if collection is not None:
-            if collection.id_type != "str":
-                raise ValueError(
-                    f"collection `{collection.name}` is keyed by integers; node ids are strings: create "
-                    'it with id_type="str"'
-                )
-            self._db, self._collection, self._name = database, collection, collection.name
-            self._metric = collection.metric
-            return
-        if database is None:
-            if path is None:
-                raise ValueError("give path, database or collection")
-            database = trovedb.open(path)
-            self._owns_db = True
-        self._db = database
-        self._name = collection_name
-        if collection_name in database.list_collections():
-            c = database.get_collection(collection_name)
-            if c.id_type != "str":
-                raise ValueError(
-                    f"collection `{collection_name}` is keyed by integers; node ids are strings: use "
-                    "another collection_name"
-                )
-            self._collection = c
-            self._metric = c.metric
+        self._target = Target("node", path, collection_name, database, collection, metric)
 
     @classmethod
     def class_name(cls) -> str:
@@ -185,13 +145,15 @@ class TroveVectorStore(BasePydanticVectorStore):
     @property
     def client(self) -> Any:
         """The trovedb collection (None until the first `add` creates it)."""
-        return self._collection
+        return self._target.collection
+
+    @property
+    def _collection(self) -> Optional[trovedb.Collection]:
+        return self._target.collection
 
     def close(self) -> None:
         """Close the database if the store opened it (from `path`)."""
-        if self._owns_db and self._db is not None:
-            self._db.close()
-            self._owns_db = False
+        self._target.close()
 
     # -- writes -----------------------------------------------------------------------
 
@@ -202,7 +164,7 @@ class TroveVectorStore(BasePydanticVectorStore):
                 f"metadata key {self._text_field!r} is reserved by this store for the node text "
                 "(choose another text_field)"
             )
-        p = {k: v for k, v in meta.items() if _native(v)}
+        p = {k: v for k, v in meta.items() if native(v)}
         p[self._text_field] = node.get_content(metadata_mode=MetadataMode.NONE)
         return p
 
@@ -214,18 +176,10 @@ class TroveVectorStore(BasePydanticVectorStore):
         ids = [n.node_id for n in nodes]
         vectors = np.asarray([n.get_embedding() for n in nodes], dtype=np.float32)
         payloads = [self._payload(n) for n in nodes]
-        if self._collection is None:
-            self._collection = self._db.get_or_create_collection(
-                self._name,
-                dim=vectors.shape[1],
-                metric=self._metric,
-                index=self._index,
-                id_type="str",
-                text_fields=[self._text_field] if self._text_search else None,
-                **self._index_params,
-            )
+        c = self._target.create(vectors.shape[1], self._index, self._text_field if self._text_search else None,
+                                self._index_params)
         for s in range(0, len(nodes), _BATCH):
-            self._collection.upsert(ids[s : s + _BATCH], vectors[s : s + _BATCH], payloads[s : s + _BATCH])
+            c.upsert(ids[s : s + _BATCH], vectors[s : s + _BATCH], payloads[s : s + _BATCH])
         return ids
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
@@ -285,7 +239,7 @@ class TroveVectorStore(BasePydanticVectorStore):
                 return out
 
     def _similarity(self, distance: float) -> float:
-        if self._metric == "cosine":
+        if self._target.metric == "cosine":
             return 1.0 - distance
         return -distance
 
