@@ -11,6 +11,12 @@ from typing import Any, Optional
 import trovedb
 
 
+def one(res: "trovedb.SearchResult | trovedb.BatchResult") -> trovedb.SearchResult:
+    """The result of a one-query search (the adapters never search in batches)."""
+    assert isinstance(res, trovedb.SearchResult)
+    return res
+
+
 def native(v: Any) -> bool:
     """Whether a metadata value is stored as a payload value as it is (and filters see it)."""
     if v is None or isinstance(v, (bool, str)):
@@ -38,6 +44,9 @@ class Target:
     ) -> None:
         self.owns_db = False
         self.metric = metric
+        self.db: Optional[trovedb.Database] = database
+        self.collection: Optional[trovedb.Collection] = None
+        self.name = name
         if collection is not None:
             self._check(collection, what, 'create it with id_type="str"')
             self.db, self.collection, self.name = database, collection, collection.name

@@ -39,7 +39,7 @@ from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
 import trovedb
-from trovedb._integration import Target, native
+from trovedb._integration import Target, native, one
 
 #: Payload field holding the metadata values that are not native payload values, as JSON.
 JSON_FIELD = "_lc_json"
@@ -159,7 +159,7 @@ class TroveVectorStore(VectorStore):
         texts: Iterable[str],
         metadatas: Optional[list[dict[str, Any]]] = None,
         *,
-        ids: Optional[list[Optional[str]]] = None,
+        ids: Optional[list[str]] = None,
         **kwargs: Any,
     ) -> list[str]:
         """Embed `texts` and upsert them (a document with an existing id is replaced).
@@ -171,8 +171,11 @@ class TroveVectorStore(VectorStore):
             raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
         if not texts:
             return []
-        out = [str(i) if i is not None else str(uuid.uuid4()) for i in (ids or [None] * len(texts))]
-        payloads = [self._payload(t, (metadatas or [None] * len(texts))[i]) for i, t in enumerate(texts)]
+        # `add_documents` passes Document.id per text, None where a document has none.
+        given: list[Optional[str]] = list(ids) if ids is not None else [None] * len(texts)
+        out = [str(i) if i is not None else str(uuid.uuid4()) for i in given]
+        metas: list[Optional[dict]] = list(metadatas) if metadatas is not None else [None] * len(texts)
+        payloads = [self._payload(t, metas[i]) for i, t in enumerate(texts)]
         vectors = np.asarray(self._embedding.embed_documents(texts), dtype=np.float32)
         c = self._create(vectors.shape[1])
         for s in range(0, len(texts), BATCH):
@@ -220,18 +223,18 @@ class TroveVectorStore(VectorStore):
         if mode != "vector" and query is None:
             raise ValueError(f"search_mode {mode!r} needs the query text, not just a vector")
         if mode == "keyword":
-            res = c.search(text=query, k=k, filter=filter, include_payload=True, **kwargs)
+            res = one(c.search(text=query, k=k, filter=filter, include_payload=True, **kwargs))
         else:
             if vector is None:
                 assert query is not None
                 vector = self._embedding.embed_query(query)
             q = np.asarray(vector, dtype=np.float32)
             if mode == "hybrid":
-                res = c.search(q, text=query, k=k, filter=filter, include_payload=True, **kwargs)
+                res = one(c.search(q, text=query, k=k, filter=filter, include_payload=True, **kwargs))
             else:
-                res = c.search(q, k=k, filter=filter, include_payload=True, **kwargs)
+                res = one(c.search(q, k=k, filter=filter, include_payload=True, **kwargs))
         values = res.distances if mode == "vector" else res.scores
-        return [(self._document(h.id, h.payload or {}), float(v)) for h, v in zip(res, values)]
+        return [(self._document(str(h.id), h.payload or {}), float(v)) for h, v in zip(res, values)]
 
     def similarity_search(
         self, query: str, k: int = 4, filter: Optional[dict] = None, *, search_mode: Optional[str] = None,
@@ -297,20 +300,16 @@ class TroveVectorStore(VectorStore):
         if c is None:
             return []
         q = np.asarray(embedding, dtype=np.float32)
-        res = c.search(q, k=max(fetch_k, k), filter=filter, include_payload=True, **kwargs)
+        res = one(c.search(q, k=max(fetch_k, k), filter=filter, include_payload=True, **kwargs))
         if len(res) == 0:
             return []
-        ids = list(res.ids)
-        points = c.get(ids, include_vector=True)
-        vectors = [p["vector"] for p in points if p is not None]
-        if len(vectors) != len(ids):  # deleted meanwhile: keep the ones still there
-            keep = [i for i, p in enumerate(points) if p is not None]
-            ids = [ids[i] for i in keep]
-            payloads = [res[i].payload for i in keep]
-        else:
-            payloads = [h.payload for h in res]
+        hits = list(res)
+        points = c.get([str(h.id) for h in hits], include_vector=True)
+        # A point deleted since the search is left out.
+        kept = [(h, p) for h, p in zip(hits, points) if p is not None]
+        vectors = [p["vector"] for _, p in kept]
         picked = maximal_marginal_relevance(q, vectors, lambda_mult=lambda_mult, k=k)
-        return [self._document(ids[i], payloads[i] or {}) for i in picked]
+        return [self._document(str(kept[i][0].id), kept[i][0].payload or {}) for i in picked]
 
     def max_marginal_relevance_search(
         self,

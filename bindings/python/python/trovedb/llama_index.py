@@ -45,7 +45,7 @@ from llama_index.core.vector_stores.types import (
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 import trovedb
-from trovedb._integration import Target, native
+from trovedb._integration import Target, native, one
 
 _BATCH = 512
 _RESERVED = ("_node_content", "_node_type", "ref_doc_id", "doc_id", "document_id")
@@ -129,7 +129,7 @@ class TroveVectorStore(BasePydanticVectorStore):
         text_search: bool = False,
         **index_params: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(stores_text=True)
         if text_field in _RESERVED or not text_field:
             raise ValueError(f"text_field cannot be {text_field!r}")
         self._text_field = text_field
@@ -260,29 +260,29 @@ class TroveVectorStore(BasePydanticVectorStore):
         if mode in (VectorStoreQueryMode.TEXT_SEARCH, VectorStoreQueryMode.SPARSE):
             if not query.query_str:
                 raise ValueError(f"query mode {mode.value!r} needs query_str")
-            res = c.search(text=query.query_str, k=query.sparse_top_k or k, filter=flt, include_payload=True)
+            res = one(c.search(text=query.query_str, k=query.sparse_top_k or k, filter=flt, include_payload=True))
             sims = [float(s) for s in res.scores]
         elif mode == VectorStoreQueryMode.HYBRID:
             if not query.query_str or query.query_embedding is None:
                 raise ValueError("hybrid queries need query_str and query_embedding")
             alpha = 0.5 if query.alpha is None else query.alpha
-            res = c.search(
+            res = one(c.search(
                 np.asarray(query.query_embedding, dtype=np.float32),
                 text=query.query_str,
                 k=query.hybrid_top_k or k,
                 filter=flt,
                 include_payload=True,
                 alpha=alpha,
-            )
+            ))
             sims = [float(s) for s in res.scores]
         elif mode == VectorStoreQueryMode.MMR:
             return self._mmr(query, flt, **kwargs)
         elif mode == VectorStoreQueryMode.DEFAULT:
             if query.query_embedding is None:
                 raise ValueError("a default (vector) query needs query_embedding")
-            res = c.search(
+            res = one(c.search(
                 np.asarray(query.query_embedding, dtype=np.float32), k=k, filter=flt, include_payload=True
-            )
+            ))
             sims = [self._similarity(float(d)) for d in res.distances]
         else:
             raise ValueError(f"query mode {mode.value!r} is not supported by trovedb")
@@ -293,23 +293,27 @@ class TroveVectorStore(BasePydanticVectorStore):
         from llama_index.core.indices.query.embedding_utils import get_top_k_mmr_embeddings
 
         c = self._collection
+        assert c is not None
         if query.query_embedding is None:
             raise ValueError("an mmr query needs query_embedding")
         k = query.similarity_top_k
         fetch_k = int(kwargs.get("mmr_prefetch_k") or max(4 * k, 20))
         q = np.asarray(query.query_embedding, dtype=np.float32)
-        res = c.search(q, k=fetch_k, filter=flt, include_payload=True)
+        res = one(c.search(q, k=fetch_k, filter=flt, include_payload=True))
         if len(res) == 0:
             return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
-        ids = list(res.ids)
-        points = c.get(ids, include_vector=True)
-        keep = [i for i, p in enumerate(points) if p is not None]
+        hits = list(res)
+        points = c.get([str(h.id) for h in hits], include_vector=True)
+        # A point deleted since the search is left out.
+        kept = [(h, p) for h, p in zip(hits, points) if p is not None]
         sims, picked = get_top_k_mmr_embeddings(
             query.query_embedding,
-            [points[i]["vector"].tolist() for i in keep],
+            [p["vector"].tolist() for _, p in kept],
             similarity_top_k=k,
-            embedding_ids=keep,
+            embedding_ids=list(range(len(kept))),
             mmr_threshold=query.mmr_threshold,
         )
-        nodes = [self._node(res[i].payload or {}) for i in picked]
-        return VectorStoreQueryResult(nodes=nodes, similarities=list(sims), ids=[ids[i] for i in picked])
+        nodes = [self._node(kept[i][0].payload or {}) for i in picked]
+        return VectorStoreQueryResult(
+            nodes=nodes, similarities=list(sims), ids=[str(kept[i][0].id) for i in picked]
+        )
