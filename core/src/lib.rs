@@ -42,8 +42,8 @@ pub mod text;
 mod types;
 
 pub use collection::{
-    BackgroundStats, Collection, CollectionRepair, CollectionStats, CompactionPolicy, Database,
-    DbOptions, DroppedSegment, Durability, Hit, LogCut, MergePolicy, OpenReport, Page,
+    BackgroundStats, BackupReport, Collection, CollectionRepair, CollectionStats, CompactionPolicy,
+    Database, DbOptions, DroppedSegment, Durability, Hit, LogCut, MergePolicy, OpenReport, Page,
     PayloadUpdate, Point, RepairReport, SegmentSizes, SegmentStats, TornTail, RESERVED_ID,
 };
 pub use error::{Error, Result};

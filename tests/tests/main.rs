@@ -3,6 +3,7 @@
 
 mod architecture_layering;
 mod background_compaction;
+mod backup;
 mod batch_search;
 mod collection_basic;
 mod compaction;

@@ -401,6 +401,29 @@ impl PyDatabase {
         py.detach(move || db.close()).py_err()
     }
 
+    /// Copy the database into `dest` (a new path or an empty directory) while it stays open
+    /// and writes go on: each collection as it was at one point during the call, restorable
+    /// by `trovedb.open(dest)`. Returns `{"collections", "files", "bytes",
+    /// "max_lock_micros"}` (the longest a writer could have waited).
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "pyo3 extracts os.PathLike into an owned PathBuf"
+    )]
+    fn backup<'py>(
+        &self,
+        py: Python<'py>,
+        dest: std::path::PathBuf,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let db = Arc::clone(&self.db);
+        let r = py.detach(move || db.backup(&dest)).py_err()?;
+        let d = PyDict::new(py);
+        d.set_item("collections", r.collections)?;
+        d.set_item("files", r.files)?;
+        d.set_item("bytes", r.bytes)?;
+        d.set_item("max_lock_micros", r.max_lock_micros)?;
+        Ok(d)
+    }
+
     /// Bring every open collection of a read-only handle up to what the writer has
     /// published (reads do this by themselves). Does nothing on a writable handle.
     fn refresh(&self, py: Python<'_>) -> PyResult<()> {

@@ -230,3 +230,38 @@ def test_get_and_scroll_without_a_filter_and_payload_edge_cases(tmp_path):
         c.upsert([1], [[1, 1]], [{"nums": ["a", 2]}])
     assert c.get(1)["payload"] == {"i": 1}
     db.close()
+
+
+def test_online_backup_restores_while_writes_continue(tmp_path):
+    import threading
+
+    db = trovedb.open(tmp_path / "live", seal_threshold_rows=300)
+    c = db.create_collection("docs", dim=DIM, metric="l2", index="hnsw", id_type="str")
+    rng = np.random.default_rng(4)
+    vs = rng.standard_normal((2000, DIM)).astype(np.float32)
+    keys = [f"k{i}" for i in range(2000)]
+    c.upsert(keys[:1000], vs[:1000], [{"i": i} for i in range(1000)])
+    done = []
+
+    def write():
+        for s in range(1000, 2000, 50):
+            c.upsert(keys[s : s + 50], vs[s : s + 50], [{"i": i} for i in range(s, s + 50)])
+            done.append(s + 50)
+
+    t = threading.Thread(target=write)
+    t.start()
+    report = db.backup(tmp_path / "copy")
+    t.join()
+    assert report["collections"] == ["docs"] and report["bytes"] > 0
+    with pytest.raises(ValueError, match="not an empty directory"):
+        db.backup(tmp_path / "copy")
+    db.close()
+    with trovedb.open(tmp_path / "copy") as b:
+        bc = b.get_collection("docs")
+        n = len(bc)
+        # A prefix of the writes: the first n points, each with its payload.
+        assert 1000 <= n <= 2000 and n % 50 == 0
+        got = bc.get(keys[:n], include_vector=False)
+        assert all(g is not None and g["payload"] == {"i": i} for i, g in enumerate(got))
+        assert bc.get(keys[n]) is None if n < 2000 else True
+        assert bc.search(vs[7], k=1, ef=200)[0].id == "k7"

@@ -305,6 +305,11 @@ impl Database {
         Ok(c)
     }
 
+    /// The directory of collection `name` in a database rooted at `root`.
+    pub(super) fn collection_dir_in(root: &Path, name: &str) -> PathBuf {
+        root.join(COLLECTIONS_DIR).join(name)
+    }
+
     /// Names of all collections, sorted.
     pub fn list_collections(&self) -> Result<Vec<String>> {
         self.check_open()?;

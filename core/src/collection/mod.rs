@@ -2,6 +2,7 @@
 //! this module is `pub(crate)`.
 
 mod appendable;
+mod backup;
 mod build;
 #[allow(clippy::module_inception)]
 mod collection;
@@ -20,6 +21,7 @@ mod stats;
 mod text;
 mod write;
 
+pub use backup::BackupReport;
 pub use collection::{Collection, Hit, Point, RESERVED_ID};
 pub use db::{Database, OpenReport};
 pub use ops::{Page, PayloadUpdate};

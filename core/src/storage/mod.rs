@@ -2,6 +2,7 @@
 //! deletion files, the manifest, the lock file. `index/` and `filter/` never see a path.
 
 pub(crate) mod backend;
+pub(crate) mod backup;
 pub(crate) mod deletes;
 pub(crate) mod fsutil;
 pub(crate) mod manifest;

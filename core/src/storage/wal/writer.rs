@@ -89,6 +89,11 @@ impl WalWriter {
         self.first_lsn
     }
 
+    /// Bytes in the file (records appended so far, synced or not).
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
     pub(crate) fn file(&self) -> Arc<dyn WritableFile> {
         Arc::clone(&self.file)
     }
