@@ -127,9 +127,10 @@ impl Collection {
         let present = {
             let st = self.state.read();
             let mut out = Vec::with_capacity(keys.len());
+            let mut seen = std::collections::HashSet::with_capacity(keys.len());
             for k in keys {
                 let (k, id) = (k.as_ref(), str_id(k.as_ref()));
-                if st.key_of(id)?.as_deref() == Some(k) && !out.contains(&id) {
+                if st.key_of(id)?.as_deref() == Some(k) && seen.insert(id) {
                     out.push(id);
                 }
             }
@@ -239,8 +240,9 @@ impl Collection {
         // One row per distinct id, in first-appearance order, carrying its final payload.
         let mut order: Vec<u64> = Vec::with_capacity(current.len());
         let mut refs: Vec<PointRef<'_>> = Vec::with_capacity(current.len());
+        let mut seen = std::collections::HashSet::with_capacity(current.len());
         for (id, point) in ids.iter().zip(points) {
-            if !order.contains(id) {
+            if seen.insert(*id) {
                 order.push(*id);
                 refs.push(*point);
             }

@@ -427,9 +427,9 @@ impl Filter {
     }
 
     /// Every `$id` operand in the filter.
-    pub(crate) fn id_matches(&self, out: &mut Vec<IdMatch>) {
+    pub(crate) fn id_matches<'a>(&'a self, out: &mut Vec<&'a IdMatch>) {
         match self {
-            Filter::Id(m) => out.push(m.clone()),
+            Filter::Id(m) => out.push(m),
             Filter::And(fs) | Filter::Or(fs) => fs.iter().for_each(|x| x.id_matches(out)),
             Filter::Not(x) => x.id_matches(out),
             _ => {}
