@@ -2,10 +2,12 @@
 
 use std::path::Path;
 
-use super::collection::{wal_dir, Collection};
+use super::collection::{wal_dir, Collection, Role};
+use super::follow::{Follow, RETRIES};
 use super::db::Database;
 use crate::error::{Error, Result};
 use crate::storage::backup::Source;
+use crate::storage::manifest::Manifest;
 use crate::storage::{fsutil, wal};
 
 /// What [`Database::backup`] copied.
@@ -29,31 +31,18 @@ impl Collection {
     /// copied after. Returns (files, bytes, microseconds the lock was held).
     pub(super) fn backup_into(&self, dest: &Path) -> Result<(usize, u64, u64)> {
         self.check_open()?;
-        let (manifest, sources, held) = {
-            let ws = self.writer("backup")?;
-            let t = std::time::Instant::now();
-            let manifest = ws.manifest.clone();
-            let mut sources = Vec::new();
-            for seg in &manifest.segments {
-                sources.push(Source::open(
-                    &self.dir.join(&seg.file),
-                    seg.file.clone(),
-                    None,
-                )?);
-                if let Some(d) = &seg.deletes {
-                    sources.push(Source::open(&self.dir.join(&d.file), d.file.clone(), None)?);
-                }
+        let (manifest, sources, held) = match &self.role {
+            Role::Writer { .. } => {
+                let ws = self.writer("backup")?;
+                let t = std::time::Instant::now();
+                let manifest = ws.manifest.clone();
+                let sources = self.open_sources(&manifest, Some((ws.wal.path(), ws.wal.len())))?;
+                (manifest, sources, t.elapsed().as_micros() as u64)
             }
-            // Every log file, the one being appended to up to its last record: with the
-            // manifest, exactly what recovery would read if the process stopped here.
-            for (name, path) in fsutil::list(&wal_dir(&self.dir))? {
-                if wal::parse_file_name(&name).is_none() {
-                    continue;
-                }
-                let len = (path == ws.wal.path()).then(|| ws.wal.len());
-                sources.push(Source::open(&path, format!("wal/{name}"), len)?);
+            Role::Reader(f) => {
+                let (manifest, sources) = self.sources_beside_writer(f)?;
+                (manifest, sources, 0)
             }
-            (manifest, sources, t.elapsed().as_micros() as u64)
         };
         fsutil::create_dir_all(&wal_dir(dest))?;
         let files = sources.len() + 1;
@@ -66,6 +55,68 @@ impl Collection {
         fsutil::sync_dir(dest)?;
         Ok((files, bytes, held))
     }
+
+    /// Open the files `manifest` names and every log file (the one at `active.0` up to
+    /// `active.1` bytes; the others whole).
+    fn open_sources(
+        &self,
+        manifest: &Manifest,
+        active: Option<(&Path, u64)>,
+    ) -> Result<Vec<Source>> {
+        let mut sources = Vec::new();
+        for seg in &manifest.segments {
+            sources.push(Source::open(
+                &self.dir.join(&seg.file),
+                seg.file.clone(),
+                None,
+            )?);
+            if let Some(d) = &seg.deletes {
+                sources.push(Source::open(&self.dir.join(&d.file), d.file.clone(), None)?);
+            }
+        }
+        // Every log file, the one being appended to up to its last record: with the
+        // manifest, exactly what recovery would read if the process stopped here.
+        for (name, path) in fsutil::list(&wal_dir(&self.dir))? {
+            if wal::parse_file_name(&name).is_none() {
+                continue;
+            }
+            let len = active.and_then(|(p, l)| (path == p).then_some(l));
+            sources.push(Source::open(&path, format!("wal/{name}"), len)?);
+        }
+        Ok(sources)
+    }
+
+    /// A read-only handle's copy point, taken without the writer's lock (the writer may be
+    /// another process): the manifest on disk, then its files and the log files opened,
+    /// kept only if the writer published no new manifest meanwhile (a checkpoint could have
+    /// removed log files the older manifest needs; a merge, segments it names); otherwise
+    /// taken again. A log file is copied as long as it was when opened: a record being
+    /// appended then is cut where recovery cuts a torn tail, and was not yet acknowledged.
+    fn sources_beside_writer(&self, f: &Follow) -> Result<(Manifest, Vec<Source>)> {
+        let mut last = None;
+        for _ in 0..RETRIES {
+            let before = f.published(&self.dir).generation;
+            let taken = Manifest::load(&self.dir)
+                .and_then(|m| self.open_sources(&m, None).map(|s| (m, s)));
+            let moved = f.published(&self.dir).generation != before;
+            match taken {
+                Ok(t) if !moved => return Ok(t),
+                Err(e) if !moved => return Err(e),
+                Ok(_) => {}
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            Error::invalid(
+                "backup",
+                format!(
+                    "the writer of {} published {RETRIES} new manifests while the backup \
+                     opened its files; try again when writes are quieter",
+                    self.dir.display()
+                ),
+            )
+        }))
+    }
 }
 
 impl Database {
@@ -73,15 +124,11 @@ impl Database {
     /// while it stays open and writes go on: every collection as it was at one point during
     /// the call (each at its own point: collections are independent), restorable by opening
     /// `dest`. The copy is assembled in a temporary directory beside `dest` and renamed into
-    /// place when complete, so an interrupted backup leaves no partial `dest`. Needs the
-    /// writing handle (a read-only handle gets [`Error::ReadOnly`]).
+    /// place when complete, so an interrupted backup leaves no partial `dest`. A read-only
+    /// handle can take it too (the writer, in this process or another, goes on): its copy
+    /// point is the manifest on disk and the log as written when the files were opened.
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<BackupReport> {
         let dest = dest.as_ref();
-        if self.is_read_only() {
-            return Err(Error::ReadOnly {
-                operation: "backup",
-            });
-        }
         if fsutil::exists(dest) && !(fsutil::is_dir(dest) && fsutil::list(dest)?.is_empty()) {
             return Err(Error::invalid(
                 "dest",

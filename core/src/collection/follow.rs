@@ -44,7 +44,7 @@ use crate::storage::wal::replay::list_files;
 use crate::storage::wal::{file_name, RECORD_HEADER_BYTES};
 
 /// How many times a refresh starts over because the writer moved on meanwhile.
-const RETRIES: u32 = 64;
+pub(super) const RETRIES: u32 = 64;
 
 /// A read-only handle's link to the writer.
 #[derive(Debug)]
@@ -79,7 +79,7 @@ impl Follow {
         }
     }
 
-    fn published(&self, dir: &Path) -> Published {
+    pub(super) fn published(&self, dir: &Path) -> Published {
         if let Some(p) = self.page.get() {
             return p.read();
         }
