@@ -140,6 +140,60 @@ impl IndexConfig {
         }
     }
 
+    /// The parameters by the names [`IndexConfig::from_name`] takes, so that
+    /// `from_name(c.name(), &c.params())` gives `c` back (empty for flat).
+    ///
+    /// ```
+    /// use trovedb::IndexConfig;
+    /// let c = IndexConfig::from_name("hnsw", &[("m".into(), 32.0)])?;
+    /// assert_eq!(c.params()[0], ("m".to_string(), 32.0));
+    /// assert_eq!(IndexConfig::from_name(c.name(), &c.params())?, c);
+    /// # Ok::<(), trovedb::Error>(())
+    /// ```
+    pub fn params(&self) -> Vec<(String, f64)> {
+        let named = |p: &[(&str, u64)]| -> Vec<(String, f64)> {
+            p.iter().map(|&(k, v)| (k.to_owned(), v as f64)).collect()
+        };
+        match *self {
+            IndexConfig::Flat => Vec::new(),
+            IndexConfig::Hnsw {
+                m,
+                ef_construction,
+                ef_search,
+                seed,
+            } => named(&[
+                ("m", m as u64),
+                ("ef_construction", ef_construction as u64),
+                ("ef_search", ef_search as u64),
+                ("seed", seed),
+            ]),
+            IndexConfig::IvfPq {
+                nlist,
+                pq_m,
+                nprobe,
+                refine,
+                seed,
+            } => named(&[
+                ("nlist", nlist as u64),
+                ("pq_m", pq_m as u64),
+                ("nprobe", nprobe as u64),
+                ("refine", refine as u64),
+                ("seed", seed),
+            ]),
+            IndexConfig::Lsh {
+                tables,
+                bits,
+                probes,
+                seed,
+            } => named(&[
+                ("tables", tables as u64),
+                ("bits", bits as u64),
+                ("probes", probes as u64),
+                ("seed", seed),
+            ]),
+        }
+    }
+
     /// The index kind's name.
     pub fn name(&self) -> &'static str {
         match self {

@@ -10,6 +10,8 @@ use trovedb::{
     Collection, Filter, Fusion, Hit, IdType, Payload, PayloadUpdate, Point, SearchParams,
 };
 
+use trovedb::text::StopWords;
+
 use crate::convert::{
     f32_array, filter_from_py, id_to_py, ids_from_py, payload_from_py, payload_to_py, PyIds,
 };
@@ -653,6 +655,8 @@ impl PyCollection {
         for seg in &s.segments {
             let sd = PyDict::new(py);
             sd.set_item("id", seg.id)?;
+            sd.set_item("file", &seg.file)?;
+            sd.set_item("format_version", seg.format_version)?;
             sd.set_item("rows", seg.rows)?;
             sd.set_item("deleted", seg.deleted)?;
             sd.set_item("bytes", seg.bytes)?;
@@ -684,6 +688,9 @@ impl PyCollection {
         };
         d.set_item("torn_tail", torn)?;
         d.set_item("read_only", s.read_only)?;
+        d.set_item("manifest_version", s.manifest_version)?;
+        d.set_item("wal_files", s.wal_files)?;
+        d.set_item("wal_bytes", s.wal_bytes)?;
         Ok(d)
     }
 
@@ -692,6 +699,44 @@ impl PyCollection {
     fn refresh(&self, py: Python<'_>) -> PyResult<()> {
         let c = &self.c;
         py.detach(|| c.refresh()).py_err()
+    }
+
+    /// The collection's configuration by the keyword names `create_collection` takes:
+    /// `dim`, `metric`, `index`, `index_params` (a dict), `indexed_fields` (None: all),
+    /// `id_type`, `text_fields` (None: no text index) and, with text fields, `language`,
+    /// `stem`, `stopwords` (True: the language's list, False: none, or the list),
+    /// `bm25_k1`, `bm25_b`.
+    #[getter]
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.c.config();
+        let d = PyDict::new(py);
+        d.set_item("dim", c.dim)?;
+        d.set_item("metric", c.metric.name())?;
+        d.set_item("index", c.index.name())?;
+        let params = PyDict::new(py);
+        for (k, v) in c.index.params() {
+            // Every index parameter is an integer.
+            params.set_item(k, v as u64)?;
+        }
+        d.set_item("index_params", params)?;
+        d.set_item("indexed_fields", c.indexed_fields.clone())?;
+        d.set_item("id_type", c.id_type.name())?;
+        match &c.text {
+            None => d.set_item("text_fields", py.None())?,
+            Some(t) => {
+                d.set_item("text_fields", t.fields.clone())?;
+                d.set_item("language", &t.analyzer.language)?;
+                d.set_item("stem", t.analyzer.stem)?;
+                match &t.analyzer.stopwords {
+                    StopWords::Language => d.set_item("stopwords", true)?,
+                    StopWords::None => d.set_item("stopwords", false)?,
+                    StopWords::List(w) => d.set_item("stopwords", w.clone())?,
+                }
+                d.set_item("bm25_k1", t.k1)?;
+                d.set_item("bm25_b", t.b)?;
+            }
+        }
+        Ok(d)
     }
 
     /// "int" or "str": what keys the collection's points.

@@ -89,6 +89,15 @@ impl Follow {
         }
     }
 
+    /// The format version of the manifest in use (0 before one is read).
+    pub(super) fn manifest_version(&self) -> u16 {
+        self.inner
+            .lock()
+            .manifest
+            .as_ref()
+            .map_or(0, |m| m.format_version)
+    }
+
     /// `(last LSN applied, checkpoint LSN of the manifest in use)`.
     pub(super) fn position(&self) -> (u64, u64) {
         let f = self.inner.lock();

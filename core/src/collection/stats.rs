@@ -1,9 +1,9 @@
 //! `stats()` and `verify()`: what a collection holds, on disk and in the background.
 
-use super::collection::{Collection, Role};
+use super::collection::{wal_dir, Collection, Role};
 use super::state::State;
 use crate::error::Result;
-use crate::storage::fsutil;
+use crate::storage::{fsutil, wal};
 pub use crate::storage::wal::replay::TornTail;
 
 fn segment_stats(st: &State) -> Vec<SegmentStats> {
@@ -11,6 +11,13 @@ fn segment_stats(st: &State) -> Vec<SegmentStats> {
         .iter()
         .map(|s| SegmentStats {
             id: s.id,
+            file: s
+                .reader
+                .path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            format_version: s.reader.format_version(),
             rows: s.reader.rows(),
             deleted: s.deleted.count_ones(),
             bytes: s.reader.file_bytes(),
@@ -27,6 +34,10 @@ fn segment_stats(st: &State) -> Vec<SegmentStats> {
 pub struct SegmentStats {
     /// Segment id.
     pub id: u64,
+    /// The segment's file name in the collection directory.
+    pub file: String,
+    /// The segment file's format version (FORMAT.md §3).
+    pub format_version: u16,
     /// Rows in the file.
     pub rows: usize,
     /// Rows deleted since it was sealed.
@@ -71,6 +82,25 @@ pub struct CollectionStats {
     pub torn_tail: Option<TornTail>,
     /// Whether the handle is read-only (then `last_lsn` is the last record it has applied).
     pub read_only: bool,
+    /// The manifest's format version (FORMAT.md §4).
+    pub manifest_version: u16,
+    /// Log files in the collection's `wal/` directory and their total size.
+    pub wal_files: usize,
+    /// Bytes of those log files.
+    pub wal_bytes: u64,
+}
+
+/// Number and total size of the log files of the collection in `dir`.
+fn wal_sizes(dir: &std::path::Path) -> Result<(usize, u64)> {
+    let mut n = 0;
+    let mut bytes = 0;
+    for (name, path) in fsutil::list(&wal_dir(dir))? {
+        if wal::parse_file_name(&name).is_some() {
+            n += 1;
+            bytes += fsutil::file_len(&path)?;
+        }
+    }
+    Ok((n, bytes))
 }
 
 /// Background work of a collection, as [`Collection::stats`] saw it.
@@ -101,6 +131,8 @@ impl Collection {
             Role::Reader(f) => {
                 self.check_read()?;
                 let (last_lsn, checkpoint_lsn) = f.position();
+                let manifest_version = f.manifest_version();
+                let (wal_files, wal_bytes) = wal_sizes(&self.dir)?;
                 let st = self.state.read();
                 return Ok(CollectionStats {
                     rows: st.len(),
@@ -114,10 +146,14 @@ impl Collection {
                     background: BackgroundStats::default(),
                     torn_tail: None,
                     read_only: true,
+                    manifest_version,
+                    wal_files,
+                    wal_bytes,
                 });
             }
         };
         self.housekeeping_locked(&mut ws)?;
+        let (wal_files, wal_bytes) = wal_sizes(&self.dir)?;
         let st = self.state.read();
         let segments = segment_stats(&st);
         Ok(CollectionStats {
@@ -142,6 +178,9 @@ impl Collection {
             },
             torn_tail: ws.torn_tail.clone(),
             read_only: false,
+            manifest_version: ws.manifest.format_version,
+            wal_files,
+            wal_bytes,
         })
     }
 

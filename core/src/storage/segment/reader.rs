@@ -166,6 +166,11 @@ impl SegmentReader {
         self.map.len() as u64
     }
 
+    /// The file's format version (checked at open: the header is at least a page).
+    pub(crate) fn format_version(&self) -> u16 {
+        u16::from_le_bytes([self.map[8], self.map[9]])
+    }
+
     /// All vectors, row-major.
     pub(crate) fn vectors(&self) -> &[f32] {
         bytemuck::cast_slice(&self.map[self.vectors.clone()])
