@@ -175,6 +175,46 @@ fn under_durability_off_readers_see_written_records() {
     }
 }
 
+/// A database no writer has opened since it was copied (a backup, or `cp -r` without the
+/// writer's PUBLISHED page): a reader reads every complete record, and stops at the end of
+/// the log, also when the last log file holds no record yet (after a flush).
+#[test]
+fn a_reader_without_a_published_page_opens_a_copied_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), DbOptions::default()).unwrap();
+    let c = db.create_collection("f", &config()).unwrap();
+    let v = follow_vector(1, 0);
+    c.upsert(&[1, 2], &[v.clone(), v.clone()].concat(), &[]).unwrap();
+    c.flush().unwrap();
+    let flushed_only = listing(&c);
+    c.upsert(&[3], &v, &[]).unwrap();
+    let with_tail = listing(&c);
+    drop(c);
+    db.close().unwrap();
+    let removed = std::fs::read_dir(dir.path().join("collections").join("f"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() == "PUBLISHED")
+        .map(|e| std::fs::remove_file(e.path()).unwrap())
+        .count();
+    assert_eq!(removed, 1, "the writer's page was where this test expects it");
+    let ro = Database::open(dir.path(), DbOptions::default().read_only(true)).unwrap();
+    assert_eq!(listing(&ro.collection("f").unwrap()), with_tail);
+    ro.close().unwrap();
+
+    // The same after a flush, with an empty last log file.
+    let db = Database::open(dir.path(), DbOptions::default()).unwrap();
+    let c = db.collection("f").unwrap();
+    c.delete(&[3]).unwrap();
+    c.flush().unwrap();
+    assert_eq!(listing(&c), flushed_only);
+    drop(c);
+    db.close().unwrap();
+    std::fs::remove_file(dir.path().join("collections").join("f").join("PUBLISHED")).unwrap();
+    let ro = Database::open(dir.path(), DbOptions::default().read_only(true)).unwrap();
+    assert_eq!(listing(&ro.collection("f").unwrap()), flushed_only);
+}
+
 fn spawn(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_follow_worker"))
         .args(args)

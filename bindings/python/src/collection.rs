@@ -732,8 +732,11 @@ impl PyCollection {
                     StopWords::None => d.set_item("stopwords", false)?,
                     StopWords::List(w) => d.set_item("stopwords", w.clone())?,
                 }
-                d.set_item("bm25_k1", t.k1)?;
-                d.set_item("bm25_b", t.b)?;
+                // The shortest decimal that reads back as the stored f32 (1.2, not
+                // 1.2000000476837158).
+                let shortest = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::from(x));
+                d.set_item("bm25_k1", shortest(t.k1))?;
+                d.set_item("bm25_b", shortest(t.b))?;
             }
         }
         Ok(d)

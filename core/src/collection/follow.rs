@@ -424,6 +424,9 @@ fn read_records(
                     format!("LSN {} where {} was expected", rec.lsn, last + 1),
                 ))
             }
+            // The end of this file: the next record is in the file named after it, unless
+            // that is this very file (it holds no record yet), where the log ends for now.
+            Step::End if r.path() == wal_dir(dir).join(file_name(last + 1)) => break,
             Step::End => match open_next(dir, last + 1)? {
                 Some(next) => *log = Some(next),
                 None => break,

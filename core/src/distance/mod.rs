@@ -272,9 +272,20 @@ pub fn prefetch(v: &[f32]) {
     let _ = v;
 }
 
+/// How far from 1 a squared length may be for a vector to count as unit already: a few
+/// float32 rounding steps, so a vector this function produced is left alone next time.
+const UNIT_SQ_TOLERANCE: f64 = 1e-6;
+
 /// Scale `v` to unit length in place. Returns false (and leaves `v` alone) for a zero vector.
+/// A vector already of unit length (squared length within 1e-6 of 1) is kept bit for bit,
+/// so normalising twice gives the same bits as once (a cosine collection exported and
+/// imported again stores the same vectors).
 pub fn normalize(v: &mut [f32]) -> bool {
-    let norm = scalar::dot(v, v).sqrt();
+    let sq: f64 = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+    if (sq - 1.0).abs() <= UNIT_SQ_TOLERANCE {
+        return true;
+    }
+    let norm = sq.sqrt() as f32;
     if norm == 0.0 || !norm.is_finite() {
         return false;
     }
@@ -388,6 +399,22 @@ mod tests {
     }
 
     #[test]
+    fn normalising_twice_keeps_the_bits() {
+        let mut seed = 7u64;
+        for dim in [3, 64, 384, 1536] {
+            for _ in 0..50 {
+                let mut v: Vec<f32> = (0..dim).map(|_| lcg(&mut seed) * 10.0).collect();
+                assert!(normalize(&mut v));
+                let sq: f64 = v.iter().map(|&x| f64::from(x).powi(2)).sum();
+                assert!((sq - 1.0).abs() < 1e-6, "dim {dim}: squared length {sq}");
+                let once: Vec<u32> = v.iter().map(|x| x.to_bits()).collect();
+                assert!(normalize(&mut v));
+                assert_eq!(once, v.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    #[test]
     fn distance_per_metric() {
         let k = Kernels::best();
         let mut a = vec![3.0f32, 4.0];
@@ -397,5 +424,12 @@ mod tests {
         assert!(normalize(&mut a) && normalize(&mut b));
         assert!((k.distance(Metric::Cosine, &a, &b) - (1.0 - 24.0 / 25.0)).abs() < 1e-6);
         assert!(!normalize(&mut [0.0, 0.0]));
+        // Idempotent: a normalised vector keeps its bits.
+        let once = a.clone();
+        assert!(normalize(&mut a));
+        assert_eq!(
+            once.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            a.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
     }
 }

@@ -1,0 +1,5 @@
+"""``python -m trovedb``: the same as the ``trovedb`` command."""
+
+from trovedb.cli import main_exit
+
+main_exit()
