@@ -184,7 +184,8 @@ fn a_reader_without_a_published_page_opens_a_copied_database() {
     let db = Database::open(dir.path(), DbOptions::default()).unwrap();
     let c = db.create_collection("f", &config()).unwrap();
     let v = follow_vector(1, 0);
-    c.upsert(&[1, 2], &[v.clone(), v.clone()].concat(), &[]).unwrap();
+    c.upsert(&[1, 2], &[v.clone(), v.clone()].concat(), &[])
+        .unwrap();
     c.flush().unwrap();
     let flushed_only = listing(&c);
     c.upsert(&[3], &v, &[]).unwrap();
@@ -193,11 +194,14 @@ fn a_reader_without_a_published_page_opens_a_copied_database() {
     db.close().unwrap();
     let removed = std::fs::read_dir(dir.path().join("collections").join("f"))
         .unwrap()
-        .filter_map(|e| e.ok())
+        .filter_map(Result::ok)
         .filter(|e| e.file_name() == "PUBLISHED")
         .map(|e| std::fs::remove_file(e.path()).unwrap())
         .count();
-    assert_eq!(removed, 1, "the writer's page was where this test expects it");
+    assert_eq!(
+        removed, 1,
+        "the writer's page was where this test expects it"
+    );
     let ro = Database::open(dir.path(), DbOptions::default().read_only(true)).unwrap();
     assert_eq!(listing(&ro.collection("f").unwrap()), with_tail);
     ro.close().unwrap();

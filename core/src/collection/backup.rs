@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use super::collection::{wal_dir, Collection, Role};
-use super::follow::{Follow, RETRIES};
 use super::db::Database;
+use super::follow::{Follow, RETRIES};
 use crate::error::{Error, Result};
 use crate::storage::backup::Source;
 use crate::storage::manifest::Manifest;
@@ -96,8 +96,8 @@ impl Collection {
         let mut last = None;
         for _ in 0..RETRIES {
             let before = f.published(&self.dir).generation;
-            let taken = Manifest::load(&self.dir)
-                .and_then(|m| self.open_sources(&m, None).map(|s| (m, s)));
+            let taken =
+                Manifest::load(&self.dir).and_then(|m| self.open_sources(&m, None).map(|s| (m, s)));
             let moved = f.published(&self.dir).generation != before;
             match taken {
                 Ok(t) if !moved => return Ok(t),
@@ -127,6 +127,20 @@ impl Database {
     /// place when complete, so an interrupted backup leaves no partial `dest`. A read-only
     /// handle can take it too (the writer, in this process or another, goes on): its copy
     /// point is the manifest on disk and the log as written when the files were opened.
+    ///
+    /// ```
+    /// # use trovedb::{CollectionConfig, Database, DbOptions, Metric, SearchParams};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = Database::open(dir.path(), DbOptions::default())?;
+    /// # let c = db.create_collection("c", &CollectionConfig::new(2, Metric::L2))?;
+    /// c.upsert(&[7], &[1.0, 2.0], &[])?;
+    /// let dest = dir.path().join("backups").join("today");
+    /// let report = db.backup(&dest)?;
+    /// assert_eq!(report.collections, vec!["c".to_string()]);
+    /// let copy = Database::open(&dest, DbOptions::default())?;
+    /// assert!(copy.collection("c")?.get(7)?.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn backup(&self, dest: impl AsRef<Path>) -> Result<BackupReport> {
         let dest = dest.as_ref();
         if fsutil::exists(dest) && !(fsutil::is_dir(dest) && fsutil::list(dest)?.is_empty()) {

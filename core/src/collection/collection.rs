@@ -48,7 +48,7 @@ pub struct Hit {
     pub key: Option<String>,
     /// Distance to the query under the collection's metric (smaller is nearer).
     pub distance: f32,
-    /// The payload, when asked for with [`SearchParams::include_payload`].
+    /// The payload, when asked for with [`crate::SearchParams::with_payload`].
     pub payload: Option<Payload>,
 }
 

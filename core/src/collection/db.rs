@@ -85,6 +85,22 @@ fn validate_name(name: &str) -> Result<()> {
 
 impl Database {
     /// Open the database at `path`, creating the directory if it does not exist.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trovedb::{Database, DbOptions, Durability};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path();
+    /// // Writes acknowledged once fsynced (the default), or synced every 50 ms in the background.
+    /// let db = Database::open(path, DbOptions::default())?;
+    /// db.close()?;
+    /// let fast = Database::open(path, DbOptions::default().durability(Durability::Batch(Duration::from_millis(50))))?;
+    /// fast.close()?;
+    /// // Beside a writer, in this process or another: a read-only handle that follows it.
+    /// let reader = Database::open(path, DbOptions::default().read_only(true))?;
+    /// assert!(reader.is_read_only());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(path: impl AsRef<Path>, options: DbOptions) -> Result<Database> {
         options.compaction.validate()?;
         if options.tune_allocator {
@@ -130,6 +146,15 @@ impl Database {
     /// was lost (see [`RepairReport`]); then check that every collection opens. Takes the
     /// writer's lock ([`Error::Locked`] while a writer has the database open). Never done
     /// implicitly: opening a damaged database keeps failing with [`Error::Corruption`].
+    ///
+    /// ```
+    /// use trovedb::{Database, DbOptions};
+    /// # let dir = tempfile::tempdir()?;
+    /// # Database::open(dir.path(), DbOptions::default())?.close()?;
+    /// let report = Database::repair(dir.path())?;
+    /// assert!(report.ok() && !report.changed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn repair(path: impl AsRef<Path>) -> Result<RepairReport> {
         let root = path.as_ref();
         let cdir = root.join(COLLECTIONS_DIR);

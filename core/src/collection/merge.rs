@@ -209,6 +209,22 @@ impl Collection {
     /// switch, and the old files are removed when the last of those searches ends. A crash
     /// at any point leaves either the old or the new set of segments (plus the log).
     /// Returns the rows dropped.
+    ///
+    /// ```
+    /// # use trovedb::{CollectionConfig, Database, DbOptions, Metric, SearchParams};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = Database::open(dir.path(), DbOptions::default())?;
+    /// # let c = db.create_collection("c", &CollectionConfig::new(2, Metric::L2))?;
+    /// for i in 0..3 {
+    ///     c.upsert(&[i], &[i as f32, 0.0], &[])?;
+    ///     c.flush()?; // one sealed segment per flush
+    /// }
+    /// assert_eq!(c.stats()?.segments.len(), 3);
+    /// c.compact()?;
+    /// assert_eq!(c.stats()?.segments.len(), 1);
+    /// assert_eq!(c.len(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn compact(&self) -> Result<usize> {
         self.check_open()?;
         let mut ws = self.writer("compact")?;

@@ -145,6 +145,22 @@ impl Collection {
     /// [`PayloadUpdate::Replace`] the payload becomes the patch. Atomic and durable like an
     /// upsert (one log record); if any id does not exist ([`Error::PointNotFound`]) or a
     /// payload is refused, nothing changes. A repeated id takes its patches in order.
+    ///
+    /// ```
+    /// # use trovedb::{CollectionConfig, Database, DbOptions, Metric, SearchParams};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = Database::open(dir.path(), DbOptions::default())?;
+    /// # let c = db.create_collection("c", &CollectionConfig::new(2, Metric::L2))?;
+    /// use trovedb::{Payload, PayloadUpdate, Value};
+    /// let tag = |v: &str| Payload::from([("status".to_string(), Value::Str(v.into()))]);
+    /// c.upsert(&[1, 2], &[0.0, 0.0, 1.0, 1.0], &[tag("draft"), tag("draft")])?;
+    /// c.update_payload(&[1, 2], &[tag("published")], PayloadUpdate::Merge)?;
+    /// assert_eq!(c.get(2)?.unwrap().payload, tag("published"));
+    /// // A missing id changes nothing.
+    /// assert!(c.update_payload(&[1, 99], &[tag("x")], PayloadUpdate::Merge).is_err());
+    /// assert_eq!(c.get(1)?.unwrap().payload, tag("published"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn update_payload(
         &self,
         ids: &[u64],
@@ -285,6 +301,26 @@ impl Collection {
     /// the first page to the last is returned exactly once, whatever is written meanwhile;
     /// a point written or deleted during the scroll may or may not be seen. In a string-id
     /// collection the order is that of the 64-bit ids (arbitrary, but fixed).
+    ///
+    /// ```
+    /// # use trovedb::{CollectionConfig, Database, DbOptions, Metric, SearchParams};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = Database::open(dir.path(), DbOptions::default())?;
+    /// # let c = db.create_collection("c", &CollectionConfig::new(2, Metric::L2))?;
+    /// let ids: Vec<u64> = (0..250).collect();
+    /// c.upsert(&ids, &vec![0.5; 500], &[])?;
+    /// let (mut after, mut seen) = (None, 0);
+    /// loop {
+    ///     let page = c.scroll(None, after, 100)?;
+    ///     seen += page.points.len();
+    ///     match page.next {
+    ///         Some(next) => after = Some(next),
+    ///         None => break,
+    ///     }
+    /// }
+    /// assert_eq!(seen, 250);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn scroll(
         &self,
         filter: Option<&Filter>,

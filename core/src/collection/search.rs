@@ -48,6 +48,17 @@ const GEMM_MAX_QUERIES: usize = 256;
 
 impl Collection {
     /// The point with this id, if it exists.
+    ///
+    /// ```
+    /// # use trovedb::{CollectionConfig, Database, DbOptions, Metric, SearchParams};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = Database::open(dir.path(), DbOptions::default())?;
+    /// # let c = db.create_collection("c", &CollectionConfig::new(2, Metric::L2))?;
+    /// c.upsert(&[3], &[1.0, 2.0], &[])?;
+    /// assert_eq!(c.get(3)?.map(|p| p.vector), Some(vec![1.0, 2.0]));
+    /// assert!(c.get(4)?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self, id: u64) -> Result<Option<Point>> {
         self.check_read()?;
         Ok(self.state.read().get(id)?.map(|(vector, payload)| {
@@ -297,6 +308,18 @@ impl Collection {
     /// Search many queries (row-major, `nq * dim` floats) in parallel over rayon. Same
     /// results as calling [`Collection::search`] per query. Flat collections scan blocks of
     /// queries per pass over the vectors.
+    ///
+    /// ```
+    /// # use trovedb::{CollectionConfig, Database, DbOptions, Metric, SearchParams};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = Database::open(dir.path(), DbOptions::default())?;
+    /// # let c = db.create_collection("c", &CollectionConfig::new(2, Metric::L2))?;
+    /// c.upsert(&[1, 2, 3], &[0.0, 0.0, 5.0, 5.0, 9.0, 9.0], &[])?;
+    /// // Two queries, row-major: one list of hits per query.
+    /// let hits = c.search_batch(&[0.1, 0.0, 8.0, 8.0], 1, &SearchParams::default())?;
+    /// assert_eq!((hits[0][0].id, hits[1][0].id), (1, 3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn search_batch(
         &self,
         queries: &[f32],

@@ -3,8 +3,8 @@
 use super::collection::{wal_dir, Collection, Role};
 use super::state::State;
 use crate::error::Result;
-use crate::storage::{fsutil, wal};
 pub use crate::storage::wal::replay::TornTail;
+use crate::storage::{fsutil, wal};
 
 fn segment_stats(st: &State) -> Vec<SegmentStats> {
     st.sealed
@@ -124,6 +124,20 @@ impl Collection {
     ///
     /// Background work that has finished is published first; work still running is
     /// reported, not waited for ([`Collection::wait_idle`] waits).
+    ///
+    /// ```
+    /// # use trovedb::{CollectionConfig, Database, DbOptions, Metric, SearchParams};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = Database::open(dir.path(), DbOptions::default())?;
+    /// # let c = db.create_collection("c", &CollectionConfig::new(2, Metric::L2))?;
+    /// c.upsert(&[1, 2], &[0.0; 4], &[])?;
+    /// let s = c.stats()?;
+    /// assert_eq!((s.rows, s.appendable_rows, s.segments.len()), (2, 2, 0));
+    /// c.flush()?;
+    /// let s = c.stats()?;
+    /// assert_eq!((s.appendable_rows, s.segments[0].rows), (0, 2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stats(&self) -> Result<CollectionStats> {
         self.owner.check()?;
         let mut ws = match &self.role {

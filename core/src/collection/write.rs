@@ -278,6 +278,20 @@ impl Collection {
     }
 
     /// Delete every live point whose payload matches `filter`; returns how many.
+    ///
+    /// ```
+    /// # use trovedb::{CollectionConfig, Database, DbOptions, Metric, SearchParams};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = Database::open(dir.path(), DbOptions::default())?;
+    /// # let c = db.create_collection("c", &CollectionConfig::new(2, Metric::L2))?;
+    /// use trovedb::{Filter, Payload, Value};
+    /// let year = |y: i64| Payload::from([("year".to_string(), Value::Int(y))]);
+    /// c.upsert(&[1, 2, 3], &[0.0; 6], &[year(2019), year(2023), year(2024)])?;
+    /// let old = Filter::from_json_str(r#"{"year": {"$lt": 2020}}"#)?;
+    /// assert_eq!(c.delete_where(&old)?, 1);
+    /// assert_eq!(c.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn delete_where(&self, filter: &Filter) -> Result<usize> {
         self.check_open()?;
         self.check_writable("delete_where")?;

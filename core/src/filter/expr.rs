@@ -301,6 +301,18 @@ impl Filter {
     }
 
     /// Parse the JSON form from text.
+    ///
+    /// ```
+    /// use trovedb::Filter;
+    /// let f = Filter::from_json_str(
+    ///     r#"{"$or": [{"lang": "en"}, {"tags": {"$in": ["docs", "faq"]}}], "year": {"$gte": 2020}}"#,
+    /// )?;
+    /// # let _ = f;
+    /// // A mistake is an error that says where.
+    /// let e = Filter::from_json_str(r#"{"year": {"$greater": 3}}"#).unwrap_err();
+    /// assert!(e.to_string().contains("$greater"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_json_str(s: &str) -> Result<Filter> {
         let v: serde_json::Value = serde_json::from_str(s)
             .map_err(|e| Error::invalid("filter", format!("not JSON: {e}")))?;

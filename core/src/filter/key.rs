@@ -35,6 +35,12 @@ fn mix(mut z: u64) -> u64 {
 /// algorithm): the state starts from the byte length, each 8-byte little-endian word of the
 /// key (the last one zero-padded) is mixed in, and the result is never `u64::MAX` (the
 /// reserved id) — that value maps to `u64::MAX - 1`.
+///
+/// ```
+/// // Fixed forever (FORMAT.md): the same key gives the same id in every process and version.
+/// assert_eq!(trovedb::str_id("doc#1"), trovedb::str_id("doc#1"));
+/// assert_ne!(trovedb::str_id("doc#1"), trovedb::str_id("doc#2"));
+/// ```
 pub fn str_id(key: &str) -> u64 {
     let bytes = key.as_bytes();
     let mut h = mix((bytes.len() as u64).wrapping_mul(K0) ^ K1);
