@@ -2,4 +2,5 @@
 
 from trovedb.cli import main_exit
 
-main_exit()
+if __name__ == "__main__":
+    main_exit()

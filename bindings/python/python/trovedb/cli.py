@@ -220,7 +220,7 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
     with _open(args.path) as db:
         c = _collection(db, args.collection)
         s = c.stats()
-        doc = {"name": c.name, "config": c.config, "stats": s}
+        doc: dict[str, Any] = {"name": c.name, "config": c.config, "stats": s}
     if args.json:
         _print_json(doc, out)
         return EXIT_OK
@@ -298,18 +298,20 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
                 except trovedb.TroveError as e:
                     err = e
             results[name] = None if err is None else f"{type(err).__name__}: {err}"
-    intact = all(e is None for e in results.values())
+    intact = all(r is None for r in results.values())
     if args.json:
         _print_json(
             {
                 "intact": intact,
-                "collections": [{"name": n, "ok": e is None, "error": e} for n, e in results.items()],
+                "collections": [
+                    {"name": n, "ok": r is None, "error": r} for n, r in results.items()
+                ],
             },
             out,
         )
     else:
-        for n, e in results.items():
-            print(f"{n}: {'ok' if e is None else 'DAMAGED: ' + e}", file=out)
+        for n, r in results.items():
+            print(f"{n}: {'ok' if r is None else 'DAMAGED: ' + r}", file=out)
         print("intact" if intact else "damaged (see above; `trovedb repair` may help)", file=out)
     return EXIT_OK if intact else EXIT_DAMAGED
 
@@ -558,7 +560,7 @@ def _parquet_rows(path: Path, id_field: str, vector_field: str) -> Iterator[tupl
 
 def _pyarrow_parquet() -> Any:
     try:
-        import pyarrow.parquet as pq  # noqa: PLC0415 - optional dependency
+        import pyarrow.parquet as pq  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         raise UsageError(
             "Parquet needs pyarrow: pip install 'trovedb[parquet]' (or pyarrow)"
@@ -628,7 +630,7 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
         else:
             if first is None:
                 raise UsageError(f"{args.file}: no rows, and collection `{args.collection}` does not exist")
-            params = {}
+            params: dict[str, Any] = {}
             for kv in args.index_param or []:
                 k, _, v = kv.partition("=")
                 try:
@@ -760,7 +762,7 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
 
 def _export_parquet(c: trovedb.Collection, filt: Any, args: argparse.Namespace, progress: _Progress) -> int:
     pq = _pyarrow_parquet()
-    import pyarrow as pa  # noqa: PLC0415 - optional dependency
+    import pyarrow as pa  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     id_type = pa.string() if c.id_type == "str" else pa.uint64()
     fields = [pa.field("id", id_type)]
