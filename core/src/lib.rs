@@ -150,7 +150,7 @@ pub use filter::key::{str_id, MAX_STR_ID_BYTES};
 pub use filter::value::{payload_from_json, payload_to_json, Payload, Value};
 pub use interrupt::interruptible;
 pub use types::{
-    CollectionConfig, Fusion, IdType, IndexConfig, Metric, SearchParams, TextConfig,
+    CollectionConfig, Fusion, IdType, IndexConfig, Metric, SearchParams, TextConfig, TextStats,
     HNSW_DEFAULT_SEED, IVF_DEFAULT_NPROBE, IVF_DEFAULT_REFINE, LSH_DEFAULT_PROBES,
     LSH_DEFAULT_REFINE, LSH_DEFAULT_TABLES, MAX_DIM, MAX_TEXT_FIELDS,
 };

@@ -629,9 +629,61 @@ pub struct SearchParams {
     pub hybrid_candidates: Option<usize>,
     /// Hybrid search: how the two rankings are combined (default: score blend, alpha 0.5).
     pub fusion: Fusion,
+    /// Keyword search: BM25 statistics to score with instead of this collection's own
+    /// (the sum of [`crate::Collection::text_stats`] over the shards of a collection split
+    /// across databases, so every shard scores as if it held all of them).
+    pub text_stats: Option<std::sync::Arc<TextStats>>,
+}
+
+/// The BM25 statistics of one keyword query over a collection's live documents: what a
+/// score depends on besides the document itself. [`crate::Collection::text_stats`]
+/// computes them; statistics of several collections (shards) add up with
+/// [`TextStats::add`]; [`SearchParams::with_text_stats`] scores with them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TextStats {
+    /// The query's terms after analysis, in query order (duplicates removed).
+    pub terms: Vec<String>,
+    /// Per text field, in the collection's order: (live documents, their total tokens).
+    pub fields: Vec<(u64, u64)>,
+    /// Live documents holding each term, field-major: `df[f * terms.len() + t]`.
+    pub df: Vec<u64>,
+}
+
+impl TextStats {
+    /// Add the statistics of another collection (another shard) for the same query.
+    pub fn add(&mut self, other: &TextStats) -> Result<()> {
+        if other.terms != self.terms || other.fields.len() != self.fields.len() {
+            return Err(Error::invalid(
+                "text_stats",
+                format!(
+                    "statistics of terms {:?} over {} field(s) cannot be added to those of {:?} \
+                     over {}",
+                    other.terms,
+                    other.fields.len(),
+                    self.terms,
+                    self.fields.len()
+                ),
+            ));
+        }
+        for (a, b) in self.fields.iter_mut().zip(&other.fields) {
+            a.0 += b.0;
+            a.1 += b.1;
+        }
+        for (a, b) in self.df.iter_mut().zip(&other.df) {
+            *a += b;
+        }
+        Ok(())
+    }
 }
 
 impl SearchParams {
+    /// Score keyword queries with these statistics (see [`TextStats`]).
+    #[must_use]
+    pub fn with_text_stats(mut self, stats: TextStats) -> Self {
+        self.text_stats = Some(std::sync::Arc::new(stats));
+        self
+    }
+
     /// Also return each hit's payload.
     #[must_use]
     pub fn with_payload(mut self, yes: bool) -> Self {

@@ -558,3 +558,73 @@ fn match_filter_agrees_with_a_naive_evaluator() {
     assert!(removed > 0);
     assert_eq!(c.count(&f).unwrap(), 0);
 }
+
+/// A collection split over three databases (shards): each shard searched with the summed
+/// statistics of all three gives the scores of the f64 oracle over every document, so the
+/// merged top k equals one collection's; statistics of another query are refused.
+#[test]
+fn summed_text_stats_make_shards_score_like_one_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Analyzer::new(&trovedb::text::AnalyzerConfig::default());
+    let shards: Vec<_> = (0..3)
+        .map(|i| {
+            let db = Database::open(
+                dir.path().join(format!("s{i}")),
+                DbOptions::default().seal_threshold_rows(300),
+            )
+            .unwrap();
+            let c = db.create_collection("c", &text_config()).unwrap();
+            (db, c)
+        })
+        .collect();
+    let mut rng = Rng::new(77);
+    let mut docs = Docs::new();
+    for id in 0..1500u64 {
+        let text = doc(&mut rng);
+        let group = rng.below(6) as i64;
+        let v = rng.vector(DIM);
+        shards[(id % 3) as usize]
+            .1
+            .upsert(&[id], &v, &[payload(text.as_ref(), group)])
+            .unwrap();
+        docs.insert(id, (text, group));
+    }
+    // Deletions count: the statistics are of live documents.
+    for id in (0..1500u64).step_by(7) {
+        shards[(id % 3) as usize].1.delete(&[id]).unwrap();
+        docs.remove(&id);
+    }
+    for q in queries(&mut Rng::new(5)) {
+        let mut stats = shards[0].1.text_stats(&q).unwrap();
+        for (_, c) in &shards[1..] {
+            stats.add(&c.text_stats(&q).unwrap()).unwrap();
+        }
+        let p = SearchParams::default().with_text_stats(stats);
+        let mut merged: Vec<trovedb::Hit> = shards
+            .iter()
+            .flat_map(|(_, c)| c.search_text(&q, 10, &p).unwrap())
+            .collect();
+        merged.sort_by(|x, y| x.distance.total_cmp(&y.distance).then(x.id.cmp(&y.id)));
+        merged.truncate(10);
+        assert_matches(
+            &merged,
+            &oracle(&a, &docs, &q, &|_| true),
+            10,
+            &format!("sharded `{q}`"),
+        );
+    }
+    // Statistics computed for another text are refused, naming both term lists.
+    let stats = shards[0].1.text_stats("river0 stone1").unwrap();
+    let e = shards[1]
+        .1
+        .search_text(
+            "garden2",
+            5,
+            &SearchParams::default().with_text_stats(stats.clone()),
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    assert!(e.to_string().contains("garden2"), "{e}");
+    let mut other = shards[1].1.text_stats("garden2").unwrap();
+    assert!(other.add(&stats).is_err());
+}

@@ -11,6 +11,7 @@ use trovedb::{
 };
 
 use trovedb::text::StopWords;
+use trovedb::TextStats;
 
 use crate::convert::{
     f32_array, filter_from_py, id_to_py, ids_from_py, payload_from_py, payload_to_py, PyIds,
@@ -74,6 +75,36 @@ fn point_to_py(py: Python<'_>, p: Point, include_vector: bool) -> PyResult<Bound
     Ok(d)
 }
 
+/// `text_stats()`'s dict back into statistics (as returned, or summed over shards).
+fn text_stats_from_py(v: &Bound<'_, PyAny>) -> PyResult<TextStats> {
+    let bad = |what: &str| {
+        PyValueError::new_err(format!(
+            "text_stats must be a dict as text_stats() returns it (terms, fields, df): {what}"
+        ))
+    };
+    let d = v.cast::<PyDict>().map_err(|_| bad("not a dict"))?;
+    let get = |k: &str| -> PyResult<Bound<'_, PyAny>> {
+        d.get_item(k)?.ok_or_else(|| bad(&format!("no `{k}`")))
+    };
+    let terms: Vec<String> = get("terms")?
+        .extract()
+        .map_err(|_| bad("`terms` must be a list of strings"))?;
+    let pairs: Vec<Vec<u64>> = get("fields")?
+        .extract()
+        .map_err(|_| bad("`fields` must be a list of [documents, tokens] pairs"))?;
+    let fields = pairs
+        .iter()
+        .map(|p| match p.as_slice() {
+            [n, t] => Ok((*n, *t)),
+            _ => Err(bad("`fields` must be a list of [documents, tokens] pairs")),
+        })
+        .collect::<PyResult<Vec<(u64, u64)>>>()?;
+    let df: Vec<u64> = get("df")?
+        .extract()
+        .map_err(|_| bad("`df` must be a list of non-negative integers"))?;
+    Ok(TextStats { terms, fields, df })
+}
+
 fn parse_search_params(
     params: Option<&Bound<'_, PyDict>>,
     include_payload: bool,
@@ -96,10 +127,11 @@ fn parse_search_params(
                         PyValueError::new_err("parallel_segments must be True or False")
                     })?);
                 }
+                "text_stats" => out = out.with_text_stats(text_stats_from_py(&v)?),
                 other => {
                     return Err(PyValueError::new_err(format!(
                         "unknown search parameter `{other}` (known: ef, nprobe, refine, probes, \
-                         parallel_segments)"
+                         parallel_segments, text_stats)"
                     )))
                 }
             }
@@ -629,6 +661,22 @@ impl PyCollection {
     fn wait_idle(&self, py: Python<'_>) -> PyResult<()> {
         let c = &self.c;
         py.detach(|| c.wait_idle()).py_err()
+    }
+
+    /// The BM25 statistics of the keyword query `text` over this collection's live
+    /// documents: `{"terms": [...], "fields": [[documents, tokens], ...], "df": [...]}`
+    /// (`df` field-major). Summed over the shards of a collection split across databases
+    /// and passed back as `search(text=..., text_stats=...)`, every shard scores as one
+    /// collection holding all the documents would.
+    fn text_stats<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyDict>> {
+        let c = &self.c;
+        let s = py.detach(|| c.text_stats(text)).py_err()?;
+        let d = PyDict::new(py);
+        d.set_item("terms", s.terms)?;
+        let fields: Vec<[u64; 2]> = s.fields.iter().map(|&(n, t)| [n, t]).collect();
+        d.set_item("fields", fields)?;
+        d.set_item("df", s.df)?;
+        Ok(d)
     }
 
     /// Check every checksum of every sealed segment.

@@ -22,7 +22,7 @@ use crate::filter::value::{Payload, Value};
 use crate::index::text::{self, Bm25, MemText, QueryTerm, TextSource};
 use crate::index::topk::TopK;
 use crate::text::Analyzer;
-use crate::types::{Fusion, IndexConfig, SearchParams, TextConfig};
+use crate::types::{Fusion, IndexConfig, SearchParams, TextConfig, TextStats};
 
 /// A collection's text fields with their analyzer (shared by its segments).
 #[derive(Debug)]
@@ -174,6 +174,29 @@ fn gather(
                     .map_err(|off| damaged(sealed_path(*seg), off))?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Statistics given with a query must be for its terms and the collection's fields.
+fn check_stats(given: &TextStats, terms: &[String], fields: usize) -> Result<()> {
+    if given.terms != terms
+        || given.fields.len() != fields
+        || given.df.len() != fields * terms.len()
+    {
+        return Err(Error::invalid(
+            "text_stats",
+            format!(
+                "the statistics are for terms {:?} over {} field(s) ({} document frequencies); \
+                 this query analyses to {:?} over {} field(s): compute them with text_stats \
+                 for the same text",
+                given.terms,
+                given.fields.len(),
+                given.df.len(),
+                terms,
+                fields
+            ),
+        ));
     }
     Ok(())
 }
@@ -379,9 +402,15 @@ impl Collection {
                 .map(|(_, s)| s)
                 .collect();
             segs.extend(unsealed.iter().copied());
-            let mut totals = vec![(0u64, 0u64); nf];
-            let mut dfs = vec![0u64; nf * terms.len()];
-            gather(ti, &terms, &segs, &mut totals, &mut dfs)?;
+            let (totals, dfs) = if let Some(given) = &params.text_stats {
+                check_stats(given, &terms, nf)?;
+                (given.fields.clone(), given.df.clone())
+            } else {
+                let mut totals = vec![(0u64, 0u64); nf];
+                let mut dfs = vec![0u64; nf * terms.len()];
+                gather(ti, &terms, &segs, &mut totals, &mut dfs)?;
+                (totals, dfs)
+            };
             let mut qterms = Vec::new();
             for (f, (docs, tokens)) in totals.iter().enumerate() {
                 if *docs == 0 {
@@ -452,6 +481,50 @@ impl Collection {
             payloads,
             extra: extra_scores,
         })
+    }
+
+    /// The BM25 statistics of the keyword query `text` over this collection's live
+    /// documents (those matching no filter: statistics are always collection-wide). Sum
+    /// them over the shards of a collection split across databases ([`TextStats::add`])
+    /// and search each shard with [`SearchParams::with_text_stats`]: every shard then
+    /// scores exactly as one collection holding all the documents would.
+    ///
+    /// ```
+    /// use trovedb::{CollectionConfig, Database, DbOptions, Metric, Payload, SearchParams, TextConfig, Value};
+    /// let dir = tempfile::tempdir()?;
+    /// let db = Database::open(dir.path(), DbOptions::default())?;
+    /// let config = CollectionConfig { text: Some(TextConfig::new(["t"])), ..CollectionConfig::new(1, Metric::L2) };
+    /// let (a, b) = (db.create_collection("a", &config)?, db.create_collection("b", &config)?);
+    /// let doc = |t: &str| Payload::from([("t".to_string(), Value::Str(t.into()))]);
+    /// a.upsert(&[1, 2], &[0.0, 0.0], &[doc("red fox"), doc("red hen")])?;
+    /// b.upsert(&[3], &[0.0], &[doc("blue fox")])?;
+    /// let mut stats = a.text_stats("fox")?;
+    /// stats.add(&b.text_stats("fox")?)?;
+    /// assert_eq!((stats.fields[0].0, stats.df[0]), (3, 2)); // 3 documents, 2 hold "fox"
+    /// let p = SearchParams::default().with_text_stats(stats);
+    /// let (ha, hb) = (a.search_text("fox", 1, &p)?, b.search_text("fox", 1, &p)?);
+    /// assert_eq!(ha[0].distance, hb[0].distance); // same length, same statistics
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn text_stats(&self, text: &str) -> Result<TextStats> {
+        self.check_read()?;
+        let ti = self.text_indexing()?;
+        let terms = ti.query_terms(text);
+        let nf = ti.fields.len();
+        let mut fields = vec![(0u64, 0u64); nf];
+        let mut df = vec![0u64; nf * terms.len()];
+        {
+            let st = self.state.read();
+            let sealed: Vec<SealedSegment> = st.sealed_snapshot();
+            let mut segs: Vec<Segment<'_>> = sealed.iter().map(Segment::Sealed).collect();
+            segs.extend(
+                st.segments()
+                    .filter(|(at, _)| !matches!(at, super::segment::SegmentAt::Sealed(_)))
+                    .map(|(_, s)| s),
+            );
+            gather(ti, &terms, &segs, &mut fields, &mut df)?;
+        }
+        Ok(TextStats { terms, fields, df })
     }
 
     /// The distance from the prepared query `q` to each of `ids` (`None`: not live).
