@@ -141,8 +141,9 @@ mod types;
 
 pub use collection::{
     BackgroundStats, BackupReport, Collection, CollectionRepair, CollectionStats, CompactionPolicy,
-    Database, DbOptions, DroppedSegment, Durability, Hit, LogCut, MergePolicy, OpenReport, Page,
-    PayloadUpdate, Point, RepairReport, SegmentSizes, SegmentStats, TornTail, RESERVED_ID,
+    Database, DbOptions, DroppedSegment, Durability, Hit, HybridCandidates, LogCut, MergePolicy,
+    OpenReport, Page, PayloadUpdate, Point, RepairReport, SegmentSizes, SegmentStats, TornTail,
+    RESERVED_ID,
 };
 pub use error::{Error, Result};
 pub use filter::expr::{Filter, IdMatch, TextMatch};

@@ -361,6 +361,86 @@ impl PyCollection {
         )
     }
 
+    /// The two rankings of a hybrid search before fusion, for a caller that fuses the
+    /// candidates of several collections (the shards of `trovedb.ray`): `{"dense": [(id,
+    /// distance), ...], "keyword": [(id, score), ...], "both": [(id, distance, score),
+    /// ...], "payloads": {id: payload}}` (payloads when asked). Same arguments as a hybrid
+    /// `search` of one query; `text_stats` (in `**search_params`) makes the keyword scores
+    /// collection-wide.
+    #[pyo3(signature = (query, text, k = 10, filter = None, include_payload = false,
+        hybrid_candidates = None, **search_params))]
+    #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
+    fn hybrid_candidates<'py>(
+        &self,
+        py: Python<'py>,
+        query: &Bound<'py, PyAny>,
+        text: &str,
+        k: i64,
+        filter: Option<&Bound<'py, PyAny>>,
+        include_payload: bool,
+        hybrid_candidates: Option<i64>,
+        search_params: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        if k < 1 || k as u64 > MAX_K as u64 {
+            return Err(PyValueError::new_err(format!(
+                "k must be in 1..={MAX_K}, got {k}"
+            )));
+        }
+        let mut params = parse_search_params(search_params, include_payload)?;
+        if let Some(n) = hybrid_candidates {
+            if n < 1 {
+                return Err(PyValueError::new_err(format!(
+                    "hybrid_candidates must be at least 1, got {n}"
+                )));
+            }
+            params = params.with_hybrid_candidates(n as usize);
+        }
+        if let Some(f) = filter_from_py(filter.filter(|f| !f.is_none()))? {
+            params = params.with_filter(f);
+        }
+        let arr = f32_array(query)?;
+        let dim = self.c.dim();
+        if arr.shape() != [dim] {
+            return Err(PyValueError::new_err(format!(
+                "query must have shape ({dim},); got {:?}",
+                arr.shape()
+            )));
+        }
+        let q: Vec<f32> = arr.readonly().as_slice()?.to_vec();
+        let c = &self.c;
+        let text = text.to_owned();
+        let h = py
+            .detach(move || c.hybrid_candidates(&q, &text, k as usize, &params))
+            .py_err()?;
+        let key = |id: u64| h.payloads.get(&id).and_then(|(k, _)| k.as_deref());
+        let d = PyDict::new(py);
+        let dense = PyList::empty(py);
+        for (id, dist) in &h.dense {
+            dense.append((id_to_py(py, *id, key(*id))?, *dist))?;
+        }
+        let keyword = PyList::empty(py);
+        for (id, score) in &h.keyword {
+            keyword.append((id_to_py(py, *id, key(*id))?, *score))?;
+        }
+        let both = PyList::empty(py);
+        for (id, dist, score) in &h.both {
+            both.append((id_to_py(py, *id, key(*id))?, *dist, *score))?;
+        }
+        let payloads = PyDict::new(py);
+        if include_payload {
+            for (id, (k, p)) in &h.payloads {
+                if let Some(p) = p {
+                    payloads.set_item(id_to_py(py, *id, k.as_deref())?, payload_to_py(py, p)?)?;
+                }
+            }
+        }
+        d.set_item("dense", dense)?;
+        d.set_item("keyword", keyword)?;
+        d.set_item("both", both)?;
+        d.set_item("payloads", payloads)?;
+        Ok(d)
+    }
+
     /// Nearest neighbours of `query` (`[dim]`, or `[nq, dim]` for a batch), of the stored
     /// point `id` ("more like this": the point itself left out), keyword search for `text`
     /// (a string, or a list of strings for a batch), or both vector and text (hybrid).

@@ -107,8 +107,8 @@ def test_bad_input_changes_nothing_and_errors_name_the_problem(tmp_path):
     with pytest.raises(TypeError, match="nested objects are not supported"):
         c.upsert([1], vecs[:1], [{"nested": {"a": 1}}])
     assert len(c) == 0
-    with pytest.raises(NotImplementedError, match="hybrid"):
-        c.search(vecs[0], text="hello")
+    with pytest.raises(ValueError, match="text"):
+        c.search(vecs[0], text="hello")  # hybrid without text fields
     with pytest.raises(ValueError, match="text"):
         c.search(text="hello")  # no text fields in this collection
     with pytest.raises(trovedb.CollectionExistsError):
@@ -166,6 +166,39 @@ def test_keyword_search_across_shards_scores_like_one_collection(tmp_path):
     assert [r.distances.tolist() for r in batch] == [
         (-np.asarray(one.search(text=q, k=5).scores)).tolist() for q in queries[:3]
     ]
+    c.close()
+    db.close()
+
+
+def test_hybrid_search_across_shards_fuses_like_one_collection(tmp_path):
+    rng = np.random.default_rng(21)
+    words = "red green blue fox hen owl river stone cloud ember frost maple quartz".split()
+    vecs, pays = points(2000, seed=21)
+    for p in pays:
+        p["text"] = " ".join(rng.choice(words, size=rng.integers(2, 12)))
+    ids = list(range(2000))
+    db, one = single(tmp_path, vecs, pays, ids, dim=DIM, metric="cosine", index="flat",
+                     text_fields=["text"])
+    c = tr.create_collection(tmp_path / "root", "c", 3, DIM, "cosine", text_fields=["text"])
+    c.upsert(ids, vecs, pays)
+    c.delete(list(range(0, 2000, 9)))
+    one.delete(list(range(0, 2000, 9)))
+    qv = rng.standard_normal((6, DIM)).astype(np.float32)
+    texts = ["fox river", "quartz", "owl hen stone", "maple ember frost cloud", "red", "nothing"]
+    for fusion in ("weighted", "rrf"):
+        for q, t in zip(qv, texts):
+            for flt in (None, {"g": {"$gte": 2}}):
+                kw = dict(k=10, filter=flt, fusion=fusion, hybrid_candidates=30, include_payload=True)
+                got = c.search(q, text=t, **kw)
+                want = one.search(q.tolist(), text=t, **kw)
+                assert np.array_equal(got.distances, -np.asarray(want.scores)), (fusion, t, flt)
+                assert groups(got.ids, got.distances) == groups(list(want.ids), -np.asarray(want.scores))
+                assert all(h.payload == pays[h.id] for h in got)
+    # A batch: one text per query vector.
+    batch = c.search(qv[:3], text=texts[:3], k=5, alpha=0.3)
+    for q, t, r in zip(qv[:3], texts[:3], batch):
+        want = one.search(q.tolist(), text=t, k=5, alpha=0.3)
+        assert np.array_equal(r.distances, -np.asarray(want.scores))
     c.close()
     db.close()
 

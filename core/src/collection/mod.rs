@@ -28,3 +28,4 @@ pub use ops::{Page, PayloadUpdate};
 pub use options::{CompactionPolicy, DbOptions, Durability, MergePolicy, SegmentSizes};
 pub use repair::{CollectionRepair, DroppedSegment, LogCut, RepairReport};
 pub use stats::{BackgroundStats, CollectionStats, SegmentStats, TornTail};
+pub use text::HybridCandidates;

@@ -567,19 +567,19 @@ impl Collection {
             .collect())
     }
 
-    /// Hybrid search: the vector query and the keyword query under the same filter, each
-    /// fetching `params.hybrid_candidates` (default `max(k, 50)`) candidates, fused by
-    /// `params.fusion` (a min-max score blend with alpha 0.5 by default). Each hit's
-    /// `distance` is minus its fused score. Without an explicit `ef`, an HNSW collection's
-    /// vector branch searches with `max(ef_search, 2 * candidates)`, so that its
-    /// candidates are as good as its top-k would be.
-    pub fn search_hybrid(
+    /// The two rankings of a hybrid search before fusion (see
+    /// [`HybridCandidates`]): what [`Collection::search_hybrid`] fuses, for a caller that
+    /// fuses the candidates of several collections itself (the shards of a collection split
+    /// across databases, searched with the same `params` — including
+    /// [`SearchParams::with_text_stats`] — then fused over the union as one collection
+    /// would). `k` sets the number of candidates as in `search_hybrid`.
+    pub fn hybrid_candidates(
         &self,
         query: &[f32],
         text: &str,
         k: usize,
         params: &SearchParams,
-    ) -> Result<Vec<Hit>> {
+    ) -> Result<HybridCandidates> {
         self.check_read()?;
         if k == 0 {
             return Err(Error::invalid("k", "k must be at least 1"));
@@ -643,7 +643,43 @@ impl Collection {
                 });
             }
         }
-        let fused = fuse(params.fusion, &dense_ranked, &keyword.found, &both, k);
+        Ok(HybridCandidates {
+            dense: dense_ranked,
+            keyword: keyword.found.iter().map(|(id, d)| (*id, -d)).collect(),
+            both: both.iter().map(|c| (c.id, c.distance, c.score)).collect(),
+            payloads,
+        })
+    }
+
+    /// Hybrid search: the vector query and the keyword query under the same filter, each
+    /// fetching `params.hybrid_candidates` (default `max(k, 50)`) candidates, fused by
+    /// `params.fusion` (a min-max score blend with alpha 0.5 by default). Each hit's
+    /// `distance` is minus its fused score. Without an explicit `ef`, an HNSW collection's
+    /// vector branch searches with `max(ef_search, 2 * candidates)`, so that its
+    /// candidates are as good as its top-k would be.
+    pub fn search_hybrid(
+        &self,
+        query: &[f32],
+        text: &str,
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<Hit>> {
+        let HybridCandidates {
+            dense,
+            keyword,
+            both,
+            mut payloads,
+        } = self.hybrid_candidates(query, text, k, params)?;
+        let keyword_found: Vec<(u64, f32)> = keyword.iter().map(|(id, s)| (*id, -s)).collect();
+        let both: Vec<Candidate> = both
+            .into_iter()
+            .map(|(id, distance, score)| Candidate {
+                id,
+                distance,
+                score,
+            })
+            .collect();
+        let fused = fuse(params.fusion, &dense, &keyword_found, &both, k);
         Ok(fused
             .into_iter()
             .map(|(id, score)| {
@@ -657,6 +693,21 @@ impl Collection {
             })
             .collect())
     }
+}
+
+/// The two rankings of a hybrid search and every candidate's pair of scores
+/// ([`Collection::hybrid_candidates`]).
+#[derive(Debug, Clone, Default)]
+pub struct HybridCandidates {
+    /// The vector branch: `(id, distance)`, best first.
+    pub dense: Vec<(u64, f32)>,
+    /// The keyword branch: `(id, BM25 score)`, best first.
+    pub keyword: Vec<(u64, f32)>,
+    /// Every live candidate of either branch with both scores: `(id, distance, score)`
+    /// (score 0 where it holds no query term).
+    pub both: Vec<(u64, f32, f32)>,
+    /// Each candidate's key (string-id collections) and payload (when asked for).
+    pub payloads: HashMap<u64, (Option<String>, Option<Payload>)>,
 }
 
 /// Candidates each branch of a hybrid search fetches by default (at least `k`).

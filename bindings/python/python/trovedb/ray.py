@@ -180,6 +180,27 @@ class _Shard:
             )
         return out
 
+    def hybrid(
+        self,
+        queries: np.ndarray,
+        texts: list[str],
+        k: int,
+        filter: Any,
+        include_payload: bool,
+        candidates: Optional[int],
+        params: dict[str, Any],
+        stats: list[dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        """Per query, both rankings and every local candidate's two scores (keyword scores
+        with the collection-wide statistics), unfused."""
+        return [
+            self.c.hybrid_candidates(
+                queries[i], texts[i], k=k, filter=filter, include_payload=include_payload,
+                hybrid_candidates=candidates, text_stats=stats[i], **params,
+            )
+            for i in range(len(texts))
+        ]
+
     def search_batch(
         self, queries: np.ndarray, k: int, filter: Any, include_payload: bool, params: dict[str, Any]
     ) -> list[tuple[Any, np.ndarray, Optional[list]]]:
@@ -335,7 +356,8 @@ class ShardedResult:
 def _merge(
     parts: list[tuple[Any, np.ndarray, Optional[list]]], k: int, include_payload: bool
 ) -> ShardedResult:
-    """Exact global top-k of per-shard top-k lists (ties: the smaller shard, then rank)."""
+    """Exact global top-k of per-shard top-k lists (ties: the smaller integer id; string
+    ids: the earlier shard)."""
     ids: list[Any] = []
     dists: list[np.ndarray] = []
     pays: list[Optional[dict[str, Any]]] = []
@@ -345,7 +367,11 @@ def _merge(
         if include_payload:
             pays.extend(p or [None] * len(d))
     d = np.concatenate(dists) if dists else np.zeros(0, dtype=np.float32)
-    order = np.argsort(d, kind="stable")[:k]
+    if ids and not isinstance(ids[0], str):
+        # Ties broken by the smaller id, as within one collection.
+        order = np.lexsort((np.asarray(ids, dtype=np.uint64), d))[:k]
+    else:
+        order = np.argsort(d, kind="stable")[:k]
     out_ids = [ids[i] for i in order]
     out_d = d[order]
     out_p = [pays[i] for i in order] if include_payload else None
@@ -371,6 +397,39 @@ def _sum_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
             a[1] += b[1]
         out["df"] = [a + b for a, b in zip(out["df"], p["df"])]
     return out
+
+
+def _fuse(
+    fusion: str,
+    alpha: float,
+    rrf_k: float,
+    dense: list[Any],
+    keyword: list[Any],
+    both: list[Any],
+    k: int,
+) -> list[tuple[Any, float]]:
+    """The engine's fusion (core `collection/text.rs`, `fuse`), step for step in the same
+    float64 arithmetic, over the collection-wide candidates: rank fusion over the two
+    rankings, or the min-max blend over every candidate's two scores. Best first (ties:
+    the smaller id)."""
+    score: dict[Any, float] = {}
+    if fusion == "rrf":
+        rk = float(np.float32(rrf_k))
+        for ranking in (dense, keyword):
+            for rank, c in enumerate(ranking):
+                score[c[0]] = score.get(c[0], 0.0) + 1.0 / (rk + rank + 1.0)
+    else:
+        a = float(np.float32(alpha))
+
+        def norm(v: list[float]) -> list[float]:
+            lo, hi = min(v, default=0.0), max(v, default=0.0)
+            return [(x - lo) / (hi - lo) if hi > lo else 1.0 for x in v]
+
+        dn = norm([-float(c[1]) for c in both])
+        kn = norm([float(c[2]) for c in both])
+        for c, d, t in zip(both, dn, kn):
+            score[c[0]] = a * d + (1.0 - a) * t
+    return sorted(score.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
 
 # ---------------------------------------------------------------------------------------
@@ -540,6 +599,10 @@ class ShardedCollection:
         include_payload: bool = False,
         *,
         text: Union[str, Sequence[str], None] = None,
+        fusion: str = "weighted",
+        alpha: float = 0.5,
+        rrf_k: float = 60.0,
+        hybrid_candidates: Optional[int] = None,
         **search_params: Any,
     ) -> Union[ShardedResult, list[ShardedResult]]:
         """Nearest neighbours of one query (a list of floats or a 1-d array: one result)
@@ -547,14 +610,17 @@ class ShardedCollection:
         shard returns its top `k` under `filter`, the handle keeps the exact global top
         `k`. Index knobs (`ef`, `nprobe`, ...) are passed to every shard. `text=` is
         keyword search (BM25 with the statistics of the whole collection, gathered from
-        the shards first; a list of texts is a batch); a vector and a text together
-        (hybrid) is not available across shards yet."""
+        the shards first; a list of texts is a batch); a vector and a text together is
+        hybrid search: every shard returns its two rankings and each candidate's two
+        scores, the handle keeps the collection-wide top candidates of each ranking and
+        fuses them as one collection would (`fusion`, `alpha`, `rrf_k`,
+        `hybrid_candidates` as in `Collection.search`)."""
         if k < 1:
             raise ValueError("k must be at least 1")
         if text is not None and query is not None:
-            raise NotImplementedError(
-                "hybrid search across shards is not built yet (its score blend normalises "
-                "over the candidates of the whole collection); search by vector or by text"
+            return self._search_hybrid(
+                query, text, k, filter, include_payload, fusion, alpha, rrf_k,
+                hybrid_candidates, search_params,
             )
         if text is not None:
             return self._search_text(text, k, filter, include_payload, search_params)
@@ -612,6 +678,63 @@ class ShardedCollection:
             _merge([per_shard[s][i] for s in range(self.num_shards)], k, include_payload)
             for i in range(len(texts))
         ]
+        return results[0] if single else results
+
+    def _search_hybrid(
+        self,
+        query: Any,
+        text: Union[str, Sequence[str]],
+        k: int,
+        filter: Any,
+        include_payload: bool,
+        fusion: str,
+        alpha: float,
+        rrf_k: float,
+        candidates: Optional[int],
+        params: dict[str, Any],
+    ) -> Union[ShardedResult, list[ShardedResult]]:
+        if fusion not in ("weighted", "rrf"):
+            raise ValueError(f'fusion must be "rrf" or "weighted", got {fusion!r}')
+        if candidates is not None and candidates < 1:
+            raise ValueError(f"hybrid_candidates must be at least 1, got {candidates}")
+        q = np.asarray(query, dtype=np.float32)
+        single = q.ndim == 1
+        texts = [text] if isinstance(text, str) else list(text)
+        if single:
+            q = q[None, :]
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"query must have shape ({self.dim},) or (nq, {self.dim}); got {q.shape}")
+        if len(texts) != len(q):
+            raise ValueError(f"a hybrid search takes one text per query vector: {len(q)} and {len(texts)}")
+        n = max(candidates, k) if candidates is not None else max(k, 50)
+        per_shard_stats = self._all("text_stats", texts)
+        stats = [_sum_stats([ps[i] for ps in per_shard_stats]) for i in range(len(texts))]
+        refs = [
+            a.hybrid.remote(np.ascontiguousarray(q), texts, k, filter, include_payload, candidates,
+                            params, stats)
+            for a in self._actors
+        ]
+        per_shard = self._gather(refs, list(range(self.num_shards)))
+        results = []
+        for i in range(len(texts)):
+            parts = [per_shard[s][i] for s in range(self.num_shards)]
+            # Ties broken by id, as the engine's rankings do.
+            dense = sorted((c for p in parts for c in p["dense"]), key=lambda c: (c[1], c[0]))[:n]
+            keyword = sorted((c for p in parts for c in p["keyword"]), key=lambda c: (-c[1], c[0]))[:n]
+            keep = {c[0] for c in dense} | {c[0] for c in keyword}
+            both = [c for p in parts for c in p["both"] if c[0] in keep]
+            fused = _fuse(fusion, alpha, rrf_k, dense, keyword, both, k)
+            pays: dict[Any, Any] = {}
+            for p in parts:
+                pays.update(p["payloads"])
+            ids = [f[0] for f in fused]
+            dists = np.asarray([-np.float32(f[1]) for f in fused], dtype=np.float32)
+            payloads = [pays.get(x, {}) for x in ids] if include_payload else None
+            hits = [
+                ShardedHit(x, float(dists[j]), payloads[j] if payloads is not None else None)
+                for j, x in enumerate(ids)
+            ]
+            results.append(ShardedResult(ids, dists, payloads, hits))
         return results[0] if single else results
 
     def scroll_all(
