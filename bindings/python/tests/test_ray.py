@@ -268,6 +268,37 @@ def test_datasink_ingest_and_read_back(tmp_path):
     c.close()
 
 
+@pytest.mark.skipif(not DEV.is_dir(), reason="../shared/data/text-minilm-dev not present")
+def test_datasink_ingests_the_dev_set_and_every_point_is_found(tmp_path):
+    import pyarrow as pa
+
+    base = read_fvecs(DEV / "base.fvecs")
+    meta = [json.loads(line) for line in (DEV / "metadata.jsonl").read_text().splitlines()]
+    table = pa.table(
+        {
+            "id": pa.array([m["doc_id"] for m in meta]),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(base.reshape(-1)), 384),
+            "source": pa.array([m["source"] for m in meta]),
+            "year": pa.array([m["year"] for m in meta]),
+        }
+    )
+    c = tr.create_collection(tmp_path, "dev", 4, 384, "cosine", "flat", id_type="str")
+    sink = tr.TroveDatasink(tmp_path, "dev")
+    ray.data.from_arrow(table).repartition(8).write_datasink(sink)
+    assert sink.rows_written == len(base) == len(c)
+    got = c.get([m["doc_id"] for m in meta])
+    assert all(g is not None for g in got)
+    assert all(
+        np.array_equal(g["vector"], base[i]) and g["payload"] == {"source": meta[i]["source"], "year": meta[i]["year"]}
+        for i, g in enumerate(got)
+    )
+    assert c.count({"source": "kjv"}) == sum(m["source"] == "kjv" for m in meta)
+    # Each point is its own nearest neighbour.
+    for i in (0, 777, 19_999):
+        assert c.search(base[i], k=1).ids == [meta[i]["doc_id"]]
+    c.close()
+
+
 def test_a_shard_killed_mid_ingest_keeps_every_acknowledged_write(tmp_path):
     vecs, pays = points(6000, seed=5)
     c = tr.create_collection(tmp_path, "c", 2, DIM, "l2")
