@@ -111,6 +111,16 @@ def shard_of(ids: Union[Sequence[Any], np.ndarray], num_shards: int) -> np.ndarr
 # The shard actor
 
 
+def _part(r: Any, include_payload: bool) -> tuple[Any, np.ndarray, Optional[list]]:
+    """A shard's answer to one query as the handle merges it: (ids, distances, payloads)."""
+    ids = r.ids
+    return (
+        list(ids) if isinstance(ids, list) else np.asarray(ids),
+        np.asarray(r.distances),
+        r.payloads if include_payload else None,
+    )
+
+
 class _Shard:
     """Owns one shard's database. Runs inside a Ray actor; every method is idempotent so
     Ray may retry it after a restart (the log replays every acknowledged write)."""
@@ -170,14 +180,7 @@ class _Shard:
                 if stats is not None:
                     kw["text_stats"] = stats[i]
                 r = self.c.search(text=(texts or [])[i], **kw)
-            ids = r.ids
-            out.append(
-                (
-                    list(ids) if isinstance(ids, list) else np.asarray(ids),
-                    np.asarray(r.distances),
-                    r.payloads if include_payload else None,
-                )
-            )
+            out.append(_part(r, include_payload))
         return out
 
     def hybrid(
@@ -205,17 +208,7 @@ class _Shard:
         self, queries: np.ndarray, k: int, filter: Any, include_payload: bool, params: dict[str, Any]
     ) -> list[tuple[Any, np.ndarray, Optional[list]]]:
         res = self.c.search_batch(queries, k=k, filter=filter, include_payload=include_payload, **params)
-        out = []
-        for r in res:
-            ids = r.ids
-            out.append(
-                (
-                    list(ids) if isinstance(ids, list) else np.asarray(ids),
-                    np.asarray(r.distances),
-                    r.payloads if include_payload else None,
-                )
-            )
-        return out
+        return [_part(r, include_payload) for r in res]
 
     def flush(self) -> None:
         self.c.flush()
