@@ -132,10 +132,6 @@ def _open(path: str, *, write: bool = False) -> trovedb.Database:
     return trovedb.open(path, read_only=True)
 
 
-def _collection(db: trovedb.Database, name: str) -> trovedb.Collection:
-    return db.get_collection(name)
-
-
 def _collection_info(c: trovedb.Collection) -> dict[str, Any]:
     s = c.stats()
     return {
@@ -218,7 +214,7 @@ def cmd_info(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
     with _open(args.path) as db:
-        c = _collection(db, args.collection)
+        c = db.get_collection(args.collection)
         s = c.stats()
         doc: dict[str, Any] = {"name": c.name, "config": c.config, "stats": s}
     if args.json:
@@ -341,7 +337,7 @@ def cmd_compact(args: argparse.Namespace, out: TextIO) -> int:
     with _open(args.path, write=True) as db:
         names = [args.collection] if args.collection else db.list_collections()
         for name in names:
-            c = _collection(db, name)
+            c = db.get_collection(name)
             before = c.stats()
             t = time.monotonic()
             c.compact()
@@ -381,8 +377,8 @@ def _parse_json_arg(text: Optional[str], what: str) -> Any:
 
 
 def _read_vectors(path: str) -> np.ndarray:
-    """Vectors from a .npy (1-d: one vector; 2-d: one per row), .fvecs, .bvecs-free
-    float32 file, or a JSON file holding a list of numbers or a list of lists."""
+    """Vectors from a .npy (1-d: one vector; 2-d: one per row), an .fvecs file, or a JSON
+    file holding a list of numbers or a list of lists."""
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"{path}: no such file")
@@ -445,7 +441,7 @@ def cmd_search(args: argparse.Namespace, out: TextIO) -> int:
         if v is not None:
             params[key] = v
     with _open(args.path) as db:
-        c = _collection(db, args.collection)
+        c = db.get_collection(args.collection)
         kw: dict[str, Any] = dict(k=args.k, filter=filt, include_payload=not args.no_payload, **params)
         if args.vector_file is not None or args.vector is not None:
             q = (
@@ -653,17 +649,11 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
         def flush(batch: list[tuple[int, Any, Any, Optional[dict]]]) -> None:
             nonlocal written
             ids = [b[1] for b in batch]
-            vecs = np.asarray([b[2] for b in batch], dtype=np.float32) if not isinstance(
-                batch[0][2], np.ndarray
-            ) else np.stack([b[2] for b in batch])
+            # Every row's length equals the first's (checked by _records), and the first's
+            # equals the collection's dimension (checked above).
+            vecs = np.asarray([b[2] for b in batch], dtype=np.float32)
             payloads = [b[3] for b in batch] if any(b[3] is not None for b in batch) else None
             where = f"{args.file} rows {batch[0][0]}..{batch[-1][0]}"
-            if vecs.ndim != 2 or vecs.shape[1] != c.dim:
-                bad = next((b for b in batch if len(b[2]) != c.dim), batch[0])
-                raise UsageError(
-                    f"{args.file} row {bad[0]}: vector of {len(bad[2])} numbers, collection "
-                    f"`{c.name}` has dim {c.dim}"
-                )
             try:
                 c.upsert(ids, vecs, payloads)
             except (ValueError, TypeError, trovedb.IdCollisionError) as e:
@@ -673,10 +663,8 @@ def cmd_import(args: argparse.Namespace, out: TextIO) -> int:
             written += len(batch)
             progress.update(len(batch))
 
-        batch: list[tuple[int, Any, Any, Optional[dict]]] = []
+        batch: list[tuple[int, Any, Any, Optional[dict]]] = [first] if first is not None else []
         try:
-            for rec in ([first] if first is not None else []):
-                batch.append(rec)
             for rec in rows:
                 batch.append(rec)
                 if len(batch) >= args.batch_size:
@@ -730,7 +718,7 @@ def cmd_export(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError("Parquet cannot be written to stdout; give a file name")
     n = 0
     with _open(args.path) as db:
-        c = _collection(db, args.collection)
+        c = db.get_collection(args.collection)
         total = c.count(filt) if filt is not None else len(c)
         progress = _Progress(total, f"export {args.collection}", enabled=args.progress)
         try:

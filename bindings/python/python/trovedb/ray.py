@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -887,8 +888,6 @@ def create_collection(
             **index_params,
         )
         config = probe.config
-    import shutil
-
     shutil.rmtree(probe_dir, ignore_errors=True)
     nodes = sorted(_alive_nodes(), key=lambda n: n["NodeID"])
     doc = {
@@ -1018,7 +1017,7 @@ class TroveDatasink(ray.data.Datasink):
             for s in range(0, len(vectors), self.batch_size):
                 e = s + self.batch_size
                 c.upsert(
-                    ids[s:e] if isinstance(ids, np.ndarray) else ids[s:e],
+                    ids[s:e],
                     vectors[s:e],
                     payloads[s:e] if payloads is not None else None,
                 )
