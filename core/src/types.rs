@@ -78,6 +78,95 @@ pub enum IndexConfig {
     },
 }
 
+/// Quantised copies of the vectors that sealed segments of a `flat` or `hnsw` collection
+/// are searched on, re-scored exactly from the float32 vectors (README "Memory").
+///
+/// The HNSW graph is walked, and a flat segment scanned, on the codes; the best
+/// `rescore * k` candidates are then ranked by their exact distances, so the distances a
+/// search returns are always exact. The codes of a segment are trained on its own rows
+/// when it is sealed or merged. The in-memory (unsealed) rows are searched in float32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Quantization {
+    /// Float32 vectors only (the default).
+    #[default]
+    None,
+    /// One byte per component (per-component ranges trained per segment): a quarter of the
+    /// float32 bytes.
+    Sq8 {
+        /// Default re-scoring factor (override per query): the best `rescore * k`
+        /// candidates by their codes are re-ranked exactly. Default 3.
+        rescore: usize,
+    },
+    /// One bit per component (the sign about the segment's mean, with a per-row scale):
+    /// 1/32 of the float32 bytes; needs a larger `rescore`.
+    Binary {
+        /// Default re-scoring factor. Default 10.
+        rescore: usize,
+    },
+}
+
+/// Default `rescore` of [`Quantization::Sq8`].
+pub const SQ8_DEFAULT_RESCORE: usize = 3;
+/// Default `rescore` of [`Quantization::Binary`].
+pub const BINARY_DEFAULT_RESCORE: usize = 10;
+/// Largest `rescore`.
+pub const MAX_RESCORE: usize = 1000;
+
+impl Quantization {
+    /// `"none"`, `"sq8"` or `"binary"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Quantization::None => "none",
+            Quantization::Sq8 { .. } => "sq8",
+            Quantization::Binary { .. } => "binary",
+        }
+    }
+
+    /// Parse a name (`"none"`, `"sq8"`, `"binary"`), with the kind's default `rescore`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "none" => Ok(Quantization::None),
+            "sq8" => Ok(Quantization::Sq8 {
+                rescore: SQ8_DEFAULT_RESCORE,
+            }),
+            "binary" => Ok(Quantization::Binary {
+                rescore: BINARY_DEFAULT_RESCORE,
+            }),
+            other => Err(Error::invalid(
+                "quantization",
+                format!("expected \"none\", \"sq8\" or \"binary\", got {other:?}"),
+            )),
+        }
+    }
+
+    /// The default re-scoring factor (`None` without quantisation).
+    pub fn rescore(&self) -> Option<usize> {
+        match *self {
+            Quantization::None => None,
+            Quantization::Sq8 { rescore } | Quantization::Binary { rescore } => Some(rescore),
+        }
+    }
+
+    /// The same kind with another default `rescore` (no-op for `None`).
+    #[must_use]
+    pub fn with_rescore(self, r: usize) -> Self {
+        match self {
+            Quantization::None => self,
+            Quantization::Sq8 { .. } => Quantization::Sq8 { rescore: r },
+            Quantization::Binary { .. } => Quantization::Binary { rescore: r },
+        }
+    }
+
+    pub(crate) fn kind(&self) -> Option<crate::index::quant::QuantKind> {
+        match self {
+            Quantization::None => None,
+            Quantization::Sq8 { .. } => Some(crate::index::quant::QuantKind::Sq8),
+            Quantization::Binary { .. } => Some(crate::index::quant::QuantKind::Binary),
+        }
+    }
+}
+
 // The defaults belong to each index kind (`index` does not depend on `types`).
 pub use crate::index::hnsw::{
     HNSW_DEFAULT_EF_CONSTRUCTION, HNSW_DEFAULT_EF_SEARCH, HNSW_DEFAULT_M, HNSW_DEFAULT_SEED,
@@ -372,6 +461,8 @@ pub struct CollectionConfig {
     pub text: Option<TextConfig>,
     /// What keys the points: unsigned integers (the default) or strings.
     pub id_type: IdType,
+    /// Quantised vectors for `flat` and `hnsw` (default none).
+    pub quantization: Quantization,
 }
 
 /// What keys a collection's points.
@@ -520,6 +611,7 @@ impl CollectionConfig {
             indexed_fields: None,
             text: None,
             id_type: IdType::Int,
+            quantization: Quantization::None,
         }
     }
 
@@ -547,6 +639,23 @@ impl CollectionConfig {
         }
         if let Some(t) = &self.text {
             t.validate()?;
+        }
+        if let Some(r) = self.quantization.rescore() {
+            if !matches!(self.index, IndexConfig::Flat | IndexConfig::Hnsw { .. }) {
+                return Err(Error::invalid(
+                    "quantization",
+                    format!(
+                        "applies to the flat and hnsw indexes, not {} (ivf_pq stores product-quantised codes already)",
+                        self.index.spec().name()
+                    ),
+                ));
+            }
+            if !(1..=MAX_RESCORE).contains(&r) {
+                return Err(Error::invalid(
+                    "rescore",
+                    format!("must be in 1..={MAX_RESCORE}, got {r}"),
+                ));
+            }
         }
         self.index
             .spec()
@@ -620,6 +729,9 @@ pub struct SearchParams {
     pub refine: Option<usize>,
     /// LSH buckets read per table (default: the collection's `probes`).
     pub probes: Option<usize>,
+    /// Quantised collections: the best `rescore * k` candidates by their codes are re-ranked
+    /// exactly (default: the collection's `rescore`). At most [`MAX_RESCORE`].
+    pub rescore: Option<usize>,
     /// Search the sealed segments of a single query in parallel (on the search pool) for
     /// lower latency; the results are the same as searching them one after another.
     /// Batch searches are parallel across queries already and ignore it. Default false.
@@ -744,6 +856,13 @@ impl SearchParams {
     #[must_use]
     pub fn with_probes(mut self, probes: usize) -> Self {
         self.probes = Some(probes);
+        self
+    }
+
+    /// Set the re-scoring factor of a quantised collection.
+    #[must_use]
+    pub fn with_rescore(mut self, rescore: usize) -> Self {
+        self.rescore = Some(rescore);
         self
     }
 }

@@ -20,6 +20,7 @@ mod hnsw_index;
 mod index_params_validated;
 mod interrupt;
 mod power_cut;
+mod quantized;
 mod read_only;
 mod real_data;
 mod repair;

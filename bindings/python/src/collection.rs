@@ -122,6 +122,7 @@ fn parse_search_params(
                 "nprobe" => out = out.with_nprobe(int()?),
                 "refine" => out = out.with_refine(int()?),
                 "probes" => out = out.with_probes(int()?),
+                "rescore" => out = out.with_rescore(int()?),
                 "parallel_segments" => {
                     out = out.with_parallel_segments(v.extract().map_err(|_| {
                         PyValueError::new_err("parallel_segments must be True or False")
@@ -131,7 +132,7 @@ fn parse_search_params(
                 other => {
                     return Err(PyValueError::new_err(format!(
                         "unknown search parameter `{other}` (known: ef, nprobe, refine, probes, \
-                         parallel_segments, text_stats)"
+                         rescore, parallel_segments, text_stats)"
                     )))
                 }
             }
@@ -792,6 +793,9 @@ impl PyCollection {
             sd.set_item("index_bytes", seg.index_bytes)?;
             sd.set_item("index_detail", &seg.index_detail)?;
             sd.set_item("text_bytes", seg.text_bytes)?;
+            sd.set_item("quantization", &seg.quantization)?;
+            sd.set_item("quant_bytes", seg.quant_bytes)?;
+            sd.set_item("vector_bytes", seg.vector_bytes)?;
             segs.append(sd)?;
         }
         d.set_item("segments", segs)?;
@@ -831,7 +835,7 @@ impl PyCollection {
 
     /// The collection's configuration by the keyword names `create_collection` takes:
     /// `dim`, `metric`, `index`, `index_params` (a dict), `indexed_fields` (None: all),
-    /// `id_type`, `text_fields` (None: no text index) and, with text fields, `language`,
+    /// `id_type`, `quantization`, `rescore` (None without quantisation), `text_fields` (None: no text index) and, with text fields, `language`,
     /// `stem`, `stopwords` (True: the language's list, False: none, or the list),
     /// `bm25_k1`, `bm25_b`.
     #[getter]
@@ -849,6 +853,8 @@ impl PyCollection {
         d.set_item("index_params", params)?;
         d.set_item("indexed_fields", c.indexed_fields.clone())?;
         d.set_item("id_type", c.id_type.name())?;
+        d.set_item("quantization", c.quantization.name())?;
+        d.set_item("rescore", c.quantization.rescore())?;
         match &c.text {
             None => d.set_item("text_fields", py.None())?,
             Some(t) => {

@@ -9,7 +9,7 @@ use trovedb::text::{Analyzer, AnalyzerConfig, StopWords};
 use trovedb::TextConfig;
 use trovedb::{
     CollectionConfig, CompactionPolicy, Database, DbOptions, Durability, IdType, IndexConfig,
-    Metric,
+    Metric, Quantization,
 };
 
 use crate::collection::PyCollection;
@@ -230,6 +230,8 @@ fn collection_config(
     bm25_k1: f32,
     bm25_b: f32,
     id_type: &str,
+    quantization: &str,
+    rescore: Option<i64>,
     index_params: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<CollectionConfig> {
     let analyzer = analyzer_config(language, stem, stopwords)?;
@@ -248,11 +250,22 @@ fn collection_config(
             params.push((k.extract::<String>()?, v.extract::<f64>()?));
         }
     }
+    let mut quantization = Quantization::parse(quantization).py_err()?;
+    if let Some(r) = rescore {
+        if quantization == Quantization::None {
+            return Err(PyValueError::new_err(
+                "invalid argument `rescore`: applies to quantised collections only (give quantization=\"sq8\" or \"binary\")",
+            ));
+        }
+        // Negative: refused by the config's own check (rescore 0), with its message.
+        quantization = quantization.with_rescore(usize::try_from(r).unwrap_or(0));
+    }
     Ok(CollectionConfig {
         index: IndexConfig::from_name(index, &params).py_err()?,
         indexed_fields,
         text,
         id_type: IdType::parse(id_type).py_err()?,
+        quantization,
         ..CollectionConfig::new(dim, metric)
     })
 }
@@ -269,9 +282,13 @@ impl PyDatabase {
     /// language's list, False: none, or a list of words); `bm25_k1`, `bm25_b` set BM25.
     /// `id_type` is "int" (points keyed by non-negative integers) or "str" (by strings of
     /// 1 to 1024 bytes: UUIDs, paths, "doc#chunk").
+    /// `quantization` ("none", "sq8" or "binary"; flat and hnsw) keeps quantised codes of
+    /// the sealed vectors that searches walk and scan, re-ranking the best `rescore * k`
+    /// exactly (`rescore`: the default of the search knob; 3 for sq8, 10 for binary).
     #[pyo3(signature = (name, dim, metric = "cosine", index = "flat", indexed_fields = None,
         text_fields = None, language = "english", stem = true, stopwords = None,
-        bm25_k1 = 1.2, bm25_b = 0.75, id_type = "int", **index_params))]
+        bm25_k1 = 1.2, bm25_b = 0.75, id_type = "int", quantization = "none", rescore = None,
+        **index_params))]
     #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
     fn create_collection(
         &self,
@@ -288,6 +305,8 @@ impl PyDatabase {
         bm25_k1: f32,
         bm25_b: f32,
         id_type: &str,
+        quantization: &str,
+        rescore: Option<i64>,
         index_params: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyCollection> {
         let config = collection_config(
@@ -302,6 +321,8 @@ impl PyDatabase {
             bm25_k1,
             bm25_b,
             id_type,
+            quantization,
+            rescore,
             index_params,
         )?;
         let db = Arc::clone(&self.db);
@@ -317,7 +338,8 @@ impl PyDatabase {
     /// naming each difference.
     #[pyo3(signature = (name, dim, metric = "cosine", index = "flat", indexed_fields = None,
         text_fields = None, language = "english", stem = true, stopwords = None,
-        bm25_k1 = 1.2, bm25_b = 0.75, id_type = "int", **index_params))]
+        bm25_k1 = 1.2, bm25_b = 0.75, id_type = "int", quantization = "none", rescore = None,
+        **index_params))]
     #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
     fn get_or_create_collection(
         &self,
@@ -334,6 +356,8 @@ impl PyDatabase {
         bm25_k1: f32,
         bm25_b: f32,
         id_type: &str,
+        quantization: &str,
+        rescore: Option<i64>,
         index_params: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyCollection> {
         let config = collection_config(
@@ -348,6 +372,8 @@ impl PyDatabase {
             bm25_k1,
             bm25_b,
             id_type,
+            quantization,
+            rescore,
             index_params,
         )?;
         let db = Arc::clone(&self.db);

@@ -99,6 +99,10 @@ pub(super) fn write_sealed(
         .flat_map(|t| t.fields.iter().map(String::as_str))
         .zip(text.iter())
         .collect();
+    let quant = config
+        .quantization
+        .kind()
+        .map(|k| crate::index::quant::encode(k, config.metric, vectors, config.dim));
     let name = segment::file_name(id);
     write_segment(
         dir,
@@ -113,6 +117,7 @@ pub(super) fn write_sealed(
             index: built,
             payload_index: Some(&index),
             text: &text_fields,
+            quant: quant.as_ref(),
         },
     )?;
     let reader = SegmentReader::open(&dir.join(&name), config.dim, config.metric)?;

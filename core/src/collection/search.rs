@@ -126,12 +126,30 @@ impl Collection {
             refine: check("refine", params.refine)?,
             probes: check("probes", params.probes)?,
         };
+        let rescore = match (params.rescore, self.config.quantization.rescore()) {
+            (Some(0), _) => return Err(Error::invalid("rescore", "rescore must be at least 1")),
+            (Some(r), _) if r > crate::types::MAX_RESCORE => {
+                return Err(Error::invalid(
+                    "rescore",
+                    format!(
+                        "rescore must be at most {}, got {r}",
+                        crate::types::MAX_RESCORE
+                    ),
+                ))
+            }
+            (Some(_), None) => return Err(Error::invalid(
+                "rescore",
+                "`rescore` applies to quantised collections only (this one has quantization none)",
+            )),
+            (given, default) => given.or(default).unwrap_or(1),
+        };
         let mut knobs = Knobs {
             k,
             ef: given.ef.unwrap_or(k).max(k),
             nprobe: given.nprobe.unwrap_or(1),
             refine: given.refine.unwrap_or(1),
             probes: given.probes.unwrap_or(1),
+            rescore,
             scan_row_cost: 1.0,
         };
         spec.knobs(&given, &mut knobs);

@@ -18,6 +18,7 @@ use crate::index::hnsw::graph::Graph;
 use crate::index::hnsw::kind::{graph_prefers_scan, search_graph, OUT_OF_CACHE_ROW_COST};
 use crate::index::hnsw::visited::VisitedPool;
 use crate::index::hnsw::HnswParams;
+use crate::index::quant::{self, QuantView};
 use crate::index::registry::IndexView;
 use crate::index::{flat, topk::TopK, Query, SegmentRows};
 pub(crate) use crate::index::{Knobs, FLAT_SCAN_MAX_ROWS};
@@ -183,6 +184,8 @@ struct SegmentView<'a> {
     /// Passing and live rows, when a filter is given.
     allowed: Option<&'a Bitset>,
     index: Ann<'a>,
+    /// Quantised vectors (sealed segments of quantised collections).
+    quant: Option<QuantView<'a>>,
 }
 
 impl<'a> SegmentView<'a> {
@@ -198,6 +201,10 @@ impl<'a> SegmentView<'a> {
             deleted: seg.dead(),
             allowed,
             index,
+            quant: match seg {
+                Segment::Sealed(s) => s.reader.quant(),
+                _ => None,
+            },
         }
     }
 
@@ -593,6 +600,64 @@ pub(crate) fn sealed_payload(sealed: &[SealedSegment], id: u64) -> Result<Option
 }
 
 impl Ctx {
+    /// Search a sealed segment on its quantised vectors: through its graph, or by a scan of
+    /// the codes (flat, or a filter the planner would rather scan), then re-ranked exactly.
+    #[allow(clippy::too_many_arguments, reason = "one segment's search state")]
+    fn search_quantized(
+        &self,
+        seg: &SegmentView<'_>,
+        qv: &QuantView<'_>,
+        rows_view: &SegmentRows<'_>,
+        query: &[f32],
+        knobs: &Knobs,
+        pool: &VisitedPool,
+        top: &mut TopK,
+    ) {
+        let rows = rows_view.rows();
+        let passing = seg.allowed.map_or(rows, Bitset::count_ones);
+        if passing == 0 {
+            return;
+        }
+        let graph = match seg.index {
+            Ann::Sealed(IndexView::Hnsw(g)) => Some(g),
+            _ => None,
+        };
+        // The planner's bound, with the cost of scanning a row of codes.
+        let resident = qv.bytes() <= self.llc_bytes;
+        let knobs = &Knobs {
+            scan_row_cost: if resident { 1.0 } else { OUT_OF_CACHE_ROW_COST },
+            ..*knobs
+        };
+        let graph = graph.filter(|g| {
+            seg.allowed.is_none()
+                || !graph_prefers_scan(g.m0, passing, rows, knobs.ef, knobs.scan_row_cost)
+        });
+        let q = Query {
+            vector: query,
+            knobs,
+            passing,
+            pool,
+        };
+        let push = |row: u32, d: f32| top.push(d, seg.id(row as usize));
+        match (graph, seg.allowed) {
+            (Some(g), _) => {
+                let allow_row = |r: usize| match seg.allowed {
+                    Some(a) => a.get(r),
+                    None => !seg.deleted.get(r),
+                };
+                quant::search_graph(qv, &g, rows_view, &q, &allow_row, push);
+            }
+            (None, Some(a)) => quant::scan(qv, rows_view, &q, a.iter_ones(), push),
+            (None, None) => quant::scan(
+                qv,
+                rows_view,
+                &q,
+                (0..rows).filter(|r| !seg.deleted.get(*r)),
+                push,
+            ),
+        }
+    }
+
     fn search_segment(
         &self,
         seg: &SegmentView<'_>,
@@ -608,6 +673,10 @@ impl Ctx {
             metric: self.metric,
         };
         let rows = rows_view.rows();
+        if let Some(qv) = seg.quant.filter(|_| rows > FLAT_SCAN_MAX_ROWS) {
+            self.search_quantized(seg, &qv, &rows_view, query, knobs, pool, top);
+            return;
+        }
         if let Some(allowed) = seg.allowed {
             let passing = allowed.count_ones();
             if passing == 0 {

@@ -25,6 +25,13 @@ fn segment_stats(st: &State) -> Vec<SegmentStats> {
             index_bytes: s.reader.index().bytes() as u64,
             index_detail: s.reader.index().detail(),
             text_bytes: s.reader.text_bytes() as u64,
+            quantization: s
+                .reader
+                .quant()
+                .map_or("none", |q| q.kind().name())
+                .to_owned(),
+            quant_bytes: s.reader.quant_bytes() as u64,
+            vector_bytes: s.reader.vector_bytes() as u64,
         })
         .collect()
 }
@@ -54,6 +61,13 @@ pub struct SegmentStats {
     pub index_detail: String,
     /// Bytes of the text (BM25) indexes inside the file.
     pub text_bytes: u64,
+    /// The segment's quantised vectors: `none`, `sq8` or `binary`.
+    pub quantization: String,
+    /// Bytes of the quantised vectors (codes, per-row factors, parameters): with the index
+    /// bytes, what a search keeps resident (README "Memory").
+    pub quant_bytes: u64,
+    /// Bytes of the float32 vectors (a quantised segment reads them only to re-rank).
+    pub vector_bytes: u64,
 }
 
 /// A snapshot of a collection's size and layout.

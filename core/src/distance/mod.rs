@@ -41,6 +41,8 @@ type HammingKernel = unsafe fn(&[u8], &[u8]) -> u32;
 type HammingAllKernel = unsafe fn(&[u8], &[u8], &mut [u32]);
 type SqI8AllKernel = unsafe fn(&[u8], &[u8], &mut [u32]);
 type SqI8GatherKernel = unsafe fn(&[u8], &[u8], &[u32], &mut [u32]);
+type DotU8I16Kernel = unsafe fn(&[u8], &[i16]) -> i32;
+type BitplaneKernel = unsafe fn(&[u64], &[u64]) -> (u32, u32);
 
 /// A pair of kernels for one ISA. Obtain one with [`Kernels::best`] or [`Kernels::for_isa`].
 #[derive(Clone, Copy)]
@@ -54,6 +56,8 @@ pub struct Kernels {
     hamming_all: HammingAllKernel,
     sq_i8_all: SqI8AllKernel,
     sq_i8_gather: SqI8GatherKernel,
+    dot_u8_i16: DotU8I16Kernel,
+    bitplane: BitplaneKernel,
 }
 
 impl std::fmt::Debug for Kernels {
@@ -75,6 +79,8 @@ const SCALAR: Kernels = Kernels {
     hamming_all: scalar::hamming_all_ref,
     sq_i8_all: scalar::sq_i8_all_ref,
     sq_i8_gather: scalar::sq_i8_gather_ref,
+    dot_u8_i16: scalar::dot_u8_i16_ref,
+    bitplane: scalar::bitplane_dot_ref,
 };
 
 impl Kernels {
@@ -96,6 +102,8 @@ impl Kernels {
                 hamming_all: x86_64::avx2::hamming_all,
                 sq_i8_all: x86_64::avx2::sq_i8_all,
                 sq_i8_gather: x86_64::avx2::sq_i8_gather,
+                dot_u8_i16: x86_64::avx2::dot_u8_i16,
+                bitplane: x86_64::avx2::bitplane_dot,
             }),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => (is_x86_feature_detected!("avx512f")
@@ -111,6 +119,8 @@ impl Kernels {
                 hamming_all: x86_64::avx512::hamming_all,
                 sq_i8_all: x86_64::avx512::sq_i8_all,
                 sq_i8_gather: x86_64::avx512::sq_i8_gather,
+                dot_u8_i16: x86_64::avx512::dot_u8_i16,
+                bitplane: x86_64::avx512::bitplane_dot,
             }),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => Some(Kernels {
@@ -123,6 +133,8 @@ impl Kernels {
                 hamming_all: scalar::hamming_all_ref,
                 sq_i8_all: scalar::sq_i8_all_ref,
                 sq_i8_gather: scalar::sq_i8_gather_ref,
+                dot_u8_i16: scalar::dot_u8_i16_ref,
+                bitplane: scalar::bitplane_dot_ref,
             }),
             #[allow(unreachable_patterns)]
             _ => None,
@@ -240,6 +252,26 @@ impl Kernels {
         unsafe { (self.sq_i8_gather)(q, all, rows, out) }
     }
 
+    /// `sum codes[i] * w[i]` over 8-bit codes and 16-bit weights. Panics on a length
+    /// mismatch. The caller keeps `255 * max|w| * len` below `2^31` (the sum never
+    /// overflows; see `index::quant`).
+    #[inline]
+    pub fn dot_u8_i16(&self, codes: &[u8], w: &[i16]) -> i32 {
+        assert_eq!(codes.len(), w.len(), "dot_u8_i16 needs equal lengths");
+        // SAFETY: as in `hamming`.
+        unsafe { (self.dot_u8_i16)(codes, w) }
+    }
+
+    /// `(sum_j 2^j * popcount(planes[j] & bits), popcount(bits))` for the four bit planes
+    /// of a 4-bit query (`planes`: four strings of `bits.len()` words). Panics unless
+    /// `planes.len() == 4 * bits.len()`.
+    #[inline]
+    pub fn bitplane_dot(&self, planes: &[u64], bits: &[u64]) -> (u32, u32) {
+        assert_eq!(planes.len(), 4 * bits.len(), "bitplane_dot sizes");
+        // SAFETY: as in `hamming`.
+        unsafe { (self.bitplane)(planes, bits) }
+    }
+
     /// The distance under `metric` (smaller is nearer). Cosine assumes unit vectors.
     #[inline]
     pub fn distance(&self, metric: Metric, a: &[f32], b: &[f32]) -> f32 {
@@ -256,10 +288,17 @@ impl Kernels {
 /// latency of the next neighbours' vectors with distance computations.
 #[inline]
 pub fn prefetch(v: &[f32]) {
+    prefetch_bytes(bytemuck::cast_slice(v));
+}
+
+/// Hint the CPU to start loading `v` (up to its first 512 bytes) into cache (see
+/// [`prefetch`]).
+#[inline]
+pub fn prefetch_bytes(v: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let bytes = std::mem::size_of_val(v).min(512);
+        let bytes = v.len().min(512);
         let p = v.as_ptr().cast::<i8>();
         for off in (0..bytes).step_by(64) {
             // SAFETY: SSE is part of the x86_64 baseline, so the intrinsic's target feature
@@ -386,6 +425,56 @@ mod tests {
                         .sum();
                     assert_eq!(i64::from(sq[r]), want, "{:?}", kern.isa());
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn quantised_kernels_of_every_isa_match_a_direct_computation() {
+        let mut seed = 11u64;
+        for kern in Kernels::available() {
+            for len in (0..70).chain([127, 128, 129, 384, 768, 1000]) {
+                let codes: Vec<u8> = (0..len)
+                    .map(|_| (lcg(&mut seed) * 1000.0) as i32 as u8)
+                    .collect();
+                let w: Vec<i16> = (0..len)
+                    .map(|_| (lcg(&mut seed) * 16383.0) as i16)
+                    .collect();
+                let want: i64 = codes
+                    .iter()
+                    .zip(&w)
+                    .map(|(c, w)| i64::from(*c) * i64::from(*w))
+                    .sum();
+                assert_eq!(
+                    i64::from(kern.dot_u8_i16(&codes, &w)),
+                    want,
+                    "{:?} len {len}",
+                    kern.isa()
+                );
+            }
+            for words in [1usize, 2, 6, 12, 13] {
+                let mut next = || {
+                    let a = (lcg(&mut seed).to_bits() as u64) << 32;
+                    a | u64::from(lcg(&mut seed).to_bits())
+                };
+                let planes: Vec<u64> = (0..4 * words).map(|_| next()).collect();
+                let bits: Vec<u64> = (0..words).map(|_| next()).collect();
+                let mut want = (0u32, 0u32);
+                for i in 0..words * 64 {
+                    let b = (bits[i / 64] >> (i % 64)) & 1;
+                    if b == 1 {
+                        want.1 += 1;
+                        for j in 0..4 {
+                            want.0 += (((planes[j * words + i / 64] >> (i % 64)) & 1) as u32) << j;
+                        }
+                    }
+                }
+                assert_eq!(
+                    kern.bitplane_dot(&planes, &bits),
+                    want,
+                    "{:?} words {words}",
+                    kern.isa()
+                );
             }
         }
     }

@@ -200,3 +200,55 @@ pub fn sq_i8_gather(q: &[u8], all: &[u8], rows: &[u32], out: &mut [u32]) {
 pub(crate) fn sq_i8_gather_ref(q: &[u8], all: &[u8], rows: &[u32], out: &mut [u32]) {
     sq_i8_gather(q, all, rows, out);
 }
+
+/// Integer dot product of 8-bit codes with 16-bit weights (scalar-quantised rows against a
+/// prepared query). The caller bounds `255 * max|w| * len` below `2^31`, so no partial sum
+/// overflows; wrapping adds keep the loop free of overflow checks.
+#[allow(
+    clippy::inline_always,
+    reason = "inlined into each ISA's #[target_feature] wrapper, which is what vectorises it"
+)]
+#[inline(always)]
+pub fn dot_u8_i16(codes: &[u8], w: &[i16]) -> i32 {
+    codes.iter().zip(w).fold(0i32, |acc, (&c, &w)| {
+        acc.wrapping_add(i32::from(c) * i32::from(w))
+    })
+}
+
+/// Reference (non-inlined) copy of [`dot_u8_i16`] for the scalar `Kernels`.
+pub(crate) fn dot_u8_i16_ref(codes: &[u8], w: &[i16]) -> i32 {
+    dot_u8_i16(codes, w)
+}
+
+/// Bit-plane product of a 4-bit query with a bit string: `planes` holds four bit strings of
+/// `bits.len()` words each (plane `j` = bit `j` of every query component). Returns
+/// `(sum_j 2^j * popcount(plane_j & bits), popcount(bits))`.
+#[allow(
+    clippy::inline_always,
+    reason = "inlined into each ISA's #[target_feature] wrapper, which is what uses popcnt"
+)]
+#[inline(always)]
+pub fn bitplane_dot(planes: &[u64], bits: &[u64]) -> (u32, u32) {
+    let w = bits.len();
+    let (mut acc, mut ones) = (0u32, 0u32);
+    if planes.len() < 4 * w {
+        return (0, 0);
+    }
+    let (p0, rest) = planes.split_at(w);
+    let (p1, rest) = rest.split_at(w);
+    let (p2, p3) = rest.split_at(w);
+    for i in 0..w {
+        let b = bits[i];
+        acc += (p0[i] & b).count_ones()
+            + 2 * (p1[i] & b).count_ones()
+            + 4 * (p2[i] & b).count_ones()
+            + 8 * (p3[i] & b).count_ones();
+        ones += b.count_ones();
+    }
+    (acc, ones)
+}
+
+/// Reference (non-inlined) copy of [`bitplane_dot`] for the scalar `Kernels`.
+pub(crate) fn bitplane_dot_ref(planes: &[u64], bits: &[u64]) -> (u32, u32) {
+    bitplane_dot(planes, bits)
+}

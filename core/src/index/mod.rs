@@ -12,6 +12,7 @@ pub(crate) mod hnsw;
 pub(crate) mod ivfpq;
 pub(crate) mod kmeans;
 pub(crate) mod lsh;
+pub(crate) mod quant;
 pub(crate) mod registry;
 pub(crate) mod rng;
 pub(crate) mod text;
@@ -36,6 +37,8 @@ pub(crate) struct Knobs {
     pub nprobe: usize,
     pub refine: usize,
     pub probes: usize,
+    /// Quantised segments: candidates by code re-ranked exactly, as a multiple of `k`.
+    pub rescore: usize,
     /// What scanning one row exactly costs, relative to one distance of an index search:
     /// 1 when the segment's vectors fit in the last-level cache, more when every scanned row
     /// comes from memory (set per segment by the planner; see `graph_prefers_scan`).

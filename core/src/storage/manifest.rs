@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::storage::fsutil::{frame, read, unframe, write_atomic};
 use crate::text::{AnalyzerConfig, StopWords};
-use crate::types::{CollectionConfig, IdType, IndexConfig, Metric, TextConfig};
+use crate::types::{CollectionConfig, IdType, IndexConfig, Metric, Quantization, TextConfig};
 
 const MAGIC: &[u8; 8] = b"TROVMAN\0";
 /// Format version this build writes.
@@ -51,6 +51,17 @@ pub(crate) struct ConfigRecord {
     /// Points are keyed by strings (manifest format 2).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub str_ids: bool,
+    /// Quantised vectors (manifest format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<QuantRecord>,
+}
+
+/// A quantisation config as stored: `{"kind": "sq8" | "binary", "rescore": n}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum QuantRecord {
+    Sq8 { rescore: usize },
+    Binary { rescore: usize },
 }
 
 /// A text config as stored.
@@ -194,6 +205,11 @@ impl From<&CollectionConfig> for ConfigRecord {
             indexed_fields: c.indexed_fields.clone(),
             text: c.text.as_ref().map(TextRecord::from),
             str_ids: c.id_type == IdType::Str,
+            quantization: match c.quantization {
+                Quantization::Sq8 { rescore } => Some(QuantRecord::Sq8 { rescore }),
+                Quantization::Binary { rescore } => Some(QuantRecord::Binary { rescore }),
+                _ => None,
+            },
         }
     }
 }
@@ -248,14 +264,20 @@ impl From<&ConfigRecord> for CollectionConfig {
             indexed_fields: r.indexed_fields.clone(),
             text: r.text.as_ref().map(TextConfig::from),
             id_type: if r.str_ids { IdType::Str } else { IdType::Int },
+            quantization: match r.quantization {
+                Some(QuantRecord::Sq8 { rescore }) => Quantization::Sq8 { rescore },
+                Some(QuantRecord::Binary { rescore }) => Quantization::Binary { rescore },
+                None => Quantization::None,
+            },
         }
     }
 }
 
-/// Whether a collection needs manifest frame version 2: text fields or string ids, which
-/// builds from before version 2 would silently ignore (so they must refuse the file).
+/// Whether a collection needs manifest frame version 2: text fields, string ids or
+/// quantised vectors, which builds from before version 2 would silently ignore (so they
+/// must refuse the file).
 fn needs_v2(c: &CollectionConfig) -> bool {
-    c.text.is_some() || c.id_type == IdType::Str
+    c.text.is_some() || c.id_type == IdType::Str || c.quantization != Quantization::None
 }
 
 /// The manifest as stored (JSON body of the framed file).
@@ -440,6 +462,23 @@ mod tests {
                 };
                 Manifest::new(config.clone()).store(dir.path()).unwrap();
                 assert_eq!(Manifest::load(dir.path()).unwrap().config, config);
+                for quantization in [
+                    Quantization::Sq8 { rescore: 4 },
+                    Quantization::Binary { rescore: 12 },
+                ] {
+                    let config = CollectionConfig {
+                        quantization,
+                        ..config.clone()
+                    };
+                    Manifest::new(config.clone()).store(dir.path()).unwrap();
+                    let loaded = Manifest::load(dir.path());
+                    if matches!(index, IndexConfig::Flat | IndexConfig::Hnsw { .. }) {
+                        assert_eq!(loaded.unwrap().config, config);
+                    } else {
+                        // Quantisation of another kind is refused when read, as at create.
+                        assert!(matches!(loaded, Err(crate::Error::Corruption { .. })));
+                    }
+                }
             }
         }
     }

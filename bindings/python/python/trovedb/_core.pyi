@@ -97,6 +97,8 @@ class Database:
         bm25_k1: float = 1.2,
         bm25_b: float = 0.75,
         id_type: str = "int",
+        quantization: str = "none",
+        rescore: Optional[int] = None,
         **index_params: float,
     ) -> Collection: ...
     def get_or_create_collection(
@@ -113,6 +115,8 @@ class Database:
         bm25_k1: float = 1.2,
         bm25_b: float = 0.75,
         id_type: str = "int",
+        quantization: str = "none",
+        rescore: Optional[int] = None,
         **index_params: float,
     ) -> Collection: ...
     def get_collection(self, name: str) -> Collection: ...

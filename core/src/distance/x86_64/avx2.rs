@@ -159,3 +159,21 @@ pub(crate) unsafe fn sq_i8_all(q: &[u8], rows: &[u8], out: &mut [u32]) {
 pub(crate) unsafe fn sq_i8_gather(q: &[u8], all: &[u8], rows: &[u32], out: &mut [u32]) {
     crate::distance::scalar::sq_i8_gather(q, all, rows, out);
 }
+
+/// [`crate::distance::scalar::dot_u8_i16`] compiled for this ISA (widening multiply-add).
+///
+/// # Safety
+/// The CPU must support the target features (checked by `Kernels::for_isa`).
+#[target_feature(enable = "avx2,fma,popcnt")]
+pub(crate) unsafe fn dot_u8_i16(codes: &[u8], w: &[i16]) -> i32 {
+    crate::distance::scalar::dot_u8_i16(codes, w)
+}
+
+/// [`crate::distance::scalar::bitplane_dot`] compiled with the hardware popcount.
+///
+/// # Safety
+/// The CPU must support the target features (checked by `Kernels::for_isa`).
+#[target_feature(enable = "avx2,fma,popcnt")]
+pub(crate) unsafe fn bitplane_dot(planes: &[u64], bits: &[u64]) -> (u32, u32) {
+    crate::distance::scalar::bitplane_dot(planes, bits)
+}

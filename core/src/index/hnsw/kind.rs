@@ -90,6 +90,15 @@ pub(crate) fn graph_prefers_scan(
 /// a row costs as much as four graph distances (the bound is halved). Measured on 1M x 128.
 pub(crate) const OUT_OF_CACHE_ROW_COST: f64 = 4.0;
 
+/// How a filtered beam search passing `passing` of `rows` treats rejected neighbours.
+pub(crate) fn expand_for(passing: usize, rows: usize) -> Expand {
+    if passing * 100 < rows * two_hop_below_percent() {
+        Expand::TwoHop
+    } else {
+        Expand::Through
+    }
+}
+
 /// Beam search of any graph (a sealed view or the appendable segment's live graph).
 pub(crate) fn search_graph<G: Graph + ?Sized, A: Fn(usize) -> bool, P: FnMut(u32, f32)>(
     g: &G,
@@ -106,11 +115,7 @@ pub(crate) fn search_graph<G: Graph + ?Sized, A: Fn(usize) -> bool, P: FnMut(u32
         crate::distance::prefetch(&seg.vectors[n * dim..(n + 1) * dim]);
     };
     let allow_node = |n: u32| allow(n as usize);
-    let expand = if q.passing * 100 < rows * two_hop_below_percent() {
-        Expand::TwoHop
-    } else {
-        Expand::Through
-    };
+    let expand = expand_for(q.passing, rows);
     let mut visited = q.pool.take(g.len());
     let found = hnsw_search::with_scratch(|scratch| {
         hnsw_search::search(

@@ -16,6 +16,7 @@ use super::layout::{
     SEGMENT_OLDEST_VERSION, SEGMENT_VERSION, VECTOR_INDEX_SLOT,
 };
 use crate::error::{Error, Result};
+use crate::index::quant::QUANT_KIND;
 use crate::index::registry::kind_info;
 
 /// A section: its owner (0: the segment; n: index slot n), its tag within the owner, where
@@ -305,9 +306,16 @@ impl SectionTable {
             .find(|s| s.owner == owner && s.tag == tag)
     }
 
-    /// The vector index (the index with no field).
+    /// The vector index (the index with no field that is not the quantised vectors).
     pub(crate) fn vector_index(&self) -> Option<&IndexInfo> {
-        self.indexes.iter().find(|i| i.field.is_empty())
+        self.indexes
+            .iter()
+            .find(|i| i.field.is_empty() && i.kind != QUANT_KIND)
+    }
+
+    /// The quantised vectors, if the segment has them.
+    pub(crate) fn quant_index(&self) -> Option<&IndexInfo> {
+        self.indexes.iter().find(|i| i.kind == QUANT_KIND)
     }
 }
 

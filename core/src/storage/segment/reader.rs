@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::filter::codec::{decode_payload, decode_payload_key, Decoder};
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
+use crate::index::quant::{self, QuantParts, QuantView};
 use crate::index::registry::{kind_info, IndexParts, IndexView};
 use crate::index::text::{TextParts, TextView, TEXT_KIND};
 use crate::index::Sections;
@@ -43,6 +44,8 @@ pub(crate) struct SegmentReader {
     index: IndexParts,
     /// The text indexes, by field.
     text: Vec<(String, TextParts)>,
+    /// The quantised vectors (quantised collections).
+    quant: Option<QuantParts>,
     /// Replaced by a merge: the file is removed when the last holder drops this reader.
     obsolete: AtomicBool,
     /// Only the process that opened the reader removes its file (a child that inherited it
@@ -101,9 +104,11 @@ impl SegmentReader {
             .ok_or_else(|| corrupt(24, "row count overflows".into()))?;
         let index = open_index(&map, &table, path, rows, dim)?;
         let text = open_text(&map, &table, path, rows)?;
+        let quant = open_quant(&map, &table, path, rows, dim)?;
         let r = SegmentReader {
             index,
             text,
+            quant,
             vectors: section(SECTION_VECTORS, 4, Some(rd))?,
             ids: section(SECTION_IDS, 8, Some(rows))?,
             id_index: section(SECTION_ID_INDEX, 16, Some(rows))?,
@@ -123,6 +128,17 @@ impl SegmentReader {
         };
         for kind in [SECTION_IDS, SECTION_ID_INDEX, SECTION_PAYLOAD_OFFSETS] {
             r.verify_section(0, kind as u16)?;
+        }
+        // The float rows of a segment searched on codes or lists are read a few rows at a
+        // time, at random, to re-rank: read-ahead around each would only evict the codes
+        // (and, larger than memory, multiply the bytes read from disk per query).
+        let rerank_only =
+            r.quant.is_some() || matches!(r.index(), IndexView::IvfPq(_) | IndexView::Lsh(_));
+        if rerank_only && !r.vectors.is_empty() {
+            // Advice only: a refusal changes no result.
+            let _ = r
+                .map
+                .advise_range(memmap2::Advice::Random, r.vectors.start, r.vectors.len());
         }
         Ok(r)
     }
@@ -195,6 +211,21 @@ impl SegmentReader {
             .iter()
             .find(|(f, _)| f == field)
             .map(|(_, p)| p.view(&self.map))
+    }
+
+    /// The quantised vectors (validated at open), if the segment has them.
+    pub(crate) fn quant(&self) -> Option<QuantView<'_>> {
+        self.quant.as_ref().map(|p| p.view(&self.map, self.dim))
+    }
+
+    /// Bytes of the quantised vectors (codes, per-row factors and parameters).
+    pub(crate) fn quant_bytes(&self) -> usize {
+        self.quant.as_ref().map_or(0, QuantParts::bytes)
+    }
+
+    /// Bytes of the float32 vectors.
+    pub(crate) fn vector_bytes(&self) -> usize {
+        self.vectors.len()
     }
 
     /// Bytes of the text indexes.
@@ -365,6 +396,40 @@ fn open_text(
         out.push((ix.field.clone(), parts));
     }
     Ok(out)
+}
+
+/// Open the quantised vectors of a segment, if it has them: the meta and parameter
+/// sections are checksummed before they are parsed; the codes are checked by `verify()`.
+fn open_quant(
+    map: &[u8],
+    table: &SectionTable,
+    path: &Path,
+    rows: usize,
+    dim: usize,
+) -> Result<Option<QuantParts>> {
+    let Some(ix) = table.quant_index() else {
+        return Ok(None);
+    };
+    let mut entries = Vec::new();
+    for s in table.sections.iter().filter(|s| s.owner == ix.slot) {
+        if quant::CHECKED_AT_OPEN.contains(&s.tag) {
+            check_crc(map, s, path)?;
+        }
+        entries.push((s.tag, s.range.clone()));
+    }
+    let sections = Sections {
+        bytes: map,
+        entries,
+    };
+    QuantParts::open(&sections, rows, dim)
+        .map(Some)
+        .map_err(|e| {
+            Error::corruption(
+                path,
+                if e.offset == 0 { 40 } else { e.offset } as u64,
+                e.reason,
+            )
+        })
 }
 
 /// Open the vector index of a segment: gather its sections from the table, verify the

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::filter::codec::encode_payload;
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
+use crate::index::quant::{BuiltQuant, QUANT_KIND};
 use crate::index::registry::BuiltIndex;
 use crate::index::text::{MemText, TEXT_KIND};
 use crate::storage::backend::WritableFile;
@@ -32,6 +33,8 @@ pub(crate) struct SegmentData<'a> {
     pub payload_index: Option<&'a PayloadIndex>,
     /// The text index of each text field over these rows: (field, index).
     pub text: &'a [(&'a str, &'a MemText)],
+    /// Quantised copies of the vectors (quantised collections).
+    pub quant: Option<&'a BuiltQuant>,
 }
 
 struct SectionSink<'a> {
@@ -127,6 +130,13 @@ pub(crate) fn write_segment(
             sink.section(&tmp, slot, u32::from(tag), &bytes)?;
         }
         indexes.push((slot, TEXT_KIND, field));
+    }
+    if let Some(q) = data.quant {
+        let slot = VECTOR_INDEX_SLOT + 1 + data.text.len() as u16;
+        for (tag, bytes) in q.sections() {
+            sink.section(&tmp, slot, u32::from(tag), bytes)?;
+        }
+        indexes.push((slot, QUANT_KIND, ""));
     }
     let directory = encode_directory(&indexes, &sink.sections);
     let dir_offset = sink.put(&tmp, &directory)?;

@@ -1,0 +1,685 @@
+//! Quantised copies of a sealed segment's vectors, searched in place of the float32 rows
+//! (the graph walk of HNSW, the scan of flat) and re-scored exactly from the float rows:
+//!
+//! - **sq8**: one byte per component, `x[d] ~ lo[d] + step[d] * code[d]` with `lo`/`step`
+//!   trained per segment from each component's range. A query is prepared once as 16-bit
+//!   integer weights `q[d] * step[d]` (scaled so no integer sum can overflow); the estimate
+//!   is an integer dot product of the weights with a row's codes plus per-row and per-query
+//!   constants (`||x~||^2` for l2).
+//! - **binary**: one bit per component, the sign of `x - mean` (the mean of the segment's
+//!   rows, per component). A row's inner product with the query is estimated in the manner
+//!   of RaBitQ (Gao & Long, 2024): `<q - mean, x - mean> ~ f * <q - mean, s>` with `s` the
+//!   row's signs as +-1 and `f = ||x - mean||^2 / ||x - mean||_1` (the estimate is exact for
+//!   a query along `x - mean`); the query is quantised to 4 bits per component and the
+//!   product taken by popcounts of its four bit planes against the row's bits.
+//!
+//! The codes are their own index in the segment's directory (kind [`QUANT_KIND`]): sections
+//! meta, parameters, codes and per-row factors. Only the codes and factors are read by a
+//! search; the float rows are touched for the `rescore * k` best candidates, so they can
+//! stay on disk.
+
+use std::ops::Range;
+
+use super::hnsw::graph::Graph;
+use super::hnsw::kind::expand_for;
+use super::hnsw::search as hnsw_search;
+use super::topk::TopK;
+use super::{cast, Query, SectionError, Sections, SegmentRows};
+use crate::distance::{Kernels, Metric};
+
+/// Directory kind code of a segment's quantised vectors.
+pub(crate) const QUANT_KIND: u8 = 17;
+
+const META: u16 = 1;
+const PARAMS: u16 = 2;
+const CODES: u16 = 3;
+const FACTORS: u16 = 4;
+
+/// Format of the sections (meta word 0).
+const FORMAT: u64 = 1;
+
+/// A quantisation scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QuantKind {
+    Sq8,
+    Binary,
+}
+
+impl QuantKind {
+    fn code(self) -> u64 {
+        match self {
+            QuantKind::Sq8 => 1,
+            QuantKind::Binary => 2,
+        }
+    }
+
+    fn from_code(c: u64) -> Option<QuantKind> {
+        match c {
+            1 => Some(QuantKind::Sq8),
+            2 => Some(QuantKind::Binary),
+            _ => None,
+        }
+    }
+
+    /// Name in configs and `stats()`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            QuantKind::Sq8 => "sq8",
+            QuantKind::Binary => "binary",
+        }
+    }
+
+    /// Bytes of one row's code.
+    pub(crate) fn code_bytes(self, dim: usize) -> usize {
+        match self {
+            QuantKind::Sq8 => dim,
+            QuantKind::Binary => dim.div_ceil(64) * 8,
+        }
+    }
+
+    /// Per-row factors (`f32`).
+    fn factors(self) -> usize {
+        match self {
+            QuantKind::Sq8 => 1,
+            QuantKind::Binary => 2,
+        }
+    }
+
+    /// Parameters per component (`f32`).
+    fn params(self) -> usize {
+        match self {
+            QuantKind::Sq8 => 2,
+            QuantKind::Binary => 1,
+        }
+    }
+}
+
+/// Quantised vectors built for a segment about to be written.
+pub(crate) struct BuiltQuant {
+    meta: [u64; 8],
+    params: Vec<f32>,
+    codes: Vec<u8>,
+    factors: Vec<f32>,
+}
+
+impl BuiltQuant {
+    /// The sections to write, by tag.
+    pub(crate) fn sections(&self) -> Vec<(u16, &[u8])> {
+        vec![
+            (META, bytemuck::cast_slice(&self.meta)),
+            (PARAMS, bytemuck::cast_slice(&self.params)),
+            (CODES, &self.codes),
+            (FACTORS, bytemuck::cast_slice(&self.factors)),
+        ]
+    }
+}
+
+/// Rows per parallel encoding task.
+const ENCODE_CHUNK: usize = 4096;
+
+/// Train the parameters of `kind` on `vectors` (row-major, `dim` wide) and encode them.
+pub(crate) fn encode(kind: QuantKind, metric: Metric, vectors: &[f32], dim: usize) -> BuiltQuant {
+    use rayon::prelude::*;
+    let rows = vectors.len() / dim.max(1);
+    let cb = kind.code_bytes(dim);
+    let nf = kind.factors();
+    let params = match kind {
+        QuantKind::Sq8 => {
+            // Each component's range over the segment: lo, then step = range / 255.
+            let mut lo = vec![f32::INFINITY; dim];
+            let mut hi = vec![f32::NEG_INFINITY; dim];
+            for v in vectors.chunks_exact(dim) {
+                for d in 0..dim {
+                    lo[d] = lo[d].min(v[d]);
+                    hi[d] = hi[d].max(v[d]);
+                }
+            }
+            let mut p = Vec::with_capacity(2 * dim);
+            for l in &lo {
+                p.push(if rows == 0 { 0.0 } else { *l });
+            }
+            for d in 0..dim {
+                let span = if rows == 0 { 0.0 } else { hi[d] - lo[d] };
+                // A constant component: every code 0 decodes to it exactly.
+                p.push(if span > 0.0 { span / 255.0 } else { 1.0 });
+            }
+            p
+        }
+        QuantKind::Binary => {
+            let mut mean = vec![0f64; dim];
+            for v in vectors.chunks_exact(dim) {
+                for d in 0..dim {
+                    mean[d] += f64::from(v[d]);
+                }
+            }
+            mean.iter()
+                .map(|m| {
+                    if rows == 0 {
+                        0.0
+                    } else {
+                        (m / rows as f64) as f32
+                    }
+                })
+                .collect()
+        }
+    };
+    let mut codes = vec![0u8; rows * cb];
+    let mut factors = vec![0f32; rows * nf];
+    let p = &params;
+    codes
+        .par_chunks_mut(ENCODE_CHUNK * cb.max(1))
+        .zip(factors.par_chunks_mut(ENCODE_CHUNK * nf))
+        .zip(vectors.par_chunks(ENCODE_CHUNK * dim.max(1)))
+        .for_each(|((codes, factors), vectors)| {
+            for ((c, f), v) in codes
+                .chunks_exact_mut(cb)
+                .zip(factors.chunks_exact_mut(nf))
+                .zip(vectors.chunks_exact(dim))
+            {
+                encode_row(kind, metric, p, v, c, f);
+            }
+        });
+    BuiltQuant {
+        meta: [
+            FORMAT,
+            kind.code(),
+            dim as u64,
+            rows as u64,
+            cb as u64,
+            0,
+            0,
+            0,
+        ],
+        params,
+        codes,
+        factors,
+    }
+}
+
+/// Encode one row into its code and factors.
+fn encode_row(
+    kind: QuantKind,
+    metric: Metric,
+    p: &[f32],
+    v: &[f32],
+    code: &mut [u8],
+    f: &mut [f32],
+) {
+    let dim = v.len();
+    match kind {
+        QuantKind::Sq8 => {
+            let (lo, step) = p.split_at(dim);
+            let mut sq = 0f64;
+            for d in 0..dim {
+                let c = ((v[d] - lo[d]) / step[d]).round().clamp(0.0, 255.0);
+                code[d] = c as u8;
+                let x = lo[d] + step[d] * c;
+                sq += f64::from(x) * f64::from(x);
+            }
+            f[0] = sq as f32;
+        }
+        QuantKind::Binary => {
+            let mean = p;
+            let (mut sq, mut l1, mut mu_x, mut norm) = (0f64, 0f64, 0f64, 0f64);
+            for d in 0..dim {
+                let r = f64::from(v[d]) - f64::from(mean[d]);
+                if r > 0.0 {
+                    code[d / 8] |= 1 << (d % 8);
+                }
+                sq += r * r;
+                l1 += r.abs();
+                mu_x += f64::from(mean[d]) * r;
+                norm += f64::from(v[d]) * f64::from(v[d]);
+            }
+            let scale = if l1 > 0.0 { sq / l1 } else { 0.0 };
+            // <q, x> ~ <q, mean> + <mean, x - mean> + scale * <q - mean, s>.
+            match metric {
+                Metric::L2 => {
+                    f[0] = (norm - 2.0 * mu_x) as f32;
+                    f[1] = (-2.0 * scale) as f32;
+                }
+                Metric::Cosine | Metric::Dot => {
+                    f[0] = (-mu_x) as f32;
+                    f[1] = (-scale) as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Where validated quantised vectors lie in a segment's bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct QuantParts {
+    kind: QuantKind,
+    params: Range<usize>,
+    codes: Range<usize>,
+    factors: Range<usize>,
+}
+
+/// Sections checksummed before they are parsed at open (the small ones).
+pub(crate) const CHECKED_AT_OPEN: &[u16] = &[META, PARAMS];
+
+impl QuantParts {
+    /// Validate the sections of a segment of `rows` x `dim` (meta and parameters were
+    /// checksummed by the caller).
+    pub(crate) fn open(
+        s: &Sections<'_>,
+        rows: usize,
+        dim: usize,
+    ) -> Result<QuantParts, SectionError> {
+        let (meta, at) = s.meta(META)?;
+        let bad = |why: String| SectionError {
+            offset: at,
+            reason: format!("quantised vectors: {why}"),
+        };
+        if meta[0] != FORMAT {
+            return Err(bad(format!("unknown format {}", meta[0])));
+        }
+        let kind = QuantKind::from_code(meta[1])
+            .ok_or_else(|| bad(format!("unknown kind {}", meta[1])))?;
+        if meta[2] != dim as u64 || meta[3] != rows as u64 {
+            return Err(bad(format!(
+                "{} x {} rows, the segment has {rows} x {dim}",
+                meta[3], meta[2]
+            )));
+        }
+        let cb = kind.code_bytes(dim);
+        if meta[4] != cb as u64 {
+            return Err(bad(format!("code width {} (expected {cb})", meta[4])));
+        }
+        let count =
+            |n: usize, m: usize| n.checked_mul(m).ok_or_else(|| bad("size overflows".into()));
+        let parts = QuantParts {
+            kind,
+            params: s.get(PARAMS, 4, Some(count(dim, kind.params())?))?,
+            codes: s.get(CODES, 1, Some(count(rows, cb)?))?,
+            factors: s.get(FACTORS, 4, Some(count(rows, kind.factors())?))?,
+        };
+        let p: &[f32] = cast(s.bytes, &parts.params);
+        if p.iter().any(|x| !x.is_finite()) {
+            return Err(bad("a parameter is not finite".into()));
+        }
+        if kind == QuantKind::Sq8 && p[dim..].iter().any(|s| *s <= 0.0) {
+            return Err(bad("a step is not positive".into()));
+        }
+        Ok(parts)
+    }
+
+    /// A view over the bytes the parts were validated in.
+    pub(crate) fn view<'a>(&self, bytes: &'a [u8], dim: usize) -> QuantView<'a> {
+        QuantView {
+            kind: self.kind,
+            dim,
+            cb: self.kind.code_bytes(dim),
+            params: cast(bytes, &self.params),
+            codes: &bytes[self.codes.clone()],
+            factors: cast(bytes, &self.factors),
+        }
+    }
+
+    /// Bytes of codes and factors (what a search keeps resident).
+    pub(crate) fn bytes(&self) -> usize {
+        self.codes.len() + self.factors.len() + self.params.len()
+    }
+}
+
+/// A segment's quantised vectors, borrowed from its bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QuantView<'a> {
+    kind: QuantKind,
+    dim: usize,
+    cb: usize,
+    params: &'a [f32],
+    codes: &'a [u8],
+    factors: &'a [f32],
+}
+
+/// A query prepared against one segment's parameters.
+#[derive(Debug, Default)]
+pub(crate) struct Prepared {
+    /// sq8: the integer weights; empty for binary.
+    weights: Vec<i16>,
+    /// binary: the four bit planes of the 4-bit query.
+    planes: Vec<u64>,
+    /// Added to every estimate.
+    konst: f32,
+    /// sq8: multiplies the integer product. binary: `2 * step` of the 4-bit query.
+    scale: f32,
+    /// binary: `2 * lo` of the 4-bit query.
+    lo2: f32,
+    /// binary: `sum (q - mean)`.
+    sum: f32,
+    /// Whether the per-row factor 0 is added (sq8 under l2).
+    add_norm: bool,
+}
+
+/// Largest weight magnitude of a prepared sq8 query for `dim` components: `255 * w * dim`
+/// must stay below `2^31` (the integer dot product never overflows), and 16 bits hold it.
+fn weight_limit(dim: usize) -> f32 {
+    let by_sum = (i32::MAX as usize) / (255 * dim.max(1));
+    by_sum.clamp(1, 16_383) as f32
+}
+
+impl QuantView<'_> {
+    pub(crate) fn kind(&self) -> QuantKind {
+        self.kind
+    }
+
+    /// Bytes a search reads: codes and per-row factors.
+    pub(crate) fn bytes(&self) -> usize {
+        self.codes.len() + std::mem::size_of_val(self.factors)
+    }
+
+    /// Prepare `q` (a query as the collection stores vectors: normalised for cosine).
+    pub(crate) fn prepare(&self, metric: Metric, q: &[f32], out: &mut Prepared) {
+        let dim = self.dim;
+        let qq: f64 = q.iter().map(|x| f64::from(*x) * f64::from(*x)).sum();
+        match self.kind {
+            QuantKind::Sq8 => {
+                let (lo, step) = self.params.split_at(dim);
+                let c: f64 = q
+                    .iter()
+                    .zip(lo)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
+                let maxw = q
+                    .iter()
+                    .zip(step)
+                    .map(|(a, s)| (a * s).abs())
+                    .fold(0f32, f32::max);
+                let sigma = if maxw > 0.0 {
+                    maxw / weight_limit(dim)
+                } else {
+                    1.0
+                };
+                out.weights.clear();
+                out.weights.extend(
+                    q.iter()
+                        .zip(step)
+                        .map(|(a, s)| (a * s / sigma).round() as i16),
+                );
+                out.planes.clear();
+                // <q, x~> = c + sigma * I.
+                let (konst, scale) = match metric {
+                    Metric::L2 => (qq - 2.0 * c, -2.0 * f64::from(sigma)),
+                    Metric::Cosine => (1.0 - c, -f64::from(sigma)),
+                    Metric::Dot => (-c, -f64::from(sigma)),
+                };
+                out.konst = konst as f32;
+                out.scale = scale as f32;
+                out.add_norm = metric == Metric::L2;
+            }
+            QuantKind::Binary => {
+                let mean = self.params;
+                let words = dim.div_ceil(64);
+                let qm: f64 = q
+                    .iter()
+                    .zip(mean)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
+                let (mut lo, mut hi, mut sum) = (f32::INFINITY, f32::NEG_INFINITY, 0f64);
+                for (a, m) in q.iter().zip(mean) {
+                    let r = a - m;
+                    lo = lo.min(r);
+                    hi = hi.max(r);
+                    sum += f64::from(r);
+                }
+                if dim == 0 {
+                    (lo, hi) = (0.0, 0.0);
+                }
+                let step = if hi > lo { (hi - lo) / 15.0 } else { 1.0 };
+                out.planes.clear();
+                out.planes.resize(4 * words, 0);
+                for (d, (a, m)) in q.iter().zip(mean).enumerate() {
+                    let u = (((a - m) - lo) / step).round().clamp(0.0, 15.0) as u32;
+                    for j in 0..4 {
+                        if (u >> j) & 1 == 1 {
+                            out.planes[j * words + d / 64] |= 1 << (d % 64);
+                        }
+                    }
+                }
+                out.weights.clear();
+                out.konst = match metric {
+                    Metric::L2 => (qq - 2.0 * qm) as f32,
+                    Metric::Cosine => (1.0 - qm) as f32,
+                    Metric::Dot => (-qm) as f32,
+                };
+                out.scale = 2.0 * step;
+                out.lo2 = 2.0 * lo;
+                out.sum = sum as f32;
+                out.add_norm = false;
+            }
+        }
+    }
+
+    /// The estimated distance of `row` to the prepared query (smaller is nearer).
+    #[inline]
+    pub(crate) fn estimate(&self, kernels: &Kernels, p: &Prepared, row: usize) -> f32 {
+        let code = &self.codes[row * self.cb..(row + 1) * self.cb];
+        match self.kind {
+            QuantKind::Sq8 => {
+                let i = kernels.dot_u8_i16(code, &p.weights);
+                let norm = if p.add_norm { self.factors[row] } else { 0.0 };
+                p.konst + p.scale * i as f32 + norm
+            }
+            QuantKind::Binary => {
+                let bits: &[u64] = bytemuck::cast_slice(code);
+                let (b, ones) = kernels.bitplane_dot(&p.planes, bits);
+                // <q - mean, s> = 2 <q - mean, bits> - sum(q - mean).
+                let qs = p.lo2 * ones as f32 + p.scale * b as f32 - p.sum;
+                let f = &self.factors[2 * row..2 * row + 2];
+                p.konst + f[0] + f[1] * qs
+            }
+        }
+    }
+
+    /// Hint the CPU to load `row`'s code.
+    #[inline]
+    pub(crate) fn prefetch(&self, row: usize) {
+        crate::distance::prefetch_bytes(&self.codes[row * self.cb..(row + 1) * self.cb]);
+    }
+}
+
+thread_local! {
+    static PREPARED: std::cell::RefCell<Prepared> = std::cell::RefCell::new(Prepared::default());
+}
+
+/// Run `f` with this thread's reusable prepared query (a fresh one if it is taken).
+fn with_prepared<R>(f: impl FnOnce(&mut Prepared) -> R) -> R {
+    PREPARED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut p) => f(&mut p),
+        Err(_) => f(&mut Prepared::default()),
+    })
+}
+
+/// How many candidates by code a query re-ranks exactly: `rescore * k`.
+fn rescored(q: &Query<'_>) -> usize {
+    q.knobs
+        .k
+        .saturating_mul(q.knobs.rescore.max(1))
+        .max(q.knobs.k)
+}
+
+/// Re-rank `rows` exactly from the float rows (prefetched first, so the memory or disk
+/// latency of the few rows read overlaps) and give each to `push`.
+fn rescore(seg: &SegmentRows<'_>, q: &Query<'_>, rows: &[u32], mut push: impl FnMut(u32, f32)) {
+    let dim = seg.dim;
+    for &r in rows {
+        let r = r as usize;
+        crate::distance::prefetch(&seg.vectors[r * dim..(r + 1) * dim]);
+    }
+    for &r in rows {
+        push(r, seg.distance(q.vector, r as usize));
+    }
+}
+
+/// Search a quantised segment through its HNSW graph: the beam search scores codes, with a
+/// beam of at least `rescore * k`; its best `rescore * k` are re-ranked exactly.
+pub(crate) fn search_graph<G: Graph + ?Sized, A: Fn(usize) -> bool, P: FnMut(u32, f32)>(
+    qv: &QuantView<'_>,
+    g: &G,
+    seg: &SegmentRows<'_>,
+    q: &Query<'_>,
+    allow: &A,
+    push: P,
+) {
+    let want = rescored(q);
+    let found = with_prepared(|p| {
+        qv.prepare(seg.metric, q.vector, p);
+        let p = &*p;
+        let dist = |n: u32| qv.estimate(seg.kernels, p, n as usize);
+        let prefetch = |n: u32| qv.prefetch(n as usize);
+        let allow_node = |n: u32| allow(n as usize);
+        let expand = expand_for(q.passing, seg.rows());
+        let mut visited = q.pool.take(g.len());
+        let found = hnsw_search::with_scratch(|scratch| {
+            hnsw_search::search(
+                g,
+                &dist,
+                &prefetch,
+                want,
+                q.knobs.ef.max(want),
+                &allow_node,
+                expand,
+                &mut visited,
+                scratch,
+            )
+        });
+        q.pool.give(visited);
+        found
+    });
+    let rows: Vec<u32> = found.iter().map(|c| c.id).collect();
+    rescore(seg, q, &rows, push);
+}
+
+/// Scan `rows` of a quantised segment on their codes; the best `rescore * k` are re-ranked
+/// exactly.
+pub(crate) fn scan<P: FnMut(u32, f32)>(
+    qv: &QuantView<'_>,
+    seg: &SegmentRows<'_>,
+    q: &Query<'_>,
+    rows: impl Iterator<Item = usize>,
+    push: P,
+) {
+    let want = rescored(q);
+    let best = with_prepared(|p| {
+        qv.prepare(seg.metric, q.vector, p);
+        let mut top = TopK::new(want);
+        let mut thr = f32::INFINITY;
+        for r in rows {
+            let d = qv.estimate(seg.kernels, p, r);
+            if d <= thr {
+                top.push(d, r as u64);
+                thr = top.threshold();
+            }
+        }
+        top.into_sorted()
+    });
+    let rows: Vec<u32> = best.iter().map(|(r, _)| *r as u32).collect();
+    rescore(seg, q, &rows, push);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n * dim)
+            .map(|i| {
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5 + (i % dim) as f32 * 0.01
+            })
+            .collect()
+    }
+
+    fn sections(b: &BuiltQuant) -> (Vec<u8>, Vec<(u16, Range<usize>)>) {
+        let mut bytes = Vec::new();
+        let mut entries = Vec::new();
+        for (tag, s) in b.sections() {
+            while bytes.len() % 64 != 0 {
+                bytes.push(0);
+            }
+            entries.push((tag, bytes.len()..bytes.len() + s.len()));
+            bytes.extend_from_slice(s);
+        }
+        (bytes, entries)
+    }
+
+    #[test]
+    fn estimates_follow_the_exact_distances() {
+        let k = Kernels::best();
+        for dim in [1, 7, 64, 100, 384] {
+            let (n, base) = (300, data(300, dim, 1));
+            let queries = data(5, dim, 9);
+            for metric in [Metric::L2, Metric::Dot] {
+                for kind in [QuantKind::Sq8, QuantKind::Binary] {
+                    let built = encode(kind, metric, &base, dim);
+                    let (bytes, entries) = sections(&built);
+                    let s = Sections {
+                        bytes: &bytes,
+                        entries,
+                    };
+                    let parts = QuantParts::open(&s, n, dim).unwrap();
+                    let view = parts.view(&bytes, dim);
+                    let mut p = Prepared::default();
+                    for q in queries.chunks_exact(dim) {
+                        view.prepare(metric, q, &mut p);
+                        let (mut err, mut spread) = (0f64, 0f64);
+                        let exact: Vec<f32> = base
+                            .chunks_exact(dim)
+                            .map(|v| k.distance(metric, q, v))
+                            .collect();
+                        let mean = exact.iter().map(|x| f64::from(*x)).sum::<f64>() / n as f64;
+                        for (r, e) in exact.iter().enumerate() {
+                            let est = view.estimate(k, &p, r);
+                            err += (f64::from(est) - f64::from(*e)).powi(2);
+                            spread += (f64::from(*e) - mean).powi(2);
+                        }
+                        // sq8 is near exact; binary keeps most of the ordering.
+                        let rel = (err / spread.max(1e-12)).sqrt();
+                        let limit = if kind == QuantKind::Sq8 { 0.02 } else { 0.8 };
+                        assert!(
+                            dim == 1 || rel < limit,
+                            "{kind:?} {metric:?} dim {dim}: error {rel}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_meta_or_parameters_are_refused() {
+        let dim = 16;
+        let built = encode(QuantKind::Sq8, Metric::L2, &data(50, dim, 3), dim);
+        let (bytes, entries) = sections(&built);
+        let open = |bytes: &[u8], rows: usize| {
+            QuantParts::open(
+                &Sections {
+                    bytes,
+                    entries: entries.clone(),
+                },
+                rows,
+                dim,
+            )
+        };
+        assert!(open(&bytes, 50).is_ok());
+        assert!(open(&bytes, 49).is_err());
+        for (word, value) in [(0usize, 9u64), (1, 7), (2, 15), (4, 3)] {
+            let mut b = bytes.clone();
+            b[word * 8..word * 8 + 8].copy_from_slice(&value.to_le_bytes());
+            let e = open(&b, 50).unwrap_err();
+            assert!(e.reason.starts_with("quantised vectors"), "{}", e.reason);
+        }
+        let mut b = bytes.clone();
+        let at = entries[1].1.start + 4 * dim;
+        b[at..at + 4].copy_from_slice(&0f32.to_le_bytes());
+        assert!(open(&b, 50).unwrap_err().reason.contains("step"));
+        let mut b = bytes.clone();
+        b[entries[1].1.start..entries[1].1.start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert!(open(&b, 50).unwrap_err().reason.contains("finite"));
+    }
+}
