@@ -5,7 +5,8 @@ memory (page cache included) is capped below the size of its float32 vectors.
     # 1. build (no cap): synthetic clustered vectors, exact ground truth, one segment
     python3 benches/ltmbench.py build --n 10000000 --dim 128 --index ivf_pq --dir /big/ltm
     # 2. search under a memory cap (cgroup v1 or v2; see README "Memory")
-    python3 benches/ltmbench.py search --dir /big/ltm --cap-gb 2.5 --sweep nprobe=8,16,32,64
+    python3 benches/ltmbench.py search --dir /big/ltm --cap-gb 2.5 \
+        --sweep "nprobe=16,refine=2;nprobe=32,refine=3"
 
 `search` moves itself into a fresh memory cgroup with the given limit (root needed; it
 refuses to run uncapped unless `--no-cap`), drops the build's pages from the page cache
@@ -19,8 +20,9 @@ import argparse
 import json
 import os
 import pathlib
-import resource
 import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -46,8 +48,8 @@ def exact_l2(base, queries, k=100):
     qn = (queries.astype(np.float64) ** 2).sum(1)
     best_d = np.full((len(queries), k), np.inf)
     best_i = np.zeros((len(queries), k), np.int64)
-    for i in range(0, len(base), 250_000):
-        b = base[i : i + 250_000]
+    for i in range(0, len(base), 100_000):
+        b = base[i : i + 100_000]
         d = qn[:, None] - 2.0 * (queries @ b.T).astype(np.float64) + (b.astype(np.float64) ** 2).sum(1)[None, :]
         dd = np.concatenate([best_d, d], 1)
         ii = np.concatenate([best_i, np.broadcast_to(np.arange(i, i + len(b)), d.shape)], 1)
@@ -58,7 +60,12 @@ def exact_l2(base, queries, k=100):
 
 
 def peak_rss_gb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """This process's peak resident set (VmHWM: reset by exec, unlike ru_maxrss)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    return 0.0
 
 
 def rss_gb():
@@ -78,27 +85,40 @@ def read_bytes():
 
 
 def build(a):
-    import trovedb
-
     d = pathlib.Path(a.dir)
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     t = time.perf_counter()
     base, queries = synthetic(a.n, a.dim, a.queries)
     gt = exact_l2(base, queries)
+    base.tofile(d / "base.f32")
+    del base
     np.save(d / "queries.npy", queries)
     np.save(d / "gt.npy", gt)
     print(f"data and ground truth: {time.perf_counter() - t:.0f} s", flush=True)
+    # The ingest runs in a fresh process, so its peak resident set is trovedb's own.
+    cmd = [sys.executable, __file__, "ingest", "--dir", str(d), "--n", str(a.n), "--dim", str(a.dim),
+           "--index", a.index, "--quantization", a.quantization]
+    subprocess.run(cmd, check=True)
+
+
+def ingest(a):
+    import trovedb
+
+    d = pathlib.Path(a.dir)
     db = trovedb.open(d / "db", seal_threshold_rows=a.n + 1, durability="off")
     params = {}
     if a.quantization != "none":
         params["quantization"] = a.quantization
     c = db.create_collection("c", a.dim, metric="l2", index=a.index, **params)
     t = time.perf_counter()
-    for i in range(0, a.n, 100_000):
-        c.upsert(np.arange(i, min(a.n, i + 100_000), dtype=np.uint64), base[i : i + 100_000])
+    row = a.dim * 4
+    with open(d / "base.f32", "rb") as f:
+        for i in range(0, a.n, 100_000):
+            chunk = np.fromfile(f, dtype=np.float32, count=min(100_000, a.n - i) * a.dim).reshape(-1, a.dim)
+            c.upsert(np.arange(i, i + len(chunk), dtype=np.uint64), chunk)
+    assert os.path.getsize(d / "base.f32") == a.n * row
     t_ingest = time.perf_counter() - t
-    del base
     c.flush()
     c.wait_idle()
     t_build = time.perf_counter() - t
@@ -163,11 +183,10 @@ def search(a):
     print(f"open: {t_open * 1000:.0f} ms, read {(read_bytes() - r0) / 2**20:.1f} MiB, rss {rss_gb():.2f} GiB", flush=True)
     seg = c.stats()["segments"]
     print("segments:", [(s["rows"], s["index"], s["index_detail"]) for s in seg])
-    knob, values = a.sweep.split("=")
+    settings = [{k: int(v) for k, v in (kv.split("=") for kv in one.split(","))} for one in a.sweep.split(";")]
     out = []
     for rnd in ("cold", "warm"):
-        for v in (int(x) for x in values.split(",")):
-            params = {knob: v}
+        for params in settings:
             r0 = read_bytes()
             hits = 0
             t = time.perf_counter()
@@ -177,10 +196,11 @@ def search(a):
             dt = time.perf_counter() - t
             rec = hits / (10 * len(queries))
             per_q = (read_bytes() - r0) / len(queries)
-            row = {"round": rnd, knob: v, "recall": round(rec, 4), "qps": round(len(queries) / dt, 1),
+            row = {"round": rnd, **params, "recall": round(rec, 4), "qps": round(len(queries) / dt, 1),
                    "read_kib_per_query": round(per_q / 1024, 1), "rss_gb": round(rss_gb(), 2)}
             out.append(row)
-            print(f"  {rnd} {knob}={v}: recall@10 {rec:.4f}, {len(queries) / dt:,.0f} QPS, "
+            label = " ".join(f"{k}={v}" for k, v in params.items())
+            print(f"  {rnd} {label}: recall@10 {rec:.4f}, {len(queries) / dt:,.0f} QPS, "
                   f"{per_q / 1024:.1f} KiB read/query, rss {rss_gb():.2f} GiB", flush=True)
     if a.json:
         with open(a.json, "a") as f:
@@ -202,11 +222,18 @@ def main() -> int:
     s.add_argument("--dir", required=True)
     s.add_argument("--cap-gb", type=float, default=2.5)
     s.add_argument("--no-cap", action="store_true")
-    s.add_argument("--sweep", default="nprobe=8,16,32,64")
+    s.add_argument("--sweep", default="nprobe=8;nprobe=16;nprobe=32",
+                   help="settings separated by ';', each knob=value[,knob=value]")
     s.add_argument("--queries", type=int, default=1000)
     s.add_argument("--json")
+    g = sub.add_parser("ingest", help="(run by build)")
+    g.add_argument("--dir", required=True)
+    g.add_argument("--n", type=int, required=True)
+    g.add_argument("--dim", type=int, required=True)
+    g.add_argument("--index", required=True)
+    g.add_argument("--quantization", required=True)
     a = ap.parse_args()
-    build(a) if a.cmd == "build" else search(a)
+    {"build": build, "ingest": ingest, "search": search}[a.cmd](a)
     return 0
 
 

@@ -20,7 +20,7 @@ use crate::index::hnsw::visited::VisitedPool;
 use crate::index::hnsw::HnswParams;
 use crate::index::quant::{self, QuantView};
 use crate::index::registry::IndexView;
-use crate::index::{flat, topk::TopK, Query, SegmentRows};
+use crate::index::{flat, topk::TopK, Query, RowSource, SegmentRows};
 pub(crate) use crate::index::{Knobs, FLAT_SCAN_MAX_ROWS};
 use crate::storage::segment::reader::SegmentReader;
 use crate::storage::wal::record::WalOp;
@@ -186,6 +186,8 @@ struct SegmentView<'a> {
     index: Ann<'a>,
     /// Quantised vectors (sealed segments of quantised collections).
     quant: Option<QuantView<'a>>,
+    /// The mapped file of a sealed segment's rows.
+    source: Option<&'a dyn RowSource>,
 }
 
 impl<'a> SegmentView<'a> {
@@ -203,6 +205,10 @@ impl<'a> SegmentView<'a> {
             index,
             quant: match seg {
                 Segment::Sealed(s) => s.reader.quant(),
+                _ => None,
+            },
+            source: match seg {
+                Segment::Sealed(s) => Some(&*s.reader as &dyn RowSource),
                 _ => None,
             },
         }
@@ -671,6 +677,7 @@ impl Ctx {
             dim: self.dim,
             kernels: self.kernels,
             metric: self.metric,
+            source: seg.source,
         };
         let rows = rows_view.rows();
         if let Some(qv) = seg.quant.filter(|_| rows > FLAT_SCAN_MAX_ROWS) {

@@ -54,6 +54,88 @@ pub(crate) struct GivenKnobs {
     pub probes: Option<usize>,
 }
 
+/// Where a segment's float rows come from, for searches that re-rank a few of them exactly
+/// (quantised codes, IVF-PQ): a mapped file whose rows may be on disk rather than in memory.
+pub(crate) trait RowSource: Sync {
+    /// Ask for the byte range `range` of the rows (relative to the first row) to be read
+    /// ahead: rows on disk are then read concurrently instead of one fault at a time.
+    fn will_need(&self, range: Range<usize>);
+    /// Whether re-ranking has been finding its rows on disk (then rows are asked for first).
+    fn cold(&self) -> bool;
+    /// Report a re-ranking of `rows` rows that took `nanos`.
+    fn observe(&self, rows: usize, nanos: u64);
+}
+
+/// A row read from memory costs well under a microsecond; above this per row, re-ranking was
+/// waiting for the disk.
+const COLD_NANOS_PER_ROW: u64 = 4_000;
+/// Consecutive re-rankings under [`WARM_NANOS_PER_ROW`] after which rows count as resident
+/// again (and are no longer asked for first).
+const WARM_AFTER: u32 = 64;
+/// Per-row time of a re-ranking from memory.
+const WARM_NANOS_PER_ROW: u64 = 1_000;
+
+/// Whether a segment's re-ranking has been finding its rows on disk, from how long it took
+/// per row: cold at once after a slow re-ranking, warm again after [`WARM_AFTER`] fast ones
+/// in a row (hysteresis, so a partly resident segment does not flip every query).
+#[derive(Debug, Default)]
+pub(crate) struct ColdTracker {
+    cold: std::sync::atomic::AtomicBool,
+    warm_runs: std::sync::atomic::AtomicU32,
+}
+
+impl ColdTracker {
+    pub(crate) fn cold(&self) -> bool {
+        self.cold.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn observe(&self, rows: usize, nanos: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if rows == 0 {
+            return;
+        }
+        let per_row = nanos / rows as u64;
+        if per_row >= COLD_NANOS_PER_ROW {
+            self.warm_runs.store(0, Relaxed);
+            self.cold.store(true, Relaxed);
+        } else if self.cold() && per_row < WARM_NANOS_PER_ROW {
+            if self.warm_runs.fetch_add(1, Relaxed) + 1 >= WARM_AFTER {
+                self.cold.store(false, Relaxed);
+            }
+        } else {
+            self.warm_runs.store(0, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod cold_tests {
+    use super::*;
+
+    #[test]
+    fn cold_after_one_slow_rerank_warm_after_a_run_of_fast_ones() {
+        let t = ColdTracker::default();
+        t.observe(30, 30 * 200);
+        assert!(!t.cold());
+        t.observe(30, 30 * 50_000);
+        assert!(t.cold());
+        for _ in 0..WARM_AFTER - 1 {
+            t.observe(30, 30 * 200);
+        }
+        assert!(t.cold(), "one short of the run");
+        // A slow one restarts the run.
+        t.observe(30, 30 * 50_000);
+        for _ in 0..WARM_AFTER - 1 {
+            t.observe(30, 30 * 200);
+        }
+        assert!(t.cold());
+        t.observe(30, 30 * 200);
+        assert!(!t.cold());
+        t.observe(0, 1_000_000);
+        assert!(!t.cold(), "nothing re-ranked says nothing");
+    }
+}
+
 /// The rows of a segment as an index search reads them.
 #[derive(Clone, Copy)]
 pub(crate) struct SegmentRows<'a> {
@@ -62,9 +144,36 @@ pub(crate) struct SegmentRows<'a> {
     pub dim: usize,
     pub kernels: &'static Kernels,
     pub metric: Metric,
+    /// The mapped file the rows come from (sealed segments).
+    pub source: Option<&'a dyn RowSource>,
 }
 
 impl SegmentRows<'_> {
+    /// Re-rank `rows` exactly, giving each to `push(row, distance)`. The rows are prefetched
+    /// first; when re-ranking has been finding rows on disk, they are asked for from the
+    /// file first, so their reads overlap (README "Memory").
+    pub(crate) fn rerank(&self, query: &[f32], rows: &[u32], mut push: impl FnMut(u32, f32)) {
+        let dim = self.dim;
+        if let Some(src) = self.source.filter(|s| s.cold()) {
+            let row_bytes = dim * 4;
+            for &r in rows {
+                let r = r as usize;
+                src.will_need(r * row_bytes..(r + 1) * row_bytes);
+            }
+        }
+        let t = std::time::Instant::now();
+        for &r in rows {
+            let r = r as usize;
+            crate::distance::prefetch(&self.vectors[r * dim..(r + 1) * dim]);
+        }
+        for &r in rows {
+            push(r, self.distance(query, r as usize));
+        }
+        if let Some(src) = self.source {
+            src.observe(rows.len(), t.elapsed().as_nanos() as u64);
+        }
+    }
+
     pub(crate) fn rows(&self) -> usize {
         self.vectors.len() / self.dim
     }

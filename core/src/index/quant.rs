@@ -500,19 +500,6 @@ fn rescored(q: &Query<'_>) -> usize {
         .max(q.knobs.k)
 }
 
-/// Re-rank `rows` exactly from the float rows (prefetched first, so the memory or disk
-/// latency of the few rows read overlaps) and give each to `push`.
-fn rescore(seg: &SegmentRows<'_>, q: &Query<'_>, rows: &[u32], mut push: impl FnMut(u32, f32)) {
-    let dim = seg.dim;
-    for &r in rows {
-        let r = r as usize;
-        crate::distance::prefetch(&seg.vectors[r * dim..(r + 1) * dim]);
-    }
-    for &r in rows {
-        push(r, seg.distance(q.vector, r as usize));
-    }
-}
-
 /// Search a quantised segment through its HNSW graph: the beam search scores codes, with a
 /// beam of at least `rescore * k`; its best `rescore * k` are re-ranked exactly.
 pub(crate) fn search_graph<G: Graph + ?Sized, A: Fn(usize) -> bool, P: FnMut(u32, f32)>(
@@ -549,7 +536,7 @@ pub(crate) fn search_graph<G: Graph + ?Sized, A: Fn(usize) -> bool, P: FnMut(u32
         found
     });
     let rows: Vec<u32> = found.iter().map(|c| c.id).collect();
-    rescore(seg, q, &rows, push);
+    seg.rerank(q.vector, &rows, push);
 }
 
 /// Scan `rows` of a quantised segment on their codes; the best `rescore * k` are re-ranked
@@ -576,7 +563,7 @@ pub(crate) fn scan<P: FnMut(u32, f32)>(
         top.into_sorted()
     });
     let rows: Vec<u32> = best.iter().map(|(r, _)| *r as u32).collect();
-    rescore(seg, q, &rows, push);
+    seg.rerank(q.vector, &rows, push);
 }
 
 #[cfg(test)]

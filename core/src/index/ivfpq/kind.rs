@@ -162,15 +162,7 @@ impl VectorIndex for IvfPq {
             nprobe: widen(q.knobs.nprobe, q.passing, seg.rows()),
             refine: q.knobs.refine,
         };
-        let found = search(
-            ix,
-            seg.vectors,
-            seg.kernels,
-            seg.metric,
-            q.vector,
-            opts,
-            allow,
-        );
+        let found = search(ix, seg, q.vector, opts, allow);
         for (row, d) in found {
             push(row, d);
         }

@@ -17,11 +17,11 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::distance::Kernels;
 use crate::distance::Metric;
 use crate::index::kmeans::{self, sq_dists_transposed, Centroids};
 use crate::index::rng::Rng;
 use crate::index::topk::TopK;
+use crate::index::SegmentRows;
 
 /// Codewords per sub-quantiser (8-bit codes).
 pub(crate) const KSUB: usize = 256;
@@ -385,15 +385,14 @@ fn adc(lut: &[[f32; KSUB]], code: &[u8]) -> f32 {
 )]
 pub(crate) fn search(
     ix: &IvfPqView<'_>,
-    vectors: &[f32],
-    kernels: &Kernels,
-    metric: Metric,
+    seg: &SegmentRows<'_>,
     query: &[f32],
     opts: IvfPqQuery,
     allow: &impl Fn(usize) -> bool,
 ) -> Vec<(u32, f32)> {
+    let (kernels, metric) = (seg.kernels, seg.metric);
     let (m, dsub, dim) = (ix.m, ix.dsub, ix.dim);
-    debug_assert_eq!(vectors.len(), ix.rows * dim);
+    debug_assert_eq!(seg.vectors.len(), ix.rows * dim);
     SCRATCH.with(|s| {
         let s = &mut *s.borrow_mut();
         s.coarse.clear();
@@ -456,14 +455,9 @@ pub(crate) fn search(
                 }
             }
         }
+        let rows: Vec<u32> = cand.into_sorted().iter().map(|(r, _)| *r as u32).collect();
         let mut top = TopK::new(opts.k);
-        for (row, _) in cand.into_sorted() {
-            let r = row as usize;
-            top.push(
-                kernels.distance(metric, query, &vectors[r * dim..(r + 1) * dim]),
-                row,
-            );
-        }
+        seg.rerank(query, &rows, |row, d| top.push(d, u64::from(row)));
         top.into_sorted()
             .into_iter()
             .map(|(row, d)| (row as u32, d))
@@ -474,6 +468,7 @@ pub(crate) fn search(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::distance::Kernels;
 
     #[test]
     fn sizes_from_a_file_that_overflow_are_refused() {
@@ -559,6 +554,13 @@ mod tests {
         )
         .expect("valid");
         let kernels = Kernels::best();
+        let seg = crate::index::SegmentRows {
+            vectors: &v,
+            dim,
+            kernels,
+            metric: Metric::L2,
+            source: None,
+        };
         let qs = data(50, dim, 99);
         let mut hit = 0;
         for q in qs.chunks_exact(dim) {
@@ -567,7 +569,7 @@ mod tests {
                 nprobe: 16,
                 refine: 8,
             };
-            let got = search(&view, &v, kernels, Metric::L2, q, opts, &|_| true);
+            let got = search(&view, &seg, q, opts, &|_| true);
             let want = exact(&v, dim, q, 10);
             hit += got.iter().filter(|g| want.contains(&g.0)).count();
             // Exact re-ranking: reported distances are true distances, ascending.
@@ -583,7 +585,7 @@ mod tests {
             nprobe: 1,
             refine: 4,
         };
-        let got = search(&view, &v, kernels, Metric::L2, q, opts, &|r| r % 97 == 0);
+        let got = search(&view, &seg, q, opts, &|r| r % 97 == 0);
         assert_eq!(got.len(), 10);
         assert!(got.iter().all(|g| g.0 % 97 == 0));
 

@@ -21,7 +21,7 @@ use crate::filter::value::Payload;
 use crate::index::quant::{self, QuantParts, QuantView};
 use crate::index::registry::{kind_info, IndexParts, IndexView};
 use crate::index::text::{TextParts, TextView, TEXT_KIND};
-use crate::index::Sections;
+use crate::index::{ColdTracker, RowSource, Sections};
 use crate::process::Owner;
 use crate::storage::fsutil;
 use crate::types::Metric;
@@ -51,6 +51,28 @@ pub(crate) struct SegmentReader {
     /// Only the process that opened the reader removes its file (a child that inherited it
     /// through `fork()` drops its copy without touching the file).
     owner: Owner,
+    /// Whether re-ranking has been finding rows on disk (rows are then asked for first).
+    cold: ColdTracker,
+}
+
+impl RowSource for SegmentReader {
+    fn will_need(&self, range: Range<usize>) {
+        let at = self.vectors.start + range.start;
+        if range.end <= self.vectors.len() {
+            // Advice only: a refusal changes no result.
+            let _ = self
+                .map
+                .advise_range(memmap2::Advice::WillNeed, at, range.len());
+        }
+    }
+
+    fn cold(&self) -> bool {
+        self.cold.cold()
+    }
+
+    fn observe(&self, rows: usize, nanos: u64) {
+        self.cold.observe(rows, nanos);
+    }
 }
 
 impl Drop for SegmentReader {
@@ -125,6 +147,7 @@ impl SegmentReader {
             table,
             obsolete: AtomicBool::new(false),
             owner: Owner::current(),
+            cold: ColdTracker::default(),
         };
         for kind in [SECTION_IDS, SECTION_ID_INDEX, SECTION_PAYLOAD_OFFSETS] {
             r.verify_section(0, kind as u16)?;
