@@ -72,8 +72,18 @@ def recall_at(results, gt, k):
     return hit / (k * len(results))
 
 
+def frontier(points):
+    """The (recall, qps) points no other point beats on both."""
+    out, best = [], -1.0
+    for r, q in sorted(points, key=lambda p: (-p[0], -p[1])):
+        if q > best:
+            out.append((r, q))
+            best = q
+    return out
+
+
 def at_recall(points, target):
-    pts = sorted(points)
+    pts = sorted(frontier(points))
     for (r0, q0), (r1, q1) in zip(pts, pts[1:]):
         if r0 <= target <= r1:
             return max(q0, q1) if r1 == r0 else q0 + (q1 - q0) * (target - r0) / (r1 - r0)
@@ -92,12 +102,12 @@ def sweep(search, queries, gt, k, efs, repeat):
             for q in queries:
                 res.append(search(q, k, ef))
             best = max(best, len(queries) / (time.perf_counter() - t))
-        out.append((recall_at(res, gt, k), best, ef))
+        out.append((recall_at(res, gt, k), best, ef if isinstance(ef, str) else f"ef{ef}"))
     return out
 
 
 def show(name, pts):
-    print(f"  {name:<18} " + " ".join(f"ef{ef}:{r:.3f}@{q:.0f}" for r, q, ef in pts), flush=True)
+    print(f"  {name:<18} " + " ".join(f"{ef}:{r:.3f}@{q:.0f}" for r, q, ef in pts), flush=True)
     return {t: at_recall([(r, q) for r, q, _ in pts], t) for t in RECALLS}
 
 
@@ -115,6 +125,9 @@ def main() -> int:
     ap.add_argument("--sweep-ef", default="10,16,24,32,48,64,96,128,192,256")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--only", default="float,sq8,binary,faiss-sq8,usearch-i8")
+    ap.add_argument("--rescore", default="sq8=2,3;binary=3,5,10",
+                    help="rescore values swept with ef for each quantisation (QPS at a recall is "
+                         "read off the frontier of all the points)")
     ap.add_argument("--dir", help="database directory (default: a temporary one)")
     ap.add_argument("--json", help="append the figures as one JSON line here")
     a = ap.parse_args()
@@ -164,10 +177,20 @@ def main() -> int:
               f"(graph {seg[0]['index_bytes'] / n:.0f}, codes {seg[0]['quant_bytes'] / n:.0f}, "
               f"float rows {seg[0]['vector_bytes'] / n:.0f} read to re-rank)", flush=True)
 
-        def tsearch(q, k, ef, c=c):
-            return c.search(q, k=k, ef=ef).ids
+        if quant == "none":
+            def tsearch(q, k, ef, c=c):
+                return c.search(q, k=k, ef=ef).ids
 
-        curves[name] = show(name, sweep(tsearch, queries, gt, a.k, efs, a.repeat))
+            curves[name] = show(name, sweep(tsearch, queries, gt, a.k, efs, a.repeat))
+        else:
+            rescores = dict(x.split("=") for x in a.rescore.split(";")).get(quant, "")
+            settings = [f"r{r}ef{ef}" for r in rescores.split(",") if r for ef in efs]
+
+            def qsearch(q, k, setting, c=c):
+                r, ef = setting[1:].split("ef")
+                return c.search(q, k=k, ef=int(ef), rescore=int(r)).ids
+
+            curves[name] = show(name, sweep(qsearch, queries, gt, a.k, settings, a.repeat))
     db.close()
     if not a.dir:
         shutil.rmtree(root, ignore_errors=True)

@@ -25,7 +25,8 @@
 //! - A [`Collection`] holds points of one dimension and [`Metric`] (`L2`, `Cosine`, `Dot`):
 //!   a 64-bit id (or a string, [`IdType::Str`]), a vector and an optional [`Payload`] of
 //!   named [`Value`]s. Its [`CollectionConfig`] fixes the index kind ([`IndexConfig`]:
-//!   flat, HNSW, IVF-PQ, LSH), which payload fields are indexed for filters, and the
+//!   flat, HNSW, IVF-PQ, LSH), quantised codes for flat and HNSW ([`Quantization`]: sq8,
+//!   binary; re-ranked exactly), which payload fields are indexed for filters, and the
 //!   text fields of the BM25 index ([`TextConfig`]).
 //! - Writes ([`Collection::upsert`], [`Collection::delete`], [`Collection::delete_where`],
 //!   [`Collection::update_payload`]) go to the log first and return once durable

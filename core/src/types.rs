@@ -84,7 +84,29 @@ pub enum IndexConfig {
 /// The HNSW graph is walked, and a flat segment scanned, on the codes; the best
 /// `rescore * k` candidates are then ranked by their exact distances, so the distances a
 /// search returns are always exact. The codes of a segment are trained on its own rows
-/// when it is sealed or merged. The in-memory (unsealed) rows are searched in float32.
+/// when it is sealed or merged. The in-memory (unsealed) rows, and segments of at most 1,024
+/// rows, are searched in float32.
+///
+/// ```
+/// # use trovedb::{CollectionConfig, Database, DbOptions, IndexConfig, Metric, Quantization, SearchParams};
+/// # let dir = tempfile::tempdir()?;
+/// let db = Database::open(dir.path(), DbOptions::default())?;
+/// let config = CollectionConfig {
+///     index: IndexConfig::hnsw(),
+///     quantization: Quantization::parse("sq8")?, // rescore 3 by default
+///     ..CollectionConfig::new(2, Metric::L2)
+/// };
+/// let c = db.create_collection("c", &config)?;
+/// let ids: Vec<u64> = (0..2000).collect();
+/// let vectors: Vec<f32> = ids.iter().flat_map(|i| [*i as f32, 1.0]).collect();
+/// c.upsert(&ids, &vectors, &[])?;
+/// c.flush()?; // one sealed segment, searched on its codes
+/// let hits = c.search(&[700.2, 1.0], 2, &SearchParams::default().with_rescore(4))?;
+/// assert_eq!(hits[0].id, 700);
+/// assert!((hits[0].distance - 0.04).abs() < 1e-3); // exact, re-scored from the float32 rows
+/// assert_eq!(c.stats()?.segments[0].quantization, "sq8");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Quantization {

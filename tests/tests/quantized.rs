@@ -244,6 +244,16 @@ fn check(
             assert!(r >= want - 0.02, "{label}: filtered {json} recall@10 {r}");
         }
         before = results(&c, dim, &queries);
+        // A batch answers each query as `search` does (on the codes, flat included).
+        let nq = before.len();
+        let batch = c
+            .search_batch(&queries[..nq * dim], 10, &SearchParams::default())
+            .unwrap();
+        let batch: Vec<Vec<(u64, f32)>> = batch
+            .iter()
+            .map(|hits| hits.iter().map(|h| (h.id, h.distance)).collect())
+            .collect();
+        assert_eq!(batch, before, "{label}: batch results differ from single searches");
     }
     // Reopen: identical results, from the files; delete a third: none returned.
     {

@@ -366,7 +366,12 @@ impl Collection {
         for (row, q) in queries.chunks_exact(dim).enumerate() {
             prepared.extend_from_slice(self.prepare_query(q, &mut buf, k, row)?);
         }
-        if self.config.index != IndexConfig::Flat || params.filter.is_some() {
+        // A quantised flat collection answers each query on its codes (as `search` does),
+        // not by the float32 matrix products below.
+        if self.config.index != IndexConfig::Flat
+            || params.filter.is_some()
+            || self.config.quantization != crate::types::Quantization::None
+        {
             // The pool's threads do not see this thread's interrupt flag: hand it over.
             let stop = interrupt::current();
             return crate::background::search(|| match stop {

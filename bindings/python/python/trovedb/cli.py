@@ -261,13 +261,15 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
                 _human_bytes(seg["bytes"]),
                 seg["index"],
                 _human_bytes(seg["index_bytes"]),
+                "-" if seg["quantization"] == "none"
+                else f"{seg['quantization']} {_human_bytes(seg['quant_bytes'])}",
                 _human_bytes(seg["text_bytes"]),
                 seg["index_detail"] or "-",
             ]
             for seg in s["segments"]
         ],
         ["segment", "file", "ver", "rows", "deleted", "size", "index", "index size",
-         "text size", "detail"],
+         "codes", "text size", "detail"],
         out,
     )
     bg = s["background"]
