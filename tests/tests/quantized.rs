@@ -253,7 +253,10 @@ fn check(
             .iter()
             .map(|hits| hits.iter().map(|h| (h.id, h.distance)).collect())
             .collect();
-        assert_eq!(batch, before, "{label}: batch results differ from single searches");
+        assert_eq!(
+            batch, before,
+            "{label}: batch results differ from single searches"
+        );
     }
     // Reopen: identical results, from the files; delete a third: none returned.
     {
