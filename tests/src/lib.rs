@@ -62,6 +62,25 @@ pub fn normalized(v: &[f32]) -> Vec<f32> {
     v.iter().map(|x| (f64::from(*x) / n) as f32).collect()
 }
 
+/// Exact top-10 ids by brute force in f64 over the rows of `base` (id = row) that `keep`
+/// allows, ties broken by id: the oracle of the approximate indexes' recall tests.
+pub fn exact_top10(
+    metric: Metric,
+    dim: usize,
+    base: &[f32],
+    q: &[f32],
+    keep: &dyn Fn(u64) -> bool,
+) -> Vec<u64> {
+    let mut all: Vec<(f64, u64)> = base
+        .chunks_exact(dim)
+        .enumerate()
+        .filter(|(i, _)| keep(*i as u64))
+        .map(|(i, v)| (distance(metric, q, v), i as u64))
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    all.iter().take(10).map(|x| x.1).collect()
+}
+
 /// Distance in f64, as the metric defines it.
 pub fn distance(metric: Metric, a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use trovedb::{
     CollectionConfig, Database, DbOptions, Error, Filter, IndexConfig, Metric, SearchParams,
 };
-use trovedb_tests::{read_fvecs, repo_root};
+use trovedb_tests::{exact_top10, read_fvecs, repo_root};
 
 /// (dir, dim, base, queries): the shared dataset if present, else the repo slice.
 fn dataset(name: &str, fallback: Option<&str>) -> Option<(PathBuf, usize, Vec<f32>, Vec<f32>)> {
@@ -22,24 +22,6 @@ fn dataset(name: &str, fallback: Option<&str>) -> Option<(PathBuf, usize, Vec<f3
     let (_, queries) = read_fvecs(&dir.join("query.fvecs")).unwrap();
     println!("dataset: {} ({} vectors)", dir.display(), base.len() / dim);
     Some((dir, dim, base, queries))
-}
-
-/// Exact top-10 ids by brute force in f64.
-fn exact_top10(
-    metric: Metric,
-    dim: usize,
-    base: &[f32],
-    q: &[f32],
-    keep: &dyn Fn(u64) -> bool,
-) -> Vec<u64> {
-    let mut all: Vec<(f64, u64)> = base
-        .chunks_exact(dim)
-        .enumerate()
-        .filter(|(i, _)| keep(*i as u64))
-        .map(|(i, v)| (trovedb_tests::distance(metric, q, v), i as u64))
-        .collect();
-    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    all.iter().take(10).map(|x| x.1).collect()
 }
 
 fn recall(
