@@ -581,3 +581,59 @@ fn quiet_merges_stop_at_max_segment_rows_and_skip_small_additions() {
     assert_eq!(st2.appendable_rows, 0);
     check(&c, &model, &mut rng, 2005);
 }
+
+/// A single write that takes longer than `seal_idle_after` (a large batch linked into the
+/// appendable graph) is not a quiet period: the idle seal counts from when the write ended.
+/// (It counted from when the write's record was logged, so every long batch of a bulk load
+/// was sealed as soon as it returned: 100k-row segments despite a larger seal threshold.)
+#[test]
+fn a_write_longer_than_the_idle_period_is_not_taken_for_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let idle = Duration::from_millis(400);
+    let db = Database::open(
+        dir.path(),
+        DbOptions::default()
+            .seal_threshold_rows(1_000_000)
+            .compaction(CompactionPolicy::default().seal_idle_after(idle)),
+    )
+    .unwrap();
+    let dim = 64;
+    let c = db
+        .create_collection(
+            "c",
+            &CollectionConfig {
+                index: IndexConfig::hnsw(),
+                ..CollectionConfig::new(dim, Metric::L2)
+            },
+        )
+        .unwrap();
+    let mut rng = Rng::new(77);
+    // Grow the batch until one write outlasts the idle period several times over.
+    let mut n = 4_000usize;
+    let mut next = 0u64;
+    loop {
+        let ids: Vec<u64> = (next..next + n as u64).collect();
+        let vectors: Vec<f32> = (0..n * dim).map(|_| rng.f32()).collect();
+        let t = Instant::now();
+        c.upsert(&ids, &vectors, &[]).unwrap();
+        let took = t.elapsed();
+        next += n as u64;
+        if took >= idle * 3 {
+            break;
+        }
+        // A short write: let the appendable rows seal, then try a larger batch.
+        c.wait_idle().unwrap();
+        n *= 2;
+        assert!(n <= 512_000, "no write took {:?}", idle * 3);
+    }
+    // Well inside the idle period since the write returned: nothing is sealing.
+    std::thread::sleep(idle / 4);
+    let st = c.stats().unwrap();
+    assert!(
+        !st.background.sealing && st.appendable_rows == n,
+        "sealed right after a long write: {st:?}"
+    );
+    // Left alone, it is sealed after the idle period.
+    let st = await_stats(&c, |st| st.appendable_rows == 0 && !st.background.sealing);
+    assert_eq!(st.rows, next as usize);
+}

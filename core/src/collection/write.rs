@@ -343,6 +343,10 @@ impl Collection {
             st.link(nodes);
             st.appendable.live_count() >= self.options.seal_threshold_rows
         };
+        // The write ends now, not when its record was logged: linking a large batch into the
+        // graph can outlast `seal_idle_after`, and the idle seal must not take that time for
+        // a quiet period (it sealed every 100k-row batch of a bulk load into 100k segments).
+        self.note_write_locked(&mut ws);
         if full {
             self.freeze_locked(&mut ws)?;
         }
