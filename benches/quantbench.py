@@ -24,13 +24,9 @@ import time
 
 import numpy as np
 
-RECALLS = (0.90, 0.95, 0.99)
+# Shared with the default-path benchmark (this directory is on the path when run as a script).
+from defaultpath import RECALLS, fmt, read_vecs, recall_at
 
-
-def read_vecs(path: pathlib.Path, dtype) -> np.ndarray:
-    raw = np.fromfile(path, dtype=np.int32)
-    dim = int(raw[0])
-    return raw.reshape(-1, dim + 1)[:, 1:].view(dtype).copy()
 
 
 def synthetic(n: int, dim: int, nq: int, seed: int = 7):
@@ -63,13 +59,6 @@ def synthetic(n: int, dim: int, nq: int, seed: int = 7):
     order = np.argsort(-best_d, axis=1)
     gt = np.take_along_axis(best_i, order, 1)
     return base, queries, gt, "cosine"
-
-
-def recall_at(results, gt, k):
-    hit = 0
-    for r, g in zip(results, gt):
-        hit += len(set(int(x) for x in r[:k]) & set(int(x) for x in g[:k]))
-    return hit / (k * len(results))
 
 
 def frontier(points):
@@ -109,10 +98,6 @@ def sweep(search, queries, gt, k, efs, repeat):
 def show(name, pts):
     print(f"  {name:<18} " + " ".join(f"{ef}:{r:.3f}@{q:.0f}" for r, q, ef in pts), flush=True)
     return {t: at_recall([(r, q) for r, q, _ in pts], t) for t in RECALLS}
-
-
-def fmt(x):
-    return "-" if x is None else f"{x:,.0f}"
 
 
 def main() -> int:

@@ -81,6 +81,46 @@ pub fn exact_top10(
     all.iter().take(10).map(|x| x.1).collect()
 }
 
+/// Recall@10 of `c` over the first 200 `queries` (row i of `base` has id i) against
+/// [`exact_top10`]: every hit passes `keep`, hits come sorted by distance, and each hit's
+/// distance is its exact one (the approximate indexes re-rank from the float rows).
+pub fn recall_at_10(
+    c: &trovedb::Collection,
+    metric: Metric,
+    dim: usize,
+    base: &[f32],
+    queries: &[f32],
+    params: &trovedb::SearchParams,
+    keep: &dyn Fn(u64) -> bool,
+) -> f64 {
+    let (mut hits, mut total) = (0, 0);
+    for q in queries.chunks_exact(dim).take(200) {
+        let got = match c.search(q, 10, params) {
+            Ok(got) => got,
+            Err(e) => panic!("search failed: {e}"),
+        };
+        assert!(
+            got.iter().all(|h| keep(h.id)),
+            "a point outside the allowed set was returned"
+        );
+        assert!(got.windows(2).all(|w| w[0].distance <= w[1].distance));
+        for h in &got {
+            let v = &base[h.id as usize * dim..(h.id as usize + 1) * dim];
+            let exact = distance(metric, q, v);
+            assert!(
+                (f64::from(h.distance) - exact).abs() <= 1e-3 * exact.abs().max(1.0),
+                "hit {} has distance {} but its exact distance is {exact}",
+                h.id,
+                h.distance
+            );
+        }
+        let truth = exact_top10(metric, dim, base, q, keep);
+        hits += got.iter().filter(|h| truth.contains(&h.id)).count();
+        total += truth.len();
+    }
+    hits as f64 / total as f64
+}
+
 /// Distance in f64, as the metric defines it.
 pub fn distance(metric: Metric, a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a

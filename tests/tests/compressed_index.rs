@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use trovedb::{
     CollectionConfig, Database, DbOptions, Error, Filter, IndexConfig, Metric, SearchParams,
 };
-use trovedb_tests::{exact_top10, read_fvecs, repo_root};
+use trovedb_tests::{exact_top10, read_fvecs, recall_at_10 as recall, repo_root};
 
 /// (dir, dim, base, queries): the shared dataset if present, else the repo slice.
 fn dataset(name: &str, fallback: Option<&str>) -> Option<(PathBuf, usize, Vec<f32>, Vec<f32>)> {
@@ -22,30 +22,6 @@ fn dataset(name: &str, fallback: Option<&str>) -> Option<(PathBuf, usize, Vec<f3
     let (_, queries) = read_fvecs(&dir.join("query.fvecs")).unwrap();
     println!("dataset: {} ({} vectors)", dir.display(), base.len() / dim);
     Some((dir, dim, base, queries))
-}
-
-fn recall(
-    c: &trovedb::Collection,
-    metric: Metric,
-    dim: usize,
-    base: &[f32],
-    queries: &[f32],
-    params: &SearchParams,
-    keep: &dyn Fn(u64) -> bool,
-) -> f64 {
-    let (mut hits, mut total) = (0, 0);
-    for q in queries.chunks_exact(dim).take(200) {
-        let got = c.search(q, 10, params).unwrap();
-        assert!(
-            got.iter().all(|h| keep(h.id)),
-            "a point outside the allowed set was returned"
-        );
-        assert!(got.windows(2).all(|w| w[0].distance <= w[1].distance));
-        let truth = exact_top10(metric, dim, base, q, keep);
-        hits += got.iter().filter(|h| truth.contains(&h.id)).count();
-        total += truth.len();
-    }
-    hits as f64 / total as f64
 }
 
 fn results(c: &trovedb::Collection, dim: usize, queries: &[f32]) -> Vec<Vec<(u64, f32)>> {

@@ -10,7 +10,7 @@ use trovedb::{
     CollectionConfig, Database, DbOptions, Error, Filter, IndexConfig, Metric, Quantization,
     SearchParams,
 };
-use trovedb_tests::{exact_top10, read_fvecs, repo_root};
+use trovedb_tests::{read_fvecs, recall_at_10 as recall, repo_root};
 
 /// (dim, base, queries): the shared dataset if present, else the repo slice (if any).
 fn dataset(name: &str, fallback: Option<&str>) -> Option<(usize, Vec<f32>, Vec<f32>)> {
@@ -24,42 +24,6 @@ fn dataset(name: &str, fallback: Option<&str>) -> Option<(usize, Vec<f32>, Vec<f
     let (_, queries) = read_fvecs(&dir.join("query.fvecs")).unwrap();
     println!("dataset: {} ({} vectors)", dir.display(), base.len() / dim);
     Some((dim, base, queries))
-}
-
-/// Recall@10 over the first 200 queries; every hit passes `keep`, hits are sorted, and each
-/// distance is the exact one (re-scored from the float vectors).
-fn recall(
-    c: &trovedb::Collection,
-    metric: Metric,
-    dim: usize,
-    base: &[f32],
-    queries: &[f32],
-    params: &SearchParams,
-    keep: &dyn Fn(u64) -> bool,
-) -> f64 {
-    let (mut hits, mut total) = (0, 0);
-    for q in queries.chunks_exact(dim).take(200) {
-        let got = c.search(q, 10, params).unwrap();
-        assert!(
-            got.iter().all(|h| keep(h.id)),
-            "a point outside the allowed set"
-        );
-        assert!(got.windows(2).all(|w| w[0].distance <= w[1].distance));
-        for h in &got {
-            let v = &base[h.id as usize * dim..(h.id as usize + 1) * dim];
-            let exact = trovedb_tests::distance(metric, q, v);
-            assert!(
-                (f64::from(h.distance) - exact).abs() <= 1e-3 * exact.abs().max(1.0),
-                "hit {} has distance {} but its exact distance is {exact}",
-                h.id,
-                h.distance
-            );
-        }
-        let truth = exact_top10(metric, dim, base, q, keep);
-        hits += got.iter().filter(|h| truth.contains(&h.id)).count();
-        total += truth.len();
-    }
-    hits as f64 / total as f64
 }
 
 fn results(c: &trovedb::Collection, dim: usize, queries: &[f32]) -> Vec<Vec<(u64, f32)>> {
