@@ -13,6 +13,14 @@ ratios.
         --seal-threshold-rows 2000
     python3 benches/defaultpath.py --synthetic bench-out/cache/synthetic-1000000-128-64
 
+With `--index ivf_pq` the sweep is over `nprobe` (trovedb's default `refine`), the one-segment
+run is the same data compacted, and the peer is faiss `IndexIVFPQ` + `IndexRefineFlat` built
+with the `nlist` and `pq_m` trovedb chose for the converged collection (same code size) and
+`k_factor` = trovedb's `refine`, trained and added on the same threads:
+
+    python3 benches/defaultpath.py --dataset ../shared/data/text-minilm-dev \
+        --seal-threshold-rows 2000 --index ivf_pq
+
 A dataset is a TEXMEX directory (base.fvecs, query.fvecs, groundtruth.ivecs, info.json);
 annbench's cached synthetic datasets have the same layout.
 """
@@ -72,8 +80,8 @@ def sweep(search, queries, gt, k, efs, repeat):
     return out
 
 
-def show(name, pts):
-    curve = " ".join(f"ef{ef}:{r:.3f}@{q:.0f}" for r, q, ef in pts)
+def show(name, pts, knob="ef"):
+    curve = " ".join(f"{knob}{ef}:{r:.3f}@{q:.0f}" for r, q, ef in pts)
     print(f"  {name:<22} {curve}")
     return {t: at_recall([(r, q) for r, q, _ in pts], t) for t in RECALLS}
 
@@ -93,7 +101,9 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=200)
+    ap.add_argument("--index", default="hnsw", choices=["hnsw", "ivf_pq"])
     ap.add_argument("--sweep-ef", default="10,16,24,32,48,64,96,128,192,256")
+    ap.add_argument("--sweep-nprobe", default="1,2,4,6,8,12,16,24,32,48,64", help="with --index ivf_pq")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--no-compact", action="store_true", help="skip the one-segment run")
     ap.add_argument("--dir", help="database directory (default: a temporary one)")
@@ -109,7 +119,7 @@ def main() -> int:
     queries = read_vecs(d / "query.fvecs", np.float32)[: a.queries]
     gt = read_vecs(d / "groundtruth.ivecs", np.int32)[: a.queries]
     n, dim = base.shape
-    efs = [int(x) for x in a.sweep_ef.split(",")]
+    efs = [int(x) for x in (a.sweep_ef if a.index == "hnsw" else a.sweep_nprobe).split(",")]
     print(f"{d.name}: {n} x {dim} {metric}, {len(queries)} queries, k={a.k}")
 
     import trovedb
@@ -119,7 +129,8 @@ def main() -> int:
         shutil.rmtree(root)
     opts = {} if a.seal_threshold_rows is None else {"seal_threshold_rows": a.seal_threshold_rows}
     db = trovedb.open(root, **opts)
-    c = db.create_collection("c", dim, metric=metric, index="hnsw", m=a.m, ef_construction=a.ef_construction)
+    params = {"m": a.m, "ef_construction": a.ef_construction} if a.index == "hnsw" else {}
+    c = db.create_collection("c", dim, metric=metric, index=a.index, **params)
     ids = np.arange(n, dtype=np.uint64)
     t0 = time.perf_counter()
     for i in range(0, n, a.batch):
@@ -137,19 +148,26 @@ def main() -> int:
         f"converged {t_conv:.1f} s ({n / t_conv:,.0f}/s): sealed {segs}, appendable {appendable}"
     )
 
+    detail = st["segments"][0]["index_detail"] if st["segments"] else ""
+    knob = "ef" if a.index == "hnsw" else "nprobe"
+
     def tsearch(q, k, ef):
-        return c.search(q, k=k, ef=ef).ids
+        return c.search(q, k=k, **{knob: ef}).ids
 
     curves = {}
-    curves["trovedb default"] = show("trovedb default", sweep(tsearch, queries, gt, a.k, efs, a.repeat))
+    curves["trovedb default"] = show("trovedb default", sweep(tsearch, queries, gt, a.k, efs, a.repeat), knob)
     if not a.no_compact:
         t = time.perf_counter()
         c.compact()
         print(f"  compact(): {time.perf_counter() - t:.1f} s")
-        curves["trovedb one segment"] = show("trovedb one segment", sweep(tsearch, queries, gt, a.k, efs, a.repeat))
+        curves["trovedb one segment"] = show(
+            "trovedb one segment", sweep(tsearch, queries, gt, a.k, efs, a.repeat), knob
+        )
     db.close()
     if not a.dir:
         shutil.rmtree(root, ignore_errors=True)
+    if a.index == "ivf_pq":
+        return peer_ivfpq(a, base, queries, gt, metric, detail, curves, t_ack, t_conv, segs)
 
     import hnswlib
 
@@ -168,7 +186,45 @@ def main() -> int:
         return h.knn_query(q, k=k)[0][0]
 
     curves["hnswlib"] = show("hnswlib", sweep(hsearch, queries, gt, a.k, efs, a.repeat))
+    report(a, d, n, curves, "hnswlib", t_ack, t_conv, t_h, segs, appendable)
+    return 0
 
+
+def peer_ivfpq(a, base, queries, gt, metric, detail, curves, t_ack, t_conv, segs) -> int:
+    """faiss IVF-PQ + exact refine with the converged collection's nlist / pq_m."""
+    import faiss
+
+    kv = dict(x.split("=") for x in detail.split())
+    nlist, pq_m = int(kv["nlist"]), int(kv["pq_m"])
+    refine = 10  # trovedb's default
+    n, dim = base.shape
+    xb, xq = base, queries
+    if metric == "cosine":
+        xb = base / np.linalg.norm(base, axis=1, keepdims=True)
+        xq = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    mt = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    faiss.omp_set_num_threads(a.threads)
+    ivf = faiss.IndexIVFPQ(faiss.IndexFlat(dim, mt), dim, nlist, pq_m, 8, mt)
+    ix = faiss.IndexRefineFlat(ivf)
+    t = time.perf_counter()
+    ix.train(np.ascontiguousarray(xb, dtype=np.float32))
+    ix.add(np.ascontiguousarray(xb, dtype=np.float32))
+    t_f = time.perf_counter() - t
+    print(f"faiss IVF{nlist},PQ{pq_m} + IndexRefineFlat (k_factor {refine}) train+add ({a.threads} threads): {t_f:.1f} s")
+    faiss.omp_set_num_threads(1)
+    ix.k_factor = float(refine)
+
+    def fsearch(q, k, nprobe):
+        ivf.nprobe = nprobe
+        return ix.search(q.reshape(1, -1).astype(np.float32), k)[1][0]
+
+    nprobes = [int(x) for x in a.sweep_nprobe.split(",")]
+    curves["faiss ivfpq+refine"] = show("faiss ivfpq+refine", sweep(fsearch, xq, gt, a.k, nprobes, a.repeat), "nprobe")
+    report(a, pathlib.Path(a.dataset or a.synthetic), n, curves, "faiss ivfpq+refine", t_ack, t_conv, t_f, segs, 0)
+    return 0
+
+
+def report(a, d, n, curves, peer, t_ack, t_conv, t_h, segs, appendable):
     print(f"\nsingle-thread QPS at recall@{a.k}:")
     print(f"  {'':<22} " + " ".join(f"{t:>10}" for t in RECALLS))
     for name, row in curves.items():
@@ -179,13 +235,13 @@ def main() -> int:
             continue
         r = []
         for t in RECALLS:
-            x, y = curves[name][t], curves["hnswlib"][t]
+            x, y = curves[name][t], curves[peer][t]
             r.append(None if x is None or y is None else x / y)
         ratios[name] = r
-        print(f"  {name + ' / hnswlib':<32} " + " ".join("-" if v is None else f"{v:.2f}x" for v in r))
+        print(f"  {name + ' / ' + peer:<32} " + " ".join("-" if v is None else f"{v:.2f}x" for v in r))
     print(
-        f"ingest: trovedb acknowledged {n / t_ack:,.0f}/s ({n / t_ack / (n / t_h):.2f}x hnswlib), "
-        f"converged {n / t_conv:,.0f}/s ({n / t_conv / (n / t_h):.2f}x), hnswlib {n / t_h:,.0f}/s"
+        f"ingest: trovedb acknowledged {n / t_ack:,.0f}/s ({n / t_ack / (n / t_h):.2f}x {peer}), "
+        f"converged {n / t_conv:,.0f}/s ({n / t_conv / (n / t_h):.2f}x), {peer} {n / t_h:,.0f}/s"
     )
     if a.json:
         with open(a.json, "a") as f:
@@ -195,9 +251,11 @@ def main() -> int:
                         "dataset": d.name,
                         "n": n,
                         "seal_threshold_rows": a.seal_threshold_rows,
+                        "index": a.index,
                         "ingest_ack_s": t_ack,
                         "ingest_converged_s": t_conv,
-                        "hnswlib_add_s": t_h,
+                        "peer": peer,
+                        "peer_build_s": t_h,
                         "segments": segs,
                         "appendable_rows": appendable,
                         "qps": {k: {str(t): v for t, v in row.items()} for k, row in curves.items()},
