@@ -167,7 +167,7 @@ def main() -> int:
     if not a.dir:
         shutil.rmtree(root, ignore_errors=True)
     if a.index == "ivf_pq":
-        return peer_ivfpq(a, base, queries, gt, metric, detail, curves, t_ack, t_conv, segs)
+        return peer_ivfpq(a, base, queries, gt, metric, detail, efs, curves, t_ack, t_conv, segs)
 
     import hnswlib
 
@@ -190,7 +190,7 @@ def main() -> int:
     return 0
 
 
-def peer_ivfpq(a, base, queries, gt, metric, detail, curves, t_ack, t_conv, segs) -> int:
+def peer_ivfpq(a, base, queries, gt, metric, detail, nprobes, curves, t_ack, t_conv, segs) -> int:
     """faiss IVF-PQ + exact refine with the converged collection's nlist / pq_m."""
     import faiss
 
@@ -218,7 +218,6 @@ def peer_ivfpq(a, base, queries, gt, metric, detail, curves, t_ack, t_conv, segs
         ivf.nprobe = nprobe
         return ix.search(q.reshape(1, -1).astype(np.float32), k)[1][0]
 
-    nprobes = [int(x) for x in a.sweep_nprobe.split(",")]
     curves["faiss ivfpq+refine"] = show("faiss ivfpq+refine", sweep(fsearch, xq, gt, a.k, nprobes, a.repeat), "nprobe")
     report(a, pathlib.Path(a.dataset or a.synthetic), n, curves, "faiss ivfpq+refine", t_ack, t_conv, t_f, segs, 0)
     return 0
