@@ -195,10 +195,10 @@ impl AnonF32 {
         let bytes = n
             .checked_mul(4)
             .ok_or_else(|| std::io::Error::other("buffer size overflows"))?;
-        Ok(AnonF32 {
-            map: memmap2::MmapMut::map_anon(bytes.max(4))?,
-            len: 0,
-        })
+        let map = memmap2::MmapMut::map_anon(bytes.max(4))?;
+        // Before any page is touched, so that every page can be a huge one.
+        crate::hugepages::advise_raw(map.as_ptr() as usize, map.len());
+        Ok(AnonF32 { map, len: 0 })
     }
 
     /// Append `xs` (panics past the capacity: callers size it exactly).

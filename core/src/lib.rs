@@ -130,6 +130,7 @@ pub mod filter;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod hugepages;
 mod index;
 mod interrupt;
 mod process;

@@ -3,7 +3,7 @@
 //! operation of the engine goes through the backend, so a test can make the n-th one fail
 //! with a chosen OS error (`ENOSPC`, `EIO`, ...) after it ran — an operation reported as
 //! failed whose effect may or may not have reached the disk, the case fsync errors present —
-//! tear the n-th write, or cut the power. Merges can be held at their start.
+//! tear the n-th write, or cut the power. Merges and seals can be held at their start.
 
 use std::path::{Path, PathBuf};
 
@@ -50,6 +50,29 @@ pub(crate) fn merge_gate(dir: &Path) {
     let mut g = MERGE_HOLD.lock();
     while g.iter().any(|d| dir.starts_with(d)) {
         MERGE_HELD.wait(&mut g);
+    }
+}
+
+static SEAL_HOLD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static SEAL_HELD: parking_lot::Condvar = parking_lot::Condvar::new();
+
+/// Hold (or release) background seals of collections under `dir`: a seal that starts while
+/// held waits, its rows frozen, until released (writes go on into the next appendable
+/// segment).
+pub fn hold_seals(dir: &Path, hold: bool) {
+    let mut g = SEAL_HOLD.lock();
+    g.retain(|d| d != dir);
+    if hold {
+        g.push(dir.to_path_buf());
+    }
+    SEAL_HELD.notify_all();
+}
+
+/// Called by a background seal of the collection in `dir` before it builds anything.
+pub(crate) fn seal_gate(dir: &Path) {
+    let mut g = SEAL_HOLD.lock();
+    while g.iter().any(|d| dir.starts_with(d)) {
+        SEAL_HELD.wait(&mut g);
     }
 }
 

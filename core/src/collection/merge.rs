@@ -393,7 +393,8 @@ pub(super) fn merged_index(
         (hnsw_params(config), inputs.first(), rebuild)
     {
         if let (Some(view), 0) = (first.index().as_graph(), deleted.count_ones()) {
-            if let Some(mut b) = GraphBuilder::from_view(params, &view) {
+            if let Some(mut b) = GraphBuilder::from_view(params, &view, vectors.len() / config.dim)
+            {
                 let vs = VectorSet {
                     data: vectors,
                     dim: config.dim,

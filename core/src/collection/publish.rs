@@ -128,7 +128,11 @@ impl Collection {
         let (dir, config, kernels) = (self.dir.clone(), self.config.clone(), self.kernels);
         let handle = std::thread::Builder::new()
             .name("trovedb-seal".into())
-            .spawn(move || build_sealed(&dir, &config, kernels, &seg, id, &AtomicBool::new(false)))
+            .spawn(move || {
+                #[cfg(feature = "testing")]
+                crate::testing::seal_gate(&dir);
+                build_sealed(&dir, &config, kernels, &seg, id, &AtomicBool::new(false))
+            })
             .map_err(|e| Error::io(&self.dir, e))?;
         ws.sealing = Some(handle);
         Ok(())

@@ -87,6 +87,15 @@ impl GraphBuilder {
     pub(crate) fn add_nodes(&mut self, count: usize) {
         let start = self.len_nodes();
         let w = self.width();
+        // Grow first and advise before the new slots are written, so their pages can be huge.
+        if self.l0.capacity() < (start + count) * w {
+            self.l0.reserve(count * w);
+            crate::hugepages::advise_vec(&self.l0);
+        }
+        if self.locks.capacity() < start + count {
+            self.locks.reserve(count);
+            crate::hugepages::advise_vec(&self.locks);
+        }
         self.l0
             .resize_with((start + count) * w, || AtomicU32::new(0));
         self.locks.resize_with(start + count, || Mutex::new(()));
@@ -100,17 +109,25 @@ impl GraphBuilder {
     /// A builder holding a copy of the frozen graph `g` (its nodes with their levels, links
     /// and entry point), to which more nodes can be added and inserted: a merge reuses the
     /// graph of its largest input this way instead of rebuilding it. `None` if `g` was built
-    /// with another degree than `params`.
-    pub(crate) fn from_view(params: HnswParams, g: &GraphView<'_>) -> Option<GraphBuilder> {
+    /// with another degree than `params`. Room is made for `capacity` nodes in all (at least
+    /// the graph's), so that adding the rest does not move the buffers.
+    pub(crate) fn from_view(
+        params: HnswParams,
+        g: &GraphView<'_>,
+        capacity: usize,
+    ) -> Option<GraphBuilder> {
         if g.m != params.m || g.m0 != params.m0() {
             return None;
         }
         let n = g.len();
+        let cap = capacity.max(n);
         let mut b = GraphBuilder::new(params);
         let w = b.width();
-        b.l0.reserve_exact(n * w);
-        b.locks.reserve_exact(n);
-        b.upper.reserve_exact(n);
+        b.l0.reserve_exact(cap * w);
+        b.locks.reserve_exact(cap);
+        b.upper.reserve_exact(cap);
+        crate::hugepages::advise_vec(&b.l0);
+        crate::hugepages::advise_vec(&b.locks);
         let mut list = Vec::with_capacity(w);
         for node in 0..n as u32 {
             g.neighbors(node, 0, &mut list);
