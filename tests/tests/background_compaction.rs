@@ -613,7 +613,11 @@ fn a_quiet_merge_waits_for_the_seal_in_flight() {
         let early = (st.background.merges_done, st.background.merging.is_empty());
         hold_seals(dir.path(), false);
         waiting.join().unwrap().unwrap();
-        assert_eq!(early, (0, true), "a quiet merge started before the seal: {st:?}");
+        assert_eq!(
+            early,
+            (0, true),
+            "a quiet merge started before the seal: {st:?}"
+        );
     });
     let st = c.stats().unwrap();
     assert_eq!((st.segments.len(), st.appendable_rows), (1, 0), "{st:?}");
