@@ -31,49 +31,61 @@ pub fn clear_io_fault() -> Option<(u64, bool)> {
     faulty::clear()
 }
 
-static MERGE_HOLD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-static MERGE_HELD: parking_lot::Condvar = parking_lot::Condvar::new();
+/// Directories whose background jobs of one kind wait at their start until released.
+struct Gate {
+    held: Mutex<Vec<PathBuf>>,
+    released: parking_lot::Condvar,
+}
+
+impl Gate {
+    const fn new() -> Gate {
+        Gate {
+            held: Mutex::new(Vec::new()),
+            released: parking_lot::Condvar::new(),
+        }
+    }
+
+    fn hold(&self, dir: &Path, hold: bool) {
+        let mut g = self.held.lock();
+        g.retain(|d| d != dir);
+        if hold {
+            g.push(dir.to_path_buf());
+        }
+        self.released.notify_all();
+    }
+
+    fn pass(&self, dir: &Path) {
+        let mut g = self.held.lock();
+        while g.iter().any(|d| dir.starts_with(d)) {
+            self.released.wait(&mut g);
+        }
+    }
+}
+
+static MERGES: Gate = Gate::new();
+static SEALS: Gate = Gate::new();
 
 /// Hold (or release) background merges of collections under `dir`: a merge that starts
 /// while held waits, its inputs chosen and their deletions noted, until released.
 pub fn hold_merges(dir: &Path, hold: bool) {
-    let mut g = MERGE_HOLD.lock();
-    g.retain(|d| d != dir);
-    if hold {
-        g.push(dir.to_path_buf());
-    }
-    MERGE_HELD.notify_all();
+    MERGES.hold(dir, hold);
 }
 
 /// Called by a background merge of the collection in `dir` before it builds anything.
 pub(crate) fn merge_gate(dir: &Path) {
-    let mut g = MERGE_HOLD.lock();
-    while g.iter().any(|d| dir.starts_with(d)) {
-        MERGE_HELD.wait(&mut g);
-    }
+    MERGES.pass(dir);
 }
-
-static SEAL_HOLD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-static SEAL_HELD: parking_lot::Condvar = parking_lot::Condvar::new();
 
 /// Hold (or release) background seals of collections under `dir`: a seal that starts while
 /// held waits, its rows frozen, until released (writes go on into the next appendable
 /// segment).
 pub fn hold_seals(dir: &Path, hold: bool) {
-    let mut g = SEAL_HOLD.lock();
-    g.retain(|d| d != dir);
-    if hold {
-        g.push(dir.to_path_buf());
-    }
-    SEAL_HELD.notify_all();
+    SEALS.hold(dir, hold);
 }
 
 /// Called by a background seal of the collection in `dir` before it builds anything.
 pub(crate) fn seal_gate(dir: &Path) {
-    let mut g = SEAL_HOLD.lock();
-    while g.iter().any(|d| dir.starts_with(d)) {
-        SEAL_HELD.wait(&mut g);
-    }
+    SEALS.pass(dir);
 }
 
 /// Attach the simulated-power-loss backend to the database directory `root` (its files as
