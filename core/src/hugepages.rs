@@ -22,6 +22,15 @@ pub(crate) fn advise_vec<T>(v: &Vec<T>) {
     advise_raw(v.as_ptr() as usize, v.capacity() * std::mem::size_of::<T>());
 }
 
+/// Make room in `v` for `additional` more elements; when that reallocates, advise the new
+/// buffer before the caller writes the new elements, so their pages can be huge ones.
+pub(crate) fn reserve<T>(v: &mut Vec<T>, additional: usize) {
+    if v.capacity() - v.len() < additional {
+        v.reserve(additional);
+        advise_vec(v);
+    }
+}
+
 /// [`advise_vec`] for a buffer of `len` bytes at `addr` owned by the caller.
 pub(crate) fn advise_raw(addr: usize, len: usize) {
     let (Some(start), Some(end)) = (addr.checked_next_multiple_of(HUGE), addr.checked_add(len))

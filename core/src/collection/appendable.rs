@@ -81,11 +81,8 @@ impl AppendableSegment {
     /// Append a row for `id`. The caller has removed any older live row of `id`.
     pub(crate) fn push(&mut self, id: u64, vector: &[f32], payload: Payload) {
         let row = self.ids.len();
-        let cap = self.vectors.capacity();
+        crate::hugepages::reserve(&mut self.vectors, vector.len());
         self.vectors.extend_from_slice(vector);
-        if self.vectors.capacity() != cap {
-            crate::hugepages::advise_vec(&self.vectors);
-        }
         self.ids.push(id);
         self.payloads.push(payload);
         self.deleted.grow(row + 1);

@@ -87,15 +87,8 @@ impl GraphBuilder {
     pub(crate) fn add_nodes(&mut self, count: usize) {
         let start = self.len_nodes();
         let w = self.width();
-        // Grow first and advise before the new slots are written, so their pages can be huge.
-        if self.l0.capacity() < (start + count) * w {
-            self.l0.reserve(count * w);
-            crate::hugepages::advise_vec(&self.l0);
-        }
-        if self.locks.capacity() < start + count {
-            self.locks.reserve(count);
-            crate::hugepages::advise_vec(&self.locks);
-        }
+        crate::hugepages::reserve(&mut self.l0, count * w);
+        crate::hugepages::reserve(&mut self.locks, count);
         self.l0
             .resize_with((start + count) * w, || AtomicU32::new(0));
         self.locks.resize_with(start + count, || Mutex::new(()));

@@ -13,10 +13,8 @@ impl Visited {
     /// Prepare for a search over `n` nodes.
     pub(crate) fn reset(&mut self, n: usize) {
         if self.marks.len() < n {
-            if self.marks.capacity() < n {
-                self.marks.reserve(n - self.marks.len());
-                crate::hugepages::advise_vec(&self.marks);
-            }
+            let more = n - self.marks.len();
+            crate::hugepages::reserve(&mut self.marks, more);
             self.marks.resize(n, 0);
         }
         self.generation = self.generation.wrapping_add(1);
