@@ -66,6 +66,8 @@ mod tests {
         assert!(super::graph::GraphView::new(&meta, &[], &[], &[]).is_err());
     }
 
+    use std::sync::atomic::AtomicBool;
+
     use super::build::{GraphBuilder, VectorSet};
     use super::graph::{Graph, GraphView};
     use super::search::{search, Expand, Scratch};
@@ -187,6 +189,81 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_guided_merge_links_as_well_as_full_insertions() {
+        // A merge: the graph of rows 0..2000 is reused, rows 2000..6000 come from a segment
+        // with its own graph, whose links guide their insertion.
+        let (dim, n, have) = (24, 6000, 2000);
+        let all = data(n, dim, 11);
+        let queries = data(60, dim, 98);
+        let k = Kernels::best();
+        let vs = VectorSet {
+            data: &all,
+            dim,
+            kernels: k,
+            metric: Metric::L2,
+        };
+        let part = |r: std::ops::Range<usize>| VectorSet {
+            data: &all[r.start * dim..r.end * dim],
+            ..vs
+        };
+        let base = GraphBuilder::build(params(), &part(0..have)).freeze();
+        let source = GraphBuilder::build(params(), &part(have..n)).freeze();
+        let merged = |guided: bool| {
+            let mut b = GraphBuilder::from_view(params(), &base.view(), n).unwrap();
+            b.add_nodes(n - have);
+            let hint = |q: u32, out: &mut Vec<u32>| {
+                source.view().neighbors(q - have as u32, 0, out);
+                for x in out.iter_mut() {
+                    *x += have as u32;
+                }
+            };
+            let short = if guided {
+                b.insert_range_guided_or_stop(have, n, &vs, &hint, &AtomicBool::new(false))
+            } else {
+                b.insert_range(have, n, &vs);
+                0
+            };
+            (b.freeze(), short)
+        };
+        let (plain, _) = merged(false);
+        let (guided, short) = merged(true);
+        // Most rows (those on layer 0 only, once their source neighbours are in) take the
+        // short insertion; rows with upper layers never do.
+        assert!(short > (n - have) * 3 / 4, "{short} short insertions");
+        assert!(short < n - have, "{short} short insertions");
+        let r_plain = recall(&plain.view(), &vs, &queries, &|_| true, Expand::Through);
+        let r_guided = recall(&guided.view(), &vs, &queries, &|_| true, Expand::Through);
+        assert!(r_guided >= 0.95, "guided merge recall {r_guided}");
+        assert!(
+            r_guided >= r_plain - 0.02,
+            "guided merge recall {r_guided} vs full insertions {r_plain}"
+        );
+        // Every row is reachable: each is found when searched for itself.
+        let view = guided.view();
+        let pool = VisitedPool::default();
+        let mut scratch = Scratch::default();
+        let lost = (0..n as u32)
+            .filter(|&i| {
+                let dist = |j: u32| vs.between(i, j);
+                let mut visited = pool.take(n);
+                let got = search(
+                    &view,
+                    &dist,
+                    &|_| {},
+                    1,
+                    64,
+                    &|_| true,
+                    Expand::Through,
+                    &mut visited,
+                    &mut scratch,
+                );
+                got.first().is_none_or(|c| c.d > 0.0)
+            })
+            .count();
+        assert!(lost * 200 < n, "{lost} rows not found by their own vector");
     }
 
     #[test]
