@@ -16,7 +16,6 @@ use crate::error::{Error, Result};
 use crate::filter::bitset::Bitset;
 use crate::filter::value::Payload;
 use crate::index::hnsw::build::{GraphBuilder, VectorSet};
-use crate::index::hnsw::graph::{Graph, GraphView};
 use crate::index::registry::BuiltIndex;
 use crate::index::text::{MemText, TextSource};
 use crate::interrupt;
@@ -374,8 +373,9 @@ pub(super) fn order_for_reuse(inputs: &mut [MergeInput]) {
 
 /// The index of merged rows `vectors` (the inputs' live rows in order). For HNSW, when the
 /// first input has no deleted row, its graph is copied and the other rows are inserted into
-/// it (`TROVEDB_MERGE_REBUILD=1` with feature `bench` forces a rebuild, for measurements); otherwise the index is
-/// built afresh.
+/// it (`GraphBuilder::insert_range_merge_or_stop`; with feature `bench`,
+/// `TROVEDB_MERGE_REBUILD=1` forces a rebuild, for measurements); otherwise the index is built
+/// afresh.
 pub(super) fn merged_index(
     config: &CollectionConfig,
     kernels: &'static Kernels,
@@ -405,14 +405,7 @@ pub(super) fn merged_index(
                 let (have, n) = (b.len_nodes(), vectors.len() / config.dim);
                 if have <= n {
                     b.add_nodes(n - have);
-                    let sources = SourceGraphs::new(inputs);
-                    b.insert_range_guided_or_stop(
-                        have,
-                        n,
-                        &vs,
-                        &|q, out| sources.hint(q, out),
-                        stop,
-                    );
+                    b.insert_range_merge_or_stop(have, n, &vs, stop);
                     return BuiltIndex::Hnsw(b.freeze());
                 }
             }
@@ -420,70 +413,6 @@ pub(super) fn merged_index(
     }
     let empty = AppendableSegment::new(config.dim, None, None, None);
     build_index_with(config, kernels, &empty, usize::MAX, vectors, stop)
-}
-
-/// The merge inputs' own graphs, seen from the merged segment: the layer-0 neighbours a
-/// merged row had in its input, as merged ids (rows deleted since are left out). These guide
-/// the insertion of the rows into the reused graph (`insert_range_guided_or_stop`).
-struct SourceGraphs<'a> {
-    /// Merged id of each input's first live row.
-    starts: Vec<usize>,
-    graphs: Vec<Option<GraphView<'a>>>,
-    /// Per input: the source row of each of its live rows, in merged order.
-    rows: Vec<Vec<u32>>,
-    /// Per input: the merged id of each source row (`u32::MAX` if deleted).
-    merged: Vec<Vec<u32>>,
-}
-
-impl<'a> SourceGraphs<'a> {
-    fn new(inputs: &'a [MergeInput]) -> SourceGraphs<'a> {
-        let mut g = SourceGraphs {
-            starts: Vec::with_capacity(inputs.len()),
-            graphs: Vec::with_capacity(inputs.len()),
-            rows: Vec::with_capacity(inputs.len()),
-            merged: Vec::with_capacity(inputs.len()),
-        };
-        let mut next = 0usize;
-        for (_, r, deleted) in inputs {
-            g.starts.push(next);
-            g.graphs.push(r.index().as_graph());
-            let mut rows = Vec::with_capacity(r.rows() - deleted.count_ones().min(r.rows()));
-            let mut merged = vec![u32::MAX; r.rows()];
-            for (row, m) in merged.iter_mut().enumerate() {
-                if !deleted.get(row) {
-                    *m = (next + rows.len()) as u32;
-                    rows.push(row as u32);
-                }
-            }
-            next += rows.len();
-            g.rows.push(rows);
-            g.merged.push(merged);
-        }
-        g
-    }
-
-    /// Put into `out` the merged ids of merged row `q`'s layer-0 neighbours in its input.
-    fn hint(&self, q: u32, out: &mut Vec<u32>) {
-        out.clear();
-        let q = q as usize;
-        let i = self.starts.partition_point(|&s| s <= q).saturating_sub(1);
-        let (Some(Some(g)), Some(rows), Some(merged)) =
-            (self.graphs.get(i), self.rows.get(i), self.merged.get(i))
-        else {
-            return;
-        };
-        let Some(&src) = rows.get(q - self.starts[i]) else {
-            return;
-        };
-        g.neighbors(src, 0, out);
-        out.retain_mut(|n| match merged.get(*n as usize) {
-            Some(&m) if m != u32::MAX => {
-                *n = m;
-                true
-            }
-            _ => false,
-        });
-    }
 }
 
 #[cfg(test)]

@@ -192,57 +192,38 @@ mod tests {
     }
 
     #[test]
-    fn a_guided_merge_links_as_well_as_full_insertions() {
-        // A merge: the graph of rows 0..2000 is reused, rows 2000..6000 come from a segment
-        // with its own graph, whose links guide their insertion.
+    fn a_merge_into_a_reused_graph_links_as_well_as_a_fresh_build() {
+        // A merge: the graph of rows 0..2000 is reused and rows 2000..6000 are inserted into
+        // it; recall against brute force stays within 0.02 of one graph built over all rows.
         let (dim, n, have) = (24, 6000, 2000);
         let all = data(n, dim, 11);
         let queries = data(60, dim, 98);
-        let k = Kernels::best();
         let vs = VectorSet {
             data: &all,
             dim,
-            kernels: k,
+            kernels: Kernels::best(),
             metric: Metric::L2,
         };
-        let part = |r: std::ops::Range<usize>| VectorSet {
-            data: &all[r.start * dim..r.end * dim],
+        let first = VectorSet {
+            data: &all[..have * dim],
             ..vs
         };
-        let base = GraphBuilder::build(params(), &part(0..have)).freeze();
-        let source = GraphBuilder::build(params(), &part(have..n)).freeze();
-        let merged = |guided: bool| {
-            let mut b = GraphBuilder::from_view(params(), &base.view(), n).unwrap();
-            b.add_nodes(n - have);
-            let hint = |q: u32, out: &mut Vec<u32>| {
-                source.view().neighbors(q - have as u32, 0, out);
-                for x in out.iter_mut() {
-                    *x += have as u32;
-                }
-            };
-            let short = if guided {
-                b.insert_range_guided_or_stop(have, n, &vs, &hint, &AtomicBool::new(false))
-            } else {
-                b.insert_range(have, n, &vs);
-                0
-            };
-            (b.freeze(), short)
-        };
-        let (plain, _) = merged(false);
-        let (guided, short) = merged(true);
-        // Most rows (those on layer 0 only, once their source neighbours are in) take the
-        // short insertion; rows with upper layers never do.
-        assert!(short > (n - have) * 3 / 4, "{short} short insertions");
-        assert!(short < n - have, "{short} short insertions");
-        let r_plain = recall(&plain.view(), &vs, &queries, &|_| true, Expand::Through);
-        let r_guided = recall(&guided.view(), &vs, &queries, &|_| true, Expand::Through);
-        assert!(r_guided >= 0.95, "guided merge recall {r_guided}");
+        let base = GraphBuilder::build(params(), &first).freeze();
+        let mut b = GraphBuilder::from_view(params(), &base.view(), n).unwrap();
+        b.add_nodes(n - have);
+        b.insert_range_merge_or_stop(have, n, &vs, &AtomicBool::new(false));
+        let merged = b.freeze();
+        let fresh = GraphBuilder::build(params(), &vs).freeze();
+        let r_fresh = recall(&fresh.view(), &vs, &queries, &|_| true, Expand::Through);
+        let r_merged = recall(&merged.view(), &vs, &queries, &|_| true, Expand::Through);
+        println!("merged recall {r_merged} vs a fresh build {r_fresh}");
+        assert!(r_merged >= 0.95, "merged recall {r_merged}");
         assert!(
-            r_guided >= r_plain - 0.02,
-            "guided merge recall {r_guided} vs full insertions {r_plain}"
+            r_merged >= r_fresh - 0.02,
+            "merged recall {r_merged} vs a fresh build {r_fresh}"
         );
         // Every row is reachable: each is found when searched for itself.
-        let view = guided.view();
+        let view = merged.view();
         let pool = VisitedPool::default();
         let mut scratch = Scratch::default();
         let lost = (0..n as u32)
