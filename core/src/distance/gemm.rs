@@ -1,6 +1,6 @@
-//! Dot products of a block of queries with a block of rows as one matrix product (the
-//! `matrixmultiply` crate's packed, register-tiled `sgemm`, which picks AVX2/FMA or AVX-512
-//! kernels at runtime). Batch exact search ranks candidates with it; what it returns is
+//! Dot products of a block of queries with a block of rows as one matrix product (the `gemm`
+//! crate's packed, register-tiled kernels, chosen at runtime: AVX-512, AVX2/FMA or NEON; one
+//! thread, no pool: the caller's rayon chunks are the parallelism). Batch exact search ranks candidates with it; what it returns is
 //! rounded differently from the one-pair kernels, so callers re-rank with those (see
 //! [`crate::index::flat::scan_gemm`]).
 
@@ -21,29 +21,38 @@ pub(crate) fn dots(queries: &[f32], rows: &[f32], dim: usize, out: &mut [f32]) {
         return;
     }
     let to_isize = |v: usize| isize::try_from(v).unwrap_or(isize::MAX);
+    // PERF: against `matrixmultiply::sgemm` (used before) on an AMD EPYC with AVX-512, batch
+    // exact search of 1,000 queries on 2 threads was 5-10% faster (20k x 384, 100k x 128,
+    // 100k x 768; README "Batch exact search").
     // SAFETY: A = queries is nq x dim with row stride dim and column stride 1; B = rowsᵀ is
     // dim x nr, read from `rows` (nr x dim) with row stride 1 and column stride dim; C = out
     // is nq x nr with row stride nr. The assertion above keeps every index of all three
     // inside its slice (the largest A index is (nq-1)*dim + dim-1 < queries.len(), the
     // largest B index (nr-1)*dim + dim-1 < rows.len(), the largest C index nq*nr-1 <
-    // out.len()); `out` is a unique borrow, so C aliases neither input; beta = 0 means C is
-    // only written.
+    // out.len()); `out` is a unique borrow, so C aliases neither input; `read_dst = false`
+    // means C is only written (gemm's alpha, the factor of the old C, is then unused; beta = 1
+    // scales the product).
     unsafe {
-        matrixmultiply::sgemm(
+        gemm::gemm(
             nq,
-            dim,
             nr,
-            1.0,
-            queries.as_ptr(),
-            to_isize(dim),
-            1,
-            rows.as_ptr(),
-            1,
-            to_isize(dim),
-            0.0,
+            dim,
             out.as_mut_ptr(),
-            to_isize(nr),
             1,
+            to_isize(nr),
+            false,
+            queries.as_ptr(),
+            1,
+            to_isize(dim),
+            rows.as_ptr(),
+            to_isize(dim),
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         );
     }
 }
