@@ -192,6 +192,80 @@ mod tests {
     }
 
     #[test]
+    fn a_full_two_hop_beam_does_not_walk_through_rejected_nodes() {
+        // A 5% filter spread evenly: every region has passing nodes within two hops, so once
+        // the beam holds `ef` passing nodes the search scores passing nodes only; rejected
+        // ones are scored on the way down (upper layers) and while the beam is short and its
+        // two-hop neighbourhood spent. Before, a full beam whose two-hop neighbourhood was all
+        // visited walked through rejected neighbours (95% of the graph): here ~1,500-2,300
+        // rejected scores per query instead of ~60-100, and at 1M x 128 5x the time of ef 64
+        // at ef 96 (README "Filtered HNSW search").
+        let (dim, n) = (16, 60_000);
+        let base = data(n, dim, 3);
+        let queries = data(40, dim, 77);
+        let vs = VectorSet {
+            data: &base,
+            dim,
+            kernels: Kernels::best(),
+            metric: Metric::L2,
+        };
+        let frozen = GraphBuilder::build(params(), &vs).freeze();
+        let g = frozen.view();
+        // `data` puts row i in cluster i % 20: hash the row so the filter is uncorrelated.
+        let allow = |i: u32| (u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 20 == 7;
+        let pool = VisitedPool::default();
+        let mut scratch = Scratch::default();
+        let run = |ef: usize, scratch: &mut Scratch| {
+            let (mut rejected, mut hits) = (0usize, 0usize);
+            for q in queries.chunks_exact(dim) {
+                let scored_rejected = std::cell::Cell::new(0usize);
+                let dist = |i: u32| {
+                    if !allow(i) {
+                        scored_rejected.set(scored_rejected.get() + 1);
+                    }
+                    vs.kernels.distance(vs.metric, q, vs.row(i))
+                };
+                let mut visited = pool.take(n);
+                let got = search(
+                    &g,
+                    &dist,
+                    &|_| {},
+                    10,
+                    ef,
+                    &allow,
+                    Expand::TwoHop,
+                    &mut visited,
+                    scratch,
+                );
+                pool.give(visited);
+                let mut exact: Vec<(f32, u32)> = (0..n as u32)
+                    .filter(|i| allow(*i))
+                    .map(|i| (vs.kernels.distance(vs.metric, q, vs.row(i)), i))
+                    .collect();
+                exact.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                hits += exact[..10]
+                    .iter()
+                    .filter(|e| got.iter().any(|c| c.id == e.1))
+                    .count();
+                rejected += scored_rejected.get();
+            }
+            (rejected, hits as f64 / (10 * (queries.len() / dim)) as f64)
+        };
+        let per_query = queries.len() / dim;
+        for ef in [32, 128] {
+            let (rejected, r) = run(ef, &mut scratch);
+            let rejected = rejected / per_query;
+            println!("two-hop 5%, ef {ef}: recall {r}, rejected nodes scored per query {rejected}");
+            assert!(r >= 0.95, "ef {ef}: recall {r}");
+            // The descent and a short beam's first steps: well under a beam's worth more.
+            assert!(
+                rejected <= ef + 64,
+                "ef {ef}: {rejected} rejected nodes scored per query"
+            );
+        }
+    }
+
+    #[test]
     fn a_merge_into_a_reused_graph_links_as_well_as_a_fresh_build() {
         // A merge: the graph of rows 0..2000 is reused and rows 2000..6000 are inserted into
         // it; recall against brute force stays within 0.02 of one graph built over all rows.
