@@ -99,6 +99,16 @@ mod tests {
             .collect()
     }
 
+    /// `base` (row-major, `dim` wide) under L2 with the best kernels.
+    fn l2_set(base: &[f32], dim: usize) -> VectorSet<'_> {
+        VectorSet {
+            data: base,
+            dim,
+            kernels: Kernels::best(),
+            metric: Metric::L2,
+        }
+    }
+
     fn params() -> HnswParams {
         HnswParams {
             m: 16,
@@ -203,12 +213,7 @@ mod tests {
         let (dim, n) = (16, 60_000);
         let base = data(n, dim, 3);
         let queries = data(40, dim, 77);
-        let vs = VectorSet {
-            data: &base,
-            dim,
-            kernels: Kernels::best(),
-            metric: Metric::L2,
-        };
+        let vs = l2_set(&base, dim);
         let frozen = GraphBuilder::build(params(), &vs).freeze();
         let g = frozen.view();
         // `data` puts row i in cluster i % 20: hash the row so the filter is uncorrelated.
@@ -355,12 +360,7 @@ mod tests {
     fn malformed_frozen_graphs_are_refused() {
         let dim = 4;
         let base = data(300, dim, 5);
-        let vs = VectorSet {
-            data: &base,
-            dim,
-            kernels: Kernels::best(),
-            metric: Metric::L2,
-        };
+        let vs = l2_set(&base, dim);
         let f = GraphBuilder::build(params(), &vs).freeze();
         let ok =
             |meta: &[u64; 8], offs: &[u32]| GraphView::new(meta, &f.l0, offs, &f.upper).is_ok();
