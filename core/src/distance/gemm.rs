@@ -1,8 +1,8 @@
 //! Dot products of a block of queries with a block of rows as one matrix product (the `gemm`
 //! crate's packed, register-tiled kernels, chosen at runtime: AVX-512, AVX2/FMA or NEON; one
-//! thread, no pool: the caller's rayon chunks are the parallelism). Batch exact search ranks candidates with it; what it returns is
-//! rounded differently from the one-pair kernels, so callers re-rank with those (see
-//! [`crate::index::flat::scan_gemm`]).
+//! thread, no pool: the caller's rayon chunks are the parallelism). Batch exact search ranks
+//! candidates with it; what it returns is rounded differently from the one-pair kernels, so
+//! callers re-rank with those (see [`crate::index::flat::GemmBatch`]).
 
 /// `out[i * nr + j] = q_i · r_j` for the `nq` queries in `queries` and the `nr` rows in
 /// `rows` (both row-major, `dim` wide); `out` holds at least `nq * nr` values.

@@ -220,6 +220,7 @@ mod tests {
         let allow = |i: u32| (u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % 20 == 7;
         let pool = VisitedPool::default();
         let mut scratch = Scratch::default();
+        let per_query = queries.len() / dim;
         let run = |ef: usize, scratch: &mut Scratch| {
             let (mut rejected, mut hits) = (0usize, 0usize);
             for q in queries.chunks_exact(dim) {
@@ -254,9 +255,8 @@ mod tests {
                     .count();
                 rejected += scored_rejected.get();
             }
-            (rejected, hits as f64 / (10 * (queries.len() / dim)) as f64)
+            (rejected, hits as f64 / (10 * per_query) as f64)
         };
-        let per_query = queries.len() / dim;
         for ef in [32, 128] {
             let (rejected, r) = run(ef, &mut scratch);
             let rejected = rejected / per_query;
