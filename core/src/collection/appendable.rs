@@ -97,12 +97,22 @@ impl AppendableSegment {
     /// Give the graph a node for every row added since the last call; returns the nodes
     /// still to link (see [`AppendableSegment::link`]). Until linked, a node is unreachable
     /// by graph search.
-    pub(crate) fn grow_graph(&mut self) -> std::ops::Range<usize> {
+    pub(crate) fn grow_graph(
+        &mut self,
+        kernels: &Kernels,
+        metric: Metric,
+    ) -> std::ops::Range<usize> {
         let rows = self.rows();
         match &mut self.graph {
             Some(g) if g.len_nodes() < rows => {
                 let from = g.len_nodes();
-                g.add_nodes(rows - from);
+                let vs = VectorSet {
+                    data: &self.vectors,
+                    dim: self.dim,
+                    kernels,
+                    metric,
+                };
+                g.add_nodes(rows - from, &vs);
                 from..rows
             }
             _ => 0..0,

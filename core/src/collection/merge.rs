@@ -404,7 +404,7 @@ pub(super) fn merged_index(
                 };
                 let (have, n) = (b.len_nodes(), vectors.len() / config.dim);
                 if have <= n {
-                    b.add_nodes(n - have);
+                    b.add_nodes(n - have, &vs);
                     b.insert_range_merge_or_stop(have, n, &vs, stop);
                     return BuiltIndex::Hnsw(b.freeze());
                 }

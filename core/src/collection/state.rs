@@ -345,7 +345,8 @@ impl State {
             self.app_mut()
                 .push(*id, &vectors[i * dim..(i + 1) * dim], p);
         }
-        self.app_mut().grow_graph()
+        let (kernels, metric) = (self.kernels, self.config.metric);
+        self.app_mut().grow_graph(kernels, metric)
     }
 
     /// Link appended rows into the appendable graph; searches may run meanwhile.
@@ -368,7 +369,7 @@ impl State {
                     copy.remove(old.ids[r]);
                 }
             }
-            let nodes = copy.grow_graph();
+            let nodes = copy.grow_graph(self.kernels, self.config.metric);
             copy.link(nodes, self.kernels, self.config.metric);
             self.appendable = Arc::new(copy);
         }

@@ -196,6 +196,156 @@ pub(crate) fn encode(kind: QuantKind, metric: Metric, vectors: &[f32], dim: usiz
     }
 }
 
+/// sq8 codes of the rows of a graph under construction, which the insertion beam scores in
+/// place of the float rows (the chosen links are then picked on exact distances). Never
+/// written: a build-time copy, a quarter of the float rows' size.
+///
+/// The per-component range is trained on the rows present (a sample of at most
+/// [`BuildCodes::TRAIN_SAMPLE`]) and widened by a margin on each side. Rows added later are
+/// encoded with the same range; a component outside it is clamped, which only makes that
+/// row's estimates coarser. The range is trained again, and every row encoded again, each
+/// time the rows have doubled since the last training, and when more than 1% of the
+/// components of newly added rows were clamped (data drifting away from what was trained
+/// on) and the rows have grown by a quarter since.
+#[derive(Debug)]
+pub(crate) struct BuildCodes {
+    dim: usize,
+    metric: Metric,
+    params: Vec<f32>,
+    codes: Vec<u8>,
+    factors: Vec<f32>,
+    /// Rows the range was trained on.
+    trained: usize,
+}
+
+impl BuildCodes {
+    /// Rows needed before the range is first trained.
+    pub(crate) const TRAIN_ROWS: usize = 1024;
+    /// Rows a training pass reads at most (evenly spaced).
+    const TRAIN_SAMPLE: usize = 65_536;
+    /// Extra range on each side of the trained one, as a fraction of its span.
+    const MARGIN: f32 = 0.1;
+
+    /// Train on `vectors` (row-major, `dim` wide) and encode them all.
+    pub(crate) fn train(metric: Metric, vectors: &[f32], dim: usize) -> BuildCodes {
+        let mut b = BuildCodes {
+            dim,
+            metric,
+            params: Vec::new(),
+            codes: Vec::new(),
+            factors: Vec::new(),
+            trained: 0,
+        };
+        b.retrain(vectors);
+        b
+    }
+
+    /// Train the range on `vectors` (every row so far) and encode them all again.
+    fn retrain(&mut self, vectors: &[f32]) {
+        let dim = self.dim;
+        let rows = vectors.len() / dim.max(1);
+        let stride = rows.div_ceil(Self::TRAIN_SAMPLE).max(1);
+        let mut lo = vec![f32::INFINITY; dim];
+        let mut hi = vec![f32::NEG_INFINITY; dim];
+        for v in vectors.chunks_exact(dim).step_by(stride) {
+            for d in 0..dim {
+                lo[d] = lo[d].min(v[d]);
+                hi[d] = hi[d].max(v[d]);
+            }
+        }
+        let mut params = Vec::with_capacity(2 * dim);
+        let mut steps = Vec::with_capacity(dim);
+        for d in 0..dim {
+            // Stored vectors are finite; `lo > hi` only if there were no rows.
+            let (l, h) = if lo[d] <= hi[d] {
+                (lo[d], hi[d])
+            } else {
+                (0.0, 0.0)
+            };
+            let pad = (h - l) * Self::MARGIN;
+            params.push(l - pad);
+            let step = (h - l + 2.0 * pad) / 255.0;
+            // A constant component: every code 0 decodes to it exactly.
+            steps.push(if step > 0.0 { step } else { 1.0 });
+        }
+        params.extend(steps);
+        self.params = params;
+        self.codes.clear();
+        self.factors.clear();
+        self.trained = rows;
+        self.encode(vectors);
+    }
+
+    /// Rows encoded.
+    pub(crate) fn rows(&self) -> usize {
+        self.factors.len()
+    }
+
+    /// Add the rows of `all` (every row so far, row-major) not encoded yet; trains the range
+    /// again when the rows have doubled since the last training, or drifted out of it.
+    pub(crate) fn catch_up(&mut self, all: &[f32]) {
+        let (dim, n) = (self.dim, all.len() / self.dim.max(1));
+        let have = self.rows();
+        if n <= have {
+            return;
+        }
+        if n >= 2 * self.trained {
+            return self.retrain(all);
+        }
+        let clamped = self.encode(&all[have * dim..]);
+        if clamped * 100 > (n - have) * dim && 4 * n >= 5 * self.trained {
+            self.retrain(all);
+        }
+    }
+
+    /// Encode `vectors` (row-major) as the next rows; returns how many components fell
+    /// outside the range (and were clamped).
+    fn encode(&mut self, vectors: &[f32]) -> usize {
+        use rayon::prelude::*;
+        let (dim, metric) = (self.dim, self.metric);
+        let rows = vectors.len() / dim.max(1);
+        let start = self.rows();
+        self.codes.resize((start + rows) * dim, 0);
+        self.factors.resize(start + rows, 0.0);
+        let p = &self.params;
+        let (lo, step) = p.split_at(dim);
+        let encode = |c: &mut [u8], f: &mut [f32], v: &[f32]| -> usize {
+            encode_row(QuantKind::Sq8, metric, p, v, c, f);
+            v.iter()
+                .zip(lo.iter().zip(step))
+                .filter(|(x, (l, s))| **x < **l || **x > **l + 255.0 * **s)
+                .count()
+        };
+        let codes = &mut self.codes[start * dim..];
+        let factors = &mut self.factors[start..];
+        let chunk = ENCODE_CHUNK * dim.max(1);
+        codes
+            .par_chunks_mut(chunk)
+            .zip(factors.par_chunks_mut(ENCODE_CHUNK))
+            .zip(vectors.par_chunks(chunk))
+            .map(|((c, f), v)| {
+                c.chunks_exact_mut(dim)
+                    .zip(f.chunks_exact_mut(1))
+                    .zip(v.chunks_exact(dim))
+                    .map(|((c, f), v)| encode(c, f, v))
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// The codes as a view to prepare queries against and score.
+    pub(crate) fn view(&self) -> QuantView<'_> {
+        QuantView {
+            kind: QuantKind::Sq8,
+            dim: self.dim,
+            cb: self.dim,
+            params: &self.params,
+            codes: &self.codes,
+            factors: &self.factors,
+        }
+    }
+}
+
 /// Encode one row into its code and factors.
 fn encode_row(
     kind: QuantKind,
@@ -485,7 +635,7 @@ thread_local! {
 }
 
 /// Run `f` with this thread's reusable prepared query (a fresh one if it is taken).
-fn with_prepared<R>(f: impl FnOnce(&mut Prepared) -> R) -> R {
+pub(crate) fn with_prepared<R>(f: impl FnOnce(&mut Prepared) -> R) -> R {
     PREPARED.with(|cell| match cell.try_borrow_mut() {
         Ok(mut p) => f(&mut p),
         Err(_) => f(&mut Prepared::default()),
