@@ -220,7 +220,7 @@ pub(crate) struct BuildCodes {
 
 impl BuildCodes {
     /// Rows needed before the range is first trained.
-    pub(crate) const TRAIN_ROWS: usize = 1024;
+    pub(crate) const TRAIN_ROWS: usize = 256;
     /// Rows a training pass reads at most (evenly spaced).
     const TRAIN_SAMPLE: usize = 65_536;
     /// Extra range on each side of the trained one, as a fraction of its span.

@@ -58,6 +58,8 @@ pub(crate) struct GraphBuilder {
     codes: Option<BuildCodes>,
     /// Never use codes (tests compare against this).
     exact_beam: bool,
+    /// Rows from which codes are used, in place of [`codes_from_rows`] (tests).
+    codes_from_rows: Option<usize>,
 }
 
 /// Nodes inserted one by one before parallel insertion starts, so that concurrent inserts
@@ -112,6 +114,18 @@ fn build_codes(dim: usize) -> bool {
 /// width measured to gain.
 const BUILD_CODES_MIN_DIM: usize = 128;
 
+/// Size of the float rows from which a graph's build scores codes: below it they stay in
+/// the CPU caches and the codes only add work. Measured on text-minilm-dev in segments of
+/// 2,000 rows (3 MB of rows): linking them took 1.02-1.17 s with codes against
+/// 0.96-0.99 s without; at 20,000 rows (30 MB) codes cut the build by a quarter.
+const BUILD_CODES_MIN_BYTES: usize = 8 << 20;
+
+/// Rows from which a graph of `dim`-wide rows scores codes: [`BUILD_CODES_MIN_BYTES`] of
+/// float rows, and at least [`BuildCodes::TRAIN_ROWS`] to train on.
+fn codes_from_rows(dim: usize) -> usize {
+    (BUILD_CODES_MIN_BYTES / (4 * dim.max(1))).max(BuildCodes::TRAIN_ROWS)
+}
+
 impl GraphBuilder {
     pub(crate) fn new(params: HnswParams) -> GraphBuilder {
         GraphBuilder {
@@ -123,6 +137,7 @@ impl GraphBuilder {
             pool: VisitedPool::default(),
             codes: None,
             exact_beam: false,
+            codes_from_rows: None,
         }
     }
 
@@ -131,6 +146,15 @@ impl GraphBuilder {
     pub(crate) fn new_exact(params: HnswParams) -> GraphBuilder {
         GraphBuilder {
             exact_beam: true,
+            ..GraphBuilder::new(params)
+        }
+    }
+
+    /// A builder that scores codes from `rows` rows on, whatever their size.
+    #[cfg(test)]
+    pub(crate) fn new_coded_from(params: HnswParams, rows: usize) -> GraphBuilder {
+        GraphBuilder {
+            codes_from_rows: Some(rows),
             ..GraphBuilder::new(params)
         }
     }
@@ -182,7 +206,11 @@ impl GraphBuilder {
         }
         let rows = &vs.data[..n * vs.dim];
         match &mut self.codes {
-            None if n >= BuildCodes::TRAIN_ROWS => {
+            None if n
+                >= self
+                    .codes_from_rows
+                    .unwrap_or_else(|| codes_from_rows(vs.dim)) =>
+            {
                 self.codes = Some(BuildCodes::train(vs.metric, rows, vs.dim));
             }
             Some(c) => c.catch_up(rows),

@@ -75,6 +75,7 @@ mod tests {
     use super::HnswParams;
     use crate::distance::Kernels;
     use crate::distance::Metric;
+    use crate::index::quant::BuildCodes;
 
     /// Clustered data (20 fixed centres plus noise, like real embeddings); `seed` picks
     /// the noise, so base and queries share the centres.
@@ -171,7 +172,7 @@ mod tests {
         let mut b = if exact {
             GraphBuilder::new_exact(params())
         } else {
-            GraphBuilder::new(params())
+            GraphBuilder::new_coded_from(params(), BuildCodes::TRAIN_ROWS)
         };
         let mut from = 0;
         while from < n {
@@ -192,7 +193,10 @@ mod tests {
         let base = data(4000, dim, 1);
         let queries = data(100, dim, 2);
         let vs = l2_set(&base, dim);
-        let coded = GraphBuilder::build(params(), &vs);
+        // 2 MB of rows: a collection codes only larger graphs (`codes_from_rows`); the test
+        // codes this one.
+        assert_eq!(GraphBuilder::build(params(), &vs).coded_rows(), 0);
+        let coded = build_in_batches(&vs, 4000, 4000, false);
         assert_eq!(
             coded.coded_rows(),
             4000,
