@@ -105,6 +105,7 @@ def main() -> int:
     ap.add_argument("--sweep-ef", default="10,16,24,32,48,64,96,128,192,256")
     ap.add_argument("--sweep-nprobe", default="1,2,4,6,8,12,16,24,32,48,64", help="with --index ivf_pq")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--quantization", default=None, help="trovedb quantization (default: trovedb's default)")
     ap.add_argument("--no-compact", action="store_true", help="skip the one-segment run")
     ap.add_argument("--dir", help="database directory (default: a temporary one)")
     ap.add_argument("--json", help="append the figures as one JSON line here")
@@ -130,6 +131,8 @@ def main() -> int:
     opts = {} if a.seal_threshold_rows is None else {"seal_threshold_rows": a.seal_threshold_rows}
     db = trovedb.open(root, **opts)
     params = {"m": a.m, "ef_construction": a.ef_construction} if a.index == "hnsw" else {}
+    if a.quantization is not None:
+        params["quantization"] = a.quantization
     c = db.create_collection("c", dim, metric=metric, index=a.index, **params)
     ids = np.arange(n, dtype=np.uint64)
     t0 = time.perf_counter()

@@ -154,7 +154,7 @@ pub use filter::value::{payload_from_json, payload_to_json, Payload, Value};
 pub use interrupt::interruptible;
 pub use types::{
     CollectionConfig, Fusion, IdType, IndexConfig, Metric, Quantization, SearchParams, TextConfig,
-    TextStats, BINARY_DEFAULT_RESCORE, HNSW_DEFAULT_SEED, IVF_DEFAULT_NPROBE, IVF_DEFAULT_REFINE,
-    LSH_DEFAULT_PROBES, LSH_DEFAULT_REFINE, LSH_DEFAULT_TABLES, MAX_DIM, MAX_RESCORE,
-    MAX_TEXT_FIELDS, SQ8_DEFAULT_RESCORE,
+    TextStats, AUTO_SQ8_MIN_DIM, BINARY_DEFAULT_RESCORE, HNSW_DEFAULT_SEED, IVF_DEFAULT_NPROBE,
+    IVF_DEFAULT_REFINE, LSH_DEFAULT_PROBES, LSH_DEFAULT_REFINE, LSH_DEFAULT_TABLES, MAX_DIM,
+    MAX_RESCORE, MAX_TEXT_FIELDS, SQ8_DEFAULT_RESCORE,
 };

@@ -393,5 +393,17 @@ fn get_or_create_opens_the_same_config_and_refuses_another() {
         }
         r => panic!("expected InvalidArgument, got {r:?}"),
     }
-    assert_eq!(db.collection("c").unwrap().config(), &cfg);
+    // The stored config has `Quantization::Auto` resolved (none for a flat collection).
+    assert_eq!(db.collection("c").unwrap().config(), &cfg.resolved());
+    let sq8 = CollectionConfig {
+        quantization: trovedb::Quantization::parse("sq8").unwrap(),
+        ..cfg.clone()
+    };
+    match db.get_or_create_collection("c", &sq8) {
+        Err(Error::InvalidArgument {
+            name: "config",
+            reason,
+        }) => assert!(reason.contains("quantization None"), "{reason}"),
+        r => panic!("expected InvalidArgument, got {r:?}"),
+    }
 }

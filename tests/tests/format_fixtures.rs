@@ -32,7 +32,7 @@ fn check_fixture(version: u16) {
     let db = Database::open(dir.path(), DbOptions::default()).unwrap();
     for (name, cfg, model) in fixture_contents(version) {
         let c = db.collection(name).unwrap();
-        assert_eq!(c.config(), &cfg);
+        assert_eq!(c.config(), &cfg.resolved());
         assert_eq!(c.len(), model.len(), "{name}");
         let st = c.stats().unwrap();
         assert!(!st.segments.is_empty() && st.deleted > 0 && st.last_lsn > st.checkpoint_lsn);

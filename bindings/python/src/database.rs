@@ -9,7 +9,7 @@ use trovedb::text::{Analyzer, AnalyzerConfig, StopWords};
 use trovedb::TextConfig;
 use trovedb::{
     CollectionConfig, CompactionPolicy, Database, DbOptions, Durability, IdType, IndexConfig,
-    Metric, Quantization,
+    Metric, Quantization, AUTO_SQ8_MIN_DIM,
 };
 
 use crate::collection::PyCollection;
@@ -250,18 +250,21 @@ fn collection_config(
             params.push((k.extract::<String>()?, v.extract::<f64>()?));
         }
     }
-    let mut quantization = Quantization::parse(quantization).py_err()?;
+    let index = IndexConfig::from_name(index, &params).py_err()?;
+    let mut quantization = Quantization::parse(quantization)
+        .py_err()?
+        .resolve(&index, dim);
     if let Some(r) = rescore {
         if quantization == Quantization::None {
-            return Err(PyValueError::new_err(
-                "invalid argument `rescore`: applies to quantised collections only (give quantization=\"sq8\" or \"binary\")",
-            ));
+            return Err(PyValueError::new_err(format!(
+                "invalid argument `rescore`: applies to quantised collections only, and this one stores float32 vectors only (quantization=\"auto\" gives sq8 codes to hnsw collections of at least {AUTO_SQ8_MIN_DIM} dimensions; give quantization=\"sq8\" or \"binary\")"
+            )));
         }
         // Negative: refused by the config's own check (rescore 0), with its message.
         quantization = quantization.with_rescore(usize::try_from(r).unwrap_or(0));
     }
     Ok(CollectionConfig {
-        index: IndexConfig::from_name(index, &params).py_err()?,
+        index,
         indexed_fields,
         text,
         id_type: IdType::parse(id_type).py_err()?,
@@ -282,12 +285,14 @@ impl PyDatabase {
     /// language's list, False: none, or a list of words); `bm25_k1`, `bm25_b` set BM25.
     /// `id_type` is "int" (points keyed by non-negative integers) or "str" (by strings of
     /// 1 to 1024 bytes: UUIDs, paths, "doc#chunk").
-    /// `quantization` ("none", "sq8" or "binary"; flat and hnsw) keeps quantised codes of
-    /// the sealed vectors that searches walk and scan, re-ranking the best `rescore * k`
-    /// exactly (`rescore`: the default of the search knob; 3 for sq8, 10 for binary).
+    /// `quantization` ("auto", "none", "sq8" or "binary"; flat and hnsw) keeps quantised
+    /// codes of the sealed vectors that searches walk and scan, re-ranking the best
+    /// `rescore * k` exactly (`rescore`: the default of the search knob; 3 for sq8, 10 for
+    /// binary). "auto" (the default) is sq8 for an hnsw collection of at least 256
+    /// dimensions and none otherwise; `config()` shows what it resolved to.
     #[pyo3(signature = (name, dim, metric = "cosine", index = "flat", indexed_fields = None,
         text_fields = None, language = "english", stem = true, stopwords = None,
-        bm25_k1 = 1.2, bm25_b = 0.75, id_type = "int", quantization = "none", rescore = None,
+        bm25_k1 = 1.2, bm25_b = 0.75, id_type = "int", quantization = "auto", rescore = None,
         **index_params))]
     #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
     fn create_collection(
@@ -338,7 +343,7 @@ impl PyDatabase {
     /// naming each difference.
     #[pyo3(signature = (name, dim, metric = "cosine", index = "flat", indexed_fields = None,
         text_fields = None, language = "english", stem = true, stopwords = None,
-        bm25_k1 = 1.2, bm25_b = 0.75, id_type = "int", quantization = "none", rescore = None,
+        bm25_k1 = 1.2, bm25_b = 0.75, id_type = "int", quantization = "auto", rescore = None,
         **index_params))]
     #[allow(clippy::too_many_arguments, reason = "mirrors the Python signature")]
     fn get_or_create_collection(

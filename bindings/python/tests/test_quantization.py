@@ -103,3 +103,31 @@ def test_bad_arguments_are_refused_with_nothing_created(tmp_path):
             with pytest.raises(ValueError, match="rescore"):
                 q.search([0.0, 1.0], k=1, rescore=bad)
         assert q.search([0.0, 1.0], k=1, rescore=5).ids.tolist() == [1]
+
+
+def test_auto_gives_wide_hnsw_collections_sq8_and_keeps_the_rest_float(tmp_path, minilm):
+    base, queries = minilm
+    with trovedb.open(tmp_path / "db") as db:
+        # The default, "auto": sq8 for hnsw of at least 256 dimensions, none otherwise.
+        wide = db.create_collection("wide", 384, index="hnsw")
+        assert wide.config["quantization"] == "sq8"
+        assert wide.config["rescore"] == 3
+        assert db.create_collection("narrow", 128, index="hnsw").config["quantization"] == "none"
+        assert db.create_collection("flat", 384).config["quantization"] == "none"
+        assert db.create_collection("float", 384, index="hnsw", quantization="none").config["quantization"] == "none"
+        tuned = db.create_collection("tuned", 384, index="hnsw", rescore=5)
+        assert (tuned.config["quantization"], tuned.config["rescore"]) == ("sq8", 5)
+        with pytest.raises(ValueError, match="rescore"):
+            db.create_collection("bad", 384, rescore=5)  # flat: float32 only
+        assert "bad" not in db.list_collections()
+        # The same call again finds the collection: the stored config is the resolved one.
+        again = db.get_or_create_collection("wide", 384, index="hnsw")
+        assert again.config == wide.config
+        with pytest.raises(ValueError, match="quantization"):
+            db.get_or_create_collection("wide", 384, index="hnsw", quantization="none")
+        wide.upsert(np.arange(len(base)), base)
+        wide.flush()
+        assert wide.stats()["segments"][0]["quantization"] == "sq8"
+        assert recall(wide, base, queries[:100], ef=64) >= 0.95
+    with trovedb.open(tmp_path / "db") as db:
+        assert db.get_collection("wide").config["quantization"] == "sq8"

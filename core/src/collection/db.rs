@@ -238,6 +238,7 @@ impl Database {
         self.check_writable("create_collection")?;
         validate_name(name)?;
         config.validate()?;
+        let config = &config.resolved();
         let mut open = self.open.lock();
         let dir = self.dir_of(name);
         if open.contains_key(name) || fsutil::exists(&dir) {
@@ -260,6 +261,7 @@ impl Database {
         config: &CollectionConfig,
     ) -> Result<Arc<Collection>> {
         config.validate()?;
+        let config = &config.resolved();
         let c = match self.collection(name) {
             Err(Error::CollectionNotFound { .. }) => match self.create_collection(name, config) {
                 Err(Error::CollectionExists { .. }) => self.collection(name)?,
@@ -296,6 +298,12 @@ impl Database {
                 "id_type {:?} (asked {:?})",
                 have.id_type.name(),
                 config.id_type.name()
+            ));
+        }
+        if have.quantization != config.quantization {
+            diffs.push(format!(
+                "quantization {:?} (asked {:?})",
+                have.quantization, config.quantization
             ));
         }
         if diffs.is_empty() {

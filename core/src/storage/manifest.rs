@@ -301,7 +301,10 @@ pub(crate) struct Manifest {
 }
 
 impl Manifest {
-    pub(crate) fn new(config: CollectionConfig) -> Manifest {
+    /// A fresh manifest for `config` (with [`crate::Quantization::Auto`] resolved: a manifest
+    /// stores what the collection is).
+    pub(crate) fn new(mut config: CollectionConfig) -> Manifest {
+        config.quantization = config.quantization.resolve(&config.index, config.dim);
         Manifest {
             format_version: if needs_v2(&config) {
                 MANIFEST_VERSION
@@ -461,7 +464,10 @@ mod tests {
                     ..CollectionConfig::new(8, metric)
                 };
                 Manifest::new(config.clone()).store(dir.path()).unwrap();
-                assert_eq!(Manifest::load(dir.path()).unwrap().config, config);
+                // Auto (the default) is stored as what it means: none at 8 dimensions.
+                let stored = Manifest::load(dir.path()).unwrap().config;
+                assert_eq!(stored.quantization, Quantization::None);
+                assert_eq!(stored, config.resolved());
                 for quantization in [
                     Quantization::Sq8 { rescore: 4 },
                     Quantization::Binary { rescore: 12 },

@@ -97,7 +97,7 @@ class Database:
         bm25_k1: float = 1.2,
         bm25_b: float = 0.75,
         id_type: str = "int",
-        quantization: str = "none",
+        quantization: str = "auto",
         rescore: Optional[int] = None,
         **index_params: float,
     ) -> Collection: ...
@@ -115,7 +115,7 @@ class Database:
         bm25_k1: float = 1.2,
         bm25_b: float = 0.75,
         id_type: str = "int",
-        quantization: str = "none",
+        quantization: str = "auto",
         rescore: Optional[int] = None,
         **index_params: float,
     ) -> Collection: ...
