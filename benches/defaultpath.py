@@ -254,6 +254,7 @@ def report(a, d, n, curves, peer, t_ack, t_conv, t_h, segs, appendable):
                         "n": n,
                         "seal_threshold_rows": a.seal_threshold_rows,
                         "index": a.index,
+                        "quantization": a.quantization or "default",
                         "ingest_ack_s": t_ack,
                         "ingest_converged_s": t_conv,
                         "peer": peer,
