@@ -51,6 +51,8 @@ struct Args {
     filters: Vec<String>,
     /// Seal into this many segments (background merging off) instead of one.
     segments: Option<usize>,
+    /// `--quantization`: the collection's (default: the engine's default, `auto`).
+    quantization: Option<String>,
 }
 
 fn parse_kv(s: &str) -> Result<(String, f64)> {
@@ -111,6 +113,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--filter-selectivity" => a.filter_selectivity = Some(val()?),
             "--filter" => a.filters.push(val()?),
             "--segments" => a.segments = Some(val()?.parse()?),
+            "--quantization" => a.quantization = Some(val()?),
             "-h" | "--help" => {
                 println!("{}", include_str!("annbench_usage.txt"));
                 std::process::exit(0);
@@ -346,10 +349,14 @@ fn run(a: &Args) -> Result<()> {
         ds.name,
         ds.metric.name()
     );
-    let config = CollectionConfig {
+    let mut config = CollectionConfig {
         index: IndexConfig::from_name(&a.index, &a.params)?,
         ..CollectionConfig::new(dim, ds.metric)
     };
+    if let Some(q) = &a.quantization {
+        config.quantization = trovedb::Quantization::parse(q)?;
+    }
+    eprintln!("quantization: {}", config.resolved().quantization.name());
     std::fs::create_dir_all(&a.workdir)?;
     let work = tempfile::tempdir_in(&a.workdir)?;
     // `--keep-db DIR`: build into DIR and keep it; a later run with the same DIR (and the

@@ -545,6 +545,13 @@ impl State {
     }
 }
 
+/// Passing rows up to which a filtered search of a quantised segment scans the float rows
+/// exactly instead of its codes. Measured on text-minilm-dev in ten 2,000-row sq8 segments
+/// (single thread, ef 32): a 1% filter (~20 rows per segment) answered 21-29k QPS on the
+/// codes against 96-102k exactly, 10% (~200 rows) 6.2-7.8k against 13.7k, while at 50%
+/// (~1,000 rows) the codes were twice as fast (1.9-2.2k against 0.9-1.1k).
+const QUANT_EXACT_SCAN_MAX_ROWS: usize = 512;
+
 /// How many passing rows ahead a filtered scan prefetches (see `Ctx::search_segment`).
 const SCAN_PREFETCH_AHEAD: usize = 8;
 
@@ -681,7 +688,12 @@ impl Ctx {
             source: seg.source,
         };
         let rows = rows_view.rows();
-        if let Some(qv) = seg.quant.filter(|_| rows > FLAT_SCAN_MAX_ROWS) {
+        // A filter passing few rows of a quantised segment: scanning their float rows exactly
+        // is cheaper than preparing the query for the codes, scanning those and re-ranking.
+        let few = seg
+            .allowed
+            .is_some_and(|a| a.count_ones() <= QUANT_EXACT_SCAN_MAX_ROWS);
+        if let Some(qv) = seg.quant.filter(|_| rows > FLAT_SCAN_MAX_ROWS && !few) {
             self.search_quantized(seg, &qv, &rows_view, query, knobs, pool, top);
             return;
         }
