@@ -118,22 +118,35 @@ def test_fork_pool_refused_and_spawn_pool_told_who_holds_the_lock(tmp_path):
     _check_parent_writes(path, list(range(60)))
 
 
-def test_child_opens_its_own_database_after_the_parent_used_the_pools(tmp_path):
+@pytest.mark.parametrize(
+    "dim,rows,seal",
+    # 384 dimensions: sq8 codes (quantization "auto") encoded at every seal, and the
+    # appendable graph's build codes (over 8 MiB of rows) trained on the writer's thread.
+    [(DIM, 500, 200), (384, 6000, 7000)],
+)
+def test_child_opens_its_own_database_after_the_parent_used_the_pools(tmp_path, dim, rows, seal):
     # The parent seals (build pool) and batch-searches (search pool), then forks; the child
     # opens a database of its own and does the same: pools are per process, so no hang.
-    db = trovedb.open(tmp_path / "parent", seal_threshold_rows=200)
-    c = db.create_collection("c", dim=DIM, index="hnsw")
-    c.upsert(*_rows(0, 500))
-    c.search(np.ones((4, DIM), dtype=np.float32), k=3)
+    def load(c):
+        ids, _, ps = _rows(0, rows)
+        vs = np.random.default_rng(rows).standard_normal((rows, dim)).astype(np.float32)
+        for i in range(0, rows, 1000):
+            c.upsert(ids[i : i + 1000], vs[i : i + 1000], ps[i : i + 1000])
+
+    db = trovedb.open(tmp_path / "parent", seal_threshold_rows=seal)
+    c = db.create_collection("c", dim=dim, index="hnsw")
+    load(c)
+    c.compact()
+    c.search(np.ones((4, dim), dtype=np.float32), k=3)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 1
         try:
-            with trovedb.open(tmp_path / "child", seal_threshold_rows=200) as own:
-                cc = own.create_collection("c", dim=DIM, index="hnsw")
-                cc.upsert(*_rows(0, 500))
+            with trovedb.open(tmp_path / "child", seal_threshold_rows=seal) as own:
+                cc = own.create_collection("c", dim=dim, index="hnsw")
+                load(cc)
                 cc.compact()
-                ids = cc.search(np.ones((4, DIM), dtype=np.float32), k=3).ids
+                ids = cc.search(np.ones((4, dim), dtype=np.float32), k=3).ids
                 code = 0 if ids.shape == (4, 3) else 1
         finally:
             os._exit(code)

@@ -99,10 +99,13 @@ pub(super) fn write_sealed(
         .flat_map(|t| t.fields.iter().map(String::as_str))
         .zip(text.iter())
         .collect();
-    let quant = config
-        .quantization
-        .kind()
-        .map(|k| crate::index::quant::encode(k, config.metric, vectors, config.dim));
+    // On the build pool: rayon's global pool is never started in the host process (a forked
+    // child would inherit it without its threads and wait on it forever).
+    let quant = config.quantization.kind().map(|k| {
+        crate::background::build(|| {
+            crate::index::quant::encode(k, config.metric, vectors, config.dim)
+        })
+    });
     let name = segment::file_name(id);
     write_segment(
         dir,
