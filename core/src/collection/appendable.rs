@@ -112,7 +112,9 @@ impl AppendableSegment {
                     kernels,
                     metric,
                 };
-                g.add_nodes(rows - from, &vs);
+                // On the build pool: encoding the rows for the build is parallel, and rayon's
+                // global pool is never started in the host process (fork safety).
+                crate::background::build(|| g.add_nodes(rows - from, &vs));
                 from..rows
             }
             _ => 0..0,

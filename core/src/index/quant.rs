@@ -319,23 +319,21 @@ impl BuildCodes {
         let codes = &mut self.codes[start * dim..];
         let factors = &mut self.factors[start..];
         let chunk = ENCODE_CHUNK * dim.max(1);
-        // On the build pool (in place when already on one): the appendable segment's graph
-        // encodes on the writer's thread, and rayon's global pool is never started in the
-        // host process (a forked child would inherit it without its threads).
-        crate::background::build(|| {
-            codes
-                .par_chunks_mut(chunk)
-                .zip(factors.par_chunks_mut(ENCODE_CHUNK))
-                .zip(vectors.par_chunks(chunk))
-                .map(|((c, f), v)| {
-                    c.chunks_exact_mut(dim)
-                        .zip(f.chunks_exact_mut(1))
-                        .zip(v.chunks_exact(dim))
-                        .map(|((c, f), v)| encode(c, f, v))
-                        .sum::<usize>()
-                })
-                .sum()
-        })
+        // The caller runs this on trovedb's build pool (`index` does not depend on
+        // `background`): rayon's global pool is never started in the host process, since a
+        // forked child would inherit it without its threads.
+        codes
+            .par_chunks_mut(chunk)
+            .zip(factors.par_chunks_mut(ENCODE_CHUNK))
+            .zip(vectors.par_chunks(chunk))
+            .map(|((c, f), v)| {
+                c.chunks_exact_mut(dim)
+                    .zip(f.chunks_exact_mut(1))
+                    .zip(v.chunks_exact(dim))
+                    .map(|((c, f), v)| encode(c, f, v))
+                    .sum::<usize>()
+            })
+            .sum()
     }
 
     /// The codes as a view to prepare queries against and score.
