@@ -126,14 +126,7 @@ pub(crate) fn encode(kind: QuantKind, metric: Metric, vectors: &[f32], dim: usiz
     let params = match kind {
         QuantKind::Sq8 => {
             // Each component's range over the segment: lo, then step = range / 255.
-            let mut lo = vec![f32::INFINITY; dim];
-            let mut hi = vec![f32::NEG_INFINITY; dim];
-            for v in vectors.chunks_exact(dim) {
-                for d in 0..dim {
-                    lo[d] = lo[d].min(v[d]);
-                    hi[d] = hi[d].max(v[d]);
-                }
-            }
+            let (lo, hi) = component_range(vectors, dim, 1);
             let mut p = Vec::with_capacity(2 * dim);
             for l in &lo {
                 p.push(if rows == 0 { 0.0 } else { *l });
@@ -245,14 +238,7 @@ impl BuildCodes {
         let dim = self.dim;
         let rows = vectors.len() / dim.max(1);
         let stride = rows.div_ceil(Self::TRAIN_SAMPLE).max(1);
-        let mut lo = vec![f32::INFINITY; dim];
-        let mut hi = vec![f32::NEG_INFINITY; dim];
-        for v in vectors.chunks_exact(dim).step_by(stride) {
-            for d in 0..dim {
-                lo[d] = lo[d].min(v[d]);
-                hi[d] = hi[d].max(v[d]);
-            }
-        }
+        let (lo, hi) = component_range(vectors, dim, stride);
         let mut params = Vec::with_capacity(2 * dim);
         let mut steps = Vec::with_capacity(dim);
         for d in 0..dim {
@@ -347,6 +333,20 @@ impl BuildCodes {
             factors: &self.factors,
         }
     }
+}
+
+/// Each component's smallest and largest value over every `stride`-th row of `vectors`
+/// (infinite, `lo > hi`, when there is no row).
+fn component_range(vectors: &[f32], dim: usize, stride: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut lo = vec![f32::INFINITY; dim];
+    let mut hi = vec![f32::NEG_INFINITY; dim];
+    for v in vectors.chunks_exact(dim).step_by(stride) {
+        for d in 0..dim {
+            lo[d] = lo[d].min(v[d]);
+            hi[d] = hi[d].max(v[d]);
+        }
+    }
+    (lo, hi)
 }
 
 /// Encode one row into its code and factors.
