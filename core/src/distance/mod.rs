@@ -395,7 +395,7 @@ mod tests {
                 assert!((d - best).abs() <= 1e-4 * best.max(1.0), "{:?}", kern.isa());
                 assert!((direct[at as usize] - best).abs() <= 1e-4 * best.max(1.0));
             }
-            for words in [1usize, 3, 6, 12] {
+            for words in [1usize, 2, 3, 4, 5, 6, 7, 8, 9, 12] {
                 let n = 50;
                 let bytes: Vec<u8> = (0..words * 8 * (n + 1))
                     .map(|_| (lcg(&mut seed) * 1000.0) as i32 as u8)

@@ -138,8 +138,37 @@ pub(crate) fn hamming_ref(a: &[u8], b: &[u8]) -> u32 {
 )]
 #[inline(always)]
 pub fn hamming_all(q: &[u8], rows: &[u8], out: &mut [u32]) {
-    for (o, r) in out.iter_mut().zip(rows.chunks_exact(q.len().max(1))) {
-        *o = hamming(q, r);
+    // PERF: signatures of up to 8 words get a loop with the query's words in registers and
+    // a fixed count per row (the general loop re-derived the word count and its bounds at
+    // every row: ~2x slower on 384-bit signatures).
+    match q.len() {
+        8 => hamming_all_words::<1>(q, rows, out),
+        16 => hamming_all_words::<2>(q, rows, out),
+        24 => hamming_all_words::<3>(q, rows, out),
+        32 => hamming_all_words::<4>(q, rows, out),
+        40 => hamming_all_words::<5>(q, rows, out),
+        48 => hamming_all_words::<6>(q, rows, out),
+        56 => hamming_all_words::<7>(q, rows, out),
+        64 => hamming_all_words::<8>(q, rows, out),
+        _ => {
+            for (o, r) in out.iter_mut().zip(rows.chunks_exact(q.len().max(1))) {
+                *o = hamming(q, r);
+            }
+        }
+    }
+}
+
+#[allow(
+    clippy::inline_always,
+    reason = "inlined into each ISA's #[target_feature] wrapper, which is what uses popcnt"
+)]
+#[inline(always)]
+fn hamming_all_words<const W: usize>(q: &[u8], rows: &[u8], out: &mut [u32]) {
+    let word =
+        |b: &[u8], i: usize| u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]));
+    let qw: [u64; W] = std::array::from_fn(|i| word(q, i));
+    for (o, r) in out.iter_mut().zip(rows.chunks_exact(8 * W)) {
+        *o = (0..W).map(|i| (qw[i] ^ word(r, i)).count_ones()).sum();
     }
 }
 
