@@ -15,7 +15,10 @@
 //!
 //! Candidates are ranked before the exact re-ranking by a stored per-row signature of all
 //! `tables * bits` hash values: the Hamming distance of the SimHash bits, or the squared
-//! difference of the E2LSH values; only the best `refine * k` are compared exactly. Bucket
+//! difference of the E2LSH values; only the best `refine * k` are compared exactly. SimHash
+//! ranks twice: Hamming keeps `ASYM_WIDEN * refine * k`, then the asymmetric distance (the
+//! query's margins `|a_g . q + b_g|` summed over the bits where the row differs) keeps
+//! `refine * k` (Gordo et al., "Asymmetric distances for binary embeddings", TPAMI 2014). Bucket
 //! collisions alone are a coarse signal: on real embeddings, re-ranking every candidate cost
 //! more than a flat scan at recall 0.9. When the probed buckets would hold more than
 //! 1/8 of the segment, the signatures of all rows are ranked instead (a linear scan of a few
