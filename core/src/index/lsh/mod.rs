@@ -1053,15 +1053,16 @@ mod tests {
     use crate::index::hnsw::visited::VisitedPool;
 
     pub(super) fn data(n: usize, dim: usize, seed: u64, normalise: bool) -> Vec<f32> {
-        // 200 clusters of ~25 points: neighbours are clearly nearer than the rest, as in
-        // real embeddings (LSH cannot separate points of one wide Gaussian blob).
+        // Clusters of ~25 points (at least 200): neighbours are clearly nearer than the rest,
+        // as in real embeddings (LSH cannot separate points of one wide Gaussian blob).
+        let clusters = (n / 25).max(200);
         let mut rng = Rng::new(seed);
-        let centres: Vec<f32> = (0..200 * dim)
+        let centres: Vec<f32> = (0..clusters * dim)
             .map(|_| 3.0 * rng.gaussian() as f32)
             .collect();
         let mut out = Vec::with_capacity(n * dim);
         for _ in 0..n {
-            let c = rng.below(200);
+            let c = rng.below(clusters);
             let mut v: Vec<f32> = (0..dim)
                 .map(|t| centres[c * dim + t] + 0.3 * rng.gaussian() as f32)
                 .collect();
@@ -1073,8 +1074,15 @@ mod tests {
         out
     }
 
-    fn recall(metric: Metric, normalise: bool) -> f64 {
-        let (n, dim) = (5000, 32);
+    /// Recall@10 against brute force over rows passing `allow`, at `probes`.
+    fn recall_with(
+        metric: Metric,
+        normalise: bool,
+        n: usize,
+        probes: usize,
+        allow: &dyn Fn(usize) -> bool,
+    ) -> f64 {
+        let dim = 32;
         let all = data(n + 50, dim, 1, normalise);
         let (v, qs) = all.split_at(n * dim);
         let kernels = Kernels::best();
@@ -1097,27 +1105,47 @@ mod tests {
                 q,
                 LshQuery {
                     k: 10,
-                    probes: super::LSH_DEFAULT_PROBES,
+                    probes,
                     refine: super::LSH_DEFAULT_REFINE,
                 },
-                &|_| true,
+                &|r| allow(r),
                 &mut visited,
             );
             let mut top = TopK::new(10);
-            for (r, x) in v.chunks_exact(dim).enumerate() {
+            for (r, x) in v.chunks_exact(dim).enumerate().filter(|(r, _)| allow(*r)) {
                 top.push(kernels.distance(metric, q, x), r as u64);
             }
             let want: Vec<u32> = top.into_sorted().iter().map(|x| x.0 as u32).collect();
+            assert!(
+                got.iter().all(|g| allow(g.0 as usize)),
+                "a row the filter refuses"
+            );
             hit += got.iter().filter(|g| want.contains(&g.0)).count();
         }
         eprintln!("recall {}", hit as f64 / 500.0);
         hit as f64 / 500.0
     }
 
+    fn recall(metric: Metric, normalise: bool) -> f64 {
+        recall_with(metric, normalise, 5000, super::LSH_DEFAULT_PROBES, &|_| {
+            true
+        })
+    }
+
     #[test]
     fn simhash_recall() {
         let r = recall(Metric::Cosine, true);
         assert!(r >= 0.9, "recall {r}");
+    }
+
+    #[test]
+    fn simhash_recall_through_the_buckets() {
+        // 20k rows at 2 probes: the gathering path (not the scan of every signature), with
+        // and without a filter; the Hamming and asymmetric stages rank what it gathers.
+        let all = recall_with(Metric::Cosine, true, 20_000, 2, &|_| true);
+        assert!(all >= 0.8, "recall {all}");
+        let half = recall_with(Metric::Cosine, true, 20_000, 4, &|r| r % 2 == 0);
+        assert!(half >= 0.8, "recall {half}");
     }
 
     #[test]
