@@ -18,7 +18,7 @@ use crate::index::hnsw::graph::Graph;
 use crate::index::hnsw::kind::{graph_prefers_scan, search_graph, OUT_OF_CACHE_ROW_COST};
 use crate::index::hnsw::visited::VisitedPool;
 use crate::index::hnsw::HnswParams;
-use crate::index::quant::{self, QuantView};
+use crate::index::quant::{self, QuantView, Shortlist};
 use crate::index::registry::IndexView;
 use crate::index::{flat, topk::TopK, Query, RowSource, SegmentRows};
 pub(crate) use crate::index::{Knobs, FLAT_SCAN_MAX_ROWS};
@@ -522,19 +522,24 @@ impl State {
         top: &mut TopK,
     ) -> Result<()> {
         let ctx = self.ctx();
-        for (_, seg) in self
+        let segs: Vec<Segment<'_>> = self
             .segments()
             .filter(|(at, _)| !matches!(at, SegmentAt::Sealed(_)))
-        {
+            .map(|(_, seg)| seg)
+            .collect();
+        let mut short = Shortlist::new(knobs);
+        for (i, seg) in segs.iter().enumerate() {
             let allowed = filter.map(|f| seg.passing(f)).transpose()?;
             ctx.search_segment(
-                &SegmentView::of(seg, allowed.as_ref()),
+                &SegmentView::of(*seg, allowed.as_ref()),
                 query,
                 knobs,
                 pool,
                 top,
+                (i, &mut short),
             );
         }
+        ctx.rerank(short, query, |i| SegmentView::of(segs[i], None), top);
         Ok(())
     }
 
@@ -577,7 +582,8 @@ pub(crate) fn search_sealed(
     filter: Option<&KeyedFilter<'_>>,
     top: &mut TopK,
 ) -> Result<()> {
-    for s in sealed {
+    let mut short = Shortlist::new(knobs);
+    for (i, s) in sealed.iter().enumerate() {
         let allowed = match filter {
             Some(f) => Some(s.passing(f)?),
             None => None,
@@ -588,8 +594,15 @@ pub(crate) fn search_sealed(
             knobs,
             pool,
             top,
+            (i, &mut short),
         );
     }
+    ctx.rerank(
+        short,
+        query,
+        |i| SegmentView::of(Segment::Sealed(&sealed[i]), None),
+        top,
+    );
     Ok(())
 }
 
@@ -614,8 +627,36 @@ pub(crate) fn sealed_payload(sealed: &[SealedSegment], id: u64) -> Result<Option
 }
 
 impl Ctx {
+    /// The rows of a segment's vectors (for exact distances).
+    fn rows_of<'a>(&self, seg: &SegmentView<'a>) -> SegmentRows<'a> {
+        SegmentRows {
+            vectors: seg.vectors,
+            dim: self.dim,
+            kernels: self.kernels,
+            metric: self.metric,
+            source: seg.source,
+        }
+    }
+
+    /// Re-rank the shortlist of the quantised segments searched exactly into `top`;
+    /// `view(i)` is segment number `i` of the search.
+    fn rerank<'a>(
+        &self,
+        short: Shortlist,
+        query: &[f32],
+        view: impl Fn(usize) -> SegmentView<'a>,
+        top: &mut TopK,
+    ) {
+        for (i, rows) in short.by_segment() {
+            let seg = view(i);
+            self.rows_of(&seg)
+                .rerank(query, &rows, |row, d| top.push(d, seg.id(row as usize)));
+        }
+    }
+
     /// Search a sealed segment on its quantised vectors: through its graph, or by a scan of
-    /// the codes (flat, or a filter the planner would rather scan), then re-ranked exactly.
+    /// the codes (flat, or a filter the planner would rather scan), into the shortlist (as
+    /// segment `short.0`), which the caller re-ranks exactly once every segment is searched.
     #[allow(clippy::too_many_arguments, reason = "one segment's search state")]
     fn search_quantized(
         &self,
@@ -625,7 +666,7 @@ impl Ctx {
         query: &[f32],
         knobs: &Knobs,
         pool: &VisitedPool,
-        top: &mut TopK,
+        short: (usize, &mut Shortlist),
     ) {
         let rows = rows_view.rows();
         let passing = seg.allowed.map_or(rows, Bitset::count_ones);
@@ -652,26 +693,29 @@ impl Ctx {
             passing,
             pool,
         };
-        let push = |row: u32, d: f32| top.push(d, seg.id(row as usize));
+        let (i, short) = short;
         match (graph, seg.allowed) {
             (Some(g), _) => {
                 let allow_row = |r: usize| match seg.allowed {
                     Some(a) => a.get(r),
                     None => !seg.deleted.get(r),
                 };
-                quant::search_graph(qv, &g, rows_view, &q, &allow_row, push);
+                quant::search_graph(qv, &g, rows_view, &q, &allow_row, i, short);
             }
-            (None, Some(a)) => quant::scan(qv, rows_view, &q, a.iter_ones(), push),
+            (None, Some(a)) => quant::scan(qv, rows_view, &q, a.iter_ones(), i, short),
             (None, None) => quant::scan(
                 qv,
                 rows_view,
                 &q,
                 (0..rows).filter(|r| !seg.deleted.get(*r)),
-                push,
+                i,
+                short,
             ),
         }
     }
 
+    /// Search one segment: exact distances into `top`; a quantised segment's candidates by
+    /// code into the shortlist `short` (as segment `short.0`), re-ranked by the caller.
     fn search_segment(
         &self,
         seg: &SegmentView<'_>,
@@ -679,14 +723,9 @@ impl Ctx {
         knobs: &Knobs,
         pool: &VisitedPool,
         top: &mut TopK,
+        short: (usize, &mut Shortlist),
     ) {
-        let rows_view = SegmentRows {
-            vectors: seg.vectors,
-            dim: self.dim,
-            kernels: self.kernels,
-            metric: self.metric,
-            source: seg.source,
-        };
+        let rows_view = self.rows_of(seg);
         let rows = rows_view.rows();
         // A filter passing few rows of a quantised segment: scanning their float rows exactly
         // is cheaper than preparing the query for the codes, scanning those and re-ranking.
@@ -694,7 +733,7 @@ impl Ctx {
             .allowed
             .is_some_and(|a| a.count_ones() <= QUANT_EXACT_SCAN_MAX_ROWS);
         if let Some(qv) = seg.quant.filter(|_| rows > FLAT_SCAN_MAX_ROWS && !few) {
-            self.search_quantized(seg, &qv, &rows_view, query, knobs, pool, top);
+            self.search_quantized(seg, &qv, &rows_view, query, knobs, pool, short);
             return;
         }
         if let Some(allowed) = seg.allowed {

@@ -646,24 +646,68 @@ pub(crate) fn with_prepared<R>(f: impl FnOnce(&mut Prepared) -> R) -> R {
 }
 
 /// How many candidates by code a query re-ranks exactly: `rescore * k`.
-fn rescored(q: &Query<'_>) -> usize {
-    q.knobs
-        .k
-        .saturating_mul(q.knobs.rescore.max(1))
-        .max(q.knobs.k)
+fn rescored(knobs: &super::Knobs) -> usize {
+    knobs.k.saturating_mul(knobs.rescore.max(1)).max(knobs.k)
+}
+
+/// The candidates of one quantised search by their code estimates: the best `rescore * k`
+/// over every quantised segment the search visits, keyed by (segment number, row). Shared
+/// across segments, it re-ranks `rescore * k` rows in all (as one segment would), not per
+/// segment, and its threshold bounds the code scan of the next segment.
+#[derive(Debug)]
+pub(crate) struct Shortlist(TopK);
+
+impl Shortlist {
+    pub(crate) fn new(knobs: &super::Knobs) -> Shortlist {
+        Shortlist(TopK::new(rescored(knobs)))
+    }
+
+    /// Estimate a candidate must beat to enter.
+    #[inline]
+    fn threshold(&self) -> f32 {
+        self.0.threshold()
+    }
+
+    #[inline]
+    fn push(&mut self, segment: usize, row: usize, estimate: f32) {
+        self.0.push(estimate, ((segment as u64) << 32) | row as u64);
+    }
+
+    /// The rows held, grouped by segment number (ascending), best estimate first within a
+    /// segment.
+    pub(crate) fn by_segment(self) -> Vec<(usize, Vec<u32>)> {
+        let mut keys: Vec<(usize, u32)> = self
+            .0
+            .into_sorted()
+            .into_iter()
+            .map(|(key, _)| ((key >> 32) as usize, key as u32))
+            .collect();
+        keys.sort_by_key(|(seg, _)| *seg);
+        let mut out: Vec<(usize, Vec<u32>)> = Vec::new();
+        for (seg, row) in keys {
+            match out.last_mut() {
+                Some((s, rows)) if *s == seg => rows.push(row),
+                _ => out.push((seg, vec![row])),
+            }
+        }
+        out
+    }
 }
 
 /// Search a quantised segment through its HNSW graph: the beam search scores codes, with a
-/// beam of at least `rescore * k`; its best `rescore * k` are re-ranked exactly.
-pub(crate) fn search_graph<G: Graph + ?Sized, A: Fn(usize) -> bool, P: FnMut(u32, f32)>(
+/// beam of at least `rescore * k`; its best `rescore * k` go to the shortlist as segment
+/// `segment` (re-ranked exactly once every segment has been searched).
+#[allow(clippy::too_many_arguments, reason = "one segment's search state")]
+pub(crate) fn search_graph<G: Graph + ?Sized, A: Fn(usize) -> bool>(
     qv: &QuantView<'_>,
     g: &G,
     seg: &SegmentRows<'_>,
     q: &Query<'_>,
     allow: &A,
-    push: P,
+    segment: usize,
+    short: &mut Shortlist,
 ) {
-    let want = rescored(q);
+    let want = rescored(q.knobs);
     let found = with_prepared(|p| {
         qv.prepare(seg.metric, q.vector, p);
         let p = &*p;
@@ -688,35 +732,33 @@ pub(crate) fn search_graph<G: Graph + ?Sized, A: Fn(usize) -> bool, P: FnMut(u32
         q.pool.give(visited);
         found
     });
-    let rows: Vec<u32> = found.iter().map(|c| c.id).collect();
-    seg.rerank(q.vector, &rows, push);
+    for c in found {
+        short.push(segment, c.id as usize, c.d);
+    }
 }
 
-/// Scan `rows` of a quantised segment on their codes; the best `rescore * k` are re-ranked
-/// exactly.
-pub(crate) fn scan<P: FnMut(u32, f32)>(
+/// Scan `rows` of a quantised segment on their codes into the shortlist (as segment
+/// `segment`): a row enters when its estimate beats the shortlist's worst, over every
+/// segment scanned so far.
+pub(crate) fn scan(
     qv: &QuantView<'_>,
     seg: &SegmentRows<'_>,
     q: &Query<'_>,
     rows: impl Iterator<Item = usize>,
-    push: P,
+    segment: usize,
+    short: &mut Shortlist,
 ) {
-    let want = rescored(q);
-    let best = with_prepared(|p| {
+    with_prepared(|p| {
         qv.prepare(seg.metric, q.vector, p);
-        let mut top = TopK::new(want);
-        let mut thr = f32::INFINITY;
+        let mut thr = short.threshold();
         for r in rows {
             let d = qv.estimate(seg.kernels, p, r);
             if d <= thr {
-                top.push(d, r as u64);
-                thr = top.threshold();
+                short.push(segment, r, d);
+                thr = short.threshold();
             }
         }
-        top.into_sorted()
     });
-    let rows: Vec<u32> = best.iter().map(|(r, _)| *r as u32).collect();
-    seg.rerank(q.vector, &rows, push);
 }
 
 #[cfg(test)]
