@@ -140,9 +140,10 @@ fn check(
         // The candidates by code are shared by the three segments and re-ranked once: with
         // a shortlist as long as the collection a flat search is exact (brute force), with
         // or without a filter.
+        // `rescore * k` covering every row (as far as the limit allows).
+        let every_row = n.div_ceil(10).min(trovedb::MAX_RESCORE);
         if matches!(cfg.index, IndexConfig::Flat) {
-            let all =
-                SearchParams::default().with_rescore(n.div_ceil(10).min(trovedb::MAX_RESCORE));
+            let all = SearchParams::default().with_rescore(every_row);
             let half = all
                 .clone()
                 .with_filter(Filter::from_json_str(r#"{"tenth": {"$lt": 5}}"#).unwrap());
@@ -197,8 +198,7 @@ fn check(
             );
         }
         // A larger rescore never loses recall on this set; rescore over every row is exact.
-        let mut wide =
-            SearchParams::default().with_rescore(n.div_ceil(10).min(trovedb::MAX_RESCORE));
+        let mut wide = SearchParams::default().with_rescore(every_row);
         if matches!(cfg.index, IndexConfig::Hnsw { .. }) {
             wide = wide.with_ef(400);
         }

@@ -522,16 +522,18 @@ impl State {
         top: &mut TopK,
     ) -> Result<()> {
         let ctx = self.ctx();
-        let segs: Vec<Segment<'_>> = self
-            .segments()
-            .filter(|(at, _)| !matches!(at, SegmentAt::Sealed(_)))
-            .map(|(_, seg)| seg)
-            .collect();
+        let unsealed = || {
+            self.segments()
+                .filter(|(at, _)| !matches!(at, SegmentAt::Sealed(_)))
+                .map(|(_, seg)| seg)
+        };
+        // In-memory segments hold no codes, so the shortlist stays empty and `rerank` never
+        // asks for a segment; it is kept for the day they do.
         let mut short = Shortlist::new(knobs);
-        for (i, seg) in segs.iter().enumerate() {
+        for (i, seg) in unsealed().enumerate() {
             let allowed = filter.map(|f| seg.passing(f)).transpose()?;
             ctx.search_segment(
-                &SegmentView::of(*seg, allowed.as_ref()),
+                &SegmentView::of(seg, allowed.as_ref()),
                 query,
                 knobs,
                 pool,
@@ -539,7 +541,12 @@ impl State {
                 (i, &mut short),
             );
         }
-        ctx.rerank(short, query, |i| SegmentView::of(segs[i], None), top);
+        ctx.rerank(
+            short,
+            query,
+            |i| unsealed().nth(i).map(|seg| SegmentView::of(seg, None)),
+            top,
+        );
         Ok(())
     }
 
@@ -600,7 +607,11 @@ pub(crate) fn search_sealed(
     ctx.rerank(
         short,
         query,
-        |i| SegmentView::of(Segment::Sealed(&sealed[i]), None),
+        |i| {
+            sealed
+                .get(i)
+                .map(|s| SegmentView::of(Segment::Sealed(s), None))
+        },
         top,
     );
     Ok(())
@@ -639,16 +650,17 @@ impl Ctx {
     }
 
     /// Re-rank the shortlist of the quantised segments searched exactly into `top`;
-    /// `view(i)` is segment number `i` of the search.
+    /// `view(i)` is segment number `i` of the search (always there: the numbers come from
+    /// the same list).
     fn rerank<'a>(
         &self,
         short: Shortlist,
         query: &[f32],
-        view: impl Fn(usize) -> SegmentView<'a>,
+        view: impl Fn(usize) -> Option<SegmentView<'a>>,
         top: &mut TopK,
     ) {
         for (i, rows) in short.by_segment() {
-            let seg = view(i);
+            let Some(seg) = view(i) else { continue };
             self.rows_of(&seg)
                 .rerank(query, &rows, |row, d| top.push(d, seg.id(row as usize)));
         }
