@@ -714,15 +714,19 @@ impl Ctx {
                 };
                 quant::search_graph(qv, &g, rows_view, &q, &allow_row, i, short);
             }
-            (None, Some(a)) => quant::scan(qv, rows_view, &q, a.iter_ones(), i, short),
-            (None, None) => quant::scan(
-                qv,
-                rows_view,
-                &q,
-                (0..rows).filter(|r| !seg.deleted.get(*r)),
-                i,
-                short,
-            ),
+            (None, Some(a)) => {
+                quant::scan(qv, rows_view, &q, |f| a.ones_in_blocks(f), i, short);
+            }
+            (None, None) => {
+                quant::scan(
+                    qv,
+                    rows_view,
+                    &q,
+                    |f| seg.deleted.zeros_in_blocks(rows, f),
+                    i,
+                    short,
+                );
+            }
         }
     }
 

@@ -42,6 +42,7 @@ type HammingAllKernel = unsafe fn(&[u8], &[u8], &mut [u32]);
 type SqI8AllKernel = unsafe fn(&[u8], &[u8], &mut [u32]);
 type SqI8GatherKernel = unsafe fn(&[u8], &[u8], &[u32], &mut [u32]);
 type DotU8I16Kernel = unsafe fn(&[u8], &[i16]) -> i32;
+type DotU8I16RowsKernel = unsafe fn(&[u8], &[u32], &[i16], &mut [i32]);
 type BitplaneKernel = unsafe fn(&[u64], &[u64]) -> (u32, u32);
 
 /// A pair of kernels for one ISA. Obtain one with [`Kernels::best`] or [`Kernels::for_isa`].
@@ -57,6 +58,7 @@ pub struct Kernels {
     sq_i8_all: SqI8AllKernel,
     sq_i8_gather: SqI8GatherKernel,
     dot_u8_i16: DotU8I16Kernel,
+    dot_u8_i16_rows: DotU8I16RowsKernel,
     bitplane: BitplaneKernel,
 }
 
@@ -80,6 +82,7 @@ const SCALAR: Kernels = Kernels {
     sq_i8_all: scalar::sq_i8_all_ref,
     sq_i8_gather: scalar::sq_i8_gather_ref,
     dot_u8_i16: scalar::dot_u8_i16_ref,
+    dot_u8_i16_rows: scalar::dot_u8_i16_rows_ref,
     bitplane: scalar::bitplane_dot_ref,
 };
 
@@ -103,6 +106,7 @@ impl Kernels {
                 sq_i8_all: x86_64::avx2::sq_i8_all,
                 sq_i8_gather: x86_64::avx2::sq_i8_gather,
                 dot_u8_i16: x86_64::avx2::dot_u8_i16,
+                dot_u8_i16_rows: x86_64::avx2::dot_u8_i16_rows,
                 bitplane: x86_64::avx2::bitplane_dot,
             }),
             #[cfg(target_arch = "x86_64")]
@@ -125,6 +129,7 @@ impl Kernels {
                 sq_i8_all: x86_64::avx512::sq_i8_all,
                 sq_i8_gather: x86_64::avx512::sq_i8_gather,
                 dot_u8_i16: x86_64::avx512::dot_u8_i16,
+                dot_u8_i16_rows: x86_64::avx512::dot_u8_i16_rows,
                 bitplane: x86_64::avx512::bitplane_dot,
             }),
             #[cfg(target_arch = "aarch64")]
@@ -139,6 +144,7 @@ impl Kernels {
                 sq_i8_all: scalar::sq_i8_all_ref,
                 sq_i8_gather: scalar::sq_i8_gather_ref,
                 dot_u8_i16: scalar::dot_u8_i16_ref,
+                dot_u8_i16_rows: scalar::dot_u8_i16_rows_ref,
                 bitplane: scalar::bitplane_dot_ref,
             }),
             #[allow(unreachable_patterns)]
@@ -265,6 +271,22 @@ impl Kernels {
         assert_eq!(codes.len(), w.len(), "dot_u8_i16 needs equal lengths");
         // SAFETY: as in `hamming`.
         unsafe { (self.dot_u8_i16)(codes, w) }
+    }
+
+    /// `out[i]` = [`Kernels::dot_u8_i16`] of row `rows[i]` of `codes` (rows of `w.len()`
+    /// bytes) with `w`, several rows at a time. Panics if a row is out of range or `out` is
+    /// shorter than `rows`.
+    #[inline]
+    pub fn dot_u8_i16_rows(&self, codes: &[u8], rows: &[u32], w: &[i16], out: &mut [i32]) {
+        let n = w.len();
+        assert!(out.len() >= rows.len(), "dot_u8_i16_rows sizes");
+        assert!(
+            rows.iter()
+                .all(|&r| (r as usize + 1).saturating_mul(n) <= codes.len()),
+            "dot_u8_i16_rows: a row out of range"
+        );
+        // SAFETY: the ISA was detected by `for_isa`; the rows and `out` were checked above.
+        unsafe { (self.dot_u8_i16_rows)(codes, rows, w, out) }
     }
 
     /// `(sum_j 2^j * popcount(planes[j] & bits), popcount(bits))` for the four bit planes
@@ -456,6 +478,26 @@ mod tests {
                     "{:?} len {len}",
                     kern.isa()
                 );
+                // Several rows at a time (blocks of four and a tail), in any order.
+                if len > 0 {
+                    let table: Vec<u8> = (0..len * 9)
+                        .map(|_| (lcg(&mut seed) * 1000.0) as i32 as u8)
+                        .collect();
+                    for rows in [vec![], vec![3], vec![8, 0, 5, 5, 2, 7, 1], (0..9).collect()] {
+                        let mut out = vec![i32::MIN; rows.len() + 1];
+                        kern.dot_u8_i16_rows(&table, &rows, &w, &mut out);
+                        for (i, &r) in rows.iter().enumerate() {
+                            let row = &table[r as usize * len..(r as usize + 1) * len];
+                            let want: i64 = row
+                                .iter()
+                                .zip(&w)
+                                .map(|(c, w)| i64::from(*c) * i64::from(*w))
+                                .sum();
+                            assert_eq!(i64::from(out[i]), want, "{:?} len {len}", kern.isa());
+                        }
+                        assert_eq!(out[rows.len()], i32::MIN, "wrote past the rows");
+                    }
+                }
             }
             for words in [1usize, 2, 6, 12, 13] {
                 let mut next = || {

@@ -249,6 +249,26 @@ pub(crate) fn dot_u8_i16_ref(codes: &[u8], w: &[i16]) -> i32 {
     dot_u8_i16(codes, w)
 }
 
+/// `out[i]` = [`dot_u8_i16`] of row `rows[i]` of `codes` (rows of `w.len()` bytes) with
+/// `w`. A row out of range gives 0 (the `Kernels` wrapper rules that out).
+#[allow(
+    clippy::inline_always,
+    reason = "inlined into each ISA's #[target_feature] wrapper, which is what vectorises it"
+)]
+#[inline(always)]
+pub fn dot_u8_i16_rows(codes: &[u8], rows: &[u32], w: &[i16], out: &mut [i32]) {
+    let n = w.len();
+    for (o, &r) in out.iter_mut().zip(rows) {
+        let start = r as usize * n;
+        *o = codes.get(start..start + n).map_or(0, |c| dot_u8_i16(c, w));
+    }
+}
+
+/// Reference (non-inlined) copy of [`dot_u8_i16_rows`] for the scalar `Kernels`.
+pub(crate) fn dot_u8_i16_rows_ref(codes: &[u8], rows: &[u32], w: &[i16], out: &mut [i32]) {
+    dot_u8_i16_rows(codes, rows, w, out);
+}
+
 /// Bit-plane product of a 4-bit query with a bit string: `planes` holds four bit strings of
 /// `bits.len()` words each (plane `j` = bit `j` of every query component). Returns
 /// `(sum_j 2^j * popcount(plane_j & bits), popcount(bits))`.

@@ -506,6 +506,56 @@ pub(crate) struct Prepared {
     add_norm: bool,
 }
 
+/// The code estimates of one prepared query as a graph search's distances: neighbours
+/// are scored together through the several-rows kernel.
+pub(crate) struct CodeDist<'a> {
+    pub view: &'a QuantView<'a>,
+    pub kernels: &'a Kernels,
+    pub prepared: &'a Prepared,
+}
+
+impl hnsw_search::Dist for CodeDist<'_> {
+    #[inline]
+    fn one(&self, n: u32) -> f32 {
+        self.view.estimate(self.kernels, self.prepared, n as usize)
+    }
+
+    fn many(&self, ns: &[u32], out: &mut [f32]) {
+        const CHUNK: usize = 64;
+        let mut dots = [0i32; CHUNK];
+        for (ns, out) in ns.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+            self.view
+                .estimate_rows(self.kernels, self.prepared, ns, &mut dots, out);
+        }
+    }
+}
+
+/// `sum a[i] * b[i]` in `f64`, in eight partial sums (so it vectorises; a query is prepared
+/// once per segment searched).
+fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += f64::from(x[i]) * f64::from(y[i]);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// `x` rounded half away from zero, saturated to `i16` (without a call to `roundf`, which
+/// the baseline x86-64 target makes of `f32::round`).
+#[inline]
+fn round_to_i16(x: f32) -> i16 {
+    (x + 0.5f32.copysign(x)) as i16
+}
+
 /// Largest weight magnitude of a prepared sq8 query for `dim` components: `255 * w * dim`
 /// must stay below `2^31` (the integer dot product never overflows), and 16 bits hold it.
 fn weight_limit(dim: usize) -> f32 {
@@ -526,15 +576,11 @@ impl QuantView<'_> {
     /// Prepare `q` (a query as the collection stores vectors: normalised for cosine).
     pub(crate) fn prepare(&self, metric: Metric, q: &[f32], out: &mut Prepared) {
         let dim = self.dim;
-        let qq: f64 = q.iter().map(|x| f64::from(*x) * f64::from(*x)).sum();
+        let qq = dot_f64(q, q);
         match self.kind {
             QuantKind::Sq8 => {
                 let (lo, step) = self.params.split_at(dim);
-                let c: f64 = q
-                    .iter()
-                    .zip(lo)
-                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
-                    .sum();
+                let c = dot_f64(q, lo);
                 let maxw = q
                     .iter()
                     .zip(step)
@@ -546,11 +592,8 @@ impl QuantView<'_> {
                     1.0
                 };
                 out.weights.clear();
-                out.weights.extend(
-                    q.iter()
-                        .zip(step)
-                        .map(|(a, s)| (a * s / sigma).round() as i16),
-                );
+                out.weights
+                    .extend(q.iter().zip(step).map(|(a, s)| round_to_i16(a * s / sigma)));
                 out.planes.clear();
                 // <q, x~> = c + sigma * I.
                 let (konst, scale) = match metric {
@@ -622,6 +665,37 @@ impl QuantView<'_> {
                 let qs = p.lo2 * ones as f32 + p.scale * b as f32 - p.sum;
                 let f = &self.factors[2 * row..2 * row + 2];
                 p.konst + f[0] + f[1] * qs
+            }
+        }
+    }
+
+    /// The estimates of `rows` (as [`QuantView::estimate`]) into `out[..rows.len()]`; sq8
+    /// rows go through the several-rows kernel. Panics if a row is out of range.
+    pub(crate) fn estimate_rows(
+        &self,
+        kernels: &Kernels,
+        p: &Prepared,
+        rows: &[u32],
+        dots: &mut [i32],
+        out: &mut [f32],
+    ) {
+        match self.kind {
+            QuantKind::Sq8 => {
+                let dots = &mut dots[..rows.len()];
+                kernels.dot_u8_i16_rows(self.codes, rows, &p.weights, dots);
+                for ((o, &r), &i) in out.iter_mut().zip(rows).zip(dots.iter()) {
+                    let norm = if p.add_norm {
+                        self.factors[r as usize]
+                    } else {
+                        0.0
+                    };
+                    *o = p.konst + p.scale * i as f32 + norm;
+                }
+            }
+            QuantKind::Binary => {
+                for (o, &r) in out.iter_mut().zip(rows) {
+                    *o = self.estimate(kernels, p, r as usize);
+                }
             }
         }
     }
@@ -710,8 +784,11 @@ pub(crate) fn search_graph<G: Graph + ?Sized, A: Fn(usize) -> bool>(
     let want = rescored(q.knobs);
     let found = with_prepared(|p| {
         qv.prepare(seg.metric, q.vector, p);
-        let p = &*p;
-        let dist = |n: u32| qv.estimate(seg.kernels, p, n as usize);
+        let dist = CodeDist {
+            view: qv,
+            kernels: seg.kernels,
+            prepared: p,
+        };
         let prefetch = |n: u32| qv.prefetch(n as usize);
         let allow_node = |n: u32| allow(n as usize);
         let expand = expand_for(q.passing, seg.rows());
@@ -744,20 +821,29 @@ pub(crate) fn scan(
     qv: &QuantView<'_>,
     seg: &SegmentRows<'_>,
     q: &Query<'_>,
-    rows: impl Iterator<Item = usize>,
+    rows: impl FnOnce(&mut dyn FnMut(&[u32])),
     segment: usize,
     short: &mut Shortlist,
 ) {
+    // Rows come and go to the kernel in blocks: several rows at a time share the loads of
+    // the query's weights and overlap their latencies. (A filter's bitset hands over at
+    // most 127 rows at a time; longer blocks are cut.)
+    const BLOCK: usize = 128;
     with_prepared(|p| {
         qv.prepare(seg.metric, q.vector, p);
         let mut thr = short.threshold();
-        for r in rows {
-            let d = qv.estimate(seg.kernels, p, r);
-            if d <= thr {
-                short.push(segment, r, d);
-                thr = short.threshold();
+        let (mut dots, mut est) = ([0i32; BLOCK], [0f32; BLOCK]);
+        rows(&mut |block: &[u32]| {
+            for block in block.chunks(BLOCK) {
+                qv.estimate_rows(seg.kernels, p, block, &mut dots, &mut est);
+                for (&r, &d) in block.iter().zip(&est) {
+                    if d <= thr {
+                        short.push(segment, r as usize, d);
+                        thr = short.threshold();
+                    }
+                }
             }
-        }
+        });
     });
 }
 

@@ -5,9 +5,11 @@
 )]
 
 use std::arch::x86_64::{
-    __m512i, _mm256_storeu_si256, _mm512_add_epi64, _mm512_add_ps, _mm512_cvtepi64_epi32,
-    _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_epi64, _mm512_maskz_loadu_ps,
-    _mm512_popcnt_epi64, _mm512_reduce_add_epi64, _mm512_reduce_add_ps, _mm512_setzero_ps,
+    __m512i, _mm256_loadu_si256, _mm256_maskz_loadu_epi8, _mm256_storeu_si256, _mm512_add_epi32,
+    _mm512_add_epi64, _mm512_add_ps, _mm512_cvtepi64_epi32, _mm512_cvtepu8_epi16, _mm512_fmadd_ps,
+    _mm512_loadu_ps, _mm512_loadu_si512, _mm512_madd_epi16, _mm512_maskz_loadu_epi16,
+    _mm512_maskz_loadu_epi64, _mm512_maskz_loadu_ps, _mm512_popcnt_epi64, _mm512_reduce_add_epi32,
+    _mm512_reduce_add_epi64, _mm512_reduce_add_ps, _mm512_setzero_ps, _mm512_setzero_si512,
     _mm512_shuffle_i64x2, _mm512_sub_ps, _mm512_unpackhi_epi64, _mm512_unpacklo_epi64,
     _mm512_xor_si512,
 };
@@ -218,13 +220,98 @@ pub(crate) unsafe fn sq_i8_gather(q: &[u8], all: &[u8], rows: &[u32], out: &mut 
     crate::distance::scalar::sq_i8_gather(q, all, rows, out);
 }
 
-/// [`crate::distance::scalar::dot_u8_i16`] compiled for this ISA (widening multiply-add).
+/// [`crate::distance::scalar::dot_u8_i16`] with AVX-512BW: 32 codes at a time are widened
+/// to 16 bits (`vpmovzxbw`) and multiplied pairwise into 32-bit sums (`vpmaddwd`), two
+/// accumulators; the tail is one masked load of each operand. The sum is exact (integers),
+/// so it equals the scalar body's.
 ///
 /// # Safety
-/// The CPU must support the target features (checked by `Kernels::for_isa`).
+/// The CPU must support AVX-512F and AVX-512BW (checked by `Kernels::for_isa`), and
+/// `codes.len() == w.len()` (asserted by the `Kernels` wrapper).
 #[target_feature(enable = "avx512f,avx512bw,popcnt")]
 pub(crate) unsafe fn dot_u8_i16(codes: &[u8], w: &[i16]) -> i32 {
-    crate::distance::scalar::dot_u8_i16(codes, w)
+    let n = codes.len().min(w.len());
+    let (pc, pw) = (codes.as_ptr(), w.as_ptr());
+    let mut acc = [_mm512_setzero_si512(); 2];
+    let mut i = 0;
+    // SAFETY: every full load reads `codes[i..i + 32]` (32 bytes) and `w[i..i + 32]` (64
+    // bytes) with `i + 32 <= n`; the tail loads are masked to the `n - i < 32` lanes in
+    // bounds, and masked-off lanes are not read (cannot fault).
+    unsafe {
+        while i + 64 <= n {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let c = _mm512_cvtepu8_epi16(_mm256_loadu_si256(pc.add(i + 32 * j).cast()));
+                let x = _mm512_loadu_si512(pw.add(i + 32 * j).cast());
+                *acc = _mm512_add_epi32(*acc, _mm512_madd_epi16(c, x));
+            }
+            i += 64;
+        }
+        if i + 32 <= n {
+            let c = _mm512_cvtepu8_epi16(_mm256_loadu_si256(pc.add(i).cast()));
+            let x = _mm512_loadu_si512(pw.add(i).cast());
+            acc[0] = _mm512_add_epi32(acc[0], _mm512_madd_epi16(c, x));
+            i += 32;
+        }
+        if i < n {
+            let mask: u32 = (1u64 << (n - i)).wrapping_sub(1) as u32;
+            let c = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(mask, pc.add(i).cast()));
+            let x = _mm512_maskz_loadu_epi16(mask, pw.add(i));
+            acc[1] = _mm512_add_epi32(acc[1], _mm512_madd_epi16(c, x));
+        }
+    }
+    _mm512_reduce_add_epi32(_mm512_add_epi32(acc[0], acc[1]))
+}
+
+/// [`crate::distance::scalar::dot_u8_i16_rows`] with AVX-512BW: four rows at a time share
+/// each load of the weights and keep four independent accumulators (the per-row kernel is
+/// bound by the latency of its final reduction); leftover rows go through [`dot_u8_i16`].
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512BW (checked by `Kernels::for_isa`); every
+/// `rows[i]` must satisfy `(rows[i] + 1) * w.len() <= codes.len()` and
+/// `out.len() >= rows.len()` (both asserted by the `Kernels` wrapper).
+#[target_feature(enable = "avx512f,avx512bw,popcnt")]
+pub(crate) unsafe fn dot_u8_i16_rows(codes: &[u8], rows: &[u32], w: &[i16], out: &mut [i32]) {
+    let n = w.len();
+    let (pc, pw) = (codes.as_ptr(), w.as_ptr());
+    let tail = n % 32;
+    let mask: u32 = (1u64 << tail).wrapping_sub(1) as u32;
+    let mut g = 0;
+    // SAFETY: each row pointer starts a row of `n` bytes inside `codes` (the caller's
+    // obligation); full loads read `[i, i + 32)` with `i + 32 <= n` of the row and of `w`,
+    // the tail loads are masked to the `tail` lanes in bounds (masked-off lanes are not read),
+    // and `out[g + j]` is in bounds since `g + j < rows.len() <= out.len()`.
+    unsafe {
+        while g + 4 <= rows.len() {
+            let p: [*const u8; 4] = std::array::from_fn(|j| pc.add(rows[g + j] as usize * n));
+            let mut acc = [_mm512_setzero_si512(); 4];
+            let mut i = 0;
+            while i + 32 <= n {
+                let x = _mm512_loadu_si512(pw.add(i).cast());
+                for (a, p) in acc.iter_mut().zip(&p) {
+                    let c = _mm512_cvtepu8_epi16(_mm256_loadu_si256(p.add(i).cast()));
+                    *a = _mm512_add_epi32(*a, _mm512_madd_epi16(c, x));
+                }
+                i += 32;
+            }
+            if tail > 0 {
+                let x = _mm512_maskz_loadu_epi16(mask, pw.add(i));
+                for (a, p) in acc.iter_mut().zip(&p) {
+                    let c = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(mask, p.add(i).cast()));
+                    *a = _mm512_add_epi32(*a, _mm512_madd_epi16(c, x));
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                *out.get_unchecked_mut(g + j) = _mm512_reduce_add_epi32(*a);
+            }
+            g += 4;
+        }
+        while g < rows.len() {
+            let r = rows[g] as usize * n;
+            out[g] = dot_u8_i16(codes.get_unchecked(r..r + n), w);
+            g += 1;
+        }
+    }
 }
 
 /// [`crate::distance::scalar::bitplane_dot`] compiled with the hardware popcount.

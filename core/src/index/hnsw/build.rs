@@ -11,12 +11,12 @@ use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
 use super::graph::{FrozenGraph, Graph, GraphView};
-use super::search::{greedy_descent, search_layer, with_scratch, Cand, Expand};
+use super::search::{greedy_descent, search_layer, with_scratch, Cand, Dist, Expand};
 use super::visited::VisitedPool;
 use super::HnswParams;
 use crate::distance::Kernels;
 use crate::distance::Metric;
-use crate::index::quant::{with_prepared, BuildCodes};
+use crate::index::quant::{with_prepared, BuildCodes, CodeDist};
 
 /// The vectors a graph is built over.
 #[derive(Clone, Copy)]
@@ -387,11 +387,14 @@ impl GraphBuilder {
             if let Some(c) = &codes {
                 c.prepare(vs.metric, vq, p);
             }
-            let p = &*p;
             // The beam scores codes when there are some; links are chosen on exact distances.
-            let dist = |n: u32| match &codes {
-                Some(c) => c.estimate(vs.kernels, p, n as usize),
-                None => exact(n),
+            let dist = BeamDist {
+                codes: codes.as_ref().map(|view| CodeDist {
+                    view,
+                    kernels: vs.kernels,
+                    prepared: p,
+                }),
+                exact: &exact,
             };
             let prefetch = |n: u32| match &codes {
                 Some(c) => c.prefetch(n as usize),
@@ -550,5 +553,33 @@ impl Graph for GraphBuilder {
 
     fn len(&self) -> usize {
         self.len_nodes()
+    }
+}
+
+/// The distances of an insertion beam: code estimates when the builder keeps codes, else
+/// exact distances.
+struct BeamDist<'a, E> {
+    codes: Option<CodeDist<'a>>,
+    exact: &'a E,
+}
+
+impl<E: Fn(u32) -> f32> Dist for BeamDist<'_, E> {
+    #[inline]
+    fn one(&self, n: u32) -> f32 {
+        match &self.codes {
+            Some(c) => c.one(n),
+            None => (self.exact)(n),
+        }
+    }
+
+    fn many(&self, ns: &[u32], out: &mut [f32]) {
+        match &self.codes {
+            Some(c) => c.many(ns, out),
+            None => {
+                for (o, &n) in out.iter_mut().zip(ns) {
+                    *o = (self.exact)(n);
+                }
+            }
+        }
     }
 }

@@ -59,6 +59,28 @@ fn escape_when_full() -> bool {
     false
 }
 
+/// Distances to the query of one search (smaller is nearer). A closure `Fn(u32) -> f32`
+/// is one; a scorer that computes several nodes faster together (the code estimates of a
+/// quantised segment) implements [`Dist::many`] too.
+pub(crate) trait Dist {
+    /// The distance of node `n`.
+    fn one(&self, n: u32) -> f32;
+
+    /// `out[i]` = `self.one(ns[i])`; `out` is at least as long as `ns`.
+    fn many(&self, ns: &[u32], out: &mut [f32]) {
+        for (o, &n) in out.iter_mut().zip(ns) {
+            *o = self.one(n);
+        }
+    }
+}
+
+impl<F: Fn(u32) -> f32> Dist for F {
+    #[inline]
+    fn one(&self, n: u32) -> f32 {
+        self(n)
+    }
+}
+
 /// Scratch buffers reused by one search.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
@@ -68,6 +90,8 @@ pub(crate) struct Scratch {
     pub used: Vec<u32>,
     pub candidates: BinaryHeap<Reverse<Cand>>,
     pub results: BinaryHeap<Cand>,
+    /// The distances of `nbrs`, scored together.
+    pub dists: Vec<f32>,
 }
 
 thread_local! {
@@ -87,19 +111,19 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 /// Walk down from the entry to `stop_level + 1`, always moving to a nearer neighbour.
 pub(crate) fn greedy_descent<G: Graph + ?Sized>(
     g: &G,
-    dist: &impl Fn(u32) -> f32,
+    dist: &impl Dist,
     from: (u32, usize),
     stop_level: usize,
     nbrs: &mut Vec<u32>,
 ) -> Cand {
     let (mut cur, top) = from;
-    let mut cur_d = dist(cur);
+    let mut cur_d = dist.one(cur);
     for level in (stop_level + 1..=top).rev() {
         loop {
             let mut moved = false;
             g.neighbors(cur, level, nbrs);
             for &n in nbrs.iter() {
-                let d = dist(n);
+                let d = dist.one(n);
                 if d < cur_d {
                     cur_d = d;
                     cur = n;
@@ -123,7 +147,7 @@ pub(crate) fn greedy_descent<G: Graph + ?Sized>(
 )]
 pub(crate) fn search_layer<G: Graph + ?Sized>(
     g: &G,
-    dist: &impl Fn(u32) -> f32,
+    dist: &impl Dist,
     prefetch: &impl Fn(u32),
     entries: &[Cand],
     ef: usize,
@@ -198,9 +222,10 @@ pub(crate) fn search_layer<G: Graph + ?Sized>(
         for &n in &s.nbrs {
             prefetch(n);
         }
+        s.dists.resize(s.nbrs.len(), 0.0);
+        dist.many(&s.nbrs, &mut s.dists);
         for i in 0..s.nbrs.len() {
-            let n = s.nbrs[i];
-            let d = dist(n);
+            let (n, d) = (s.nbrs[i], s.dists[i]);
             let full = s.results.len() >= ef;
             if !full || s.results.peek().is_some_and(|w| d < w.d) {
                 s.candidates.push(Reverse(Cand { d, id: n }));
@@ -226,7 +251,7 @@ pub(crate) fn search_layer<G: Graph + ?Sized>(
 )]
 pub(crate) fn search<G: Graph + ?Sized>(
     g: &G,
-    dist: &impl Fn(u32) -> f32,
+    dist: &impl Dist,
     prefetch: &impl Fn(u32),
     k: usize,
     ef: usize,
