@@ -559,10 +559,12 @@ impl State {
 
 /// Passing rows up to which a filtered search of a quantised segment scans the float rows
 /// exactly instead of its codes. Measured on text-minilm-dev in ten 2,000-row sq8 segments
-/// (single thread, ef 32): a 1% filter (~20 rows per segment) answered 21-29k QPS on the
-/// codes against 96-102k exactly, 10% (~200 rows) 6.2-7.8k against 13.7k, while at 50%
-/// (~1,000 rows) the codes were twice as fast (1.9-2.2k against 0.9-1.1k).
-const QUANT_EXACT_SCAN_MAX_ROWS: usize = 512;
+/// (single thread, ef 32, annbench; the codes scanned in blocks by the several-rows kernel,
+/// one shortlist for all segments): a 1% filter (~20 rows per segment) answered 142-150k QPS
+/// exactly against 66-68k on the codes; 5% (~100 rows) 42-46k on the codes against 37k
+/// exactly; 10% (~200 rows) 27-29k against 18-19k. (Before the several-rows kernel and the
+/// shared shortlist the codes lost up to ~500 rows per segment, hence the earlier bound 512.)
+const QUANT_EXACT_SCAN_MAX_ROWS: usize = 64;
 
 /// How many passing rows ahead a filtered scan prefetches (see `Ctx::search_segment`).
 const SCAN_PREFETCH_AHEAD: usize = 8;
