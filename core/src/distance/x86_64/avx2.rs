@@ -5,9 +5,11 @@
 )]
 
 use std::arch::x86_64::{
-    __m256, _mm256_add_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps,
-    _mm256_loadu_ps, _mm256_setzero_ps, _mm256_sub_ps, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32,
-    _mm_movehl_ps, _mm_shuffle_ps,
+    __m256, _mm256_add_epi32, _mm256_add_ps, _mm256_castps256_ps128, _mm256_castsi256_si128,
+    _mm256_cvtepu8_epi16, _mm256_extractf128_ps, _mm256_extracti128_si256, _mm256_fmadd_ps,
+    _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_setzero_ps,
+    _mm256_setzero_si256, _mm256_sub_ps, _mm_add_epi32, _mm_add_ps, _mm_add_ss, _mm_cvtsi128_si32,
+    _mm_cvtss_f32, _mm_loadu_si128, _mm_movehl_ps, _mm_shuffle_epi32, _mm_shuffle_ps,
 };
 
 #[inline]
@@ -169,13 +171,56 @@ pub(crate) unsafe fn dot_u8_i16(codes: &[u8], w: &[i16]) -> i32 {
     crate::distance::scalar::dot_u8_i16(codes, w)
 }
 
-/// [`crate::distance::scalar::dot_u8_i16_rows`] compiled for this ISA.
+/// [`crate::distance::scalar::dot_u8_i16_rows`] with AVX2: four rows at a time share each
+/// load of the weights; 16 codes at a time are widened to 16 bits (`vpmovzxbw`) and
+/// multiplied pairwise into 32-bit sums (`vpmaddwd`); the last `len % 16` components are
+/// summed in scalar code. The sums are exact integers, equal to the scalar body's.
 ///
 /// # Safety
-/// The CPU must support the target features (checked by `Kernels::for_isa`).
+/// The CPU must support AVX2 (checked by `Kernels::for_isa`); every `rows[i]` must satisfy
+/// `(rows[i] + 1) * w.len() <= codes.len()` and `out.len() >= rows.len()` (both asserted by
+/// the `Kernels` wrapper).
 #[target_feature(enable = "avx2,fma,popcnt")]
 pub(crate) unsafe fn dot_u8_i16_rows(codes: &[u8], rows: &[u32], w: &[i16], out: &mut [i32]) {
-    crate::distance::scalar::dot_u8_i16_rows(codes, rows, w, out);
+    let n = w.len();
+    let full = n - n % 16;
+    let (pc, pw) = (codes.as_ptr(), w.as_ptr());
+    let tail = |row: &[u8]| crate::distance::scalar::dot_u8_i16(&row[full..], &w[full..]);
+    let mut g = 0;
+    // SAFETY: each row pointer starts a row of `n` bytes inside `codes` (the caller's
+    // obligation); the loads read `[i, i + 16)` with `i + 16 <= full <= n` of the row (16
+    // bytes) and of `w` (32 bytes); `out[g + j]` is in bounds since `g + j < rows.len() <=
+    // out.len()`; the tails are read through bounds-checked slices.
+    unsafe {
+        while g + 4 <= rows.len() {
+            let starts: [usize; 4] = std::array::from_fn(|j| rows[g + j] as usize * n);
+            let mut acc = [_mm256_setzero_si256(); 4];
+            let mut i = 0;
+            while i < full {
+                let x = _mm256_loadu_si256(pw.add(i).cast());
+                for (a, &s) in acc.iter_mut().zip(&starts) {
+                    let c = _mm256_cvtepu8_epi16(_mm_loadu_si128(pc.add(s + i).cast()));
+                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(c, x));
+                }
+                i += 16;
+            }
+            for (j, (a, &s)) in acc.iter().zip(&starts).enumerate() {
+                let lo = _mm256_castsi256_si128(*a);
+                let hi = _mm256_extracti128_si256::<1>(*a);
+                let v = _mm_add_epi32(lo, hi);
+                let v = _mm_add_epi32(v, _mm_shuffle_epi32::<0b01_00_11_10>(v));
+                let v = _mm_add_epi32(v, _mm_shuffle_epi32::<0b10_11_00_01>(v));
+                let sum = _mm_cvtsi128_si32(v).wrapping_add(tail(&codes[s..s + n]));
+                *out.get_unchecked_mut(g + j) = sum;
+            }
+            g += 4;
+        }
+    }
+    while g < rows.len() {
+        let s = rows[g] as usize * n;
+        out[g] = crate::distance::scalar::dot_u8_i16(&codes[s..s + n], w);
+        g += 1;
+    }
 }
 
 /// [`crate::distance::scalar::bitplane_dot`] compiled with the hardware popcount.
