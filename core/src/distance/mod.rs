@@ -482,10 +482,18 @@ mod tests {
                 );
                 // Several rows at a time (blocks of four and a tail), in any order.
                 if len > 0 {
-                    let table: Vec<u8> = (0..len * 9)
+                    let table: Vec<u8> = (0..len * 40)
                         .map(|_| (lcg(&mut seed) * 1000.0) as i32 as u8)
                         .collect();
-                    for rows in [vec![], vec![3], vec![8, 0, 5, 5, 2, 7, 1], (0..9).collect()] {
+                    // Past twelve rows the kernels prefetch rows ahead of the group they score.
+                    let long: Vec<u32> = (0..37).map(|i| (i * 11) % 40).collect();
+                    for rows in [
+                        vec![],
+                        vec![3],
+                        vec![8, 0, 5, 5, 2, 7, 1],
+                        (0..9).collect(),
+                        long,
+                    ] {
                         let mut out = vec![i32::MIN; rows.len() + 1];
                         kern.dot_u8_i16_rows(&table, &rows, &w, &mut out);
                         for (i, &r) in rows.iter().enumerate() {
