@@ -324,15 +324,33 @@ pub fn prefetch(v: &[f32]) {
 /// [`prefetch`]).
 #[inline]
 pub fn prefetch_bytes(v: &[u8]) {
+    prefetch_lines(&v[..v.len().min(512)]);
+}
+
+/// Hint the CPU to start loading rows `rows` of `codes` (rows of `n` bytes), every 64-byte
+/// line of each; a row out of range is skipped. The several-rows code kernels call it for
+/// the rows two groups ahead of the one they score.
+#[inline]
+pub(crate) fn prefetch_rows(codes: &[u8], rows: &[u32], n: usize) {
+    for &r in rows {
+        let start = r as usize * n;
+        if let Some(row) = codes.get(start..start + n) {
+            prefetch_lines(row);
+        }
+    }
+}
+
+/// Hint the CPU to start loading every 64-byte line of `v`.
+#[inline]
+fn prefetch_lines(v: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let bytes = v.len().min(512);
         let p = v.as_ptr().cast::<i8>();
-        for off in (0..bytes).step_by(64) {
+        for off in (0..v.len()).step_by(64) {
             // SAFETY: SSE is part of the x86_64 baseline, so the intrinsic's target feature
             // is always present; a prefetch is a hint that never faults or reads memory
-            // architecturally, and `off < size_of_val(v)` keeps the address inside `v`.
+            // architecturally, and `off < v.len()` keeps the address inside `v`.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
         }
     }

@@ -9,8 +9,7 @@ use std::arch::x86_64::{
     _mm256_cvtepu8_epi16, _mm256_extractf128_ps, _mm256_extracti128_si256, _mm256_fmadd_ps,
     _mm256_loadu_ps, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_setzero_ps,
     _mm256_setzero_si256, _mm256_sub_ps, _mm_add_epi32, _mm_add_ps, _mm_add_ss, _mm_cvtsi128_si32,
-    _mm_cvtss_f32, _mm_loadu_si128, _mm_movehl_ps, _mm_prefetch, _mm_shuffle_epi32, _mm_shuffle_ps,
-    _MM_HINT_T0,
+    _mm_cvtss_f32, _mm_loadu_si128, _mm_movehl_ps, _mm_shuffle_epi32, _mm_shuffle_ps,
 };
 
 #[inline]
@@ -189,7 +188,7 @@ pub(crate) unsafe fn dot_u8_i16_rows(codes: &[u8], rows: &[u32], w: &[i16], out:
     let tail = |row: &[u8]| crate::distance::scalar::dot_u8_i16(&row[full..], &w[full..]);
     let mut g = 0;
     // SAFETY: each row pointer starts a row of `n` bytes inside `codes` (the caller's
-    // obligation), and the prefetches stay inside such rows; the loads read `[i, i + 16)` with `i + 16 <= full <= n` of the row (16
+    // obligation); the loads read `[i, i + 16)` with `i + 16 <= full <= n` of the row (16
     // bytes) and of `w` (32 bytes); `out[g + j]` is in bounds since `g + j < rows.len() <=
     // out.len()`; the tails are read through bounds-checked slices.
     unsafe {
@@ -197,14 +196,7 @@ pub(crate) unsafe fn dot_u8_i16_rows(codes: &[u8], rows: &[u32], w: &[i16], out:
             let starts: [usize; 4] = std::array::from_fn(|j| rows[g + j] as usize * n);
             // Rows two groups ahead start loading (as in the AVX-512 kernel).
             if g + 12 <= rows.len() {
-                for j in 8..12 {
-                    let a = pc.add(rows[g + j] as usize * n);
-                    let mut off = 0;
-                    while off < n {
-                        _mm_prefetch::<_MM_HINT_T0>(a.add(off).cast());
-                        off += 64;
-                    }
-                }
+                crate::distance::prefetch_rows(codes, &rows[g + 8..g + 12], n);
             }
             let mut acc = [_mm256_setzero_si256(); 4];
             let mut i = 0;

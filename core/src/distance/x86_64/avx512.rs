@@ -11,7 +11,7 @@ use std::arch::x86_64::{
     _mm512_maskz_loadu_epi64, _mm512_maskz_loadu_ps, _mm512_popcnt_epi64, _mm512_reduce_add_epi32,
     _mm512_reduce_add_epi64, _mm512_reduce_add_ps, _mm512_setzero_ps, _mm512_setzero_si512,
     _mm512_shuffle_i64x2, _mm512_sub_ps, _mm512_unpackhi_epi64, _mm512_unpacklo_epi64,
-    _mm512_xor_si512, _mm_prefetch, _MM_HINT_T0,
+    _mm512_xor_si512,
 };
 
 /// Squared L2 distance.
@@ -278,7 +278,7 @@ pub(crate) unsafe fn dot_u8_i16_rows(codes: &[u8], rows: &[u32], w: &[i16], out:
     let mask: u32 = (1u64 << tail).wrapping_sub(1) as u32;
     let mut g = 0;
     // SAFETY: each row pointer starts a row of `n` bytes inside `codes` (the caller's
-    // obligation), and the prefetches stay inside such rows (a prefetch never faults anyway);
+    // obligation);
     // full loads read `[i, i + 32)` with `i + 32 <= n` of the row and of `w`,
     // the tail loads are masked to the `tail` lanes in bounds (masked-off lanes are not read),
     // and `out[g + j]` is in bounds since `g + j < rows.len() <= out.len()`.
@@ -289,14 +289,7 @@ pub(crate) unsafe fn dot_u8_i16_rows(codes: &[u8], rows: &[u32], w: &[i16], out:
             // scattered, so the hardware prefetcher does not): ten sq8 segments at 50%
             // measured +3-6%.
             if g + 12 <= rows.len() {
-                for j in 8..12 {
-                    let a = pc.add(rows[g + j] as usize * n);
-                    let mut off = 0;
-                    while off < n {
-                        _mm_prefetch::<_MM_HINT_T0>(a.add(off).cast());
-                        off += 64;
-                    }
-                }
+                crate::distance::prefetch_rows(codes, &rows[g + 8..g + 12], n);
             }
             let mut acc = [_mm512_setzero_si512(); 4];
             let mut i = 0;
