@@ -575,11 +575,7 @@ impl<E: Fn(u32) -> f32> Dist for BeamDist<'_, E> {
     fn many(&self, ns: &[u32], out: &mut [f32]) {
         match &self.codes {
             Some(c) => c.many(ns, out),
-            None => {
-                for (o, &n) in out.iter_mut().zip(ns) {
-                    *o = (self.exact)(n);
-                }
-            }
+            None => self.exact.many(ns, out),
         }
     }
 }
