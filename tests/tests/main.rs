@@ -24,6 +24,7 @@ mod quantized;
 mod read_only;
 mod real_data;
 mod repair;
+mod segment_growth;
 mod stress;
 mod string_ids;
 mod text_search;

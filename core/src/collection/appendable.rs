@@ -18,6 +18,20 @@ use crate::types::Metric;
 use super::text::{match_rows, TextIndexing};
 use crate::index::text::TextSource;
 
+/// The segment an appendable segment grows on ("link once"): the rows of the segment sealed
+/// before it, which are its own first rows and graph nodes, so that each new row is linked
+/// into one graph that keeps growing over a bulk load, instead of into a small graph a merge
+/// throws away. Those rows stay deleted in the appendable segment (searches traverse them
+/// as waypoints and never return them: the sealed segment does); its seal writes them again,
+/// followed by the new rows, and the new segment replaces the base (see `build_sealed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChainBase {
+    /// The sealed segment's id.
+    pub(crate) id: u64,
+    /// Its rows: the appendable segment's rows `0..rows`.
+    pub(crate) rows: usize,
+}
+
 #[derive(Debug)]
 pub(crate) struct AppendableSegment {
     dim: usize,
@@ -35,6 +49,8 @@ pub(crate) struct AppendableSegment {
     /// are appended.
     pub(crate) text: Vec<MemText>,
     text_indexing: Option<std::sync::Arc<TextIndexing>>,
+    /// The sealed segment whose rows come first (see [`ChainBase`]).
+    pub(crate) base: Option<ChainBase>,
 }
 
 impl AppendableSegment {
@@ -59,7 +75,68 @@ impl AppendableSegment {
             payloads: Vec::new(),
             deleted: Bitset::new(0),
             by_id: HashMap::new(),
+            base: None,
         }
+    }
+
+    /// A new appendable segment that grows on `prev` (frozen, about to be sealed whole into
+    /// segment `id`; see [`AppendableSegment::seals_whole`]): `prev`'s rows become its first
+    /// rows, deleted (their vectors and graph copied, payloads left empty: the sealed segment
+    /// holds them), and new rows are linked into the copy of `prev`'s graph.
+    pub(crate) fn grow_on(prev: &AppendableSegment, id: u64) -> Self {
+        let nb = prev.rows();
+        let mut a = AppendableSegment::new(
+            prev.dim,
+            None,
+            prev.payload_index.only(),
+            prev.text_indexing.clone(),
+        );
+        crate::hugepages::reserve(&mut a.vectors, prev.vectors.len());
+        a.vectors.extend_from_slice(&prev.vectors);
+        a.ids.clone_from(&prev.ids);
+        let empty = Payload::default();
+        a.payloads = vec![empty.clone(); nb];
+        for _ in 0..nb {
+            a.payload_index.add(&empty);
+        }
+        if let Some(t) = &a.text_indexing {
+            for _ in 0..nb {
+                t.add_row(&mut a.text, &empty);
+            }
+        }
+        a.deleted = Bitset::full(nb);
+        a.graph = prev.graph.as_ref().map(GraphBuilder::copy);
+        a.base = Some(ChainBase { id, rows: nb });
+        a
+    }
+
+    /// Rows of the base segment at the start (0 without one).
+    pub(crate) fn base_rows(&self) -> usize {
+        self.base.map_or(0, |b| b.rows)
+    }
+
+    /// Rows appended to this segment (live or deleted since), not counting the base's.
+    pub(crate) fn own_rows(&self) -> usize {
+        self.rows() - self.base_rows()
+    }
+
+    /// Whether sealing this segment writes every row in graph-node order, reusing the graph
+    /// as it is: it has a graph over every row and none of its own rows is deleted. Only then
+    /// can the next appendable segment grow on the sealed one.
+    pub(crate) fn seals_whole(&self) -> bool {
+        self.graph
+            .as_ref()
+            .is_some_and(|g| g.len_nodes() == self.rows())
+            && self.deleted.count_ones() == self.base_rows()
+    }
+
+    /// The rows a search may return when this segment has a base (its own live rows), for
+    /// searches without a filter; `None` without a base (every row not in `dead`).
+    pub(crate) fn chain_live(&self, dead: &Bitset) -> Option<Bitset> {
+        self.base?;
+        let mut b = Bitset::full(self.rows());
+        b.and_not(dead);
+        Some(b)
     }
 
     pub(crate) fn rows(&self) -> usize {

@@ -3,13 +3,15 @@
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
-use super::appendable::AppendableSegment;
+use super::appendable::{AppendableSegment, ChainBase};
 use super::state::indexed_fields;
 use crate::distance::Kernels;
 use crate::error::{Error, Result};
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
+use crate::index::hnsw::build::GraphBuilder;
 use crate::index::registry::BuiltIndex;
 use crate::index::text::{MemText, TextSource};
 use crate::index::BuildInput;
@@ -23,17 +25,26 @@ pub(super) struct SealBuild {
     pub(super) id: u64,
     pub(super) reader: SegmentReader,
     pub(super) index: PayloadIndex,
+    /// The base segment whose rows it holds first (a chain seal), which it replaces.
+    pub(super) replaces: Option<ChainBase>,
 }
 
 /// Build and write the sealed segment of a frozen appendable segment (background thread).
+/// With `base` (the reader of the segment `a` grows on, see [`chain_base`]) it is a chain
+/// seal: the segment holds the base's rows, then `a`'s own, indexed by `a`'s graph as it is,
+/// and replaces the base when published. Otherwise it holds `a`'s own live rows.
 pub(super) fn build_sealed(
     dir: &Path,
     config: &CollectionConfig,
     kernels: &'static Kernels,
     a: &AppendableSegment,
+    base: Option<&SegmentReader>,
     id: u64,
     stop: &AtomicBool,
 ) -> Result<SealBuild> {
+    if let (Some(b), Some(reader), Some(g)) = (a.base, base, a.graph.as_ref()) {
+        return build_chained(dir, config, a, b, reader, g, id);
+    }
     let rows: Vec<usize> = a.live_rows().collect();
     let ids: Vec<u64> = rows.iter().map(|r| a.ids[*r]).collect();
     let mut vectors = crate::background::AnonF32::with_capacity(rows.len() * config.dim)
@@ -68,6 +79,78 @@ pub(super) fn build_sealed(
         &built,
         Some(text),
     )
+}
+
+/// The reader of the segment `a` grows on, when sealing `a` writes the base's rows again
+/// with its own (a chain seal): `a` has a base, that segment is among `sealed` with the
+/// expected rows, `a` seals whole (a graph over every row, none of its own rows deleted) and
+/// has rows of its own. Otherwise `a` is sealed as its own live rows.
+pub(super) fn chain_base<'a>(
+    a: &AppendableSegment,
+    sealed: impl IntoIterator<Item = (u64, &'a Arc<SegmentReader>)>,
+) -> Option<Arc<SegmentReader>> {
+    let b = a.base?;
+    if !a.seals_whole() || a.own_rows() == 0 {
+        return None;
+    }
+    sealed
+        .into_iter()
+        .find(|(id, r)| *id == b.id && r.rows() == b.rows)
+        .map(|(_, r)| Arc::clone(r))
+}
+
+/// A chain seal (see [`build_sealed`]): the base's ids, payloads and text index read from its
+/// file, the vectors and graph of `a` (whose first rows are the base's).
+fn build_chained(
+    dir: &Path,
+    config: &CollectionConfig,
+    a: &AppendableSegment,
+    b: ChainBase,
+    reader: &SegmentReader,
+    g: &GraphBuilder,
+    id: u64,
+) -> Result<SealBuild> {
+    let rows = a.rows();
+    let mut ids = Vec::with_capacity(rows);
+    ids.extend_from_slice(&reader.ids()[..b.rows]);
+    ids.extend_from_slice(&a.ids[b.rows..]);
+    let owned = (0..b.rows)
+        .map(|r| reader.payload(r))
+        .collect::<Result<Vec<Payload>>>()?;
+    let payloads: Vec<&Payload> = owned.iter().chain(&a.payloads[b.rows..]).collect();
+    let mut text = Vec::with_capacity(a.text.len());
+    let fields = config.text.iter().flat_map(|t| t.fields.iter());
+    let (base_rows, own): (Vec<usize>, Vec<usize>) =
+        ((0..b.rows).collect(), (b.rows..rows).collect());
+    for (field, m) in fields.zip(&a.text) {
+        let src = reader.text(field).map(TextSource::Sealed).ok_or_else(|| {
+            Error::corruption(
+                reader.path(),
+                0,
+                format!("segment lacks the text index of field `{field}`"),
+            )
+        })?;
+        let mut t = MemText::default();
+        t.extend_from(&src, &base_rows).map_err(|off| {
+            Error::corruption(reader.path(), off as u64, "damaged text index postings")
+        })?;
+        t.extend_from(&TextSource::Mem(m), &own)
+            .map_err(|_| Error::invalid("text", "in-memory text index out of step"))?;
+        text.push(t);
+    }
+    let built = BuiltIndex::Hnsw(g.freeze());
+    let mut done = write_sealed(
+        dir,
+        config,
+        id,
+        &ids,
+        &a.vectors,
+        &payloads,
+        &built,
+        Some(text),
+    )?;
+    done.replaces = Some(b);
+    Ok(done)
 }
 
 /// Write segment `id` holding these rows and their index (with the payload index built from
@@ -124,7 +207,12 @@ pub(super) fn write_sealed(
         },
     )?;
     let reader = SegmentReader::open(&dir.join(&name), config.dim, config.metric)?;
-    Ok(SealBuild { id, reader, index })
+    Ok(SealBuild {
+        id,
+        reader,
+        index,
+        replaces: None,
+    })
 }
 
 /// Build the index of a segment about to be sealed from the appendable `a`, whose live rows

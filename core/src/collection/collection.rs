@@ -228,7 +228,7 @@ impl Collection {
         // merge would combine) converges without waiting for a write.
         let pending = {
             let st = c.state.read();
-            st.appendable.rows() > 0 || st.sealed.len() > 1
+            st.appendable.own_rows() > 0 || st.sealed.len() > 1
         };
         if pending {
             if let Ok(mut ws) = c.writer("open") {

@@ -84,11 +84,13 @@ impl Collection {
         let policy = &self.options.compaction;
         let quiet_for = ws.last_write.elapsed();
         let mut next = ws.sealing.is_some().then_some(POLL);
-        if policy.background && self.state.read().appendable.rows() > 0 {
+        if policy.background && self.state.read().appendable.own_rows() > 0 {
             if ws.sealing.is_some() {
                 // The appendable segment's turn comes after the seal in flight.
             } else if idle || quiet_for >= policy.seal_idle_after {
-                self.freeze_locked(ws)?;
+                // Writes went quiet: the next segment starts afresh instead of growing on
+                // this one, which the quiet merges may then combine with others.
+                self.freeze_locked(ws, false)?;
                 next = Some(POLL);
             } else {
                 next = Some(sooner(next, policy.seal_idle_after, quiet_for));
@@ -99,6 +101,14 @@ impl Collection {
         // the first one wrote (1M x 128 in ten 100k segments: nine merged, then 100k into
         // the 900k, 33 s more).
         let quiet = (idle || quiet_for >= policy.quiet) && ws.sealing.is_none();
+        if quiet {
+            // An appendable segment that grows on a sealed one but holds no row of its own
+            // yet would keep that segment out of the quiet merges: start it afresh.
+            let mut st = self.state.write();
+            if st.appendable.base.is_some() && st.appendable.own_rows() == 0 {
+                st.reset_appendable();
+            }
+        }
         if self.maybe_start_merge_locked(ws, quiet)? {
             next = Some(POLL);
         } else if !quiet && policy.background {

@@ -80,9 +80,16 @@ impl Collection {
         }
         let inputs: Vec<MergeInput> = {
             let st = self.state.read();
+            // A segment the appendable or frozen segment grows on is rewritten by their seal:
+            // never merged meanwhile.
+            let grown_on = [
+                st.appendable.base,
+                st.frozen.as_ref().and_then(|f| f.seg.base),
+            ];
             let sizes: Vec<SegmentSizes> = st
                 .sealed
                 .iter()
+                .filter(|s| !grown_on.iter().flatten().any(|b| b.id == s.id))
                 .map(|s| SegmentSizes::new(s.id, s.reader.rows(), s.deleted.count_ones()))
                 .collect();
             let seal = self.options.seal_threshold_rows;

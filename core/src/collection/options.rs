@@ -145,7 +145,13 @@ pub trait MergePolicy: Send + Sync + std::fmt::Debug {
 /// stays within `max_merged_rows` (by default twice the seal threshold: small segments left
 /// by frequent flushes are merged, full-size ones wait, so a bulk load is not taxed by
 /// merges). A segment whose deleted fraction reaches `max_deleted_fraction` is rewritten
-/// without its deleted rows.
+/// without its deleted rows. In an HNSW collection (with the built-in policy), each full
+/// appendable segment is moreover sealed *onto* the segment sealed before it, as long as the
+/// result stays within `max_segment_rows`: the new rows are linked into that segment's graph
+/// as they arrive, and the seal writes one segment in place of the two. A bulk load thus
+/// builds one graph, linking every row once, instead of one graph per seal that a merge later
+/// throws away; its segment is never a merge input meanwhile. (While it grows, the
+/// appendable segment holds a copy of the base's vectors and graph in memory.)
 ///
 /// Once no write has arrived for `quiet` (or [`crate::Collection::wait_idle`] is called),
 /// the smallest segments are merged together up to `max_segment_rows` (reusing the largest

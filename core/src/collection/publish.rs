@@ -4,7 +4,8 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use super::build::{build_sealed, SealBuild};
+use super::appendable::AppendableSegment;
+use super::build::{build_sealed, chain_base, SealBuild};
 use super::collection::{wal_dir, Collection, WriteState};
 use super::state::{indexed_fields, Frozen, SealedSegment, State};
 use crate::error::{Error, Result};
@@ -66,7 +67,17 @@ pub(super) fn mark_deleted_since(
 /// (whose rows are the frozen rows that were live at the freeze, in order). These deletions
 /// are in the log after the checkpoint, and the next checkpoint writes them to a deletion
 /// file.
-pub(super) fn map_frozen_deletions(f: &Frozen, seg: &mut SealedSegment) {
+pub(super) fn map_frozen_deletions(f: &Frozen, seg: &mut SealedSegment, chained: bool) {
+    if chained {
+        // A chain seal holds every row of the frozen segment in order (none of its own rows
+        // was deleted at the freeze; the base's rows are marked from the base).
+        for r in f.seg.base_rows()..f.seg.rows() {
+            if f.dead.get(r) {
+                seg.delete_row(r);
+            }
+        }
+        return;
+    }
     let mut row = 0;
     for r in 0..f.seg.rows() {
         if f.seg.deleted.get(r) {
@@ -97,20 +108,37 @@ impl Collection {
     /// thread; writers continue into a fresh appendable segment and searches see both. At
     /// most one frozen segment exists: a second freeze first waits for (and publishes) the
     /// previous build — the back-pressure.
-    pub(super) fn freeze_locked(&self, ws: &mut WriteState) -> Result<()> {
+    ///
+    /// With `grow` (a freeze because the segment is full, while writes arrive), the next
+    /// appendable segment grows on the one frozen when [`Collection::grows_on`] allows it.
+    pub(super) fn freeze_locked(&self, ws: &mut WriteState, grow: bool) -> Result<()> {
         self.publish_locked(ws)?;
         let last = ws.next_lsn - 1;
-        let seg = {
-            let mut st = self.state.write();
+        let id = ws.manifest.next_segment_id;
+        ws.manifest.next_segment_id += 1;
+        // Writers are held by `ws`: the appendable segment cannot change until the switch.
+        let (seg, base) = {
+            let st = self.state.read();
             let seg = Arc::clone(&st.appendable);
+            let base = chain_base(&seg, st.sealed.iter().map(|s| (s.id, &s.reader)));
+            (seg, base)
+        };
+        // Sealed whole (every row in graph order, into segment `id`), it can be grown on.
+        let whole = seg.seals_whole() && (seg.base.is_none() || base.is_some());
+        let next =
+            (grow && whole && self.grows_on(&seg)).then(|| AppendableSegment::grow_on(&seg, id));
+        {
+            let mut st = self.state.write();
             st.frozen = Some(Frozen {
                 dead: seg.deleted.clone(),
                 seg: Arc::clone(&seg),
                 lsn: last,
             });
-            st.reset_appendable();
-            seg
-        };
+            match next {
+                Some(a) => st.appendable = Arc::new(a),
+                None => st.reset_appendable(),
+            }
+        }
         // Start a new log file, so that the files holding the frozen segment's records can be
         // dropped once it is published (its records end at `last`).
         let r = (|| -> Result<()> {
@@ -123,19 +151,40 @@ impl Collection {
             ws.poisoned = Some(e.to_string());
             return Err(e);
         }
-        let id = ws.manifest.next_segment_id;
-        ws.manifest.next_segment_id += 1;
         let (dir, config, kernels) = (self.dir.clone(), self.config.clone(), self.kernels);
         let handle = std::thread::Builder::new()
             .name("trovedb-seal".into())
             .spawn(move || {
                 #[cfg(feature = "testing")]
                 crate::testing::seal_gate(&dir);
-                build_sealed(&dir, &config, kernels, &seg, id, &AtomicBool::new(false))
+                let never = AtomicBool::new(false);
+                build_sealed(&dir, &config, kernels, &seg, base.as_deref(), id, &never)
             })
             .map_err(|e| Error::io(&self.dir, e))?;
         ws.sealing = Some(handle);
         Ok(())
+    }
+
+    /// Whether the next appendable segment may grow on `seg` (being frozen): the collection
+    /// builds HNSW graphs, merges in the background with the built-in policy (a grown
+    /// segment is a merge of the sealed one and the new rows), and the grown segment stays
+    /// within the quiet merges' maximum segment size
+    /// ([`crate::CompactionPolicy::resolved_max_segment_rows`]). With feature `bench`,
+    /// `TROVEDB_GROW_SEGMENTS=0` turns it off, for measurements.
+    pub(super) fn grows_on(&self, seg: &AppendableSegment) -> bool {
+        #[cfg(feature = "bench")]
+        {
+            static V: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+            if crate::index::bench_knob(&V, "TROVEDB_GROW_SEGMENTS", 1) == 0 {
+                return false;
+            }
+        }
+        let (policy, seal) = (&self.options.compaction, self.options.seal_threshold_rows);
+        policy.background
+            && self.options.merge_policy.is_none()
+            && seg.graph.is_some()
+            && seg.rows().saturating_add(seal)
+                <= policy.resolved_max_segment_rows(self.config.dim, seal)
     }
 
     /// Publish the background-built segment (waiting for the build if it is still running):
@@ -188,6 +237,7 @@ impl Collection {
         self.group()?.synced_through(now);
         let mut m = ws.manifest.clone();
         let mut garbage = Vec::new();
+        let replaces = edit.built.as_ref().and_then(|b| b.replaces);
         let mut seg = edit
             .built
             .map(|b| SealedSegment::fresh(b.id, b.reader, b.index, indexed_fields(&self.config)));
@@ -205,10 +255,31 @@ impl Collection {
                     !input
                 });
             }
+            if let (Some(b), Some(seg)) = (replaces, seg.as_mut()) {
+                // A chain seal holds the base's rows first, in order, and replaces it: the
+                // base's deletions so far carry over (all of its rows if it is gone: it is
+                // dropped only once every row is deleted, and never merged while grown on).
+                let deleted = Arc::make_mut(&mut seg.deleted);
+                match st.sealed.iter().find(|s| s.id == b.id) {
+                    Some(base) => base.deleted.iter_ones().for_each(|r| {
+                        deleted.insert(r);
+                    }),
+                    None => (0..b.rows).for_each(|r| {
+                        deleted.insert(r);
+                    }),
+                }
+                m.segments.retain(|s| {
+                    if s.id == b.id {
+                        garbage.extend(s.deletes.as_ref().map(|d| d.file.clone()));
+                    }
+                    s.id != b.id
+                });
+            }
             if let Some(seg) = &seg {
-                // Only a merged segment can have deleted rows when it is published; a sealed
-                // one gets those of the frozen segment in memory (they are in the log after
-                // the checkpoint) and writes them at the next checkpoint.
+                // A merged or chain-sealed segment can have deleted rows when it is published
+                // (written with it); a sealed one gets those of the frozen segment in memory
+                // (they are in the log after the checkpoint) and writes them at the next
+                // checkpoint.
                 let deletes = if seg.deleted.count_ones() > 0 {
                     let name = deletes::file_name(seg.id, now);
                     deletes::write(&self.dir.join(&name), seg.id, &seg.deleted)?;
@@ -260,7 +331,7 @@ impl Collection {
             match edit.source {
                 Source::Frozen => {
                     if let (Some(f), Some(seg)) = (st.frozen.take(), seg.as_mut()) {
-                        map_frozen_deletions(&f, seg);
+                        map_frozen_deletions(&f, seg, replaces.is_some());
                     }
                 }
                 Source::Appendable => st.reset_appendable(),
@@ -340,13 +411,18 @@ impl Collection {
         self.publish_locked(ws)?;
         let last = ws.next_lsn - 1;
         let (a, dirty) = {
-            let st = self.state.read();
+            let mut st = self.state.write();
+            // An appendable segment that grows on a sealed one without a row of its own yet
+            // has nothing to seal: it starts afresh (the flush ends the growth).
+            if st.appendable.base.is_some() && st.appendable.own_rows() == 0 {
+                st.reset_appendable();
+            }
             (
                 Arc::clone(&st.appendable),
                 st.sealed.iter().any(|s| s.dirty),
             )
         };
-        if a.rows() == 0 && !dirty && last == ws.manifest.checkpoint_lsn {
+        if a.own_rows() == 0 && !dirty && last == ws.manifest.checkpoint_lsn {
             return Ok(());
         }
         let built = if a.live_count() > 0 {
@@ -354,11 +430,16 @@ impl Collection {
             ws.manifest.next_segment_id += 1;
             let never = Arc::new(AtomicBool::new(false));
             let stop = interrupt::current().unwrap_or(never);
+            let base = {
+                let st = self.state.read();
+                chain_base(&a, st.sealed.iter().map(|s| (s.id, &s.reader)))
+            };
             Some(build_sealed(
                 &self.dir,
                 &self.config,
                 self.kernels,
                 &a,
+                base.as_deref(),
                 id,
                 &stop,
             )?)

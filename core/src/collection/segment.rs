@@ -134,6 +134,16 @@ impl<'a> Segment<'a> {
         }
     }
 
+    /// The rows an unfiltered search may return from an in-memory segment that grows on a
+    /// sealed one (its own live rows); `None` for any other segment (every row not deleted).
+    pub(crate) fn chain_live(&self) -> Option<Bitset> {
+        match self {
+            Segment::Appendable(a) => a.chain_live(&a.deleted),
+            Segment::Frozen(f) => f.seg.chain_live(&f.dead),
+            Segment::Sealed(_) => None,
+        }
+    }
+
     /// Live rows.
     pub(crate) fn live_count(&self) -> usize {
         match self {

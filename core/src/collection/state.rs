@@ -363,7 +363,8 @@ impl State {
             // Unreachable by the invariant above; stay correct rather than panic: copy it.
             let old = Arc::clone(&self.appendable);
             let mut copy = self.fresh_appendable();
-            for r in 0..old.rows() {
+            // Its own rows only: the copy does not grow on the base (its graph is rebuilt).
+            for r in old.base_rows()..old.rows() {
                 copy.push(old.ids[r], old.vector(r), old.payloads[r].clone());
                 if old.deleted.get(r) {
                     copy.remove(old.ids[r]);
@@ -531,7 +532,12 @@ impl State {
         // asks for a segment; it is kept for the day they do.
         let mut short = Shortlist::new(knobs);
         for (i, seg) in unsealed().enumerate() {
-            let allowed = filter.map(|f| seg.passing(f)).transpose()?;
+            // A segment grown on a sealed one is searched like a filtered one: its graph holds
+            // the base's rows too, and the planner scans its own rows when they are few.
+            let allowed = match filter {
+                Some(f) => Some(seg.passing(f)?),
+                None => seg.chain_live(),
+            };
             ctx.search_segment(
                 &SegmentView::of(seg, allowed.as_ref()),
                 query,

@@ -164,7 +164,7 @@ impl Collection {
                 let st = self.state.read();
                 return Ok(CollectionStats {
                     rows: st.len(),
-                    appendable_rows: st.appendable.rows(),
+                    appendable_rows: st.appendable.own_rows(),
                     deleted: st.sealed.iter().map(|s| s.deleted.count_ones()).sum(),
                     segments: segment_stats(&st),
                     bytes_on_disk: fsutil::dir_bytes(&self.dir)?,
@@ -186,13 +186,13 @@ impl Collection {
         let segments = segment_stats(&st);
         Ok(CollectionStats {
             rows: st.len(),
-            appendable_rows: st.appendable.rows(),
+            appendable_rows: st.appendable.own_rows(),
             deleted: segments.iter().map(|s| s.deleted).sum(),
             segments,
             bytes_on_disk: fsutil::dir_bytes(&self.dir)?,
             last_lsn: ws.next_lsn - 1,
             checkpoint_lsn: ws.manifest.checkpoint_lsn,
-            frozen_rows: st.frozen.as_ref().map_or(0, |f| f.seg.rows()),
+            frozen_rows: st.frozen.as_ref().map_or(0, |f| f.seg.own_rows()),
             background: BackgroundStats {
                 sealing: ws.sealing.is_some(),
                 merging: ws

@@ -348,7 +348,7 @@ impl Collection {
         // a quiet period (it sealed every 100k-row batch of a bulk load into 100k segments).
         self.note_write_locked(&mut ws);
         if full {
-            self.freeze_locked(&mut ws)?;
+            self.freeze_locked(&mut ws, true)?;
         }
         self.housekeeping_locked(&mut ws)?;
         drop(ws);
@@ -385,7 +385,10 @@ impl Collection {
         }
     }
 
-    /// Seal the appendable segment now (even if below the threshold) and checkpoint.
+    /// Seal the appendable segment now (even if below the threshold) and checkpoint. When it
+    /// grows on the last sealed segment (an HNSW collection that filled a segment since the
+    /// last flush, see [`crate::CompactionPolicy`]), its seal replaces that segment, and the
+    /// next appendable segment starts afresh.
     pub fn flush(&self) -> Result<()> {
         self.check_open()?;
         let mut ws = self.writer("flush")?;

@@ -202,6 +202,11 @@ impl PayloadIndex {
         }
     }
 
+    /// The fields it keeps (`None`: all).
+    pub(crate) fn only(&self) -> IndexedFields {
+        self.only.clone()
+    }
+
     /// Restrict to `only` (for an index read from a file, which holds just those fields).
     pub(crate) fn set_only(&mut self, only: IndexedFields) {
         self.only = only;

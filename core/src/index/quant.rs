@@ -199,7 +199,7 @@ pub(crate) fn encode(kind: QuantKind, metric: Metric, vectors: &[f32], dim: usiz
 /// time the rows have doubled since the last training, and when more than 1% of the
 /// components of newly added rows were clamped (data drifting away from what was trained
 /// on) and the rows have grown by a quarter since.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct BuildCodes {
     dim: usize,
     metric: Metric,

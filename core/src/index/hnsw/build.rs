@@ -260,6 +260,34 @@ impl GraphBuilder {
         Some(b)
     }
 
+    /// A copy of this graph (links, levels, entry point and build codes) to which more nodes
+    /// can be added: an appendable segment that grows on the graph of the segment sealed
+    /// before it starts from such a copy (see `AppendableSegment::grow_on`). The copy is
+    /// taken while no node is being linked (the caller holds the writers off).
+    pub(crate) fn copy(&self) -> GraphBuilder {
+        let n = self.len_nodes();
+        let mut b = GraphBuilder::new(self.params);
+        crate::hugepages::reserve(&mut b.l0, self.l0.len());
+        crate::hugepages::reserve(&mut b.locks, n);
+        b.l0.extend(self.l0.iter().map(|x| AtomicU32::new(x.load(Relaxed))));
+        b.locks.resize_with(n, || Mutex::new(()));
+        b.upper = self
+            .upper
+            .iter()
+            .map(|levels| {
+                levels
+                    .iter()
+                    .map(|l| Mutex::new(l.lock().clone()))
+                    .collect()
+            })
+            .collect();
+        *b.entry.write() = *self.entry.read();
+        b.codes.clone_from(&self.codes);
+        b.exact_beam = self.exact_beam;
+        b.codes_from_rows = self.codes_from_rows;
+        b
+    }
+
     /// Build a graph over every row of `vs`, in parallel on the current rayon pool.
     #[cfg(test)]
     pub(crate) fn build(params: HnswParams, vs: &VectorSet<'_>) -> GraphBuilder {

@@ -1,0 +1,222 @@
+//! Segments that grow over a bulk load ("link once"): once the appendable segment of an HNSW
+//! collection fills, the next one grows on the segment being sealed (its rows and graph come
+//! first), and its seal writes them again with the new rows, replacing that segment. A load
+//! therefore ends as one segment whose graph linked every row once, without a merge. Checked
+//! against an in-memory model: contents, exact answers (a beam as wide as the collection),
+//! deletions and rewrites of rows in the segment grown on and in the one being sealed, a
+//! reopen, and the cap on a grown segment's size.
+
+use std::time::Duration;
+
+use trovedb::testing::hold_seals;
+use trovedb::{
+    Collection, CollectionConfig, CompactionPolicy, Database, DbOptions, IndexConfig, Metric,
+    Payload, SearchParams, Value,
+};
+use trovedb_tests::{assert_exact, Model, Rng};
+
+const DIM: usize = 8;
+
+fn put(c: &Collection, model: &mut Model, rng: &mut Rng, ids: &[u64]) {
+    let mut vectors = Vec::new();
+    let mut payloads = Vec::new();
+    for id in ids {
+        let v = rng.vector(DIM);
+        let mut p = Payload::new();
+        p.insert("id".into(), Value::Int(*id as i64));
+        p.insert("even".into(), Value::Bool(id % 2 == 0));
+        vectors.extend_from_slice(&v);
+        payloads.push(p.clone());
+        model.insert(*id, (v, p));
+    }
+    c.upsert(ids, &vectors, &payloads).unwrap();
+}
+
+fn del(c: &Collection, model: &mut Model, ids: &[u64]) {
+    c.delete(ids).unwrap();
+    for id in ids {
+        model.remove(id);
+    }
+}
+
+/// Contents equal the model: every id ever used, the count, a filter, and exact answers of a
+/// beam wider than the collection (with and without the filter).
+fn check(c: &Collection, model: &Model, rng: &mut Rng, max_id: u64) {
+    assert_eq!(c.len(), model.len());
+    for id in 0..max_id {
+        let got = c.get(id).unwrap().map(|p| (p.vector, p.payload));
+        assert_eq!(got.as_ref(), model.get(&id), "id {id}");
+    }
+    let wide = match c.config().index {
+        IndexConfig::Flat => SearchParams::default(),
+        _ => SearchParams::default().with_ef(4096),
+    };
+    for _ in 0..10 {
+        let q = rng.vector(DIM);
+        let hits = c.search(&q, 10, &wide).unwrap();
+        assert_exact(Metric::L2, model, &q, &hits, 10);
+    }
+    let even = trovedb::Filter::from_json_str(r#"{"even": true}"#).unwrap();
+    let want = model.keys().filter(|id| *id % 2 == 0).count();
+    assert_eq!(c.count(&even).unwrap(), want);
+    let even_model: Model = model
+        .iter()
+        .filter(|(id, _)| *id % 2 == 0)
+        .map(|(id, v)| (*id, v.clone()))
+        .collect();
+    let q = rng.vector(DIM);
+    let filtered = wide.with_filter(even);
+    let hits = c.search(&q, 10, &filtered).unwrap();
+    assert_exact(Metric::L2, &even_model, &q, &hits, 10);
+}
+
+fn open(dir: &std::path::Path, policy: CompactionPolicy) -> Database {
+    Database::open(
+        dir,
+        DbOptions::default()
+            .seal_threshold_rows(100)
+            .compaction(policy),
+    )
+    .unwrap()
+}
+
+/// Nothing happens on its own during a test: no quiet merge, no idle seal.
+fn patient() -> CompactionPolicy {
+    CompactionPolicy::default()
+        .quiet(Duration::from_secs(3600))
+        .seal_idle_after(Duration::from_secs(7200))
+        .max_segment_rows(1_000_000)
+}
+
+fn hnsw() -> CollectionConfig {
+    CollectionConfig {
+        index: IndexConfig::hnsw(),
+        ..CollectionConfig::new(DIM, Metric::L2)
+    }
+}
+
+#[test]
+fn a_bulk_load_grows_one_segment_without_a_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), patient());
+    let c = db.create_collection("c", &hnsw()).unwrap();
+    let (mut model, mut rng) = (Model::new(), Rng::new(41));
+    for b in 0..30u64 {
+        let ids: Vec<u64> = (b * 50..b * 50 + 50).collect();
+        put(&c, &mut model, &mut rng, &ids);
+        if b % 7 == 3 {
+            check(&c, &model, &mut rng, 1500);
+        }
+        // Fifteen seals so far at most, and never more than one segment: each seal
+        // replaced the one before it.
+        let st = c.stats().unwrap();
+        assert!(st.segments.len() <= 1, "after batch {b}: {st:?}");
+    }
+    c.wait_idle().unwrap();
+    let st = c.stats().unwrap();
+    let rows: Vec<(usize, usize)> = st.segments.iter().map(|s| (s.rows, s.deleted)).collect();
+    assert_eq!(rows, [(1500, 0)], "{st:?}");
+    assert_eq!(st.appendable_rows, 0, "{st:?}");
+    assert_eq!(st.background.merges_done, 0, "grown, not merged: {st:?}");
+    check(&c, &model, &mut rng, 1500);
+    c.verify().unwrap();
+    drop(c);
+    db.close().unwrap();
+    let db = open(dir.path(), patient());
+    let c = db.collection("c").unwrap();
+    check(&c, &model, &mut rng, 1500);
+}
+
+/// Rows deleted or rewritten while segments grow: in the segment grown on (sealed), in the
+/// frozen one while its seal runs, and in the appendable one (which then seals on its own
+/// rows and starts afresh). Deletions land in the grown segment, survive a reopen (the log
+/// replays over them) and `wait_idle` converges to few segments.
+#[test]
+fn deletions_and_rewrites_during_growth_match_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), patient());
+    let c = db.create_collection("c", &hnsw()).unwrap();
+    let (mut model, mut rng) = (Model::new(), Rng::new(42));
+    // 250 rows: segment 1 (rows 0..100) sealed, the next two grown on it.
+    for b in 0..5u64 {
+        let ids: Vec<u64> = (b * 50..b * 50 + 50).collect();
+        put(&c, &mut model, &mut rng, &ids);
+    }
+    // Hold the next seal at its start: the segment it seals grows on the one before.
+    hold_seals(dir.path(), true);
+    let ids: Vec<u64> = (250..300).collect();
+    put(&c, &mut model, &mut rng, &ids);
+    let st = c.stats().unwrap();
+    assert!(st.background.sealing, "{st:?}");
+    // Deleted and rewritten while the seal is held: rows of the segment grown on (7, 50) and
+    // of the frozen segment (210, 260); the rewrites land in the appendable segment.
+    del(&c, &mut model, &[7, 210]);
+    put(&c, &mut model, &mut rng, &[50, 260]);
+    check(&c, &model, &mut rng, 400);
+    hold_seals(dir.path(), false);
+    // The next batches publish that seal; rows of the new appendable segment rewritten
+    // before it fills, so it seals on its own rows and the one after starts afresh.
+    for b in 6..8u64 {
+        let ids: Vec<u64> = (b * 50..b * 50 + 50).collect();
+        put(&c, &mut model, &mut rng, &ids);
+        put(&c, &mut model, &mut rng, &[b * 50 + 1]);
+        del(&c, &mut model, &[b * 50 + 3, 120 + b]);
+        check(&c, &model, &mut rng, 400);
+    }
+    // Reopened (a close leaves the appendable segment in the log): the log replays over the
+    // grown segment.
+    drop(c);
+    drop(db);
+    let db = open(dir.path(), patient());
+    let c = db.collection("c").unwrap();
+    check(&c, &model, &mut rng, 400);
+    let ids: Vec<u64> = (400..520).collect();
+    put(&c, &mut model, &mut rng, &ids);
+    c.wait_idle().unwrap();
+    let st = c.stats().unwrap();
+    assert!(st.segments.len() <= 2, "{st:?}");
+    assert_eq!(st.appendable_rows, 0, "{st:?}");
+    check(&c, &model, &mut rng, 520);
+    c.verify().unwrap();
+    drop(c);
+    db.close().unwrap();
+    let db = open(dir.path(), patient());
+    let c = db.collection("c").unwrap();
+    check(&c, &model, &mut rng, 520);
+}
+
+/// The memory cap bounds a grown segment (then the next one starts afresh); a flat
+/// collection has no graph to grow, and neither does a collection whose background
+/// compaction is off: their loads end as one segment per seal.
+#[test]
+fn growth_stops_at_the_cap_and_needs_a_graph_and_background_work() {
+    let load = |config: &CollectionConfig, policy: CompactionPolicy| {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path(), policy);
+        let c = db.create_collection("c", config).unwrap();
+        let (mut model, mut rng) = (Model::new(), Rng::new(43));
+        for b in 0..10u64 {
+            let ids: Vec<u64> = (b * 100..b * 100 + 100).collect();
+            put(&c, &mut model, &mut rng, &ids);
+        }
+        // Publish the last seal without a quiet merge (`flush` seals, merges nothing).
+        c.flush().unwrap();
+        let st = c.stats().unwrap();
+        check(&c, &model, &mut rng, 1000);
+        let mut rows: Vec<usize> = st.segments.iter().map(|s| s.rows).collect();
+        rows.sort_unstable();
+        (rows, st.background.merges_done)
+    };
+    // Capped at 350 rows: segments grow while the next seal fits (100 + 100 + 100), then
+    // start afresh.
+    let (rows, merges) = load(&hnsw(), patient().max_segment_rows(350));
+    assert_eq!(rows, [100, 300, 300, 300], "{rows:?}");
+    assert_eq!(merges, 0);
+    let (rows, _) = load(
+        &CollectionConfig::new(DIM, Metric::L2),
+        patient().max_segment_rows(1_000_000),
+    );
+    assert_eq!(rows, [100; 10], "flat: {rows:?}");
+    let (rows, _) = load(&hnsw(), patient().background(false));
+    assert_eq!(rows, [100; 10], "background off: {rows:?}");
+}
