@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use trovedb::{Hit, Metric, Payload, Value};
+use trovedb::{Collection, Hit, Metric, Payload, Value};
 
 /// xorshift64* — small, seeded, reproducible.
 #[derive(Debug, Clone)]
@@ -51,6 +51,32 @@ pub fn seed(default: u64) -> u64 {
 
 /// What the database should contain: id -> (stored vector, payload).
 pub type Model = BTreeMap<u64, (Vec<f32>, Payload)>;
+
+/// Upsert `ids` with random `dim`-wide vectors and payloads `{id, even}` into `c` and the
+/// model (l2 collections: stored as given).
+pub fn put_modelled(c: &Collection, model: &mut Model, rng: &mut Rng, ids: &[u64], dim: usize) {
+    let mut vectors = Vec::new();
+    let mut payloads = Vec::new();
+    for id in ids {
+        let v = rng.vector(dim);
+        let mut p = Payload::new();
+        p.insert("id".into(), Value::Int(*id as i64));
+        p.insert("even".into(), Value::Bool(id % 2 == 0));
+        vectors.extend_from_slice(&v);
+        payloads.push(p.clone());
+        model.insert(*id, (v, p));
+    }
+    c.upsert(ids, &vectors, &payloads)
+        .expect("upsert of the modelled rows");
+}
+
+/// Delete `ids` from `c` and the model.
+pub fn del_modelled(c: &Collection, model: &mut Model, ids: &[u64]) {
+    c.delete(ids).expect("delete of the modelled rows");
+    for id in ids {
+        model.remove(id);
+    }
+}
 
 /// The vector as a cosine collection stores it.
 pub fn normalized(v: &[f32]) -> Vec<f32> {

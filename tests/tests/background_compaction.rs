@@ -9,32 +9,18 @@ use std::time::{Duration, Instant};
 use trovedb::testing::{hold_merges, hold_seals};
 use trovedb::{
     Collection, CollectionConfig, CompactionPolicy, Database, DbOptions, IndexConfig, MergePolicy,
-    Metric, Payload, SearchParams, SegmentSizes, Value,
+    Metric, Payload, SearchParams, SegmentSizes,
 };
-use trovedb_tests::{assert_exact, Model, Rng};
+use trovedb_tests::{assert_exact, del_modelled, put_modelled, Model, Rng};
 
 const DIM: usize = 8;
 
 fn put(c: &Collection, model: &mut Model, rng: &mut Rng, ids: &[u64]) {
-    let mut vectors = Vec::new();
-    let mut payloads = Vec::new();
-    for id in ids {
-        let v = rng.vector(DIM);
-        let mut p = Payload::new();
-        p.insert("id".into(), Value::Int(*id as i64));
-        p.insert("even".into(), Value::Bool(id % 2 == 0));
-        vectors.extend_from_slice(&v);
-        payloads.push(p.clone());
-        model.insert(*id, (v, p));
-    }
-    c.upsert(ids, &vectors, &payloads).unwrap();
+    put_modelled(c, model, rng, ids, DIM);
 }
 
 fn del(c: &Collection, model: &mut Model, ids: &[u64]) {
-    c.delete(ids).unwrap();
-    for id in ids {
-        model.remove(id);
-    }
+    del_modelled(c, model, ids);
 }
 
 /// Contents equal the model (get of every id ever used, count, exact search, a filter).

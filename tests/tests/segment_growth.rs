@@ -11,33 +11,11 @@ use std::time::Duration;
 use trovedb::testing::hold_seals;
 use trovedb::{
     Collection, CollectionConfig, CompactionPolicy, Database, DbOptions, IndexConfig, Metric,
-    Payload, SearchParams, Value,
+    SearchParams,
 };
-use trovedb_tests::{assert_exact, Model, Rng};
+use trovedb_tests::{assert_exact, del_modelled, put_modelled, Model, Rng};
 
 const DIM: usize = 8;
-
-fn put(c: &Collection, model: &mut Model, rng: &mut Rng, ids: &[u64]) {
-    let mut vectors = Vec::new();
-    let mut payloads = Vec::new();
-    for id in ids {
-        let v = rng.vector(DIM);
-        let mut p = Payload::new();
-        p.insert("id".into(), Value::Int(*id as i64));
-        p.insert("even".into(), Value::Bool(id % 2 == 0));
-        vectors.extend_from_slice(&v);
-        payloads.push(p.clone());
-        model.insert(*id, (v, p));
-    }
-    c.upsert(ids, &vectors, &payloads).unwrap();
-}
-
-fn del(c: &Collection, model: &mut Model, ids: &[u64]) {
-    c.delete(ids).unwrap();
-    for id in ids {
-        model.remove(id);
-    }
-}
 
 /// Contents equal the model: every id ever used, the count, a filter, and exact answers of a
 /// beam wider than the collection (with and without the filter).
@@ -103,7 +81,7 @@ fn a_bulk_load_grows_one_segment_without_a_merge() {
     let (mut model, mut rng) = (Model::new(), Rng::new(41));
     for b in 0..30u64 {
         let ids: Vec<u64> = (b * 50..b * 50 + 50).collect();
-        put(&c, &mut model, &mut rng, &ids);
+        put_modelled(&c, &mut model, &mut rng, &ids, DIM);
         if b % 7 == 3 {
             check(&c, &model, &mut rng, 1500);
         }
@@ -140,27 +118,27 @@ fn deletions_and_rewrites_during_growth_match_the_model() {
     // 250 rows: segment 1 (rows 0..100) sealed, the next two grown on it.
     for b in 0..5u64 {
         let ids: Vec<u64> = (b * 50..b * 50 + 50).collect();
-        put(&c, &mut model, &mut rng, &ids);
+        put_modelled(&c, &mut model, &mut rng, &ids, DIM);
     }
     // Hold the next seal at its start: the segment it seals grows on the one before.
     hold_seals(dir.path(), true);
     let ids: Vec<u64> = (250..300).collect();
-    put(&c, &mut model, &mut rng, &ids);
+    put_modelled(&c, &mut model, &mut rng, &ids, DIM);
     let st = c.stats().unwrap();
     assert!(st.background.sealing, "{st:?}");
     // Deleted and rewritten while the seal is held: rows of the segment grown on (7, 50) and
     // of the frozen segment (210, 260); the rewrites land in the appendable segment.
-    del(&c, &mut model, &[7, 210]);
-    put(&c, &mut model, &mut rng, &[50, 260]);
+    del_modelled(&c, &mut model, &[7, 210]);
+    put_modelled(&c, &mut model, &mut rng, &[50, 260], DIM);
     check(&c, &model, &mut rng, 400);
     hold_seals(dir.path(), false);
     // The next batches publish that seal; rows of the new appendable segment rewritten
     // before it fills, so it seals on its own rows and the one after starts afresh.
     for b in 6..8u64 {
         let ids: Vec<u64> = (b * 50..b * 50 + 50).collect();
-        put(&c, &mut model, &mut rng, &ids);
-        put(&c, &mut model, &mut rng, &[b * 50 + 1]);
-        del(&c, &mut model, &[b * 50 + 3, 120 + b]);
+        put_modelled(&c, &mut model, &mut rng, &ids, DIM);
+        put_modelled(&c, &mut model, &mut rng, &[b * 50 + 1], DIM);
+        del_modelled(&c, &mut model, &[b * 50 + 3, 120 + b]);
         check(&c, &model, &mut rng, 400);
     }
     // Reopened (a close leaves the appendable segment in the log): the log replays over the
@@ -171,7 +149,7 @@ fn deletions_and_rewrites_during_growth_match_the_model() {
     let c = db.collection("c").unwrap();
     check(&c, &model, &mut rng, 400);
     let ids: Vec<u64> = (400..520).collect();
-    put(&c, &mut model, &mut rng, &ids);
+    put_modelled(&c, &mut model, &mut rng, &ids, DIM);
     c.wait_idle().unwrap();
     let st = c.stats().unwrap();
     assert!(st.segments.len() <= 2, "{st:?}");
@@ -197,7 +175,7 @@ fn growth_stops_at_the_cap_and_needs_a_graph_and_background_work() {
         let (mut model, mut rng) = (Model::new(), Rng::new(43));
         for b in 0..10u64 {
             let ids: Vec<u64> = (b * 100..b * 100 + 100).collect();
-            put(&c, &mut model, &mut rng, &ids);
+            put_modelled(&c, &mut model, &mut rng, &ids, DIM);
         }
         // Publish the last seal without a quiet merge (`flush` seals, merges nothing).
         c.flush().unwrap();
