@@ -361,14 +361,34 @@ fn encode_row(
     match kind {
         QuantKind::Sq8 => {
             let (lo, step) = p.split_at(dim);
-            let mut sq = 0f64;
+            let code = &mut code[..dim];
+            // PERF: written so that it vectorises: the nearest level as `floor(t + 0.5)` of
+            // the clamped `t` (a truncating cast, `t + 0.5 >= 0.5`) instead of a `round` call
+            // per component, and the decoded row's squared norm summed over eight lanes.
+            // Measured on text-minilm-dev (20k x 384): the seal's encoding of every row ran
+            // in about a quarter of the time, and building the graph spent 1.3% of its time
+            // in `roundf` before.
             for d in 0..dim {
-                let c = ((v[d] - lo[d]) / step[d]).round().clamp(0.0, 255.0);
-                code[d] = c as u8;
-                let x = lo[d] + step[d] * c;
-                sq += f64::from(x) * f64::from(x);
+                let t = ((v[d] - lo[d]) / step[d]).clamp(0.0, 255.0);
+                code[d] = (t + 0.5) as u8;
             }
-            f[0] = sq as f32;
+            let mut lanes = [0f64; 8];
+            let (whole, rest) = (dim / 8 * 8, dim % 8);
+            for ((c, l), s) in code[..whole]
+                .chunks_exact(8)
+                .zip(lo[..whole].chunks_exact(8))
+                .zip(step[..whole].chunks_exact(8))
+            {
+                for i in 0..8 {
+                    let x = f64::from(l[i] + s[i] * f32::from(c[i]));
+                    lanes[i] += x * x;
+                }
+            }
+            for d in whole..whole + rest {
+                let x = f64::from(lo[d] + step[d] * f32::from(code[d]));
+                lanes[0] += x * x;
+            }
+            f[0] = lanes.iter().sum::<f64>() as f32;
         }
         QuantKind::Binary => {
             let mean = p;
@@ -913,6 +933,48 @@ mod tests {
             bytes.extend_from_slice(s);
         }
         (bytes, entries)
+    }
+
+    #[test]
+    fn sq8_codes_are_the_nearest_level_and_the_factor_their_norm() {
+        // Widths with and without a remainder of eight; rows beyond the trained range too.
+        for dim in [1, 7, 8, 13, 384] {
+            let train = data(50, dim, 3);
+            let b = encode(QuantKind::Sq8, Metric::L2, &train, dim);
+            let (lo, step) = b.params.split_at(dim);
+            let mut wide = data(20, dim, 9);
+            wide.iter_mut().step_by(3).for_each(|x| *x *= 4.0);
+            let mut code = vec![0u8; dim];
+            let mut f = [0f32];
+            for v in train.chunks_exact(dim).chain(wide.chunks_exact(dim)) {
+                encode_row(QuantKind::Sq8, Metric::L2, &b.params, v, &mut code, &mut f);
+                let mut sq = 0f64;
+                for d in 0..dim {
+                    // The nearest of the 256 levels to the component (brute force).
+                    let level = |c: u8| lo[d] + step[d] * f32::from(c);
+                    let best = (0..=255u8)
+                        .min_by(|a, b| {
+                            (level(*a) - v[d])
+                                .abs()
+                                .total_cmp(&(level(*b) - v[d]).abs())
+                        })
+                        .expect("256 levels");
+                    let (got, want) = (level(code[d]), level(best));
+                    assert!(
+                        (got - v[d]).abs() <= (want - v[d]).abs() + step[d] * 1e-3,
+                        "dim {dim} component {d}: code {} for {} (nearest {best})",
+                        code[d],
+                        v[d]
+                    );
+                    sq += f64::from(got) * f64::from(got);
+                }
+                assert!(
+                    (f64::from(f[0]) - sq).abs() <= 1e-5 * sq.max(1.0),
+                    "dim {dim}: factor {} against {sq}",
+                    f[0]
+                );
+            }
+        }
     }
 
     #[test]
