@@ -82,8 +82,9 @@ impl AppendableSegment {
     /// A new appendable segment that grows on `prev` (frozen, about to be sealed whole into
     /// segment `id`; see [`AppendableSegment::seals_whole`]): `prev`'s rows become its first
     /// rows, deleted (their vectors and graph copied, payloads left empty: the sealed segment
-    /// holds them), and new rows are linked into the copy of `prev`'s graph.
-    pub(crate) fn grow_on(prev: &AppendableSegment, id: u64) -> Self {
+    /// holds them), and new rows are linked into the copy of `prev`'s graph. Room is made for
+    /// `more` rows after them, so that appending them does not move the copies again.
+    pub(crate) fn grow_on(prev: &AppendableSegment, id: u64, more: usize) -> Self {
         let nb = prev.rows();
         let mut a = AppendableSegment::new(
             prev.dim,
@@ -91,7 +92,7 @@ impl AppendableSegment {
             prev.payload_index.only(),
             prev.text_indexing.clone(),
         );
-        crate::hugepages::reserve(&mut a.vectors, prev.vectors.len());
+        crate::hugepages::reserve(&mut a.vectors, prev.vectors.len() + more * prev.dim);
         a.vectors.extend_from_slice(&prev.vectors);
         a.ids.clone_from(&prev.ids);
         let empty = Payload::default();
@@ -105,7 +106,7 @@ impl AppendableSegment {
             }
         }
         a.deleted = Bitset::full(nb);
-        a.graph = prev.graph.as_ref().map(GraphBuilder::copy);
+        a.graph = prev.graph.as_ref().map(|g| g.copy(more));
         a.base = Some(ChainBase { id, rows: nb });
         a
     }

@@ -125,8 +125,8 @@ impl Collection {
         };
         // Sealed whole (every row in graph order, into segment `id`), it can be grown on.
         let whole = seg.seals_whole() && (seg.base.is_none() || base.is_some());
-        let next =
-            (grow && whole && self.grows_on(&seg)).then(|| AppendableSegment::grow_on(&seg, id));
+        let next = (grow && whole && self.grows_on(&seg))
+            .then(|| AppendableSegment::grow_on(&seg, id, self.options.seal_threshold_rows));
         {
             let mut st = self.state.write();
             st.frozen = Some(Frozen {

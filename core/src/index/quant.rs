@@ -199,7 +199,7 @@ pub(crate) fn encode(kind: QuantKind, metric: Metric, vectors: &[f32], dim: usiz
 /// time the rows have doubled since the last training, and when more than 1% of the
 /// components of newly added rows were clamped (data drifting away from what was trained
 /// on) and the rows have grown by a quarter since.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct BuildCodes {
     dim: usize,
     metric: Metric,
@@ -259,6 +259,22 @@ impl BuildCodes {
         self.factors.clear();
         self.trained = rows;
         self.encode(vectors);
+    }
+
+    /// A copy with room for `more` rows (see `GraphBuilder::copy`).
+    pub(crate) fn copy(&self, more: usize) -> BuildCodes {
+        let mut codes = Vec::with_capacity(self.codes.len() + more * self.dim);
+        codes.extend_from_slice(&self.codes);
+        let mut factors = Vec::with_capacity(self.factors.len() + more);
+        factors.extend_from_slice(&self.factors);
+        BuildCodes {
+            dim: self.dim,
+            metric: self.metric,
+            params: self.params.clone(),
+            codes,
+            factors,
+            trained: self.trained,
+        }
     }
 
     /// Rows encoded.

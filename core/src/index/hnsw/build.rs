@@ -263,26 +263,24 @@ impl GraphBuilder {
     /// A copy of this graph (links, levels, entry point and build codes) to which more nodes
     /// can be added: an appendable segment that grows on the graph of the segment sealed
     /// before it starts from such a copy (see `AppendableSegment::grow_on`). The copy is
-    /// taken while no node is being linked (the caller holds the writers off).
-    pub(crate) fn copy(&self) -> GraphBuilder {
+    /// taken while no node is being linked (the caller holds the writers off). Room is made
+    /// for `more` nodes, so that adding them does not move the copy again.
+    pub(crate) fn copy(&self, more: usize) -> GraphBuilder {
         let n = self.len_nodes();
         let mut b = GraphBuilder::new(self.params);
-        crate::hugepages::reserve(&mut b.l0, self.l0.len());
-        crate::hugepages::reserve(&mut b.locks, n);
+        crate::hugepages::reserve(&mut b.l0, self.l0.len() + more * self.width());
+        crate::hugepages::reserve(&mut b.locks, n + more);
+        b.upper.reserve_exact(n + more);
         b.l0.extend(self.l0.iter().map(|x| AtomicU32::new(x.load(Relaxed))));
         b.locks.resize_with(n, || Mutex::new(()));
-        b.upper = self
-            .upper
-            .iter()
-            .map(|levels| {
-                levels
-                    .iter()
-                    .map(|l| Mutex::new(l.lock().clone()))
-                    .collect()
-            })
-            .collect();
+        b.upper.extend(self.upper.iter().map(|levels| {
+            levels
+                .iter()
+                .map(|l| Mutex::new(l.lock().clone()))
+                .collect()
+        }));
         *b.entry.write() = *self.entry.read();
-        b.codes.clone_from(&self.codes);
+        b.codes = self.codes.as_ref().map(|c| c.copy(more));
         b.exact_beam = self.exact_beam;
         b.codes_from_rows = self.codes_from_rows;
         b
