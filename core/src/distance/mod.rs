@@ -343,14 +343,21 @@ pub(crate) fn prefetch_rows(codes: &[u8], rows: &[u32], n: usize) {
 /// Hint the CPU to start loading every 64-byte line of `v`.
 #[inline]
 fn prefetch_lines(v: &[u8]) {
+    prefetch_any(v);
+}
+
+/// Hint the CPU to start loading every 64-byte line of `v`, whatever its element type (the
+/// atomics of a graph under construction, say).
+#[inline]
+pub(crate) fn prefetch_any<T>(v: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let p = v.as_ptr().cast::<i8>();
-        for off in (0..v.len()).step_by(64) {
+        for off in (0..std::mem::size_of_val(v)).step_by(64) {
             // SAFETY: SSE is part of the x86_64 baseline, so the intrinsic's target feature
             // is always present; a prefetch is a hint that never faults or reads memory
-            // architecturally, and `off < v.len()` keeps the address inside `v`.
+            // architecturally, and `off < size_of_val(v)` keeps the address inside `v`.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
         }
     }

@@ -580,6 +580,14 @@ impl Graph for GraphBuilder {
     fn len(&self) -> usize {
         self.len_nodes()
     }
+
+    #[inline]
+    fn prefetch_l0(&self, node: u32) {
+        let (n, w) = (node as usize, self.width());
+        if let Some(list) = self.l0.get(n * w..(n + 1) * w) {
+            crate::distance::prefetch_any(list);
+        }
+    }
 }
 
 /// The distances of an insertion beam: code estimates when the builder keeps codes, else

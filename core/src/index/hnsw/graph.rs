@@ -19,6 +19,10 @@ pub(crate) trait Graph: Sync {
     fn neighbors(&self, node: u32, level: usize, out: &mut Vec<u32>);
     /// Number of nodes.
     fn len(&self) -> usize;
+    /// Hint the CPU to load the layer-0 list of `node` (a search about to expand it).
+    fn prefetch_l0(&self, node: u32) {
+        let _ = node;
+    }
 }
 
 /// A frozen graph borrowed from a segment map (or from owned buffers).
@@ -224,5 +228,13 @@ impl Graph for GraphView<'_> {
 
     fn len(&self) -> usize {
         self.rows
+    }
+
+    #[inline]
+    fn prefetch_l0(&self, node: u32) {
+        let (n, w) = (node as usize, 1 + self.m0);
+        if let Some(list) = self.l0.get(n * w..(n + 1) * w) {
+            crate::distance::prefetch_any(list);
+        }
     }
 }

@@ -222,6 +222,15 @@ pub(crate) fn search_layer<G: Graph + ?Sized>(
         for &n in &s.nbrs {
             prefetch(n);
         }
+        // The candidate expanded next unless a neighbour scored now is nearer: start loading
+        // its list while these distances are computed. Measured on 200k x 128 (annbench, five
+        // alternated pairs, 2 threads): graph insertion about 8% faster, single-thread search
+        // at ef 64 10-45% more QPS; no change on the cache-resident 20k x 384.
+        if level == 0 {
+            if let Some(Reverse(next)) = s.candidates.peek() {
+                g.prefetch_l0(next.id);
+            }
+        }
         s.dists.resize(s.nbrs.len(), 0.0);
         dist.many(&s.nbrs, &mut s.dists);
         for i in 0..s.nbrs.len() {
