@@ -123,17 +123,8 @@ fn build_chained(
     let (base_rows, own): (Vec<usize>, Vec<usize>) =
         ((0..b.rows).collect(), (b.rows..rows).collect());
     for (field, m) in fields.zip(&a.text) {
-        let src = reader.text(field).map(TextSource::Sealed).ok_or_else(|| {
-            Error::corruption(
-                reader.path(),
-                0,
-                format!("segment lacks the text index of field `{field}`"),
-            )
-        })?;
         let mut t = MemText::default();
-        t.extend_from(&src, &base_rows).map_err(|off| {
-            Error::corruption(reader.path(), off as u64, "damaged text index postings")
-        })?;
+        extend_text_from_sealed(&mut t, reader, field, &base_rows)?;
         t.extend_from(&TextSource::Mem(m), &own)
             .map_err(|_| Error::invalid("text", "in-memory text index out of step"))?;
         text.push(t);
@@ -151,6 +142,26 @@ fn build_chained(
     )?;
     done.replaces = Some(b);
     Ok(done)
+}
+
+/// Append the text index postings of `rows` of the sealed segment `r`'s field `field` to
+/// `m` (renumbered from `m`'s next row): merges and chain seals carry analysed text over
+/// this way instead of analysing it again.
+pub(super) fn extend_text_from_sealed(
+    m: &mut MemText,
+    r: &SegmentReader,
+    field: &str,
+    rows: &[usize],
+) -> Result<()> {
+    let src = r.text(field).map(TextSource::Sealed).ok_or_else(|| {
+        Error::corruption(
+            r.path(),
+            0,
+            format!("segment lacks the text index of field `{field}`"),
+        )
+    })?;
+    m.extend_from(&src, rows)
+        .map_err(|off| Error::corruption(r.path(), off as u64, "damaged text index postings"))
 }
 
 /// Write segment `id` holding these rows and their index (with the payload index built from

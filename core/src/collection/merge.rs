@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::appendable::AppendableSegment;
-use super::build::{build_index_with, write_sealed, SealBuild};
+use super::build::{build_index_with, extend_text_from_sealed, write_sealed, SealBuild};
 use super::collection::{Collection, WriteState};
 use super::options::{MergePolicy, SegmentSizes};
 use super::publish::{Edit, Source};
@@ -17,7 +17,7 @@ use crate::filter::bitset::Bitset;
 use crate::filter::value::Payload;
 use crate::index::hnsw::build::{GraphBuilder, VectorSet};
 use crate::index::registry::BuiltIndex;
-use crate::index::text::{MemText, TextSource};
+use crate::index::text::MemText;
 use crate::interrupt;
 use crate::storage::segment::reader::SegmentReader;
 use crate::types::CollectionConfig;
@@ -327,17 +327,8 @@ pub(super) fn build_merged(
     for field in config.text.iter().flat_map(|t| t.fields.iter()) {
         let mut m = MemText::default();
         for (_, r, deleted) in inputs {
-            let src = r.text(field).map(TextSource::Sealed).ok_or_else(|| {
-                Error::corruption(
-                    r.path(),
-                    0,
-                    format!("segment lacks the text index of field `{field}`"),
-                )
-            })?;
             let keep: Vec<usize> = (0..r.rows()).filter(|row| !deleted.get(*row)).collect();
-            m.extend_from(&src, &keep).map_err(|off| {
-                Error::corruption(r.path(), off as u64, "damaged text index postings")
-            })?;
+            extend_text_from_sealed(&mut m, r, field, &keep)?;
         }
         text.push(m);
     }

@@ -247,12 +247,8 @@ impl Collection {
                 // Rows deleted since the merge started: the merged rows are the inputs' rows
                 // that were live then, in input order.
                 mark_deleted_since(&st, inputs, seg.as_mut())?;
-                m.segments.retain(|s| {
-                    let input = inputs.iter().any(|(id, _)| *id == s.id);
-                    if input {
-                        garbage.extend(s.deletes.as_ref().map(|d| d.file.clone()));
-                    }
-                    !input
+                drop_segments(&mut m, &mut garbage, |id| {
+                    inputs.iter().any(|(input, _)| *input == id)
                 });
             }
             if let (Some(b), Some(seg)) = (replaces, seg.as_mut()) {
@@ -268,12 +264,7 @@ impl Collection {
                         deleted.insert(r);
                     }),
                 }
-                m.segments.retain(|s| {
-                    if s.id == b.id {
-                        garbage.extend(s.deletes.as_ref().map(|d| d.file.clone()));
-                    }
-                    s.id != b.id
-                });
+                drop_segments(&mut m, &mut garbage, |id| id == b.id);
             }
             if let Some(seg) = &seg {
                 // A merged or chain-sealed segment can have deleted rows when it is published
@@ -469,6 +460,18 @@ impl Collection {
         }
         Ok(())
     }
+}
+
+/// Remove the segments for which `gone` holds from manifest `m`; their deletion files go to
+/// `garbage` (their segment files are removed once their readers are retired and unused).
+fn drop_segments(m: &mut Manifest, garbage: &mut Vec<String>, gone: impl Fn(u64) -> bool) {
+    m.segments.retain(|s| {
+        let drop = gone(s.id);
+        if drop {
+            garbage.extend(s.deletes.as_ref().map(|d| d.file.clone()));
+        }
+        !drop
+    });
 }
 
 #[cfg(test)]
