@@ -324,7 +324,7 @@ pub fn prefetch(v: &[f32]) {
 /// [`prefetch`]).
 #[inline]
 pub fn prefetch_bytes(v: &[u8]) {
-    prefetch_lines(&v[..v.len().min(512)]);
+    prefetch_any(&v[..v.len().min(512)]);
 }
 
 /// Hint the CPU to start loading rows `rows` of `codes` (rows of `n` bytes), every 64-byte
@@ -335,15 +335,9 @@ pub(crate) fn prefetch_rows(codes: &[u8], rows: &[u32], n: usize) {
     for &r in rows {
         let start = r as usize * n;
         if let Some(row) = codes.get(start..start + n) {
-            prefetch_lines(row);
+            prefetch_any(row);
         }
     }
-}
-
-/// Hint the CPU to start loading every 64-byte line of `v`.
-#[inline]
-fn prefetch_lines(v: &[u8]) {
-    prefetch_any(v);
 }
 
 /// Hint the CPU to start loading every 64-byte line of `v`, whatever its element type (the
