@@ -118,6 +118,22 @@ pub(crate) fn search<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     install(SEARCH_POOL.get(), f)
 }
 
+/// Run `job` on the background build pool while `here` runs on the calling thread (which
+/// waits on neither otherwise); returns `here`'s result once both are done. In sequence
+/// (`job` first) when called from inside a rayon pool or without a build pool.
+pub(crate) fn build_alongside<R>(job: impl FnOnce() + Send, here: impl FnOnce() -> R) -> R {
+    match pool() {
+        Some(p) if rayon::current_thread_index().is_none() => p.in_place_scope(|s| {
+            s.spawn(|_| job());
+            here()
+        }),
+        _ => {
+            job();
+            here()
+        }
+    }
+}
+
 /// Like [`build`], on the lower-priority pool of background merges.
 pub(crate) fn build_merge<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     install(merge_pool(), f)

@@ -32,6 +32,70 @@ pub(crate) struct ChainBase {
     pub(crate) rows: usize,
 }
 
+/// [`AppendableSegment::grow_on`] in two steps. The first copies what linking does not change
+/// (vectors, ids, stand-in payloads, build codes): the bulk of the copy, which can run while
+/// the batch that fills `prev` is being linked. The second copies the graph's links once
+/// linking is done.
+#[derive(Debug)]
+pub(crate) struct Growth {
+    seg: AppendableSegment,
+    codes: Option<crate::index::quant::BuildCodes>,
+    more: usize,
+}
+
+impl Growth {
+    /// The first step, from `prev` whose rows all have their graph nodes (linked or not).
+    pub(crate) fn start(prev: &AppendableSegment, more: usize) -> Growth {
+        let nb = prev.rows();
+        let mut a = AppendableSegment::new(
+            prev.dim,
+            None,
+            prev.payload_index.only(),
+            prev.text_indexing.clone(),
+        );
+        crate::hugepages::reserve(&mut a.vectors, prev.vectors.len() + more * prev.dim);
+        a.vectors.extend_from_slice(&prev.vectors);
+        a.ids.clone_from(&prev.ids);
+        let empty = Payload::default();
+        a.payloads = vec![empty.clone(); nb];
+        for _ in 0..nb {
+            a.payload_index.add(&empty);
+        }
+        if let Some(t) = &a.text_indexing {
+            for _ in 0..nb {
+                t.add_row(&mut a.text, &empty);
+            }
+        }
+        a.deleted = Bitset::full(nb);
+        Growth {
+            codes: prev.graph.as_ref().and_then(|g| g.copy_codes(more)),
+            seg: a,
+            more,
+        }
+    }
+
+    /// Whether this growth was started from a segment of `prev`'s rows.
+    pub(crate) fn fits(&self, prev: &AppendableSegment) -> bool {
+        self.seg.rows() == prev.rows() && self.seg.dim == prev.dim
+    }
+
+    /// The second step: the new segment, growing on `prev` (the segment [`Growth::start`]
+    /// read, its linking finished) sealed into segment `id`.
+    pub(crate) fn finish(self, prev: &AppendableSegment, id: u64) -> AppendableSegment {
+        let Growth {
+            mut seg,
+            codes,
+            more,
+        } = self;
+        seg.graph = prev.graph.as_ref().map(|g| g.copy_links(codes, more));
+        seg.base = Some(ChainBase {
+            id,
+            rows: seg.rows(),
+        });
+        seg
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct AppendableSegment {
     dim: usize,
@@ -85,30 +149,7 @@ impl AppendableSegment {
     /// holds them), and new rows are linked into the copy of `prev`'s graph. Room is made for
     /// `more` rows after them, so that appending them does not move the copies again.
     pub(crate) fn grow_on(prev: &AppendableSegment, id: u64, more: usize) -> Self {
-        let nb = prev.rows();
-        let mut a = AppendableSegment::new(
-            prev.dim,
-            None,
-            prev.payload_index.only(),
-            prev.text_indexing.clone(),
-        );
-        crate::hugepages::reserve(&mut a.vectors, prev.vectors.len() + more * prev.dim);
-        a.vectors.extend_from_slice(&prev.vectors);
-        a.ids.clone_from(&prev.ids);
-        let empty = Payload::default();
-        a.payloads = vec![empty.clone(); nb];
-        for _ in 0..nb {
-            a.payload_index.add(&empty);
-        }
-        if let Some(t) = &a.text_indexing {
-            for _ in 0..nb {
-                t.add_row(&mut a.text, &empty);
-            }
-        }
-        a.deleted = Bitset::full(nb);
-        a.graph = prev.graph.as_ref().map(|g| g.copy(more));
-        a.base = Some(ChainBase { id, rows: nb });
-        a
+        Growth::start(prev, more).finish(prev, id)
     }
 
     /// Rows of the base segment at the start (0 without one).

@@ -90,7 +90,7 @@ impl Collection {
             } else if idle || quiet_for >= policy.seal_idle_after {
                 // Writes went quiet: the next segment starts afresh instead of growing on
                 // this one, which the quiet merges may then combine with others.
-                self.freeze_locked(ws, false)?;
+                self.freeze_locked(ws, false, None)?;
                 next = Some(POLL);
             } else {
                 next = Some(sooner(next, policy.seal_idle_after, quiet_for));

@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use super::appendable::AppendableSegment;
+use super::appendable::{AppendableSegment, Growth};
 use super::build::{build_sealed, chain_base, SealBuild};
 use super::collection::{wal_dir, Collection, WriteState};
 use super::state::{indexed_fields, Frozen, SealedSegment, State};
@@ -110,8 +110,14 @@ impl Collection {
     /// previous build — the back-pressure.
     ///
     /// With `grow` (a freeze because the segment is full, while writes arrive), the next
-    /// appendable segment grows on the one frozen when [`Collection::grows_on`] allows it.
-    pub(super) fn freeze_locked(&self, ws: &mut WriteState, grow: bool) -> Result<()> {
+    /// appendable segment grows on the one frozen when [`Collection::grows_on`] allows it,
+    /// finishing `growth` when the writer started that copy already.
+    pub(super) fn freeze_locked(
+        &self,
+        ws: &mut WriteState,
+        grow: bool,
+        growth: Option<Growth>,
+    ) -> Result<()> {
         self.publish_locked(ws)?;
         let last = ws.next_lsn - 1;
         let id = ws.manifest.next_segment_id;
@@ -125,8 +131,11 @@ impl Collection {
         };
         // Sealed whole (every row in graph order, into segment `id`), it can be grown on.
         let whole = seg.seals_whole() && (seg.base.is_none() || base.is_some());
-        let next = (grow && whole && self.grows_on(&seg))
-            .then(|| AppendableSegment::grow_on(&seg, id, self.options.seal_threshold_rows));
+        let more = self.options.seal_threshold_rows;
+        let next = (grow && whole && self.grows_on(&seg)).then(|| match growth {
+            Some(g) if g.fits(&seg) => g.finish(&seg, id),
+            _ => AppendableSegment::grow_on(&seg, id, more),
+        });
         {
             let mut st = self.state.write();
             st.frozen = Some(Frozen {

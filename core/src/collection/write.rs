@@ -1,6 +1,9 @@
 //! The write path: validation, the log record, applying it, group commit, and the
 //! housekeeping every writer does (publishing finished background work, starting merges).
 
+use std::sync::Arc;
+
+use super::appendable::Growth;
 use super::collection::{Collection, Point, WriteState, RESERVED_ID};
 use super::options::Durability;
 use super::state::State;
@@ -323,8 +326,14 @@ impl Collection {
     }
 
     /// Log a record, apply it (under the state's write lock), then link the appended rows
-    /// into the appendable graph under a shared lock, so searches run during the linking.
-    /// The caller holds the writer lock `ws` (released here).
+    /// into the appendable graph without holding the state's lock, so searches run during
+    /// the linking. The caller holds the writer lock `ws` (released here).
+    ///
+    /// While the build pool links, this thread does the writer's own serial work that does
+    /// not touch the graph, which would otherwise leave the pool idle: it publishes a
+    /// background seal that has finished, and, when the rows fill the appendable segment, it
+    /// starts the copy its successor grows on ([`Growth`]; the links are copied once linking
+    /// is done, in [`Collection::freeze_locked`]).
     pub(super) fn log_and_apply_locked(
         &self,
         mut ws: parking_lot::MutexGuard<'_, WriteState>,
@@ -335,20 +344,35 @@ impl Collection {
         // The last point to stop: once the record is in the log, the upsert completes.
         interrupt::check("upsert")?;
         let lsn = self.append_locked(&mut ws, kind, body)?;
-        let full = {
+        let (app, nodes) = {
             let mut st = self.state.write();
             let nodes = apply(&mut st);
-            // Writers are held by `ws`, so nothing changes the state while it is shared.
-            let st = parking_lot::RwLockWriteGuard::downgrade(st);
-            st.link(nodes);
-            st.appendable.live_count() >= self.options.seal_threshold_rows
+            (Arc::clone(&st.appendable), nodes)
         };
+        // Writers are held by `ws`, so nothing else changes the appendable segment, and no
+        // publication replaces it.
+        let full = app.live_count() >= self.options.seal_threshold_rows;
+        let (kernels, metric) = (self.kernels, self.config.metric);
+        let link = || app.link(nodes.clone(), kernels, metric);
+        let (published, growth) = if nodes.is_empty() {
+            (Ok(()), None)
+        } else {
+            crate::background::build_alongside(link, || {
+                let published = self.publish_finished_seal_locked(&mut ws);
+                let growth = (full && app.seals_whole() && self.grows_on(&app))
+                    .then(|| Growth::start(&app, self.options.seal_threshold_rows));
+                (published, growth)
+            })
+        };
+        // The frozen segment and the state hold the only other references.
+        drop(app);
+        published?;
         // The write ends now, not when its record was logged: linking a large batch into the
         // graph can outlast `seal_idle_after`, and the idle seal must not take that time for
         // a quiet period (it sealed every 100k-row batch of a bulk load into 100k segments).
         self.note_write_locked(&mut ws);
         if full {
-            self.freeze_locked(&mut ws, true)?;
+            self.freeze_locked(&mut ws, true, growth)?;
         }
         self.housekeeping_locked(&mut ws)?;
         drop(ws);
@@ -368,6 +392,12 @@ impl Collection {
     /// Publish the background seal and the background merge if they have finished. Never
     /// waits.
     pub(super) fn publish_finished_locked(&self, ws: &mut WriteState) -> Result<()> {
+        self.publish_finished_seal_locked(ws)?;
+        self.publish_merge_locked(ws, false)
+    }
+
+    /// Publish the background seal if it has finished. Never waits.
+    pub(super) fn publish_finished_seal_locked(&self, ws: &mut WriteState) -> Result<()> {
         if ws
             .sealing
             .as_ref()
@@ -375,7 +405,7 @@ impl Collection {
         {
             self.publish_locked(ws)?;
         }
-        self.publish_merge_locked(ws, false)
+        Ok(())
     }
 
     pub(super) fn wait_durable(&self, lsn: u64) -> Result<()> {

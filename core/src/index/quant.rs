@@ -261,7 +261,7 @@ impl BuildCodes {
         self.encode(vectors);
     }
 
-    /// A copy with room for `more` rows (see `GraphBuilder::copy`).
+    /// A copy with room for `more` rows (see `GraphBuilder::copy_codes`).
     pub(crate) fn copy(&self, more: usize) -> BuildCodes {
         let mut codes = Vec::with_capacity(self.codes.len() + more * self.dim);
         codes.extend_from_slice(&self.codes);

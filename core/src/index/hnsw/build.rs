@@ -260,12 +260,20 @@ impl GraphBuilder {
         Some(b)
     }
 
-    /// A copy of this graph (links, levels, entry point and build codes) to which more nodes
-    /// can be added: an appendable segment that grows on the graph of the segment sealed
-    /// before it starts from such a copy (see `AppendableSegment::grow_on`). The copy is
-    /// taken while no node is being linked (the caller holds the writers off). Room is made
-    /// for `more` nodes, so that adding them does not move the copy again.
-    pub(crate) fn copy(&self, more: usize) -> GraphBuilder {
+    /// A copy of this graph to which more nodes can be added is taken in two parts: an
+    /// appendable segment that grows on the graph of the segment sealed before it starts
+    /// from such a copy (see `AppendableSegment::grow_on`). This first part copies the build
+    /// codes, with room for `more` rows. Linking never changes them (they are encoded when
+    /// nodes are added), so it may be taken while nodes are being linked.
+    pub(crate) fn copy_codes(&self, more: usize) -> Option<BuildCodes> {
+        self.codes.as_ref().map(|c| c.copy(more))
+    }
+
+    /// The second part (see [`GraphBuilder::copy_codes`]): links, levels and entry point,
+    /// with `codes` copied from this graph since its last nodes were added. Taken while no
+    /// node is being linked (the caller holds the writers off). Room is made for `more`
+    /// nodes, so that adding them does not move the copy again.
+    pub(crate) fn copy_links(&self, codes: Option<BuildCodes>, more: usize) -> GraphBuilder {
         let n = self.len_nodes();
         let mut b = GraphBuilder::new(self.params);
         crate::hugepages::reserve(&mut b.l0, self.l0.len() + more * self.width());
@@ -280,7 +288,7 @@ impl GraphBuilder {
                 .collect()
         }));
         *b.entry.write() = *self.entry.read();
-        b.codes = self.codes.as_ref().map(|c| c.copy(more));
+        b.codes = codes;
         b.exact_beam = self.exact_beam;
         b.codes_from_rows = self.codes_from_rows;
         b
