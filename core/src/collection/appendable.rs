@@ -32,69 +32,95 @@ pub(crate) struct ChainBase {
     pub(crate) rows: usize,
 }
 
-/// [`AppendableSegment::grow_on`] in two steps. The first copies what linking does not change
-/// (vectors, ids, stand-in payloads, build codes): the bulk of the copy, which can run while
-/// the batch that fills `prev` is being linked. The second copies the graph's links once
-/// linking is done.
+/// [`AppendableSegment::grow_on`] spread over the life of `prev`: the writer copies what
+/// linking never changes (vectors, ids, stand-in payloads, build codes) a share of rows at a
+/// time while the build pool links each batch ([`Growth::copy_some`]), so that when `prev`
+/// is full only the rest and the graph's links are left to copy ([`Growth::finish`]). Copied
+/// up front at the freeze, the rows of a segment grown to 700k rows of 128 dimensions took
+/// 2.2 s on the writer's thread while the build threads waited.
 #[derive(Debug)]
 pub(crate) struct Growth {
+    /// The [`AppendableSegment::serial`] of the segment it copies.
+    of: u64,
     seg: AppendableSegment,
     codes: Option<crate::index::quant::BuildCodes>,
     more: usize,
 }
 
 impl Growth {
-    /// The first step, from `prev` whose rows all have their graph nodes (linked or not).
-    pub(crate) fn start(prev: &AppendableSegment, more: usize) -> Growth {
-        let nb = prev.rows();
-        let mut a = AppendableSegment::new(
+    /// An empty copy of `prev`, with room for `rows` rows of `prev` and `more` after them.
+    pub(crate) fn new(prev: &AppendableSegment, rows: usize, more: usize) -> Growth {
+        let mut seg = AppendableSegment::new(
             prev.dim,
             None,
             prev.payload_index.only(),
             prev.text_indexing.clone(),
         );
-        crate::hugepages::reserve(&mut a.vectors, prev.vectors.len() + more * prev.dim);
-        a.vectors.extend_from_slice(&prev.vectors);
-        a.ids.clone_from(&prev.ids);
-        let empty = Payload::default();
-        a.payloads = vec![empty.clone(); nb];
-        for _ in 0..nb {
-            a.payload_index.add(&empty);
-        }
-        if let Some(t) = &a.text_indexing {
-            for _ in 0..nb {
-                t.add_row(&mut a.text, &empty);
-            }
-        }
-        a.deleted = Bitset::full(nb);
+        crate::hugepages::reserve(&mut seg.vectors, (rows + more) * prev.dim);
+        seg.ids.reserve_exact(rows + more);
         Growth {
-            codes: prev.graph.as_ref().and_then(|g| g.copy_codes(more)),
-            seg: a,
+            of: prev.serial,
+            seg,
+            codes: None,
             more,
         }
     }
 
-    /// Whether this growth was started from a segment of `prev`'s rows.
-    pub(crate) fn fits(&self, prev: &AppendableSegment) -> bool {
-        self.seg.rows() == prev.rows() && self.seg.dim == prev.dim
+    /// Whether this is a copy of `prev`.
+    pub(crate) fn of(&self, prev: &AppendableSegment) -> bool {
+        self.of == prev.serial && self.seg.rows() <= prev.rows()
     }
 
-    /// The second step: the new segment, growing on `prev` (the segment [`Growth::start`]
-    /// read, its linking finished) sealed into segment `id`.
-    pub(crate) fn finish(self, prev: &AppendableSegment, id: u64) -> AppendableSegment {
+    /// Copy up to `max` more rows of `prev` (whose rows all have their graph nodes, linked
+    /// or not), and bring the build codes up to them.
+    pub(crate) fn copy_some(&mut self, prev: &AppendableSegment, max: usize) {
+        let (from, dim) = (self.seg.rows(), prev.dim);
+        let to = prev.rows().min(from.saturating_add(max));
+        if to <= from {
+            return;
+        }
+        let a = &mut self.seg;
+        crate::hugepages::reserve(&mut a.vectors, (to - from) * dim);
+        a.vectors
+            .extend_from_slice(&prev.vectors[from * dim..to * dim]);
+        a.ids.extend_from_slice(&prev.ids[from..to]);
+        let empty = Payload::default();
+        a.payloads.resize(to, empty.clone());
+        for _ in from..to {
+            a.payload_index.add(&empty);
+        }
+        if let Some(t) = &a.text_indexing {
+            for _ in from..to {
+                t.add_row(&mut a.text, &empty);
+            }
+        }
+        let theirs = prev.graph.as_ref().and_then(GraphBuilder::codes);
+        match (&mut self.codes, theirs) {
+            (Some(mine), Some(theirs)) => mine.copy_rows(theirs, to, self.more),
+            (mine, theirs) => *mine = theirs.map(|c| c.copy_upto(to, self.more)),
+        }
+    }
+
+    /// The new segment, growing on `prev` (the segment this copies, its linking finished)
+    /// sealed into segment `id`: the rest of its rows, then its graph's links.
+    pub(crate) fn finish(mut self, prev: &AppendableSegment, id: u64) -> AppendableSegment {
+        self.copy_some(prev, usize::MAX);
         let Growth {
             mut seg,
             codes,
             more,
+            ..
         } = self;
+        let nb = seg.rows();
+        seg.deleted = Bitset::full(nb);
         seg.graph = prev.graph.as_ref().map(|g| g.copy_links(codes, more));
-        seg.base = Some(ChainBase {
-            id,
-            rows: seg.rows(),
-        });
+        seg.base = Some(ChainBase { id, rows: nb });
         seg
     }
 }
+
+/// Source of [`AppendableSegment::serial`].
+static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[derive(Debug)]
 pub(crate) struct AppendableSegment {
@@ -115,6 +141,8 @@ pub(crate) struct AppendableSegment {
     text_indexing: Option<std::sync::Arc<TextIndexing>>,
     /// The sealed segment whose rows come first (see [`ChainBase`]).
     pub(crate) base: Option<ChainBase>,
+    /// Tells this segment from every other one of the process (see [`Growth`]).
+    serial: u64,
 }
 
 impl AppendableSegment {
@@ -140,6 +168,7 @@ impl AppendableSegment {
             deleted: Bitset::new(0),
             by_id: HashMap::new(),
             base: None,
+            serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -149,7 +178,7 @@ impl AppendableSegment {
     /// holds them), and new rows are linked into the copy of `prev`'s graph. Room is made for
     /// `more` rows after them, so that appending them does not move the copies again.
     pub(crate) fn grow_on(prev: &AppendableSegment, id: u64, more: usize) -> Self {
-        Growth::start(prev, more).finish(prev, id)
+        Growth::new(prev, prev.rows(), more).finish(prev, id)
     }
 
     /// Rows of the base segment at the start (0 without one).
@@ -336,5 +365,85 @@ impl RowLookup for MemLookup<'_> {
             }
         }
         b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::quant::BuildCodes;
+    use crate::index::rng::Rng;
+
+    const DIM: usize = 128;
+
+    fn rows(n: usize, rng: &mut Rng) -> Vec<f32> {
+        (0..n * DIM)
+            .map(|_| rng.next_f64() as f32 * 2.0 - 1.0)
+            .collect()
+    }
+
+    /// Append `n` rows (ids from `first`) and link them, as a write does.
+    fn add(a: &mut AppendableSegment, first: u64, n: usize, rng: &mut Rng) {
+        let k = crate::distance::Kernels::best();
+        for (i, v) in rows(n, rng).chunks_exact(DIM).enumerate() {
+            a.push(first + i as u64, v, Payload::default());
+        }
+        let nodes = a.grow_graph(k, Metric::L2);
+        a.link(nodes, k, Metric::L2);
+    }
+
+    /// A copy taken a share at a time while rows keep arriving (across a retraining of the
+    /// build codes) ends equal to the copy taken at once when the segment is full.
+    #[test]
+    fn a_growth_copied_in_shares_equals_the_copy_taken_at_once() {
+        let params = HnswParams {
+            m: 8,
+            ef_construction: 32,
+            seed: 3,
+        };
+        let mut rng = Rng::new(11);
+        let mut a = AppendableSegment::new(DIM, None, None, None);
+        a.graph = Some(GraphBuilder::new_coded_from(params, 256));
+        add(&mut a, 0, 300, &mut rng);
+        let trained = a
+            .graph
+            .as_ref()
+            .and_then(GraphBuilder::codes)
+            .map(|c| c.rows());
+        assert_eq!(trained, Some(300), "codes from 256 rows on");
+        let mut g = Growth::new(&a, 700, 100);
+        assert!(g.of(&a));
+        g.copy_some(&a, 120);
+        assert_eq!(g.seg.rows(), 120);
+        // At 600 rows (twice the 300 they were trained on) the codes are trained again and
+        // every row is encoded again.
+        add(&mut a, 300, 300, &mut rng);
+        g.copy_some(&a, 50);
+        add(&mut a, 600, 100, &mut rng);
+        g.copy_some(&a, 30);
+        assert!(g.of(&a));
+        assert!(!g.of(&AppendableSegment::new(DIM, None, None, None)));
+        let shares = g.finish(&a, 9);
+        let once = AppendableSegment::grow_on(&a, 9, 100);
+        assert_eq!(shares.rows(), 700);
+        assert_eq!(shares.vectors, once.vectors);
+        assert_eq!(shares.vectors, a.vectors);
+        assert_eq!(shares.ids, once.ids);
+        assert_eq!(shares.payloads, once.payloads);
+        assert_eq!(shares.deleted, once.deleted);
+        assert_eq!(shares.deleted.count_ones(), 700);
+        assert_eq!(shares.base, Some(ChainBase { id: 9, rows: 700 }));
+        assert_eq!(shares.base, once.base);
+        let (gs, go) = (shares.graph.as_ref(), once.graph.as_ref());
+        fn codes(g: Option<&GraphBuilder>) -> Option<&BuildCodes> {
+            g.and_then(GraphBuilder::codes)
+        }
+        assert_eq!(codes(gs), codes(go));
+        assert_eq!(codes(gs), codes(a.graph.as_ref()));
+        assert_eq!(gs.map(GraphBuilder::freeze), go.map(GraphBuilder::freeze));
+        assert_eq!(
+            gs.map(GraphBuilder::freeze),
+            a.graph.as_ref().map(GraphBuilder::freeze)
+        );
     }
 }

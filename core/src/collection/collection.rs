@@ -79,6 +79,9 @@ pub(super) struct WriteState {
     pub(super) last_write: std::time::Instant,
     /// The idle worker runs (see `idle.rs`).
     pub(super) idle_worker: bool,
+    /// The copy of the appendable segment that its successor will grow on, taken a share at
+    /// a time while batches are linked (see [`super::appendable::Growth`]).
+    pub(super) growth: Option<super::appendable::Growth>,
 }
 
 /// A named set of points with a fixed dimension and metric. `Send + Sync`; share it
@@ -217,6 +220,7 @@ impl Collection {
                 torn_tail: outcome.truncated,
                 last_write: std::time::Instant::now(),
                 idle_worker: false,
+                growth: None,
             }),
             sync: Arc::clone(&sync),
         };

@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 
 /// How often background work in flight is looked at (the idle worker and `wait_idle`).
 const POLL: Duration = Duration::from_millis(20);
+/// How often `wait_idle` looks at a seal in flight.
+const SEAL_POLL: Duration = Duration::from_millis(2);
 
 /// The earlier of a deadline and the time left until `at` (measured as `elapsed`).
 fn sooner(a: Option<Duration>, at: Duration, elapsed: Duration) -> Duration {
@@ -90,7 +92,7 @@ impl Collection {
             } else if idle || quiet_for >= policy.seal_idle_after {
                 // Writes went quiet: the next segment starts afresh instead of growing on
                 // this one, which the quiet merges may then combine with others.
-                self.freeze_locked(ws, false, None)?;
+                self.freeze_locked(ws, false)?;
                 next = Some(POLL);
             } else {
                 next = Some(sooner(next, policy.seal_idle_after, quiet_for));
@@ -137,8 +139,15 @@ impl Collection {
             if ws.sealing.is_none() && ws.merge.is_none() {
                 return Ok(());
             }
+            // A seal (a bulk load's last one ends the load) is looked at more often than a
+            // merge; writers are not held off meanwhile.
+            let poll = if ws.sealing.is_some() {
+                SEAL_POLL
+            } else {
+                POLL
+            };
             drop(ws);
-            std::thread::sleep(POLL);
+            std::thread::sleep(poll);
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use super::appendable::{AppendableSegment, Growth};
+use super::appendable::AppendableSegment;
 use super::build::{build_sealed, chain_base, SealBuild};
 use super::collection::{wal_dir, Collection, WriteState};
 use super::state::{indexed_fields, Frozen, SealedSegment, State};
@@ -111,13 +111,9 @@ impl Collection {
     ///
     /// With `grow` (a freeze because the segment is full, while writes arrive), the next
     /// appendable segment grows on the one frozen when [`Collection::grows_on`] allows it,
-    /// finishing `growth` when the writer started that copy already.
-    pub(super) fn freeze_locked(
-        &self,
-        ws: &mut WriteState,
-        grow: bool,
-        growth: Option<Growth>,
-    ) -> Result<()> {
+    /// finishing the copy the writer started ([`Growth`]) if there is one.
+    pub(super) fn freeze_locked(&self, ws: &mut WriteState, grow: bool) -> Result<()> {
+        let growth = ws.growth.take();
         self.publish_locked(ws)?;
         let last = ws.next_lsn - 1;
         let id = ws.manifest.next_segment_id;
@@ -133,7 +129,7 @@ impl Collection {
         let whole = seg.seals_whole() && (seg.base.is_none() || base.is_some());
         let more = self.options.seal_threshold_rows;
         let next = (grow && whole && self.grows_on(&seg)).then(|| match growth {
-            Some(g) if g.fits(&seg) => g.finish(&seg, id),
+            Some(g) if g.of(&seg) => g.finish(&seg, id),
             _ => AppendableSegment::grow_on(&seg, id, more),
         });
         {
@@ -408,6 +404,8 @@ impl Collection {
     /// so the appendable segment (shared through its `Arc`) and the deletion bitsets cannot
     /// change; the state's write lock is taken only to switch to the new segment.
     pub(super) fn seal_inner(&self, ws: &mut WriteState) -> Result<()> {
+        // The appendable segment is sealed as it is: nothing grows on it.
+        ws.growth = None;
         self.publish_locked(ws)?;
         let last = ws.next_lsn - 1;
         let (a, dirty) = {

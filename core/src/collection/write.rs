@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::appendable::Growth;
+use super::appendable::{AppendableSegment, Growth};
 use super::collection::{Collection, Point, WriteState, RESERVED_ID};
 use super::options::Durability;
 use super::state::State;
@@ -354,14 +354,13 @@ impl Collection {
         let full = app.live_count() >= self.options.seal_threshold_rows;
         let (kernels, metric) = (self.kernels, self.config.metric);
         let link = || app.link(nodes.clone(), kernels, metric);
-        let (published, growth) = if nodes.is_empty() {
-            (Ok(()), None)
+        let published = if nodes.is_empty() {
+            Ok(())
         } else {
             crate::background::build_alongside(link, || {
                 let published = self.publish_finished_seal_locked(&mut ws);
-                let growth = (full && app.seals_whole() && self.grows_on(&app))
-                    .then(|| Growth::start(&app, self.options.seal_threshold_rows));
-                (published, growth)
+                self.copy_for_growth_locked(&mut ws, &app, nodes.len());
+                published
             })
         };
         // The frozen segment and the state hold the only other references.
@@ -372,11 +371,39 @@ impl Collection {
         // a quiet period (it sealed every 100k-row batch of a bulk load into 100k segments).
         self.note_write_locked(&mut ws);
         if full {
-            self.freeze_locked(&mut ws, true, growth)?;
+            self.freeze_locked(&mut ws, true)?;
         }
         self.housekeeping_locked(&mut ws)?;
         drop(ws);
         self.wait_durable(lsn)
+    }
+
+    /// Copy a share of the appendable segment `app` for the segment that will grow on it
+    /// (see [`Growth`]), `batch` rows having just been added: the rows not copied yet, but
+    /// at most the batch's and twice the base's share of it (so the base's rows are copied
+    /// within the first half of the segment's filling). Starts the copy when `app` may be
+    /// grown on and no frozen segment is waiting for its seal (so the rows are in memory at
+    /// most twice, as after a freeze: the frozen segment and its successor); drops it when
+    /// `app` can no longer be grown on.
+    fn copy_for_growth_locked(&self, ws: &mut WriteState, app: &AppendableSegment, batch: usize) {
+        let seal = self.options.seal_threshold_rows;
+        if !(app.seals_whole() && self.grows_on(app)) {
+            ws.growth = None;
+            return;
+        }
+        let growth = match ws.growth.take() {
+            Some(g) if g.of(app) => Some(g),
+            _ if ws.sealing.is_none() => {
+                let left = seal.saturating_sub(app.live_count()) + batch;
+                Some(Growth::new(app, app.rows() + left, seal))
+            }
+            _ => None,
+        };
+        ws.growth = growth.map(|mut g| {
+            let share = batch.saturating_add(2 * app.base_rows() * batch / seal.max(1));
+            g.copy_some(app, share);
+            g
+        });
     }
 
     /// Publish background work that has finished and start a merge if the policy calls for

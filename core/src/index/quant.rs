@@ -199,7 +199,7 @@ pub(crate) fn encode(kind: QuantKind, metric: Metric, vectors: &[f32], dim: usiz
 /// time the rows have doubled since the last training, and when more than 1% of the
 /// components of newly added rows were clamped (data drifting away from what was trained
 /// on) and the rows have grown by a quarter since.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct BuildCodes {
     dim: usize,
     metric: Metric,
@@ -261,17 +261,39 @@ impl BuildCodes {
         self.encode(vectors);
     }
 
-    /// A copy with room for `more` rows (see `GraphBuilder::copy_codes`).
-    pub(crate) fn copy(&self, more: usize) -> BuildCodes {
+    /// A copy of the first `rows` rows, with room for `more` rows after this one's (see
+    /// `Growth`).
+    pub(crate) fn copy_upto(&self, rows: usize, more: usize) -> BuildCodes {
+        let rows = rows.min(self.rows());
         let mut codes = Vec::with_capacity(self.codes.len() + more * self.dim);
-        codes.extend_from_slice(&self.codes);
+        codes.extend_from_slice(&self.codes[..rows * self.dim]);
         let mut factors = Vec::with_capacity(self.factors.len() + more);
-        factors.extend_from_slice(&self.factors);
+        factors.extend_from_slice(&self.factors[..rows]);
         BuildCodes {
             params: self.params.clone(),
             codes,
             factors,
             ..*self
+        }
+    }
+
+    /// Bring this copy of `from` (see [`BuildCodes::copy_upto`]) up to its first `rows` rows;
+    /// all of them again when `from` was trained again since.
+    pub(crate) fn copy_rows(&mut self, from: &BuildCodes, rows: usize, more: usize) {
+        if self.trained != from.trained || self.params != from.params {
+            *self = from.copy_upto(rows, more);
+            return;
+        }
+        let (have, rows, dim) = (self.rows(), rows.min(from.rows()), self.dim);
+        if rows > have {
+            if self.factors.capacity() < rows {
+                self.codes
+                    .reserve_exact((rows + more) * dim - self.codes.len());
+                self.factors.reserve_exact(rows + more - self.factors.len());
+            }
+            self.codes
+                .extend_from_slice(&from.codes[have * dim..rows * dim]);
+            self.factors.extend_from_slice(&from.factors[have..rows]);
         }
     }
 

@@ -260,17 +260,17 @@ impl GraphBuilder {
         Some(b)
     }
 
-    /// A copy of this graph to which more nodes can be added is taken in two parts: an
-    /// appendable segment that grows on the graph of the segment sealed before it starts
-    /// from such a copy (see `AppendableSegment::grow_on`). This first part copies the build
-    /// codes, with room for `more` rows. Linking never changes them (they are encoded when
-    /// nodes are added), so it may be taken while nodes are being linked.
-    pub(crate) fn copy_codes(&self, more: usize) -> Option<BuildCodes> {
-        self.codes.as_ref().map(|c| c.copy(more))
+    /// The build codes, if any (see `Growth`: a copy of this graph to which more nodes can
+    /// be added takes them row by row while nodes are being linked, since linking never
+    /// changes them; then [`GraphBuilder::copy_links`]).
+    pub(crate) fn codes(&self) -> Option<&BuildCodes> {
+        self.codes.as_ref()
     }
 
-    /// The second part (see [`GraphBuilder::copy_codes`]): links, levels and entry point,
-    /// with `codes` copied from this graph since its last nodes were added. Taken while no
+    /// A copy of this graph to which more nodes can be added, built of its links, levels and
+    /// entry point and `codes`, a copy of its build codes (see [`GraphBuilder::codes`]) taken
+    /// since its last nodes were added: an appendable segment that grows on the graph of the
+    /// segment sealed before it starts from such a copy (see `AppendableSegment::grow_on`). Taken while no
     /// node is being linked (the caller holds the writers off). Room is made for `more`
     /// nodes, so that adding them does not move the copy again.
     pub(crate) fn copy_links(&self, codes: Option<BuildCodes>, more: usize) -> GraphBuilder {
