@@ -105,6 +105,65 @@ fn a_bulk_load_grows_one_segment_without_a_merge() {
     check(&c, &model, &mut rng, 1500);
 }
 
+/// Batches much smaller than a seal: the writer copies a growing segment for its successor a
+/// share at a time while batches link (several batches per segment, the base's rows spread
+/// over them), with rows of the segments grown on deleted meanwhile; the load still ends as
+/// one segment equal to the model, before and after a reopen.
+#[test]
+fn a_load_in_small_batches_grows_one_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), patient());
+    let c = db.create_collection("c", &hnsw()).unwrap();
+    let (mut model, mut rng) = (Model::new(), Rng::new(43));
+    let mut next = 0u64;
+    while next < 1200 {
+        let ids: Vec<u64> = (next..next + 7).collect();
+        put_modelled(&c, &mut model, &mut rng, &ids, DIM);
+        next += 7;
+        if next % 140 == 0 {
+            // A row sealed long ago and one of the segment grown on last.
+            del_modelled(&c, &mut model, &[next / 10, next - 120]);
+            check(&c, &model, &mut rng, next);
+            assert!(c.stats().unwrap().segments.len() <= 1);
+        }
+    }
+    c.wait_idle().unwrap();
+    let st = c.stats().unwrap();
+    assert_eq!(st.segments.len(), 1, "{st:?}");
+    assert_eq!(st.segments[0].rows, next as usize, "{st:?}");
+    assert_eq!(st.appendable_rows, 0, "{st:?}");
+    assert_eq!(st.background.merges_done, 0, "grown, not merged: {st:?}");
+    check(&c, &model, &mut rng, next);
+    c.verify().unwrap();
+    drop(c);
+    db.close().unwrap();
+    let db = open(dir.path(), patient());
+    let c = db.collection("c").unwrap();
+    check(&c, &model, &mut rng, next);
+}
+
+/// A seal threshold and a segment cap as large as they go: the copy a growing segment's
+/// successor is built in reserves room for what the segment may still get, and that must
+/// neither overflow nor try to reserve it all (found by the fuzz smoke test).
+#[test]
+fn huge_thresholds_neither_overflow_nor_reserve_absurdly() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = patient().max_segment_rows(usize::MAX);
+    let options = DbOptions::default()
+        .seal_threshold_rows(usize::MAX)
+        .compaction(policy);
+    let db = Database::open(dir.path(), options).unwrap();
+    let c = db.create_collection("c", &hnsw()).unwrap();
+    let (mut model, mut rng) = (Model::new(), Rng::new(44));
+    for b in 0..4u64 {
+        let ids: Vec<u64> = (b * 30..b * 30 + 30).collect();
+        put_modelled(&c, &mut model, &mut rng, &ids, DIM);
+    }
+    check(&c, &model, &mut rng, 120);
+    c.flush().unwrap();
+    check(&c, &model, &mut rng, 120);
+}
+
 /// Rows deleted or rewritten while segments grow: in the segment grown on (sealed), in the
 /// frozen one while its seal runs, and in the appendable one (which then seals on its own
 /// rows and starts afresh). Deletions land in the grown segment, survive a reopen (the log

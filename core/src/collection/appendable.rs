@@ -48,8 +48,13 @@ pub(crate) struct Growth {
 }
 
 impl Growth {
-    /// An empty copy of `prev`, with room for `rows` rows of `prev` and `more` after them.
-    pub(crate) fn new(prev: &AppendableSegment, rows: usize, more: usize) -> Growth {
+    /// An empty copy of `prev`, with room for its rows, `extra` rows it may still get and
+    /// `more` after them (each at most as many as it will have or 65,536: a huge seal
+    /// threshold reserves nothing absurd; past the room the buffers grow as vectors do).
+    pub(crate) fn new(prev: &AppendableSegment, extra: usize, more: usize) -> Growth {
+        let room = |n: usize, rows: usize| n.min(rows.max(1 << 16));
+        let rows = prev.rows().saturating_add(room(extra, prev.rows()));
+        let more = room(more, rows);
         let mut seg = AppendableSegment::new(
             prev.dim,
             None,
@@ -178,7 +183,7 @@ impl AppendableSegment {
     /// holds them), and new rows are linked into the copy of `prev`'s graph. Room is made for
     /// `more` rows after them, so that appending them does not move the copies again.
     pub(crate) fn grow_on(prev: &AppendableSegment, id: u64, more: usize) -> Self {
-        Growth::new(prev, prev.rows(), more).finish(prev, id)
+        Growth::new(prev, 0, more).finish(prev, id)
     }
 
     /// Rows of the base segment at the start (0 without one).
@@ -411,7 +416,7 @@ mod tests {
             .and_then(GraphBuilder::codes)
             .map(|c| c.rows());
         assert_eq!(trained, Some(300), "codes from 256 rows on");
-        let mut g = Growth::new(&a, 700, 100);
+        let mut g = Growth::new(&a, 400, 100);
         assert!(g.of(&a));
         g.copy_some(&a, 120);
         assert_eq!(g.seg.rows(), 120);

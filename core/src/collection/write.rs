@@ -394,13 +394,14 @@ impl Collection {
         let growth = match ws.growth.take() {
             Some(g) if g.of(app) => Some(g),
             _ if ws.sealing.is_none() => {
-                let left = seal.saturating_sub(app.live_count()) + batch;
-                Some(Growth::new(app, app.rows() + left, seal))
+                let left = seal.saturating_sub(app.live_count()).saturating_add(batch);
+                Some(Growth::new(app, left, seal))
             }
             _ => None,
         };
         ws.growth = growth.map(|mut g| {
-            let share = batch.saturating_add(2 * app.base_rows() * batch / seal.max(1));
+            let base = app.base_rows().saturating_mul(2).saturating_mul(batch);
+            let share = batch.saturating_add(base / seal.max(1));
             g.copy_some(app, share);
             g
         });
