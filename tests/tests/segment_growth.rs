@@ -120,7 +120,7 @@ fn a_load_in_small_batches_grows_one_segment() {
         let ids: Vec<u64> = (next..next + 7).collect();
         put_modelled(&c, &mut model, &mut rng, &ids, DIM);
         next += 7;
-        if next % 140 == 0 {
+        if next.is_multiple_of(140) {
             // A row sealed long ago and one of the segment grown on last.
             del_modelled(&c, &mut model, &[next / 10, next - 120]);
             check(&c, &model, &mut rng, next);

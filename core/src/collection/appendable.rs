@@ -387,6 +387,10 @@ mod tests {
             .collect()
     }
 
+    fn codes(g: Option<&GraphBuilder>) -> Option<&BuildCodes> {
+        g.and_then(GraphBuilder::codes)
+    }
+
     /// Append `n` rows (ids from `first`) and link them, as a write does.
     fn add(a: &mut AppendableSegment, first: u64, n: usize, rng: &mut Rng) {
         let k = crate::distance::Kernels::best();
@@ -414,7 +418,7 @@ mod tests {
             .graph
             .as_ref()
             .and_then(GraphBuilder::codes)
-            .map(|c| c.rows());
+            .map(BuildCodes::rows);
         assert_eq!(trained, Some(300), "codes from 256 rows on");
         let mut g = Growth::new(&a, 400, 100);
         assert!(g.of(&a));
@@ -440,9 +444,6 @@ mod tests {
         assert_eq!(shares.base, Some(ChainBase { id: 9, rows: 700 }));
         assert_eq!(shares.base, once.base);
         let (gs, go) = (shares.graph.as_ref(), once.graph.as_ref());
-        fn codes(g: Option<&GraphBuilder>) -> Option<&BuildCodes> {
-            g.and_then(GraphBuilder::codes)
-        }
         assert_eq!(codes(gs), codes(go));
         assert_eq!(codes(gs), codes(a.graph.as_ref()));
         assert_eq!(gs.map(GraphBuilder::freeze), go.map(GraphBuilder::freeze));

@@ -81,7 +81,7 @@ pub(super) struct WriteState {
     pub(super) idle_worker: bool,
     /// The copy of the appendable segment that its successor will grow on, taken a share at
     /// a time while batches are linked (see [`super::appendable::Growth`]).
-    pub(super) growth: Option<super::appendable::Growth>,
+    pub(super) growth: Option<Box<super::appendable::Growth>>,
 }
 
 /// A named set of points with a fixed dimension and metric. `Send + Sync`; share it

@@ -129,7 +129,7 @@ impl Collection {
         let whole = seg.seals_whole() && (seg.base.is_none() || base.is_some());
         let more = self.options.seal_threshold_rows;
         let next = (grow && whole && self.grows_on(&seg)).then(|| match growth {
-            Some(g) if g.of(&seg) => g.finish(&seg, id),
+            Some(g) if g.of(&seg) => (*g).finish(&seg, id),
             _ => AppendableSegment::grow_on(&seg, id, more),
         });
         {

@@ -395,7 +395,7 @@ impl Collection {
             Some(g) if g.of(app) => Some(g),
             _ if ws.sealing.is_none() => {
                 let left = seal.saturating_sub(app.live_count()).saturating_add(batch);
-                Some(Growth::new(app, left, seal))
+                Some(Box::new(Growth::new(app, left, seal)))
             }
             _ => None,
         };
