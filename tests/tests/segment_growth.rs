@@ -13,26 +13,40 @@ use trovedb::{
     Collection, CollectionConfig, CompactionPolicy, Database, DbOptions, IndexConfig, Metric,
     SearchParams,
 };
-use trovedb_tests::{assert_exact, del_modelled, put_modelled, Model, Rng};
+use trovedb_tests::{assert_exact, del_modelled, distance, oracle, put_modelled, Model, Rng};
 
 const DIM: usize = 8;
 
-/// Contents equal the model: every id ever used, the count, a filter, and exact answers of a
-/// beam wider than the collection (with and without the filter).
+/// Contents equal the model: every id ever used, the count, a filter, and the answers of a
+/// beam wider than the collection (with and without the filter): exact for a flat collection;
+/// for HNSW every hit is a live row at its exact distance, and at most 5 of the 110 true
+/// top-10 rows are missed. Not exact: pruning can leave a rare node of a graph without a link
+/// to it, which no beam reaches (with exactness asserted, this file failed 5 of 20 runs of
+/// main at 7593560, always at a few such rows).
 fn check(c: &Collection, model: &Model, rng: &mut Rng, max_id: u64) {
     assert_eq!(c.len(), model.len());
     for id in 0..max_id {
         let got = c.get(id).unwrap().map(|p| (p.vector, p.payload));
         assert_eq!(got.as_ref(), model.get(&id), "id {id}");
     }
-    let wide = match c.config().index {
-        IndexConfig::Flat => SearchParams::default(),
-        _ => SearchParams::default().with_ef(4096),
+    let flat = matches!(c.config().index, IndexConfig::Flat);
+    let wide = if flat {
+        SearchParams::default()
+    } else {
+        SearchParams::default().with_ef(4096)
+    };
+    let mut missed = 0;
+    let mut answers = |model: &Model, q: &[f32], hits: &[trovedb::Hit]| {
+        if flat {
+            assert_exact(Metric::L2, model, q, hits, 10);
+        } else {
+            missed += misses(model, q, hits);
+        }
     };
     for _ in 0..10 {
         let q = rng.vector(DIM);
         let hits = c.search(&q, 10, &wide).unwrap();
-        assert_exact(Metric::L2, model, &q, &hits, 10);
+        answers(model, &q, &hits);
     }
     let even = trovedb::Filter::from_json_str(r#"{"even": true}"#).unwrap();
     let want = model.keys().filter(|id| *id % 2 == 0).count();
@@ -45,7 +59,37 @@ fn check(c: &Collection, model: &Model, rng: &mut Rng, max_id: u64) {
     let q = rng.vector(DIM);
     let filtered = wide.with_filter(even);
     let hits = c.search(&q, 10, &filtered).unwrap();
-    assert_exact(Metric::L2, &even_model, &q, &hits, 10);
+    answers(&even_model, &q, &hits);
+    assert!(missed <= 5, "{missed} of the 110 true top-10 rows missed");
+}
+
+/// How many of the oracle's top 10 for `q` the hits miss; each hit must be a distinct row
+/// of `model` at its exact distance, in order.
+fn misses(model: &Model, q: &[f32], hits: &[trovedb::Hit]) -> usize {
+    let want = oracle(Metric::L2, model, q, 10);
+    assert_eq!(hits.len(), want.len(), "result count");
+    let mut seen = std::collections::HashSet::new();
+    let mut last = f64::NEG_INFINITY;
+    for h in hits {
+        assert!(seen.insert(h.id), "duplicate id {}", h.id);
+        let (v, _) = model
+            .get(&h.id)
+            .unwrap_or_else(|| panic!("id {} returned but not in the model", h.id));
+        let d = distance(Metric::L2, q, v);
+        assert!(
+            (f64::from(h.distance) - d).abs() <= 1e-4 * d.max(1.0),
+            "id {}",
+            h.id
+        );
+        assert!(d >= last - 1e-6, "out of order at id {}", h.id);
+        last = d;
+    }
+    let kth = want.last().map_or(0.0, |w| w.1);
+    let found = hits
+        .iter()
+        .filter(|h| f64::from(h.distance) <= kth + 1e-4 * kth.max(1.0))
+        .count();
+    want.len() - found.min(want.len())
 }
 
 fn open(dir: &std::path::Path, policy: CompactionPolicy) -> Database {
@@ -73,12 +117,26 @@ fn hnsw() -> CollectionConfig {
     }
 }
 
-#[test]
-fn a_bulk_load_grows_one_segment_without_a_merge() {
+/// A fresh database with a patient policy and one empty HNSW collection "c", an empty model
+/// and a generator seeded with `seed`.
+fn hnsw_collection(
+    seed: u64,
+) -> (
+    tempfile::TempDir,
+    Database,
+    std::sync::Arc<Collection>,
+    Model,
+    Rng,
+) {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path(), patient());
     let c = db.create_collection("c", &hnsw()).unwrap();
-    let (mut model, mut rng) = (Model::new(), Rng::new(41));
+    (dir, db, c, Model::new(), Rng::new(seed))
+}
+
+#[test]
+fn a_bulk_load_grows_one_segment_without_a_merge() {
+    let (dir, db, c, mut model, mut rng) = hnsw_collection(41);
     for b in 0..30u64 {
         let ids: Vec<u64> = (b * 50..b * 50 + 50).collect();
         put_modelled(&c, &mut model, &mut rng, &ids, DIM);
@@ -90,19 +148,33 @@ fn a_bulk_load_grows_one_segment_without_a_merge() {
         let st = c.stats().unwrap();
         assert!(st.segments.len() <= 1, "after batch {b}: {st:?}");
     }
+    ends_as_one_grown_segment(dir.path(), &db, c, &model, &mut rng, 1500, 0);
+}
+
+/// After `wait_idle`, the load of `rows` rows (`deleted` of them deleted) is one grown
+/// segment, not merged, equal to the model, and still so after a reopen.
+fn ends_as_one_grown_segment(
+    dir: &std::path::Path,
+    db: &Database,
+    c: std::sync::Arc<Collection>,
+    model: &Model,
+    rng: &mut Rng,
+    rows: u64,
+    deleted: usize,
+) {
     c.wait_idle().unwrap();
     let st = c.stats().unwrap();
-    let rows: Vec<(usize, usize)> = st.segments.iter().map(|s| (s.rows, s.deleted)).collect();
-    assert_eq!(rows, [(1500, 0)], "{st:?}");
+    let got: Vec<(usize, usize)> = st.segments.iter().map(|s| (s.rows, s.deleted)).collect();
+    assert_eq!(got, [(rows as usize, deleted)], "{st:?}");
     assert_eq!(st.appendable_rows, 0, "{st:?}");
     assert_eq!(st.background.merges_done, 0, "grown, not merged: {st:?}");
-    check(&c, &model, &mut rng, 1500);
+    check(&c, model, rng, rows);
     c.verify().unwrap();
     drop(c);
     db.close().unwrap();
-    let db = open(dir.path(), patient());
+    let db = open(dir, patient());
     let c = db.collection("c").unwrap();
-    check(&c, &model, &mut rng, 1500);
+    check(&c, model, rng, rows);
 }
 
 /// Batches much smaller than a seal: the writer copies a growing segment for its successor a
@@ -111,10 +183,7 @@ fn a_bulk_load_grows_one_segment_without_a_merge() {
 /// one segment equal to the model, before and after a reopen.
 #[test]
 fn a_load_in_small_batches_grows_one_segment() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path(), patient());
-    let c = db.create_collection("c", &hnsw()).unwrap();
-    let (mut model, mut rng) = (Model::new(), Rng::new(43));
+    let (dir, db, c, mut model, mut rng) = hnsw_collection(43);
     let mut next = 0u64;
     while next < 1200 {
         let ids: Vec<u64> = (next..next + 7).collect();
@@ -127,19 +196,9 @@ fn a_load_in_small_batches_grows_one_segment() {
             assert!(c.stats().unwrap().segments.len() <= 1);
         }
     }
-    c.wait_idle().unwrap();
-    let st = c.stats().unwrap();
-    assert_eq!(st.segments.len(), 1, "{st:?}");
-    assert_eq!(st.segments[0].rows, next as usize, "{st:?}");
-    assert_eq!(st.appendable_rows, 0, "{st:?}");
-    assert_eq!(st.background.merges_done, 0, "grown, not merged: {st:?}");
-    check(&c, &model, &mut rng, next);
-    c.verify().unwrap();
-    drop(c);
-    db.close().unwrap();
-    let db = open(dir.path(), patient());
-    let c = db.collection("c").unwrap();
-    check(&c, &model, &mut rng, next);
+    // Two rows deleted every 140 rows, all of them sealed rows by the end.
+    let deleted = 2 * (next / 140) as usize;
+    ends_as_one_grown_segment(dir.path(), &db, c, &model, &mut rng, next, deleted);
 }
 
 /// A seal threshold and a segment cap as large as they go: the copy a growing segment's
@@ -170,10 +229,7 @@ fn huge_thresholds_neither_overflow_nor_reserve_absurdly() {
 /// replays over them) and `wait_idle` converges to few segments.
 #[test]
 fn deletions_and_rewrites_during_growth_match_the_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path(), patient());
-    let c = db.create_collection("c", &hnsw()).unwrap();
-    let (mut model, mut rng) = (Model::new(), Rng::new(42));
+    let (dir, db, c, mut model, mut rng) = hnsw_collection(42);
     // 250 rows: segment 1 (rows 0..100) sealed, the next two grown on it.
     for b in 0..5u64 {
         let ids: Vec<u64> = (b * 50..b * 50 + 50).collect();
