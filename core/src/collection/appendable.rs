@@ -414,11 +414,7 @@ mod tests {
         let mut a = AppendableSegment::new(DIM, None, None, None);
         a.graph = Some(GraphBuilder::new_coded_from(params, 256));
         add(&mut a, 0, 300, &mut rng);
-        let trained = a
-            .graph
-            .as_ref()
-            .and_then(GraphBuilder::codes)
-            .map(BuildCodes::rows);
+        let trained = codes(a.graph.as_ref()).map(BuildCodes::rows);
         assert_eq!(trained, Some(300), "codes from 256 rows on");
         let mut g = Growth::new(&a, 400, 100);
         assert!(g.of(&a));
