@@ -15,6 +15,7 @@ use crate::index::hnsw::HnswParams;
 use crate::index::text::MemText;
 use crate::types::Metric;
 
+use super::shared_rows::SharedRows;
 use super::text::{match_rows, TextIndexing};
 use crate::index::text::TextSource;
 
@@ -33,11 +34,12 @@ pub(crate) struct ChainBase {
 }
 
 /// [`AppendableSegment::grow_on`] spread over the life of `prev`: the writer copies what
-/// linking never changes (vectors, ids, stand-in payloads, build codes) a share of rows at a
-/// time while the build pool links each batch ([`Growth::copy_some`]), so that when `prev`
-/// is full only the rest and the graph's links are left to copy ([`Growth::finish`]). Copied
-/// up front at the freeze, the rows of a segment grown to 700k rows of 128 dimensions took
-/// 2.2 s on the writer's thread while the build threads waited.
+/// linking never changes (ids, stand-in payloads, build codes; vectors only when `prev`'s
+/// buffer has no room to be shared, see [`SharedRows`]) a share of rows at a time while the
+/// build pool links each batch ([`Growth::copy_some`]), so that when `prev` is full only the
+/// rest and the graph's links are left to copy ([`Growth::finish`]). Copied up front at the
+/// freeze, the rows of a segment grown to 700k rows of 128 dimensions took 2.2 s on the
+/// writer's thread while the build threads waited.
 #[derive(Debug)]
 pub(crate) struct Growth {
     /// The [`AppendableSegment::serial`] of the segment it copies.
@@ -45,12 +47,17 @@ pub(crate) struct Growth {
     seg: AppendableSegment,
     codes: Option<crate::index::quant::BuildCodes>,
     more: usize,
+    /// Whether the copy shares `prev`'s vectors (else it copies them with the other rows).
+    share: bool,
 }
 
 impl Growth {
     /// An empty copy of `prev`, with room for its rows, `extra` rows it may still get and
     /// `more` after them (each at most as many as it will have or 65,536: a huge seal
     /// threshold reserves nothing absurd; past the room the buffers grow as vectors do).
+    /// When `prev`'s vector buffer has that room, the copy will share it instead of copying
+    /// the vectors (see [`SharedRows`]); otherwise it copies them into a buffer of its own,
+    /// with at least twice the room, which the segments after it can then share.
     pub(crate) fn new(prev: &AppendableSegment, extra: usize, more: usize) -> Growth {
         let room = |n: usize, rows: usize| n.min(rows.max(1 << 16));
         let rows = prev.rows().saturating_add(room(extra, prev.rows()));
@@ -61,13 +68,20 @@ impl Growth {
             prev.payload_index.only(),
             prev.text_indexing.clone(),
         );
-        crate::hugepages::reserve(&mut seg.vectors, (rows + more) * prev.dim);
+        let floats = |n: usize| n.saturating_mul(prev.dim);
+        let share = prev.vectors.room() >= floats(rows.saturating_add(more) - prev.rows());
+        if !share {
+            let want =
+                floats(rows.saturating_add(more)).max(prev.vectors.capacity().saturating_mul(2));
+            seg.vectors.reserve(want);
+        }
         seg.ids.reserve_exact(rows + more);
         Growth {
             of: prev.serial,
             seg,
             codes: None,
             more,
+            share,
         }
     }
 
@@ -85,9 +99,10 @@ impl Growth {
             return;
         }
         let a = &mut self.seg;
-        crate::hugepages::reserve(&mut a.vectors, (to - from) * dim);
-        a.vectors
-            .extend_from_slice(&prev.vectors[from * dim..to * dim]);
+        if !self.share {
+            a.vectors
+                .extend_from_slice(&prev.vectors[from * dim..to * dim]);
+        }
         a.ids.extend_from_slice(&prev.ids[from..to]);
         let empty = Payload::default();
         a.payloads.resize(to, empty.clone());
@@ -114,9 +129,14 @@ impl Growth {
             mut seg,
             codes,
             more,
+            share,
             ..
         } = self;
         let nb = seg.rows();
+        if share {
+            seg.vectors = prev.vectors.share();
+            seg.vectors.reserve(more * prev.dim);
+        }
         seg.deleted = Bitset::full(nb);
         seg.graph = prev.graph.as_ref().map(|g| g.copy_links(codes, more));
         seg.base = Some(ChainBase { id, rows: nb });
@@ -130,7 +150,7 @@ static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(
 #[derive(Debug)]
 pub(crate) struct AppendableSegment {
     dim: usize,
-    pub(crate) vectors: Vec<f32>,
+    pub(crate) vectors: SharedRows,
     pub(crate) ids: Vec<u64>,
     pub(crate) payloads: Vec<Payload>,
     pub(crate) deleted: Bitset,
@@ -167,7 +187,7 @@ impl AppendableSegment {
             payload_index: PayloadIndex::new(only),
             filter_cache: FilterCache::default(),
             dim,
-            vectors: Vec::new(),
+            vectors: SharedRows::new(),
             ids: Vec::new(),
             payloads: Vec::new(),
             deleted: Bitset::new(0),
@@ -179,9 +199,10 @@ impl AppendableSegment {
 
     /// A new appendable segment that grows on `prev` (frozen, about to be sealed whole into
     /// segment `id`; see [`AppendableSegment::seals_whole`]): `prev`'s rows become its first
-    /// rows, deleted (their vectors and graph copied, payloads left empty: the sealed segment
-    /// holds them), and new rows are linked into the copy of `prev`'s graph. Room is made for
-    /// `more` rows after them, so that appending them does not move the copies again.
+    /// rows, deleted (their vectors shared or copied, their graph copied, payloads left
+    /// empty: the sealed segment holds them), and new rows are linked into the copy of
+    /// `prev`'s graph. Room is made for `more` rows after them, so that appending them does
+    /// not move the copies again.
     pub(crate) fn grow_on(prev: &AppendableSegment, id: u64, more: usize) -> Self {
         Growth::new(prev, 0, more).finish(prev, id)
     }
@@ -234,7 +255,6 @@ impl AppendableSegment {
     /// Append a row for `id`. The caller has removed any older live row of `id`.
     pub(crate) fn push(&mut self, id: u64, vector: &[f32], payload: Payload) {
         let row = self.ids.len();
-        crate::hugepages::reserve(&mut self.vectors, vector.len());
         self.vectors.extend_from_slice(vector);
         self.ids.push(id);
         self.payloads.push(payload);
@@ -391,6 +411,15 @@ mod tests {
         g.and_then(GraphBuilder::codes)
     }
 
+    /// A small, quick graph.
+    fn small_graph(seed: u64) -> HnswParams {
+        HnswParams {
+            m: 8,
+            ef_construction: 32,
+            seed,
+        }
+    }
+
     /// Append `n` rows (ids from `first`) and link them, as a write does.
     fn add(a: &mut AppendableSegment, first: u64, n: usize, rng: &mut Rng) {
         let k = crate::distance::Kernels::best();
@@ -405,11 +434,7 @@ mod tests {
     /// build codes) ends equal to the copy taken at once when the segment is full.
     #[test]
     fn a_growth_copied_in_shares_equals_the_copy_taken_at_once() {
-        let params = HnswParams {
-            m: 8,
-            ef_construction: 32,
-            seed: 3,
-        };
+        let params = small_graph(3);
         let mut rng = Rng::new(11);
         let mut a = AppendableSegment::new(DIM, None, None, None);
         a.graph = Some(GraphBuilder::new_coded_from(params, 256));
@@ -431,8 +456,8 @@ mod tests {
         let shares = g.finish(&a, 9);
         let once = AppendableSegment::grow_on(&a, 9, 100);
         assert_eq!(shares.rows(), 700);
-        assert_eq!(shares.vectors, once.vectors);
-        assert_eq!(shares.vectors, a.vectors);
+        assert_eq!(&shares.vectors[..], &once.vectors[..]);
+        assert_eq!(&shares.vectors[..], &a.vectors[..]);
         assert_eq!(shares.ids, once.ids);
         assert_eq!(shares.payloads, once.payloads);
         assert_eq!(shares.deleted, once.deleted);
@@ -447,5 +472,42 @@ mod tests {
             gs.map(GraphBuilder::freeze),
             a.graph.as_ref().map(GraphBuilder::freeze)
         );
+    }
+
+    /// A segment grown on `prev` holds `prev`'s vectors in `prev`'s own buffer when that has
+    /// room for the growth (no copy) and copies them otherwise; either way `prev` keeps its
+    /// rows unchanged while the new segment appends, and the copies leave room to share next.
+    #[test]
+    fn a_growth_shares_the_vectors_when_there_is_room_and_copies_them_otherwise() {
+        let params = small_graph(5);
+        let mut rng = Rng::new(12);
+        let mut a = AppendableSegment::new(DIM, Some(params), None, None);
+        add(&mut a, 0, 200, &mut rng);
+        let before: Vec<f32> = a.vectors.to_vec();
+        let room = a.vectors.room() / DIM;
+        let mut b = AppendableSegment::grow_on(&a, 1, room + 1);
+        assert!(!b.vectors.same_region(&a.vectors), "no room: copied");
+        assert!(b.vectors.capacity() >= 2 * a.vectors.capacity());
+        add(&mut b, 1000, 100, &mut rng);
+        assert_eq!(&a.vectors[..], &before[..]);
+        assert_eq!(&b.vectors[..200 * DIM], &before[..]);
+        // `b`'s buffer has room for 100 more: the next growth shares it.
+        let b_rows: Vec<f32> = b.vectors.to_vec();
+        let mut c = AppendableSegment::grow_on(&b, 2, 100);
+        assert!(c.vectors.same_region(&b.vectors), "room: shared");
+        add(&mut c, 2000, 100, &mut rng);
+        assert_eq!(&b.vectors[..], &b_rows[..]);
+        assert_eq!(&c.vectors[..300 * DIM], &b_rows[..]);
+        assert_eq!(c.rows(), 400);
+        for r in 300..400 {
+            assert_eq!(c.vector(r).len(), DIM);
+        }
+        // Appending to `b` again (never done by a frozen segment, but allowed) copies: `c`'s
+        // rows stay as they were.
+        let c_rows: Vec<f32> = c.vectors.to_vec();
+        add(&mut b, 3000, 5, &mut rng);
+        assert!(!b.vectors.same_region(&c.vectors));
+        assert_eq!(&c.vectors[..], &c_rows[..]);
+        assert_eq!(&b.vectors[..300 * DIM], &b_rows[..]);
     }
 }

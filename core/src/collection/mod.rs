@@ -16,6 +16,7 @@ mod publish;
 mod repair;
 mod search;
 mod segment;
+mod shared_rows;
 mod state;
 mod stats;
 mod text;
