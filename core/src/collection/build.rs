@@ -11,7 +11,7 @@ use crate::distance::Kernels;
 use crate::error::{Error, Result};
 use crate::filter::payload_index::PayloadIndex;
 use crate::filter::value::Payload;
-use crate::index::hnsw::build::GraphBuilder;
+use crate::index::hnsw::build::{GraphBuilder, VectorSet};
 use crate::index::registry::BuiltIndex;
 use crate::index::text::{MemText, TextSource};
 use crate::index::BuildInput;
@@ -43,7 +43,7 @@ pub(super) fn build_sealed(
     stop: &AtomicBool,
 ) -> Result<SealBuild> {
     if let (Some(b), Some(reader), Some(g)) = (a.base, base, a.graph.as_ref()) {
-        return build_chained(dir, config, a, b, reader, g, id);
+        return build_chained(dir, config, kernels, a, b, reader, g, id);
     }
     let rows: Vec<usize> = a.live_rows().collect();
     let ids: Vec<u64> = rows.iter().map(|r| a.ids[*r]).collect();
@@ -101,9 +101,14 @@ pub(super) fn chain_base<'a>(
 
 /// A chain seal (see [`build_sealed`]): the base's ids, payloads and text index read from its
 /// file, the vectors and graph of `a` (whose first rows are the base's).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the parts of one chain seal, passed through from build_sealed"
+)]
 fn build_chained(
     dir: &Path,
     config: &CollectionConfig,
+    kernels: &Kernels,
     a: &AppendableSegment,
     b: ChainBase,
     reader: &SegmentReader,
@@ -129,7 +134,13 @@ fn build_chained(
             .map_err(|_| Error::invalid("text", "in-memory text index out of step"))?;
         text.push(t);
     }
-    let built = BuiltIndex::Hnsw(g.freeze());
+    let vs = VectorSet {
+        data: &a.vectors,
+        dim: config.dim,
+        kernels,
+        metric: config.metric,
+    };
+    let built = BuiltIndex::Hnsw(g.freeze_linked(&vs));
     let mut done = write_sealed(
         dir,
         config,
@@ -241,7 +252,13 @@ pub(super) fn build_index_with(
     // otherwise the index is built afresh over the live rows (in parallel).
     if let Some(g) = &a.graph {
         if a.deleted.count_ones() == 0 && g.len_nodes() == live {
-            return BuiltIndex::Hnsw(g.freeze());
+            let vs = VectorSet {
+                data: vectors,
+                dim: config.dim,
+                kernels,
+                metric: config.metric,
+            };
+            return BuiltIndex::Hnsw(g.freeze_linked(&vs));
         }
     }
     config.index.spec().build(&BuildInput {

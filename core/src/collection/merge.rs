@@ -404,7 +404,11 @@ pub(super) fn merged_index(
                 if have <= n {
                     b.add_nodes(n - have, &vs);
                     b.insert_range_merge_or_stop(have, n, &vs, stop);
-                    return BuiltIndex::Hnsw(b.freeze());
+                    // A stopped merge is thrown away: not worth linking its unlinked nodes.
+                    if stop.load(std::sync::atomic::Ordering::Acquire) {
+                        return BuiltIndex::Hnsw(b.freeze());
+                    }
+                    return BuiltIndex::Hnsw(b.freeze_linked(&vs));
                 }
             }
         }

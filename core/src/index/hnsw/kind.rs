@@ -177,7 +177,12 @@ impl VectorIndex for Hnsw {
             kernels: input.kernels,
             metric: input.metric,
         };
-        Some(GraphBuilder::build_or_stop(spec.params, &vs, input.stop).freeze())
+        let b = GraphBuilder::build_or_stop(spec.params, &vs, input.stop);
+        // A stopped build is thrown away: not worth linking its unlinked nodes.
+        if input.stop.load(std::sync::atomic::Ordering::Acquire) {
+            return Some(b.freeze());
+        }
+        Some(b.freeze_linked(&vs))
     }
 
     fn sections(g: &FrozenGraph) -> Vec<(u16, &[u8])> {

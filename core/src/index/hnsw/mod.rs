@@ -68,8 +68,8 @@ mod tests {
 
     use std::sync::atomic::AtomicBool;
 
-    use super::build::{GraphBuilder, VectorSet};
-    use super::graph::{Graph, GraphView};
+    use super::build::{link_unreachable, GraphBuilder, VectorSet};
+    use super::graph::{FrozenGraph, Graph, GraphView};
     use super::search::{search, Expand, Scratch};
     use super::visited::VisitedPool;
     use super::HnswParams;
@@ -158,6 +158,113 @@ mod tests {
             total += truth.len();
         }
         hits as f64 / total as f64
+    }
+
+    /// Nodes not reachable on layer 0 from the entry point of `g`; panics on a malformed list
+    /// (a count past `m0`, a neighbour out of range, a link to itself or a repeated one).
+    fn unreachable(g: &FrozenGraph) -> usize {
+        let (m0, rows, entry) = (g.meta[1] as usize, g.meta[5] as usize, g.meta[3] as usize);
+        let w = 1 + m0;
+        let list = |n: usize| {
+            let c = g.l0[n * w] as usize;
+            assert!(c <= m0, "node {n}: {c} links");
+            let l = &g.l0[n * w + 1..n * w + 1 + c];
+            for (i, &x) in l.iter().enumerate() {
+                assert!(
+                    (x as usize) < rows && x as usize != n,
+                    "node {n} links to {x}"
+                );
+                assert!(!l[..i].contains(&x), "node {n} links twice to {x}");
+            }
+            l
+        };
+        let mut seen = vec![false; rows];
+        let mut stack = vec![entry];
+        seen[entry] = true;
+        while let Some(n) = stack.pop() {
+            for &x in list(n) {
+                if !seen[x as usize] {
+                    seen[x as usize] = true;
+                    stack.push(x as usize);
+                }
+            }
+        }
+        for n in 0..rows {
+            list(n);
+        }
+        seen.iter().filter(|s| !**s).count()
+    }
+
+    #[test]
+    fn nodes_nothing_links_to_get_a_link_from_a_reachable_node() {
+        // 0 -> 1 -> ... -> 19 and 19 -> 0; nodes 20..40 link to 0 but nothing links to
+        // them. With m0 = 4 the nearest reachable nodes' lists fill up, so later nodes take
+        // the place of a link whose target has another one.
+        let dim = 8;
+        let base = data(40, dim, 1);
+        let vs = l2_set(&base, dim);
+        let links: Vec<Vec<Vec<u32>>> = (0..40u32)
+            .map(|i| vec![if i < 20 { vec![(i + 1) % 20] } else { vec![0] }])
+            .collect();
+        let p = HnswParams {
+            m: 2,
+            ef_construction: 8,
+            seed: 1,
+        };
+        let mut g = FrozenGraph::from_links(&p, Some((0, 0)), &links);
+        assert_eq!(unreachable(&g), 20);
+        let linked = link_unreachable(&mut g, &vs);
+        assert!(linked >= 20, "{linked} links for 20 stranded nodes");
+        assert_eq!(unreachable(&g), 0);
+        // Repairing a graph with nothing stranded changes nothing.
+        let before = g.clone();
+        assert_eq!(link_unreachable(&mut g, &vs), 0);
+        assert_eq!(g, before);
+    }
+
+    #[test]
+    fn a_graph_linked_whole_finds_every_row_with_a_beam_as_wide_as_itself() {
+        // A sparse graph (m 4) over clustered rows strands some nodes: no beam finds them.
+        let (dim, n) = (16, 3000);
+        let base = data(n, dim, 3);
+        let vs = l2_set(&base, dim);
+        let p = HnswParams {
+            m: 4,
+            ef_construction: 16,
+            seed: 5,
+        };
+        let b = GraphBuilder::build(p, &vs);
+        let stranded = unreachable(&b.freeze());
+        let g = b.freeze_linked(&vs);
+        println!("{stranded} of {n} nodes unreachable before the repair");
+        assert!(
+            stranded > 0,
+            "the build stranded no node: the test checks nothing"
+        );
+        assert_eq!(unreachable(&g), 0);
+        let view = g.view();
+        let pool = VisitedPool::default();
+        let mut scratch = Scratch::default();
+        for r in 0..n as u32 {
+            let q = vs.row(r);
+            let dist = |i: u32| vs.kernels.distance(vs.metric, q, vs.row(i));
+            let mut visited = pool.take(n);
+            let got = search(
+                &view,
+                &dist,
+                &|_| {},
+                1,
+                n,
+                &|_| true,
+                Expand::Through,
+                &mut visited,
+                &mut scratch,
+            );
+            assert!(
+                got.first().is_some_and(|c| c.id == r || c.d == 0.0),
+                "row {r} not found: {got:?}"
+            );
+        }
     }
 
     /// An incremental build over every row of `vs` as upserts link them: `first` rows, then
