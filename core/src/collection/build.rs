@@ -99,6 +99,20 @@ pub(super) fn chain_base<'a>(
         .map(|(_, r)| Arc::clone(r))
 }
 
+/// The rows `data` of a collection configured as `config`, as a graph build reads them.
+pub(super) fn vector_set<'a>(
+    config: &CollectionConfig,
+    kernels: &'a Kernels,
+    data: &'a [f32],
+) -> VectorSet<'a> {
+    VectorSet {
+        data,
+        dim: config.dim,
+        kernels,
+        metric: config.metric,
+    }
+}
+
 /// A chain seal (see [`build_sealed`]): the base's ids, payloads and text index read from its
 /// file, the vectors and graph of `a` (whose first rows are the base's).
 #[allow(
@@ -134,13 +148,7 @@ fn build_chained(
             .map_err(|_| Error::invalid("text", "in-memory text index out of step"))?;
         text.push(t);
     }
-    let vs = VectorSet {
-        data: &a.vectors,
-        dim: config.dim,
-        kernels,
-        metric: config.metric,
-    };
-    let built = BuiltIndex::Hnsw(g.freeze_linked(&vs));
+    let built = BuiltIndex::Hnsw(g.freeze_linked(&vector_set(config, kernels, &a.vectors)));
     let mut done = write_sealed(
         dir,
         config,
@@ -252,13 +260,7 @@ pub(super) fn build_index_with(
     // otherwise the index is built afresh over the live rows (in parallel).
     if let Some(g) = &a.graph {
         if a.deleted.count_ones() == 0 && g.len_nodes() == live {
-            let vs = VectorSet {
-                data: vectors,
-                dim: config.dim,
-                kernels,
-                metric: config.metric,
-            };
-            return BuiltIndex::Hnsw(g.freeze_linked(&vs));
+            return BuiltIndex::Hnsw(g.freeze_linked(&vector_set(config, kernels, vectors)));
         }
     }
     config.index.spec().build(&BuildInput {

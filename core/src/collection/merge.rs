@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::appendable::AppendableSegment;
-use super::build::{build_index_with, extend_text_from_sealed, write_sealed, SealBuild};
+use super::build::{
+    build_index_with, extend_text_from_sealed, vector_set, write_sealed, SealBuild,
+};
 use super::collection::{Collection, WriteState};
 use super::options::{MergePolicy, SegmentSizes};
 use super::publish::{Edit, Source};
@@ -15,7 +17,7 @@ use crate::distance::Kernels;
 use crate::error::{Error, Result};
 use crate::filter::bitset::Bitset;
 use crate::filter::value::Payload;
-use crate::index::hnsw::build::{GraphBuilder, VectorSet};
+use crate::index::hnsw::build::GraphBuilder;
 use crate::index::registry::BuiltIndex;
 use crate::index::text::MemText;
 use crate::interrupt;
@@ -394,12 +396,7 @@ pub(super) fn merged_index(
         if let (Some(view), 0) = (first.index().as_graph(), deleted.count_ones()) {
             if let Some(mut b) = GraphBuilder::from_view(params, &view, vectors.len() / config.dim)
             {
-                let vs = VectorSet {
-                    data: vectors,
-                    dim: config.dim,
-                    kernels,
-                    metric: config.metric,
-                };
+                let vs = vector_set(config, kernels, vectors);
                 let (have, n) = (b.len_nodes(), vectors.len() / config.dim);
                 if have <= n {
                     b.add_nodes(n - have, &vs);

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::graph::{FrozenGraph, Graph, GraphView};
 use super::search::{greedy_descent, search_layer, with_scratch, Cand, Dist, Expand};
-use super::visited::VisitedPool;
+use super::visited::{Visited, VisitedPool};
 use super::HnswParams;
 use crate::distance::Kernels;
 use crate::distance::Metric;
@@ -636,35 +636,98 @@ const REPAIR_EF: usize = 64;
 /// next pass links).
 const REPAIR_PASSES: usize = 4;
 
+/// Layer 0 of a frozen graph, borrowed: each node's list is `count, m0 neighbours`. Built in
+/// O(1) (unlike a [`GraphView`], which checks every offset), so the repair below can search
+/// it between two edits of the array.
+struct Layer0<'a> {
+    l0: &'a [u32],
+    m0: usize,
+    entry: u32,
+}
+
+impl Layer0<'_> {
+    fn width(&self) -> usize {
+        1 + self.m0
+    }
+
+    /// The neighbours of `n` (the count capped at `m0`).
+    fn list(&self, n: usize) -> &[u32] {
+        let w = self.width();
+        let c = (self.l0[n * w] as usize).min(self.m0);
+        &self.l0[n * w + 1..n * w + 1 + c]
+    }
+
+    /// Mark every node reachable from `from` (and `from`) in `reach`; nodes already marked
+    /// are not walked again.
+    fn mark_reachable(&self, from: usize, reach: &mut [bool]) {
+        if reach[from] {
+            return;
+        }
+        reach[from] = true;
+        let mut stack = vec![from];
+        while let Some(n) = stack.pop() {
+            for &x in self.list(n) {
+                if let Some(r) = reach.get_mut(x as usize) {
+                    if !*r {
+                        *r = true;
+                        stack.push(x as usize);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Graph for Layer0<'_> {
+    fn entry(&self) -> Option<(u32, usize)> {
+        Some((self.entry, 0))
+    }
+
+    fn neighbors(&self, node: u32, level: usize, out: &mut Vec<u32>) {
+        out.clear();
+        if level == 0 && (node as usize) < self.len() {
+            let rows = self.len() as u32;
+            out.extend(self.list(node as usize).iter().filter(|&&x| x < rows));
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.l0.len() / self.width()
+    }
+}
+
 /// Make every node reachable on layer 0 from the entry point, so that a beam as wide as the
 /// graph finds every row: the neighbour-selection heuristic can leave a node with no link to
 /// it (measured: 8 of 20,000 text-minilm-dev rows; 5 of 1,500 rows of a test's grown graph),
 /// which no search returns however wide its beam. Each such node gets a link from the
-/// nearest reachable node (found by a beam search over layer 0 from the entry): appended when
-/// that node's list has room, else in place of the neighbour farthest from it among those
-/// with another link to them. Returns how many links were added or replaced.
+/// nearest reachable node (found by a beam search over layer 0 from the entry, exact
+/// distances): appended when that node's list has room, else in place of the neighbour
+/// farthest from it among those with another link to them. Returns how many links were
+/// added or replaced.
 pub(crate) fn link_unreachable(g: &mut FrozenGraph, vs: &VectorSet<'_>) -> usize {
     let rows = g.meta[5] as usize;
     let m0 = g.meta[1] as usize;
     let w = 1 + m0;
-    let entry = g.meta[3] as usize;
-    if rows < 2 || entry >= rows || g.l0.len() != rows * w {
+    if rows < 2 || g.meta[3] >= rows as u64 || g.l0.len() != rows * w {
         return 0;
     }
-    let list = |l0: &[u32], n: usize| -> Vec<u32> {
-        let c = (l0[n * w] as usize).min(m0);
-        l0[n * w + 1..n * w + 1 + c].to_vec()
-    };
+    let entry = g.meta[3] as u32;
+    let mut visited = Visited::default();
     let mut linked = 0;
     for _ in 0..REPAIR_PASSES {
+        let layer = Layer0 {
+            l0: &g.l0,
+            m0,
+            entry,
+        };
         let mut reach = vec![false; rows];
-        mark_reachable(&g.l0, w, m0, entry, &mut reach);
+        layer.mark_reachable(entry as usize, &mut reach);
         if reach.iter().all(|r| *r) {
             break;
         }
         let mut indeg = vec![0u32; rows];
         for n in 0..rows {
-            for x in list(&g.l0, n) {
+            for &x in layer.list(n) {
                 if let Some(d) = indeg.get_mut(x as usize) {
                     *d += 1;
                 }
@@ -674,111 +737,67 @@ pub(crate) fn link_unreachable(g: &mut FrozenGraph, vs: &VectorSet<'_>) -> usize
             if reach[u] {
                 continue;
             }
-            let near = nearest_reachable(&g.l0, w, m0, entry, u as u32, vs);
+            let layer = Layer0 {
+                l0: &g.l0,
+                m0,
+                entry,
+            };
+            let q = u as u32;
+            let dist = |n: u32| vs.between(q, n);
+            let start = Cand {
+                d: dist(entry),
+                id: entry,
+            };
+            visited.reset(rows);
+            let near = with_scratch(|s| {
+                search_layer(
+                    &layer,
+                    &dist,
+                    &|_| {},
+                    &[start],
+                    REPAIR_EF,
+                    0,
+                    &|n| n != q,
+                    Expand::Through,
+                    &mut visited,
+                    s,
+                )
+            });
             // The nearest reachable node whose list has room, or else whose list has a
             // neighbour that something else links to too (replaced: the one farthest from it).
             let mut chosen = None;
             for c in &near {
-                let (v, mut nb) = (c.id as usize, list(&g.l0, c.id as usize));
+                let (v, nb) = (c.id as usize, layer.list(c.id as usize));
                 if nb.len() < m0 {
-                    nb.push(u as u32);
-                    chosen = Some((v, nb));
+                    chosen = Some((v, nb.len(), None));
                     break;
                 }
                 let far = (0..nb.len())
                     .filter(|&i| indeg[nb[i] as usize] >= 2)
-                    .map(|i| (vs.between(v as u32, nb[i]), i))
+                    .map(|i| (vs.between(c.id, nb[i]), i))
                     .max_by(|a, b| a.0.total_cmp(&b.0));
                 if let Some((_, i)) = far {
-                    indeg[nb[i] as usize] -= 1;
-                    nb[i] = u as u32;
-                    chosen = Some((v, nb));
+                    chosen = Some((v, i, Some(nb[i])));
                     break;
                 }
             }
-            let Some((v, nb)) = chosen else {
+            let Some((v, slot, dropped)) = chosen else {
                 continue;
             };
+            match dropped {
+                Some(x) => indeg[x as usize] -= 1,
+                None => g.l0[v * w] = slot as u32 + 1,
+            }
+            g.l0[v * w + 1 + slot] = q;
             indeg[u] += 1;
-            g.l0[v * w] = nb.len() as u32;
-            g.l0[v * w + 1..v * w + 1 + nb.len()].copy_from_slice(&nb);
             linked += 1;
-            mark_reachable(&g.l0, w, m0, u, &mut reach);
+            let layer = Layer0 {
+                l0: &g.l0,
+                m0,
+                entry,
+            };
+            layer.mark_reachable(u, &mut reach);
         }
     }
     linked
-}
-
-/// Mark every node reachable on layer 0 from `from` (and `from`) in `reach`; nodes already
-/// marked are not walked again.
-fn mark_reachable(l0: &[u32], w: usize, m0: usize, from: usize, reach: &mut [bool]) {
-    if reach[from] {
-        return;
-    }
-    reach[from] = true;
-    let mut stack = vec![from];
-    while let Some(n) = stack.pop() {
-        let c = (l0[n * w] as usize).min(m0);
-        for &x in &l0[n * w + 1..n * w + 1 + c] {
-            if let Some(r) = reach.get_mut(x as usize) {
-                if !*r {
-                    *r = true;
-                    stack.push(x as usize);
-                }
-            }
-        }
-    }
-}
-
-/// The reachable nodes nearest to node `q` (at most [`REPAIR_EF`], nearest first) by a
-/// best-first search over layer 0 from `entry` with exact distances; `q` itself excluded.
-fn nearest_reachable(
-    l0: &[u32],
-    w: usize,
-    m0: usize,
-    entry: usize,
-    q: u32,
-    vs: &VectorSet<'_>,
-) -> Vec<Cand> {
-    use std::cmp::Reverse;
-    use std::collections::{BinaryHeap, HashSet};
-    let rows = l0.len() / w;
-    let mut seen = HashSet::new();
-    let mut frontier = BinaryHeap::new();
-    let mut best: BinaryHeap<Cand> = BinaryHeap::new();
-    let start = Cand {
-        d: vs.between(q, entry as u32),
-        id: entry as u32,
-    };
-    seen.insert(start.id);
-    frontier.push(Reverse(start));
-    if start.id != q {
-        best.push(start);
-    }
-    while let Some(Reverse(c)) = frontier.pop() {
-        if best.len() >= REPAIR_EF && best.peek().is_some_and(|b| c.d > b.d) {
-            break;
-        }
-        let n = c.id as usize;
-        let k = (l0[n * w] as usize).min(m0);
-        for &x in &l0[n * w + 1..n * w + 1 + k] {
-            if (x as usize) >= rows || !seen.insert(x) {
-                continue;
-            }
-            let cx = Cand {
-                d: vs.between(q, x),
-                id: x,
-            };
-            if best.len() < REPAIR_EF || best.peek().is_some_and(|b| cx.d < b.d) {
-                frontier.push(Reverse(cx));
-                if x != q {
-                    best.push(cx);
-                    if best.len() > REPAIR_EF {
-                        best.pop();
-                    }
-                }
-            }
-        }
-    }
-    best.into_sorted_vec()
 }
