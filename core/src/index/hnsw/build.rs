@@ -453,13 +453,7 @@ impl GraphBuilder {
                     );
                     let rescored;
                     let exact_found = if codes.is_some() {
-                        let mut r: Vec<Cand> = found
-                            .iter()
-                            .map(|c| Cand {
-                                d: exact(c.id),
-                                id: c.id,
-                            })
-                            .collect();
+                        let mut r = exact_cands(found.iter().map(|c| c.id), vs, &exact);
                         r.sort_unstable();
                         rescored = r;
                         &rescored
@@ -500,13 +494,7 @@ impl GraphBuilder {
     fn connect(&self, n: u32, q: u32, lev: usize, vs: &VectorSet<'_>) {
         let max = self.params.max_links(lev);
         let shrink = |list: &mut Vec<u32>| {
-            let mut cands: Vec<Cand> = list
-                .iter()
-                .map(|&x| Cand {
-                    d: vs.between(n, x),
-                    id: x,
-                })
-                .collect();
+            let mut cands = exact_cands(list.iter().copied(), vs, &|x| vs.between(n, x));
             cands.sort_unstable();
             *list = select(&cands, max, vs);
         };
@@ -554,6 +542,30 @@ impl GraphBuilder {
         }
         FrozenGraph::from_links(&self.params, *self.entry.read(), &links)
     }
+}
+
+/// Rows whose loads a loop of exact distances starts ahead of the one it computes.
+const EXACT_AHEAD: usize = 3;
+
+/// `ids` with their exact distances `exact(id)`, in order.
+///
+/// PERF: the rows of a beam or of a neighbour list lie anywhere in the collection; past the
+/// cache (1M x 128 is 512 MB) each is a miss, so the row [`EXACT_AHEAD`] places on is
+/// prefetched while this one is computed.
+fn exact_cands(
+    ids: impl ExactSizeIterator<Item = u32> + Clone,
+    vs: &VectorSet<'_>,
+    exact: &impl Fn(u32) -> f32,
+) -> Vec<Cand> {
+    let mut out = Vec::with_capacity(ids.len());
+    let mut ahead = ids.clone().skip(EXACT_AHEAD);
+    for id in ids {
+        if let Some(a) = ahead.next() {
+            crate::distance::prefetch(vs.row(a));
+        }
+        out.push(Cand { d: exact(id), id });
+    }
+    out
 }
 
 /// The neighbour-selection heuristic: walk candidates nearest first and keep one only if it

@@ -140,7 +140,7 @@ pub(crate) fn greedy_descent<G: Graph + ?Sized>(
 
 /// Beam search on `level` from `entries`; returns up to `ef` allowed nodes, nearest first.
 // PERF: one loop over a min-heap of candidates and a max-heap of results, both reused
-// through `Scratch`; the visited set is a generation-counter array from a pool.
+// through `Scratch`; the visited set is a bit per node from a pool, cleared word by word.
 #[allow(
     clippy::too_many_arguments,
     reason = "hot loop; grouping would add indirection"
