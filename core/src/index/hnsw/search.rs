@@ -276,11 +276,27 @@ pub(crate) fn search<G: Graph + ?Sized>(
         return Vec::new();
     };
     let start = greedy_descent(g, dist, entry, 0, &mut s.nbrs);
+    // The entry point starts layer 0 too: a written graph has every node reachable from it
+    // (`build::link_unreachable`), not necessarily from where the descent ended, so a beam
+    // as wide as the graph finds every row. It costs one distance; being far from the query
+    // as a rule, it is expanded only when the beam runs out of nearer candidates.
+    let first = [
+        start,
+        Cand {
+            d: dist.one(entry.0),
+            id: entry.0,
+        },
+    ];
+    let entries = if start.id == entry.0 {
+        &first[..1]
+    } else {
+        &first[..]
+    };
     let mut found = search_layer(
         g,
         dist,
         prefetch,
-        &[start],
+        entries,
         ef.max(k),
         0,
         allow,
