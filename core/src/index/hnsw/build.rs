@@ -648,16 +648,36 @@ const REPAIR_EF: usize = 64;
 /// next pass links).
 const REPAIR_PASSES: usize = 4;
 
-/// Layer 0 of a frozen graph, borrowed: each node's list is `count, m0 neighbours`. Built in
-/// O(1) (unlike a [`GraphView`], which checks every offset), so the repair below can search
-/// it between two edits of the array.
+/// Layer 0 of a frozen graph, borrowed: each node's list is `count, m0 neighbours`, every
+/// neighbour a node of the graph (checked once by [`Layer0::checked`]). Rebuilt in O(1) by
+/// [`Layer0::again`] (unlike a [`GraphView`], which checks every offset), so the repair below
+/// can search it between two edits of the array.
 struct Layer0<'a> {
     l0: &'a [u32],
     m0: usize,
     entry: u32,
 }
 
-impl Layer0<'_> {
+impl<'a> Layer0<'a> {
+    /// The view of `l0`, or `None` when its length is not a whole number of lists, the entry
+    /// is not a node, or a list names a node the graph does not have.
+    fn checked(l0: &'a [u32], m0: usize, entry: u32) -> Option<Self> {
+        let layer = Layer0 { l0, m0, entry };
+        let rows = layer.len();
+        let whole = l0.len() == rows * layer.width() && (entry as usize) < rows;
+        let in_range = (0..rows).all(|n| layer.list(n).iter().all(|&x| (x as usize) < rows));
+        (whole && in_range).then_some(layer)
+    }
+
+    /// The same shape over `l0`: the checked array, edited since only by writing ids of nodes.
+    fn again<'b>(&self, l0: &'b [u32]) -> Layer0<'b> {
+        Layer0 {
+            l0,
+            m0: self.m0,
+            entry: self.entry,
+        }
+    }
+
     fn width(&self) -> usize {
         1 + self.m0
     }
@@ -679,11 +699,9 @@ impl Layer0<'_> {
         let mut stack = vec![from];
         while let Some(n) = stack.pop() {
             for &x in self.list(n) {
-                if let Some(r) = reach.get_mut(x as usize) {
-                    if !*r {
-                        *r = true;
-                        stack.push(x as usize);
-                    }
+                if !reach[x as usize] {
+                    reach[x as usize] = true;
+                    stack.push(x as usize);
                 }
             }
         }
@@ -698,8 +716,7 @@ impl Graph for Layer0<'_> {
     fn neighbors(&self, node: u32, level: usize, out: &mut Vec<u32>) {
         out.clear();
         if level == 0 && (node as usize) < self.len() {
-            let rows = self.len() as u32;
-            out.extend(self.list(node as usize).iter().filter(|&&x| x < rows));
+            out.extend_from_slice(self.list(node as usize));
         }
     }
 
@@ -723,15 +740,15 @@ pub(crate) fn link_unreachable(g: &mut FrozenGraph, vs: &VectorSet<'_>) -> usize
     if rows < 2 || g.meta[3] >= rows as u64 || g.l0.len() != rows * w {
         return 0;
     }
-    let entry = g.meta[3] as u32;
+    let Some(checked) = Layer0::checked(&g.l0, m0, g.meta[3] as u32) else {
+        return 0;
+    };
+    // The shape without the borrow, so `g.l0` can be edited between two views of it.
+    let (entry, view) = (checked.entry, Layer0 { l0: &[], ..checked });
     let mut visited = Visited::default();
     let mut linked = 0;
     for _ in 0..REPAIR_PASSES {
-        let layer = Layer0 {
-            l0: &g.l0,
-            m0,
-            entry,
-        };
+        let layer = view.again(&g.l0);
         let mut reach = vec![false; rows];
         layer.mark_reachable(entry as usize, &mut reach);
         if reach.iter().all(|r| *r) {
@@ -740,20 +757,14 @@ pub(crate) fn link_unreachable(g: &mut FrozenGraph, vs: &VectorSet<'_>) -> usize
         let mut indeg = vec![0u32; rows];
         for n in 0..rows {
             for &x in layer.list(n) {
-                if let Some(d) = indeg.get_mut(x as usize) {
-                    *d += 1;
-                }
+                indeg[x as usize] += 1;
             }
         }
         for u in 0..rows {
             if reach[u] {
                 continue;
             }
-            let layer = Layer0 {
-                l0: &g.l0,
-                m0,
-                entry,
-            };
+            let layer = view.again(&g.l0);
             let q = u as u32;
             let dist = |n: u32| vs.between(q, n);
             let start = Cand {
@@ -803,12 +814,7 @@ pub(crate) fn link_unreachable(g: &mut FrozenGraph, vs: &VectorSet<'_>) -> usize
             g.l0[v * w + 1 + slot] = q;
             indeg[u] += 1;
             linked += 1;
-            let layer = Layer0 {
-                l0: &g.l0,
-                m0,
-                entry,
-            };
-            layer.mark_reachable(u, &mut reach);
+            view.again(&g.l0).mark_reachable(u, &mut reach);
         }
     }
     linked

@@ -280,18 +280,18 @@ pub(crate) fn search<G: Graph + ?Sized>(
     // (`build::link_unreachable`), not necessarily from where the descent ended, so a beam
     // as wide as the graph finds every row. It costs one distance; being far from the query
     // as a rule, it is expanded only when the beam runs out of nearer candidates.
-    let first = [
-        start,
+    // (When the descent ended at the entry, `start` already is it, distance and all.)
+    let both = start.id != entry.0;
+    let second = if both {
         Cand {
             d: dist.one(entry.0),
             id: entry.0,
-        },
-    ];
-    let entries = if start.id == entry.0 {
-        &first[..1]
+        }
     } else {
-        &first[..]
+        start
     };
+    let first = [start, second];
+    let entries = &first[..1 + both as usize];
     let mut found = search_layer(
         g,
         dist,
