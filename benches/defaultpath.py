@@ -21,6 +21,14 @@ with the `nlist` and `pq_m` trovedb chose for the converged collection (same cod
     python3 benches/defaultpath.py --dataset ../shared/data/text-minilm-dev \
         --seal-threshold-rows 2000 --index ivf_pq
 
+Ingest timings of one run move with this VM by 10-20% from one minute to the next, for both
+engines. `--ingest-pairs N` first times N more ingests of each engine, alternated (trovedb then
+hnswlib, then hnswlib then trovedb, ...), each into a fresh database / index, and reports every
+pair's ratio and their median (with `--index hnsw` only):
+
+    python3 benches/defaultpath.py --dataset ../shared/data/text-minilm-dev \
+        --seal-threshold-rows 2000 --ingest-pairs 6
+
 A dataset is a TEXMEX directory (base.fvecs, query.fvecs, groundtruth.ivecs, info.json);
 annbench's cached synthetic datasets have the same layout.
 """
@@ -117,6 +125,7 @@ def main() -> int:
     ap.add_argument("--quantization", default=None, help="trovedb quantization (default: trovedb's default)")
     ap.add_argument("--no-compact", action="store_true", help="skip the one-segment run")
     ap.add_argument("--dir", help="database directory (default: a temporary one)")
+    ap.add_argument("--ingest-pairs", type=int, default=0, help="alternated ingest-only pairs first (hnsw)")
     ap.add_argument("--json", help="append the figures as one JSON line here")
     a = ap.parse_args()
     src = a.dataset or a.synthetic
@@ -134,24 +143,12 @@ def main() -> int:
 
     import trovedb
 
+    pairs = ingest_pairs(a, trovedb, base, metric) if a.index == "hnsw" and a.ingest_pairs else []
+
     root = pathlib.Path(a.dir) if a.dir else pathlib.Path(tempfile.mkdtemp(prefix="defaultpath-"))
     if root.exists():
         shutil.rmtree(root)
-    opts = {} if a.seal_threshold_rows is None else {"seal_threshold_rows": a.seal_threshold_rows}
-    db = trovedb.open(root, **opts)
-    params = {"m": a.m, "ef_construction": a.ef_construction} if a.index == "hnsw" else {}
-    if a.quantization is not None:
-        params["quantization"] = a.quantization
-    c = db.create_collection("c", dim, metric=metric, index=a.index, **params)
-    ids = np.arange(n, dtype=np.uint64)
-    t0 = time.perf_counter()
-    for i in range(0, n, a.batch):
-        c.upsert(ids[i : i + a.batch], base[i : i + a.batch])
-    t_ack = time.perf_counter() - t0
-    st = c.stats()
-    seg_before = len(st["segments"]) + (1 if st["appendable_rows"] else 0)
-    c.wait_idle()
-    t_conv = time.perf_counter() - t0
+    db, c, t_ack, t_conv, seg_before = trovedb_ingest(a, trovedb, root, base, metric)
     st = c.stats()
     segs = [s["rows"] for s in st["segments"]]
     appendable = st["appendable_rows"]
@@ -181,15 +178,7 @@ def main() -> int:
     if a.index == "ivf_pq":
         return peer_ivfpq(a, base, queries, gt, metric, detail, efs, curves, t_ack, t_conv, segs)
 
-    import hnswlib
-
-    space = {"cosine": "cosine", "l2": "l2", "ip": "ip", "dot": "ip"}[metric]
-    h = hnswlib.Index(space=space, dim=dim)
-    h.init_index(max_elements=n, M=a.m, ef_construction=a.ef_construction)
-    h.set_num_threads(a.threads)
-    t = time.perf_counter()
-    h.add_items(base, np.arange(n))
-    t_h = time.perf_counter() - t
+    h, t_h = hnswlib_ingest(a, base, metric)
     print(f"hnswlib add_items ({a.threads} threads): {t_h:.1f} s ({n / t_h:,.0f}/s)")
     h.set_num_threads(1)
 
@@ -198,8 +187,65 @@ def main() -> int:
         return h.knn_query(q, k=k)[0][0]
 
     curves["hnswlib"] = show("hnswlib", sweep(hsearch, queries, gt, a.k, efs, a.repeat))
-    report(a, d, n, curves, "hnswlib", t_ack, t_conv, t_h, segs, appendable)
+    report(a, d, n, curves, "hnswlib", t_ack, t_conv, t_h, segs, appendable, pairs)
     return 0
+
+
+def trovedb_ingest(a, trovedb, root, base, metric):
+    """The default path's load: upsert in batches, then `wait_idle()`. Returns the open
+    database and collection, the acknowledged and converged seconds and the segments (sealed
+    and appendable) there were before `wait_idle()`."""
+    n, dim = base.shape
+    opts = {} if a.seal_threshold_rows is None else {"seal_threshold_rows": a.seal_threshold_rows}
+    db = trovedb.open(root, **opts)
+    params = {"m": a.m, "ef_construction": a.ef_construction} if a.index == "hnsw" else {}
+    if a.quantization is not None:
+        params["quantization"] = a.quantization
+    c = db.create_collection("c", dim, metric=metric, index=a.index, **params)
+    ids = np.arange(n, dtype=np.uint64)
+    t0 = time.perf_counter()
+    for i in range(0, n, a.batch):
+        c.upsert(ids[i : i + a.batch], base[i : i + a.batch])
+    t_ack = time.perf_counter() - t0
+    st = c.stats()
+    seg_before = len(st["segments"]) + (1 if st["appendable_rows"] else 0)
+    c.wait_idle()
+    return db, c, t_ack, time.perf_counter() - t0, seg_before
+
+
+def hnswlib_ingest(a, base, metric):
+    """hnswlib `add_items` of every row on `a.threads` threads: the index and the seconds."""
+    import hnswlib
+
+    n, dim = base.shape
+    space = {"cosine": "cosine", "l2": "l2", "ip": "ip", "dot": "ip"}[metric]
+    h = hnswlib.Index(space=space, dim=dim)
+    h.init_index(max_elements=n, M=a.m, ef_construction=a.ef_construction)
+    h.set_num_threads(a.threads)
+    t = time.perf_counter()
+    h.add_items(base, np.arange(n))
+    return h, time.perf_counter() - t
+
+
+def ingest_pairs(a, trovedb, base, metric):
+    """`a.ingest_pairs` alternated ingests of both engines: [(ack, converged, hnswlib) s]."""
+    out = []
+    for i in range(a.ingest_pairs):
+        t_h = None
+        if i % 2:
+            t_h = hnswlib_ingest(a, base, metric)[1]
+        root = pathlib.Path(tempfile.mkdtemp(prefix="defaultpath-pair-"))
+        db, _, t_ack, t_conv, _ = trovedb_ingest(a, trovedb, root, base, metric)
+        db.close()
+        shutil.rmtree(root, ignore_errors=True)
+        if t_h is None:
+            t_h = hnswlib_ingest(a, base, metric)[1]
+        out.append((t_ack, t_conv, t_h))
+        print(
+            f"  pair {i + 1}: trovedb acknowledged {t_ack:.2f} s, converged {t_conv:.2f} s; "
+            f"hnswlib {t_h:.2f} s; converged ratio {t_h / t_conv:.2f}x"
+        )
+    return out
 
 
 def peer_ivfpq(a, base, queries, gt, metric, detail, nprobes, curves, t_ack, t_conv, segs) -> int:
@@ -235,7 +281,7 @@ def peer_ivfpq(a, base, queries, gt, metric, detail, nprobes, curves, t_ack, t_c
     return 0
 
 
-def report(a, d, n, curves, peer, t_ack, t_conv, t_h, segs, appendable):
+def report(a, d, n, curves, peer, t_ack, t_conv, t_h, segs, appendable, pairs=()):
     print(f"\nsingle-thread QPS at recall@{a.k}:")
     print(f"  {'':<22} " + " ".join(f"{t:>10}" for t in RECALLS))
     for name, row in curves.items():
@@ -254,6 +300,15 @@ def report(a, d, n, curves, peer, t_ack, t_conv, t_h, segs, appendable):
         f"ingest: trovedb acknowledged {n / t_ack:,.0f}/s ({n / t_ack / (n / t_h):.2f}x {peer}), "
         f"converged {n / t_conv:,.0f}/s ({n / t_conv / (n / t_h):.2f}x), {peer} {n / t_h:,.0f}/s"
     )
+    pairs = list(pairs) + [(t_ack, t_conv, t_h)]
+    if len(pairs) > 1:
+        conv = sorted(h / c for _, c, h in pairs)
+        ack = sorted(h / k for k, _, h in pairs)
+        print(
+            f"ingest over {len(pairs)} alternated pairs (this run's included): converged "
+            f"{' '.join(f'{x:.2f}' for x in conv)} -> median {np.median(conv):.2f}x {peer}, "
+            f"acknowledged median {np.median(ack):.2f}x"
+        )
     if a.json:
         with open(a.json, "a") as f:
             f.write(
@@ -268,6 +323,7 @@ def report(a, d, n, curves, peer, t_ack, t_conv, t_h, segs, appendable):
                         "ingest_converged_s": t_conv,
                         "peer": peer,
                         "peer_build_s": t_h,
+                        "ingest_pairs_s": pairs,
                         "segments": segs,
                         "appendable_rows": appendable,
                         "qps": {k: {str(t): v for t, v in row.items()} for k, row in curves.items()},
