@@ -291,7 +291,7 @@ pub(crate) fn search<G: Graph + ?Sized>(
         start
     };
     let first = [start, second];
-    let entries = &first[..1 + both as usize];
+    let entries = if both { &first[..] } else { &first[..1] };
     let mut found = search_layer(
         g,
         dist,
