@@ -384,3 +384,52 @@ fn a_merged_graph_finds_what_a_graph_built_at_once_finds() {
         "mean recall@10 over ef {efs:?}: merged {sm:.4} vs built at once {so:.4}"
     );
 }
+
+/// A beam as wide as the unsealed rows finds every one of them, on data that strands graph
+/// nodes: copies of one vector are pruned from each other's neighbour lists (a copy is no
+/// nearer to the new row than to the copy already kept), so most copies get no link at all.
+#[test]
+fn a_beam_as_wide_as_the_unsealed_rows_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DbOptions::default()
+        .seal_threshold_rows(100_000)
+        .compaction(
+            trovedb::CompactionPolicy::default()
+                .seal_idle_after(std::time::Duration::from_secs(3600)),
+        );
+    let db = Database::open(dir.path(), opts).unwrap();
+    let c = db.create_collection("h", &hnsw(8, Metric::L2)).unwrap();
+    let mut rng = Rng::new(17);
+    let mut model = Model::new();
+    let (distinct, copies) = (75u64, 20u64);
+    let points: Vec<Vec<f32>> = (0..distinct).map(|_| rng.vector(8)).collect();
+    // Copies interleaved, in batches, as an application would load them.
+    let order: Vec<u64> = (0..copies)
+        .flat_map(|c| (0..distinct).map(move |p| c * distinct + p))
+        .collect();
+    for batch in order.chunks(100) {
+        let mut flat = Vec::new();
+        for id in batch {
+            let v = &points[(id % distinct) as usize];
+            model.insert(*id, (v.clone(), Payload::new()));
+            flat.extend_from_slice(v);
+        }
+        c.upsert(batch, &flat, &[]).unwrap();
+    }
+    let rows = (distinct * copies) as usize;
+    assert!(rows > 1024, "more rows than are scanned without a graph");
+    assert_eq!(
+        c.stats().unwrap().appendable_rows,
+        rows,
+        "all rows unsealed"
+    );
+    let wide = SearchParams::default().with_ef(rows);
+    for p in &points {
+        let hits = c.search(p, copies as usize, &wide).unwrap();
+        assert_exact(Metric::L2, &model, p, &hits, copies as usize);
+        let q: Vec<f32> = p.iter().map(|x| x + 0.01).collect();
+        let hits = c.search(&q, 50, &wide).unwrap();
+        assert_exact(Metric::L2, &model, &q, &hits, 50);
+    }
+    assert_eq!(c.stats().unwrap().appendable_rows, rows, "still unsealed");
+}

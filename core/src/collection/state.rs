@@ -819,7 +819,14 @@ impl Ctx {
                     top.push(d, seg.id(row as usize));
                 });
             }
-            Ann::Live(g) if rows > FLAT_SCAN_MAX_ROWS => {
+            // A live graph is not repaired (`link_unreachable` runs on written graphs), so a
+            // row nothing links to is reached by no beam: one as wide as the live rows is a
+            // scan instead (exact, and no dearer than a beam that wide).
+            Ann::Live(g)
+                if rows > FLAT_SCAN_MAX_ROWS
+                    && (seg.allowed.is_some()
+                        || knobs.ef < rows.saturating_sub(seg.deleted.count_ones())) =>
+            {
                 search_graph(g, &rows_view, &q, &allow_row, |row, d| {
                     top.push(d, seg.id(row as usize));
                 });
