@@ -9,23 +9,14 @@ use trovedb::{
     CollectionConfig, CompactionPolicy, Database, DbOptions, IndexConfig, Metric, Payload,
     SearchParams, Value,
 };
-use trovedb_tests::{assert_exact, Model, Rng};
+use trovedb_tests::{assert_exact, put_modelled, Model, Rng};
 
+/// `n` modelled rows (ids `0..n`, see `put_modelled`) upserted in batches of 1,000.
 fn fill(c: &trovedb::Collection, n: u64, dim: usize, seed: u64) -> Model {
     let mut rng = Rng::new(seed);
     let mut model = Model::new();
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let mut vectors = Vec::new();
-        let mut payloads = Vec::new();
-        for id in chunk {
-            let v = rng.vector(dim);
-            let mut p = Payload::new();
-            p.insert("id".into(), Value::Int(*id as i64));
-            vectors.extend_from_slice(&v);
-            payloads.push(p.clone());
-            model.insert(*id, (v, p));
-        }
-        c.upsert(chunk, &vectors, &payloads).unwrap();
+        put_modelled(c, &mut model, &mut rng, chunk, dim);
     }
     model
 }
