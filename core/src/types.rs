@@ -795,7 +795,9 @@ pub struct SearchParams {
     /// Return each hit's payload too.
     pub include_payload: bool,
     /// HNSW beam width for this query (default: the collection's `ef_search`). Must be
-    /// at least 1; `k` is used when larger.
+    /// at least 1; `k` is used when larger. In a quantised collection the beam is at least
+    /// `rescore * k`, except that a query giving `ef` without `rescore` has the collection's
+    /// `rescore` cut to `max(1, ef / k)`: a narrow beam is then a cheaper, less exact search.
     pub ef: Option<usize>,
     /// Only points whose payload matches are returned (see [`crate::Filter`]).
     pub filter: Option<crate::filter::expr::Filter>,
@@ -806,7 +808,8 @@ pub struct SearchParams {
     /// LSH buckets read per table (default: the collection's `probes`).
     pub probes: Option<usize>,
     /// Quantised collections: the best `rescore * k` candidates by their codes are re-ranked
-    /// exactly (default: the collection's `rescore`). At most [`MAX_RESCORE`].
+    /// exactly (default: the collection's `rescore`, cut to `max(1, ef / k)` when the query
+    /// gives `ef`). At most [`MAX_RESCORE`].
     pub rescore: Option<usize>,
     /// Search the sealed segments of a single query in parallel (on the search pool) for
     /// lower latency; the results are the same as searching them one after another.

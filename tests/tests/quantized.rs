@@ -463,3 +463,67 @@ fn bad_quantisation_parameters_are_refused() {
         ));
     }
 }
+
+/// A query that gives `ef` below `rescore * k` and no `rescore` searches as if it had asked
+/// for `rescore` = `max(1, ef / k)` (a cheaper search, not the same one as a wider `ef`);
+/// one that gives `rescore`, or no `ef`, keeps the collection's `rescore` (3 for sq8).
+#[test]
+fn a_narrow_beam_without_rescore_cuts_the_rescore() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), DbOptions::default()).unwrap();
+    let dim = 24;
+    let config = CollectionConfig {
+        index: IndexConfig::hnsw(),
+        quantization: Quantization::parse("sq8").unwrap(),
+        ..CollectionConfig::new(dim, Metric::L2)
+    };
+    let c = db.create_collection("q", &config).unwrap();
+    let mut rng = trovedb_tests::Rng::new(23);
+    let n = 4000u64;
+    let ids: Vec<u64> = (0..n).collect();
+    let vectors: Vec<f32> = ids.iter().flat_map(|_| rng.vector(dim)).collect();
+    c.upsert(&ids, &vectors, &[]).unwrap();
+    c.flush().unwrap();
+    assert_eq!(
+        c.stats().unwrap().segments.len(),
+        1,
+        "one sealed, quantised segment"
+    );
+    let hits = |q: &[f32], k: usize, p: SearchParams| -> Vec<(u64, f32)> {
+        c.search(q, k, &p)
+            .unwrap()
+            .iter()
+            .map(|h| (h.id, h.distance))
+            .collect()
+    };
+    let p = SearchParams::default;
+    let mut narrower = 0;
+    for _ in 0..50 {
+        let q = rng.vector(dim);
+        for (k, ef, cut) in [
+            (10, 10, 1),
+            (10, 15, 1),
+            (10, 25, 2),
+            (10, 64, 3),
+            (5, 14, 2),
+        ] {
+            assert_eq!(
+                hits(&q, k, p().with_ef(ef)),
+                hits(&q, k, p().with_ef(ef).with_rescore(cut)),
+                "k {k} ef {ef}: searched as rescore {cut}"
+            );
+        }
+        // Without `ef` (the collection's 64 < 3 * 30) the rescore is the collection's.
+        assert_eq!(hits(&q, 30, p()), hits(&q, 30, p().with_rescore(3)));
+        // A given rescore is kept, whatever `ef`.
+        let full = hits(&q, 10, p().with_ef(10).with_rescore(3));
+        assert_eq!(full, hits(&q, 10, p().with_ef(30)));
+        if full != hits(&q, 10, p().with_ef(10)) {
+            narrower += 1;
+        }
+    }
+    assert!(
+        narrower > 0,
+        "ef 10 searched exactly as ef 30 on every query"
+    );
+}

@@ -153,6 +153,15 @@ impl Collection {
             scan_row_cost: 1.0,
         };
         spec.knobs(&given, &mut knobs);
+        // A query that gives a beam narrower than `rescore * k` and no `rescore` of its own
+        // asks for a cheap search: the collection's `rescore` is cut to what the beam holds
+        // (at least 1), rather than widening the beam to `rescore * k` (which made every `ef`
+        // below it the same search). Measured on text-minilm-dev (ten sq8 segments grown into
+        // one, single thread): ef 10 / 16 / 24 answered recall@10 0.833 / 0.903 / 0.946 at
+        // 58.0k / 44.8k / 33.0k QPS, where each was 0.962 at ~29-31k before.
+        if params.rescore.is_none() && given.ef.is_some() {
+            knobs.rescore = knobs.rescore.min((knobs.ef / k.max(1)).max(1));
+        }
         Ok(knobs)
     }
 
