@@ -648,10 +648,10 @@ const REPAIR_EF: usize = 64;
 /// next pass links).
 const REPAIR_PASSES: usize = 4;
 
-/// Layer 0 of a frozen graph, borrowed: each node's list is `count, m0 neighbours`, every
-/// neighbour a node of the graph (checked once by [`Layer0::checked`]). Rebuilt in O(1) by
-/// [`Layer0::again`] (unlike a [`GraphView`], which checks every offset), so the repair below
-/// can search it between two edits of the array.
+/// Layer 0 of a frozen graph, borrowed: each node's list is `count, m0 neighbours`. Built in
+/// O(1) (unlike a [`GraphView`], which checks every offset), so the repair below can search
+/// it between two edits of the array; it checks once that every neighbour is a node
+/// ([`Layer0::ids_in_range`]).
 struct Layer0<'a> {
     l0: &'a [u32],
     m0: usize,
@@ -659,23 +659,14 @@ struct Layer0<'a> {
 }
 
 impl<'a> Layer0<'a> {
-    /// The view of `l0`, or `None` when its length is not a whole number of lists, the entry
-    /// is not a node, or a list names a node the graph does not have.
-    fn checked(l0: &'a [u32], m0: usize, entry: u32) -> Option<Self> {
-        let layer = Layer0 { l0, m0, entry };
-        let rows = layer.len();
-        let whole = l0.len() == rows * layer.width() && (entry as usize) < rows;
-        let in_range = (0..rows).all(|n| layer.list(n).iter().all(|&x| (x as usize) < rows));
-        (whole && in_range).then_some(layer)
+    fn new(l0: &'a [u32], m0: usize, entry: u32) -> Self {
+        Layer0 { l0, m0, entry }
     }
 
-    /// The same shape over `l0`: the checked array, edited since only by writing ids of nodes.
-    fn again<'b>(&self, l0: &'b [u32]) -> Layer0<'b> {
-        Layer0 {
-            l0,
-            m0: self.m0,
-            entry: self.entry,
-        }
+    /// Whether every list names only nodes of the graph.
+    fn ids_in_range(&self) -> bool {
+        let rows = self.len();
+        (0..rows).all(|n| self.list(n).iter().all(|&x| (x as usize) < rows))
     }
 
     fn width(&self) -> usize {
@@ -740,15 +731,15 @@ pub(crate) fn link_unreachable(g: &mut FrozenGraph, vs: &VectorSet<'_>) -> usize
     if rows < 2 || g.meta[3] >= rows as u64 || g.l0.len() != rows * w {
         return 0;
     }
-    let Some(checked) = Layer0::checked(&g.l0, m0, g.meta[3] as u32) else {
+    let entry = g.meta[3] as u32;
+    // The view is made again after each edit of `g.l0` (the borrow ends there); O(1).
+    if !Layer0::new(&g.l0, m0, entry).ids_in_range() {
         return 0;
-    };
-    // The shape without the borrow, so `g.l0` can be edited between two views of it.
-    let (entry, view) = (checked.entry, Layer0 { l0: &[], ..checked });
+    }
     let mut visited = Visited::default();
     let mut linked = 0;
     for _ in 0..REPAIR_PASSES {
-        let layer = view.again(&g.l0);
+        let layer = Layer0::new(&g.l0, m0, entry);
         let mut reach = vec![false; rows];
         layer.mark_reachable(entry as usize, &mut reach);
         if reach.iter().all(|r| *r) {
@@ -764,7 +755,7 @@ pub(crate) fn link_unreachable(g: &mut FrozenGraph, vs: &VectorSet<'_>) -> usize
             if reach[u] {
                 continue;
             }
-            let layer = view.again(&g.l0);
+            let layer = Layer0::new(&g.l0, m0, entry);
             let q = u as u32;
             let dist = |n: u32| vs.between(q, n);
             let start = Cand {
@@ -814,7 +805,7 @@ pub(crate) fn link_unreachable(g: &mut FrozenGraph, vs: &VectorSet<'_>) -> usize
             g.l0[v * w + 1 + slot] = q;
             indeg[u] += 1;
             linked += 1;
-            view.again(&g.l0).mark_reachable(u, &mut reach);
+            Layer0::new(&g.l0, m0, entry).mark_reachable(u, &mut reach);
         }
     }
     linked
