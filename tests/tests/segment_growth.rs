@@ -151,6 +151,28 @@ fn a_bulk_load_grows_one_segment_without_a_merge() {
     ends_as_one_grown_segment(dir.path(), &db, c, &model, &mut rng, 1500, 0);
 }
 
+/// A growing segment takes as many rows of its own as the segment it grows on holds, at
+/// least the seal threshold (100) and at most twice it, before it is frozen: a load of 1,000
+/// rows in batches of 50 freezes at 100, 200, 400, 600, 800 and 1,000 rows (each seal writes
+/// every row again, so freezing every 100 rows wrote 5,500 rows; this writes 3,100), never
+/// holds more than 200 unsealed rows of its own, and ends as one segment equal to the model.
+#[test]
+fn a_growing_segment_takes_as_many_rows_as_its_base_up_to_twice_the_threshold() {
+    let (dir, db, c, mut model, mut rng) = hnsw_collection(45);
+    let mut frozen_at = Vec::new();
+    for b in 0..20u64 {
+        let ids: Vec<u64> = (b * 50..b * 50 + 50).collect();
+        put_modelled(&c, &mut model, &mut rng, &ids, DIM);
+        let st = c.stats().unwrap();
+        assert!(st.appendable_rows <= 200, "after batch {b}: {st:?}");
+        if st.appendable_rows == 0 {
+            frozen_at.push(ids[49] + 1);
+        }
+    }
+    assert_eq!(frozen_at, [100, 200, 400, 600, 800, 1000]);
+    ends_as_one_grown_segment(dir.path(), &db, c, &model, &mut rng, 1000, 0);
+}
+
 /// After `wait_idle`, the load of `rows` rows (`deleted` of them deleted) is one grown
 /// segment, not merged, equal to the model, and still so after a reopen.
 fn ends_as_one_grown_segment(
@@ -190,8 +212,9 @@ fn a_load_in_small_batches_grows_one_segment() {
         put_modelled(&c, &mut model, &mut rng, &ids, DIM);
         next += 7;
         if next.is_multiple_of(140) {
-            // A row sealed long ago and one of the segment grown on last.
-            del_modelled(&c, &mut model, &[next / 10, next - 120]);
+            // A row sealed long ago and one of the segment grown on last (the appendable
+            // segment holds at most 200 rows of its own, plus a batch).
+            del_modelled(&c, &mut model, &[next / 10, next.saturating_sub(220)]);
             check(&c, &model, &mut rng, next);
             assert!(c.stats().unwrap().segments.len() <= 1);
         }
@@ -230,31 +253,32 @@ fn huge_thresholds_neither_overflow_nor_reserve_absurdly() {
 #[test]
 fn deletions_and_rewrites_during_growth_match_the_model() {
     let (dir, db, c, mut model, mut rng) = hnsw_collection(42);
-    // 250 rows: segment 1 (rows 0..100) sealed, the next two grown on it.
-    for b in 0..5u64 {
+    // 350 rows: segment 1 (rows 0..100) sealed, grown on to 200 rows (frozen once it held as
+    // many rows as its base), and the next segment grown on that.
+    for b in 0..7u64 {
         let ids: Vec<u64> = (b * 50..b * 50 + 50).collect();
         put_modelled(&c, &mut model, &mut rng, &ids, DIM);
     }
     // Hold the next seal at its start: the segment it seals grows on the one before.
     hold_seals(dir.path(), true);
-    let ids: Vec<u64> = (250..300).collect();
+    let ids: Vec<u64> = (350..400).collect();
     put_modelled(&c, &mut model, &mut rng, &ids, DIM);
     let st = c.stats().unwrap();
     assert!(st.background.sealing, "{st:?}");
     // Deleted and rewritten while the seal is held: rows of the segment grown on (7, 50) and
-    // of the frozen segment (210, 260); the rewrites land in the appendable segment.
+    // of the frozen segment (210, 360); the rewrites land in the appendable segment.
     del_modelled(&c, &mut model, &[7, 210]);
-    put_modelled(&c, &mut model, &mut rng, &[50, 260], DIM);
-    check(&c, &model, &mut rng, 400);
+    put_modelled(&c, &mut model, &mut rng, &[50, 360], DIM);
+    check(&c, &model, &mut rng, 500);
     hold_seals(dir.path(), false);
     // The next batches publish that seal; rows of the new appendable segment rewritten
     // before it fills, so it seals on its own rows and the one after starts afresh.
-    for b in 6..8u64 {
+    for b in 8..10u64 {
         let ids: Vec<u64> = (b * 50..b * 50 + 50).collect();
         put_modelled(&c, &mut model, &mut rng, &ids, DIM);
         put_modelled(&c, &mut model, &mut rng, &[b * 50 + 1], DIM);
         del_modelled(&c, &mut model, &[b * 50 + 3, 120 + b]);
-        check(&c, &model, &mut rng, 400);
+        check(&c, &model, &mut rng, 500);
     }
     // Reopened (a close leaves the appendable segment in the log): the log replays over the
     // grown segment.
@@ -262,20 +286,20 @@ fn deletions_and_rewrites_during_growth_match_the_model() {
     drop(db);
     let db = open(dir.path(), patient());
     let c = db.collection("c").unwrap();
-    check(&c, &model, &mut rng, 400);
-    let ids: Vec<u64> = (400..520).collect();
+    check(&c, &model, &mut rng, 500);
+    let ids: Vec<u64> = (500..620).collect();
     put_modelled(&c, &mut model, &mut rng, &ids, DIM);
     c.wait_idle().unwrap();
     let st = c.stats().unwrap();
     assert!(st.segments.len() <= 2, "{st:?}");
     assert_eq!(st.appendable_rows, 0, "{st:?}");
-    check(&c, &model, &mut rng, 520);
+    check(&c, &model, &mut rng, 620);
     c.verify().unwrap();
     drop(c);
     db.close().unwrap();
     let db = open(dir.path(), patient());
     let c = db.collection("c").unwrap();
-    check(&c, &model, &mut rng, 520);
+    check(&c, &model, &mut rng, 620);
 }
 
 /// The memory cap bounds a grown segment (then the next one starts afresh); a flat

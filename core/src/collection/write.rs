@@ -351,7 +351,7 @@ impl Collection {
         };
         // Writers are held by `ws`, so nothing else changes the appendable segment, and no
         // publication replaces it.
-        let full = app.live_count() >= self.options.seal_threshold_rows;
+        let full = app.live_count() >= self.freeze_rows(app.base_rows());
         let (kernels, metric) = (self.kernels, self.config.metric);
         let link = || app.link(nodes.clone(), kernels, metric);
         let published = if nodes.is_empty() {
@@ -386,7 +386,7 @@ impl Collection {
     /// most twice, as after a freeze: the frozen segment and its successor); drops it when
     /// `app` can no longer be grown on.
     fn copy_for_growth_locked(&self, ws: &mut WriteState, app: &AppendableSegment, batch: usize) {
-        let seal = self.options.seal_threshold_rows;
+        let seal = self.freeze_rows(app.base_rows());
         if !(app.seals_whole() && self.grows_on(app)) {
             ws.growth = None;
             return;
@@ -395,7 +395,8 @@ impl Collection {
             Some(g) if g.of(app) => Some(g),
             _ if ws.sealing.is_none() => {
                 let left = seal.saturating_sub(app.live_count()).saturating_add(batch);
-                Some(Box::new(Growth::new(app, left, seal)))
+                let more = self.freeze_rows(app.rows().saturating_add(left));
+                Some(Box::new(Growth::new(app, left, more)))
             }
             _ => None,
         };
