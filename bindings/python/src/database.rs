@@ -28,6 +28,9 @@ pub(crate) struct PyDatabase {
 /// writer (any number of processes): no lock, nothing created, every change refused with
 /// `ReadOnlyError`; reads see what the writer has published and catch up by themselves.
 /// `tune_allocator=True` lets trovedb set glibc's malloc thresholds for the process.
+/// `seal_threshold_rows`: rows the in-memory segment takes before it is sealed into a file;
+/// during a bulk load into an HNSW collection a segment growing on the one just sealed takes
+/// as many as that one holds, up to twice the threshold (what recovery may replay).
 #[pyfunction]
 #[allow(
     clippy::needless_pass_by_value,

@@ -52,7 +52,8 @@ pub struct DbOptions {
     /// Default 100,000. During a bulk load into an HNSW collection the appendable segment
     /// grows on the one just sealed (README "Ingest while searching, compaction") and takes
     /// as many rows of its own as that segment holds before it is sealed, up to twice this
-    /// many: recovery replays at most twice this many rows from the log.
+    /// many: an unsealed segment, which recovery replays from the log, holds at most twice
+    /// this many rows.
     pub seal_threshold_rows: usize,
     /// When sealed segments are merged in the background: `background` switches merging on
     /// or off; the other fields are the default size-tiered policy, used unless

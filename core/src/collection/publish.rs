@@ -200,7 +200,8 @@ impl Collection {
     /// `seal_threshold_rows` rows wrote rows²/(2·threshold) rows over a load (text-minilm-dev,
     /// threshold 2,000: 110,000 rows for 20,000); growing in proportion to the base writes
     /// 62,000 (converged load 2.08 s against 2.145 s, CPU 3.67 s against 3.80 s, medians of
-    /// ten alternated runs), while recovery still replays at most twice the threshold.
+    /// ten alternated runs), while an unsealed segment, which recovery replays from the log,
+    /// stays within twice the threshold.
     pub(super) fn freeze_rows(&self, base: usize) -> usize {
         let seal = self.options.seal_threshold_rows;
         let step = base.clamp(seal, seal.saturating_mul(2));
