@@ -99,11 +99,7 @@ impl Collection {
             // housekeeping.
             let picked = policy.pick(&sizes, seal).or_else(|| {
                 quiet
-                    .then(|| {
-                        let compaction = &self.options.compaction;
-                        let max = compaction.resolved_max_segment_rows(self.config.dim, seal);
-                        policy.pick_idle(&sizes, seal, max)
-                    })
+                    .then(|| policy.pick_idle(&sizes, seal, self.max_segment_rows()))
                     .flatten()
             });
             let Some(pick) = picked else {

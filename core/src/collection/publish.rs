@@ -184,12 +184,20 @@ impl Collection {
                 return false;
             }
         }
-        let (policy, seal) = (&self.options.compaction, self.options.seal_threshold_rows);
-        policy.background
+        self.options.compaction.background
             && self.options.merge_policy.is_none()
             && seg.graph.is_some()
-            && seg.rows().saturating_add(seal)
-                <= policy.resolved_max_segment_rows(self.config.dim, seal)
+            && seg.rows().saturating_add(self.options.seal_threshold_rows)
+                <= self.max_segment_rows()
+    }
+
+    /// The quiet merges' maximum segment size, resolved for this collection
+    /// ([`crate::CompactionPolicy::resolved_max_segment_rows`]).
+    pub(super) fn max_segment_rows(&self) -> usize {
+        let seal = self.options.seal_threshold_rows;
+        self.options
+            .compaction
+            .resolved_max_segment_rows(self.config.dim, seal)
     }
 
     /// Live rows at which the appendable segment is frozen, when it grows on a segment of
@@ -205,11 +213,7 @@ impl Collection {
     pub(super) fn freeze_rows(&self, base: usize) -> usize {
         let seal = self.options.seal_threshold_rows;
         let step = base.clamp(seal, seal.saturating_mul(2));
-        let max = self
-            .options
-            .compaction
-            .resolved_max_segment_rows(self.config.dim, seal);
-        if base.saturating_add(step) <= max {
+        if base.saturating_add(step) <= self.max_segment_rows() {
             step
         } else {
             seal
