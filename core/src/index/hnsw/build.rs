@@ -114,16 +114,37 @@ fn build_codes(dim: usize) -> bool {
 /// width measured to gain.
 const BUILD_CODES_MIN_DIM: usize = 128;
 
-/// Size of the float rows from which a graph's build scores codes: below it they stay in
-/// the CPU caches and the codes only add work. Measured on text-minilm-dev in segments of
-/// 2,000 rows (3 MB of rows): linking them took 1.02-1.17 s with codes against
-/// 0.96-0.99 s without; at 20,000 rows (30 MB) codes cut the build by a quarter.
-const BUILD_CODES_MIN_BYTES: usize = 8 << 20;
+/// Size of the float rows from which a graph's build scores codes: below it the rows stay in
+/// a core's own cache (2 MiB of L2 on the machine measured) and the codes only add work.
+/// Measured on text-minilm-dev (384 dimensions) loaded through the Python API (seal
+/// threshold 2,000, batches of 1,000, `wait_idle()`; the chain of growing segments ends as one
+/// 20,000-row graph), six alternated loads each: converged median 1.92 s with codes from
+/// 2 MiB (1,365 rows) against 2.09 s from 8 MiB (5,461 rows, the value before) and 2.35 s
+/// from 16 MiB, CPU 3.41 s against 3.70 s; from 1 MiB, 384 KiB or 256 rows 1.94-2.00 s (no
+/// better). Recall@10 at ef 10-64 within 0.003 of the 8 MiB build (500 queries, two builds
+/// each); MNIST 5k x 784 loaded in 0.47-0.48 s against 0.50-0.56 s, recall within 0.003.
+/// With feature `bench`, `TROVEDB_BUILD_CODES_MIN_KB` sets it, for measurements.
+const BUILD_CODES_MIN_BYTES: usize = 2 << 20;
+
+/// [`BUILD_CODES_MIN_BYTES`] (`TROVEDB_BUILD_CODES_MIN_KB`, in KiB, with feature `bench`).
+fn build_codes_min_bytes() -> usize {
+    #[cfg(feature = "bench")]
+    {
+        static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        crate::index::bench_knob(
+            &V,
+            "TROVEDB_BUILD_CODES_MIN_KB",
+            BUILD_CODES_MIN_BYTES >> 10,
+        ) << 10
+    }
+    #[cfg(not(feature = "bench"))]
+    BUILD_CODES_MIN_BYTES
+}
 
 /// Rows from which a graph of `dim`-wide rows scores codes: [`BUILD_CODES_MIN_BYTES`] of
 /// float rows, and at least [`BuildCodes::TRAIN_ROWS`] to train on.
 fn codes_from_rows(dim: usize) -> usize {
-    (BUILD_CODES_MIN_BYTES / (4 * dim.max(1))).max(BuildCodes::TRAIN_ROWS)
+    (build_codes_min_bytes() / (4 * dim.max(1))).max(BuildCodes::TRAIN_ROWS)
 }
 
 impl GraphBuilder {

@@ -329,8 +329,8 @@ mod tests {
     #[test]
     fn a_build_scoring_codes_links_as_well_as_an_exact_one() {
         let base = data(4000, 128, 1);
-        // 2 MB of rows: a collection codes only larger graphs (`codes_from_rows`); the test
-        // codes this one.
+        // Just under 2 MiB of rows: a collection codes only larger graphs
+        // (`codes_from_rows`); the test codes this one.
         assert_eq!(
             GraphBuilder::build(params(), &l2_set(&base, 128)).coded_rows(),
             0
