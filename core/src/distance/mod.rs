@@ -59,6 +59,7 @@ pub struct Kernels {
     sq_i8_gather: SqI8GatherKernel,
     dot_u8_i16: DotU8I16Kernel,
     dot_u8_i16_rows: DotU8I16RowsKernel,
+    dot_u4_i16_rows: DotU8I16RowsKernel,
     bitplane: BitplaneKernel,
 }
 
@@ -83,6 +84,7 @@ const SCALAR: Kernels = Kernels {
     sq_i8_gather: scalar::sq_i8_gather_ref,
     dot_u8_i16: scalar::dot_u8_i16_ref,
     dot_u8_i16_rows: scalar::dot_u8_i16_rows_ref,
+    dot_u4_i16_rows: scalar::dot_u4_i16_rows_ref,
     bitplane: scalar::bitplane_dot_ref,
 };
 
@@ -107,6 +109,7 @@ impl Kernels {
                 sq_i8_gather: x86_64::avx2::sq_i8_gather,
                 dot_u8_i16: x86_64::avx2::dot_u8_i16,
                 dot_u8_i16_rows: x86_64::avx2::dot_u8_i16_rows,
+                dot_u4_i16_rows: x86_64::avx2::dot_u4_i16_rows,
                 bitplane: x86_64::avx2::bitplane_dot,
             }),
             #[cfg(target_arch = "x86_64")]
@@ -130,6 +133,7 @@ impl Kernels {
                 sq_i8_gather: x86_64::avx512::sq_i8_gather,
                 dot_u8_i16: x86_64::avx512::dot_u8_i16,
                 dot_u8_i16_rows: x86_64::avx512::dot_u8_i16_rows,
+                dot_u4_i16_rows: x86_64::avx512::dot_u4_i16_rows,
                 bitplane: x86_64::avx512::bitplane_dot,
             }),
             #[cfg(target_arch = "aarch64")]
@@ -145,6 +149,7 @@ impl Kernels {
                 sq_i8_gather: scalar::sq_i8_gather_ref,
                 dot_u8_i16: scalar::dot_u8_i16_ref,
                 dot_u8_i16_rows: scalar::dot_u8_i16_rows_ref,
+                dot_u4_i16_rows: scalar::dot_u4_i16_rows_ref,
                 bitplane: scalar::bitplane_dot_ref,
             }),
             #[allow(unreachable_patterns)]
@@ -289,6 +294,28 @@ impl Kernels {
         );
         // SAFETY: the ISA was detected by `for_isa`; the rows and `out` were checked above.
         unsafe { (self.dot_u8_i16_rows)(codes, rows, w, out) }
+    }
+
+    /// `out[i]` = the integer dot product of row `rows[i]` of packed 4-bit `codes` (rows of
+    /// `w.len() / 2` bytes; see [`scalar::U4_BLOCK`] for the packing) with `w`. Panics unless
+    /// `w.len()` is a multiple of [`scalar::U4_BLOCK`], every row is in range and `out` is at
+    /// least as long as `rows`. The caller keeps `15 * max|w| * w.len()` below `2^31`.
+    #[inline]
+    pub fn dot_u4_i16_rows(&self, codes: &[u8], rows: &[u32], w: &[i16], out: &mut [i32]) {
+        assert!(
+            w.len().is_multiple_of(scalar::U4_BLOCK),
+            "dot_u4_i16_rows: weights in whole blocks"
+        );
+        assert!(out.len() >= rows.len(), "dot_u4_i16_rows sizes");
+        let n = w.len() / 2;
+        let last = rows.iter().copied().max().map_or(0, |r| r as usize + 1);
+        assert!(
+            last.checked_mul(n).is_some_and(|end| end <= codes.len()),
+            "dot_u4_i16_rows: a row out of range"
+        );
+        // SAFETY: the ISA was detected by `for_isa`; the block size, the rows and `out` were
+        // checked above.
+        unsafe { (self.dot_u4_i16_rows)(codes, rows, w, out) }
     }
 
     /// `(sum_j 2^j * popcount(planes[j] & bits), popcount(bits))` for the four bit planes
@@ -472,6 +499,51 @@ mod tests {
                         .map(|(a, b)| (i64::from(*a as i8) - i64::from(*b as i8)).pow(2))
                         .sum();
                     assert_eq!(i64::from(sq[r]), want, "{:?}", kern.isa());
+                }
+            }
+        }
+    }
+
+    /// Packed 4-bit rows against 16-bit weights: every ISA gives the sum of each component's
+    /// nibble (unpacked here from the documented layout) times its weight, for one to sixteen
+    /// blocks, rows in blocks of four and a tail, repeats and any order.
+    #[test]
+    fn packed_4bit_kernels_of_every_isa_match_a_direct_computation() {
+        let mut seed = 29u64;
+        let nibble = |row: &[u8], d: usize| {
+            let (block, at) = (d / scalar::U4_BLOCK, d % scalar::U4_BLOCK);
+            let byte = row[block * scalar::U4_BLOCK / 2 + at % (scalar::U4_BLOCK / 2)];
+            i64::from(if at < scalar::U4_BLOCK / 2 {
+                byte & 15
+            } else {
+                byte >> 4
+            })
+        };
+        for kern in Kernels::available() {
+            for blocks in [1, 2, 3, 6, 12, 16] {
+                let len = blocks * scalar::U4_BLOCK;
+                let w: Vec<i16> = (0..len)
+                    .map(|_| ((lcg(&mut seed) * 2.0 - 1.0) * 16383.0) as i16)
+                    .collect();
+                let table: Vec<u8> = (0..len / 2 * 40)
+                    .map(|_| (lcg(&mut seed) * 1000.0) as i32 as u8)
+                    .collect();
+                let long: Vec<u32> = (0..37).map(|i| (i * 11) % 40).collect();
+                for rows in [
+                    vec![],
+                    vec![3],
+                    vec![8, 0, 5, 5, 2, 7, 1],
+                    (0..9).collect(),
+                    long,
+                ] {
+                    let mut out = vec![i32::MIN; rows.len() + 1];
+                    kern.dot_u4_i16_rows(&table, &rows, &w, &mut out);
+                    for (i, &r) in rows.iter().enumerate() {
+                        let row = &table[r as usize * len / 2..(r as usize + 1) * len / 2];
+                        let want: i64 = (0..len).map(|d| nibble(row, d) * i64::from(w[d])).sum();
+                        assert_eq!(i64::from(out[i]), want, "{:?} {blocks} blocks", kern.isa());
+                    }
+                    assert_eq!(out[rows.len()], i32::MIN, "wrote past the rows");
                 }
             }
         }

@@ -269,6 +269,57 @@ pub(crate) fn dot_u8_i16_rows_ref(codes: &[u8], rows: &[u32], w: &[i16], out: &m
     dot_u8_i16_rows(codes, rows, w, out);
 }
 
+/// Components in one block of packed 4-bit codes: a block is 32 bytes, byte `j` holding
+/// component `j` of the block in its low nibble and component `32 + j` in its high nibble (so
+/// a SIMD kernel splits a block's nibbles into two runs of 32 consecutive components).
+pub const U4_BLOCK: usize = 64;
+
+/// Integer dot product of a row of packed 4-bit codes (`w.len() / 2` bytes in blocks of
+/// [`U4_BLOCK`] components) with 16-bit weights (`w.len()` a multiple of [`U4_BLOCK`]). The
+/// caller bounds `15 * max|w| * w.len()` below `2^31`; wrapping adds keep the loop free of
+/// overflow checks.
+#[allow(
+    clippy::inline_always,
+    reason = "inlined into each ISA's #[target_feature] wrapper, which is what vectorises it"
+)]
+#[inline(always)]
+pub fn dot_u4_i16(codes: &[u8], w: &[i16]) -> i32 {
+    let mut acc = 0i32;
+    for (c, w) in codes
+        .chunks_exact(U4_BLOCK / 2)
+        .zip(w.chunks_exact(U4_BLOCK))
+    {
+        let (lo, hi) = w.split_at(U4_BLOCK / 2);
+        for j in 0..U4_BLOCK / 2 {
+            let (a, b) = (i32::from(c[j] & 15), i32::from(c[j] >> 4));
+            acc = acc
+                .wrapping_add(a * i32::from(lo[j]))
+                .wrapping_add(b * i32::from(hi[j]));
+        }
+    }
+    acc
+}
+
+/// `out[i]` = [`dot_u4_i16`] of row `rows[i]` of `codes` (rows of `w.len() / 2` bytes) with
+/// `w`. A row out of range gives 0 (the `Kernels` wrapper rules that out).
+#[allow(
+    clippy::inline_always,
+    reason = "inlined into each ISA's #[target_feature] wrapper, which is what vectorises it"
+)]
+#[inline(always)]
+pub fn dot_u4_i16_rows(codes: &[u8], rows: &[u32], w: &[i16], out: &mut [i32]) {
+    let n = w.len() / 2;
+    for (o, &r) in out.iter_mut().zip(rows) {
+        let start = r as usize * n;
+        *o = codes.get(start..start + n).map_or(0, |c| dot_u4_i16(c, w));
+    }
+}
+
+/// Reference (non-inlined) copy of [`dot_u4_i16_rows`] for the scalar `Kernels`.
+pub(crate) fn dot_u4_i16_rows_ref(codes: &[u8], rows: &[u32], w: &[i16], out: &mut [i32]) {
+    dot_u4_i16_rows(codes, rows, w, out);
+}
+
 /// Bit-plane product of a 4-bit query with a bit string: `planes` holds four bit strings of
 /// `bits.len()` words each (plane `j` = bit `j` of every query component). Returns
 /// `(sum_j 2^j * popcount(plane_j & bits), popcount(bits))`.

@@ -171,6 +171,15 @@ pub(crate) unsafe fn dot_u8_i16(codes: &[u8], w: &[i16]) -> i32 {
     crate::distance::scalar::dot_u8_i16(codes, w)
 }
 
+/// [`crate::distance::scalar::dot_u4_i16_rows`] compiled for this ISA.
+///
+/// # Safety
+/// The CPU must support the target features (checked by `Kernels::for_isa`).
+#[target_feature(enable = "avx2,fma,popcnt")]
+pub(crate) unsafe fn dot_u4_i16_rows(codes: &[u8], rows: &[u32], w: &[i16], out: &mut [i32]) {
+    crate::distance::scalar::dot_u4_i16_rows(codes, rows, w, out);
+}
+
 /// [`crate::distance::scalar::dot_u8_i16_rows`] with AVX2: four rows at a time share each
 /// load of the weights; 16 codes at a time are widened to 16 bits (`vpmovzxbw`) and
 /// multiplied pairwise into 32-bit sums (`vpmaddwd`); the last `len % 16` components are

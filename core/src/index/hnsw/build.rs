@@ -16,7 +16,7 @@ use super::visited::{Visited, VisitedPool};
 use super::HnswParams;
 use crate::distance::Kernels;
 use crate::distance::Metric;
-use crate::index::quant::{with_prepared, BuildCodes, CodeDist};
+use crate::index::quant::{with_prepared, BuildCodes, BuildDist};
 
 /// The vectors a graph is built over.
 #[derive(Clone, Copy)]
@@ -53,7 +53,7 @@ pub(crate) struct GraphBuilder {
     upper: Vec<Vec<Mutex<Vec<u32>>>>,
     entry: RwLock<Option<(u32, usize)>>,
     pool: VisitedPool,
-    /// sq8 codes of the nodes, scored by the insertion beam (see [`build_codes`]); `None`
+    /// 4-bit codes of the nodes, scored by the insertion beam (see [`build_codes`]); `None`
     /// until enough rows are there to train them, or when not used.
     codes: Option<BuildCodes>,
     /// Never use codes (tests compare against this).
@@ -90,9 +90,11 @@ fn merge_ef_percent() -> usize {
     MERGE_EF_PERCENT
 }
 
-/// Whether a build scores its insertion beam on sq8 codes (for `dim` components).
+/// Whether a build scores its insertion beam on codes (for `dim` components; 4-bit since
+/// 2026-12, see [`BuildCodes`]).
 ///
-/// Measured (m 16, ef_construction 200, 2 threads, one build each way, alternated):
+/// Measured with sq8 codes (m 16, ef_construction 200, 2 threads, one build each way,
+/// alternated):
 /// text-minilm-dev 20k x 384 cosine built in 1.51-1.55 s instead of 1.99-2.19 s, with
 /// recall@10 at ef 16-96 within 0.004 of the exact build's; 200k x 128 l2 in 20.3 s instead
 /// of 21.7 s, recall within 0.008 (both ways up and down); MNIST 5k x 784 l2 unchanged
@@ -432,26 +434,22 @@ impl GraphBuilder {
         };
         let vq = vs.row(q);
         let exact = |n: u32| vs.kernels.distance(vs.metric, vq, vs.row(n));
-        let codes = self
-            .codes
-            .as_ref()
-            .filter(|c| c.rows() >= self.len_nodes())
-            .map(BuildCodes::view);
+        let codes = self.codes.as_ref().filter(|c| c.rows() >= self.len_nodes());
         let mut visited = self.pool.take(self.len_nodes());
         with_prepared(|p| {
-            if let Some(c) = &codes {
-                c.prepare(vs.metric, vq, p);
+            if let Some(c) = codes {
+                c.prepare(vq, p);
             }
             // The beam scores codes when there are some; links are chosen on exact distances.
             let dist = BeamDist {
-                codes: codes.as_ref().map(|view| CodeDist {
-                    view,
+                codes: codes.map(|codes| BuildDist {
+                    codes,
                     kernels: vs.kernels,
                     prepared: p,
                 }),
                 exact: &exact,
             };
-            let prefetch = |n: u32| match &codes {
+            let prefetch = |n: u32| match codes {
                 Some(c) => c.prefetch(n as usize),
                 None => crate::distance::prefetch(vs.row(n)),
             };
@@ -642,7 +640,7 @@ impl Graph for GraphBuilder {
 /// The distances of an insertion beam: code estimates when the builder keeps codes, else
 /// exact distances.
 struct BeamDist<'a, E> {
-    codes: Option<CodeDist<'a>>,
+    codes: Option<BuildDist<'a>>,
     exact: &'a E,
 }
 
