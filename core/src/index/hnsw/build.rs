@@ -11,7 +11,9 @@ use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 
 use super::graph::{FrozenGraph, Graph, GraphView};
-use super::search::{greedy_descent, search_layer, with_scratch, Cand, Dist, Expand};
+use super::search::{
+    greedy_descent, search_layer, search_layer_unordered, with_scratch, Cand, Dist, Expand,
+};
 use super::visited::{Visited, VisitedPool};
 use super::HnswParams;
 use crate::distance::Kernels;
@@ -458,7 +460,8 @@ impl GraphBuilder {
                 let mut entries = vec![start];
                 for lev in (0..=level.min(top)).rev() {
                     visited.reset(self.len_nodes());
-                    let found = search_layer(
+                    // In no order: sorted below on exact distances, or on these when they are.
+                    let mut found = search_layer_unordered(
                         self,
                         &dist,
                         &prefetch,
@@ -477,6 +480,7 @@ impl GraphBuilder {
                         rescored = r;
                         &rescored
                     } else {
+                        found.sort_unstable();
                         &found
                     };
                     // A new node starts with at most m diverse links on every layer; layer 0

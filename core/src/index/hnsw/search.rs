@@ -139,13 +139,39 @@ pub(crate) fn greedy_descent<G: Graph + ?Sized>(
 }
 
 /// Beam search on `level` from `entries`; returns up to `ef` allowed nodes, nearest first.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "hot loop; grouping would add indirection"
+)]
+pub(crate) fn search_layer<G: Graph + ?Sized>(
+    g: &G,
+    dist: &impl Dist,
+    prefetch: &impl Fn(u32),
+    entries: &[Cand],
+    ef: usize,
+    level: usize,
+    allow: &impl Fn(u32) -> bool,
+    expand: Expand,
+    visited: &mut Visited,
+    s: &mut Scratch,
+) -> Vec<Cand> {
+    let mut out = search_layer_unordered(
+        g, dist, prefetch, entries, ef, level, allow, expand, visited, s,
+    );
+    out.sort_unstable();
+    out
+}
+
+/// [`search_layer`] returning the nodes in no particular order: a graph build that re-scores
+/// them exactly sorts them on those distances instead (measured: the sort of the beam's
+/// result on its estimates was 2.3% of a build's CPU on text-minilm-dev).
 // PERF: one loop over a min-heap of candidates and a max-heap of results, both reused
 // through `Scratch`; the visited set is a bit per node from a pool, cleared word by word.
 #[allow(
     clippy::too_many_arguments,
     reason = "hot loop; grouping would add indirection"
 )]
-pub(crate) fn search_layer<G: Graph + ?Sized>(
+pub(crate) fn search_layer_unordered<G: Graph + ?Sized>(
     g: &G,
     dist: &impl Dist,
     prefetch: &impl Fn(u32),
@@ -250,9 +276,7 @@ pub(crate) fn search_layer<G: Graph + ?Sized>(
             }
         }
     }
-    let mut out: Vec<Cand> = s.results.drain().collect();
-    out.sort_unstable();
-    out
+    s.results.drain().collect()
 }
 
 /// The `k` nearest allowed nodes to the query behind `dist`, searching layer 0 with
