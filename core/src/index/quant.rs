@@ -189,10 +189,11 @@ pub(crate) fn encode(kind: QuantKind, metric: Metric, vectors: &[f32], dim: usiz
     }
 }
 
-/// 4-bit codes of the rows of a graph under construction, which the insertion beam scores in
-/// place of the float rows (the chosen links are then picked on exact distances). Never
-/// written: a build-time copy, an eighth of the float rows' size (components packed two to a
-/// byte in blocks of [`U4_BLOCK`], zero-padded to a whole block; see `distance::scalar`).
+/// Codes of the rows of a graph under construction, which the insertion beam scores in place of
+/// the float rows (the chosen links are then picked on exact distances). Never written: a
+/// build-time copy. From [`BUILD_U4_MIN_DIM`] components on, 4 bits a component (an eighth of
+/// the float rows' size; packed two to a byte in blocks of [`U4_BLOCK`], zero-padded to a
+/// whole block, see `distance::scalar`); below, sq8 (a quarter).
 ///
 /// PERF: the beam is bound by loading the codes of the nodes it visits from memory. Measured
 /// on text-minilm-dev through the Python API (seal threshold 2,000, batches of 1,000,
@@ -202,7 +203,10 @@ pub(crate) fn encode(kind: QuantKind, metric: Metric, vectors: &[f32], dim: usiz
 /// eight alternated loads each: 1.99 s against 2.12 s, CPU 3.47 s against 3.70 s, recall@10
 /// at ef 10-64 within 0.002. 200k x 128 l2 (one segment): 18.1 s against 17.9 s (128 bytes
 /// of sq8 are two cache lines already), recall within 0.004; MNIST 5k x 784: 0.51 s against
-/// 0.59 s, recall within 0.004.
+/// 0.59 s, recall within 0.004. At 128 components 4 bits bought nothing (the 128 bytes of an
+/// sq8 row are two cache lines) and a 1M x 128 graph built with them reached recall@10 0.982
+/// at ef 512 (hnswlib 0.992 in the same run; built on sq8 codes in the run before, 0.986
+/// against hnswlib's 0.990), so narrower rows keep sq8.
 ///
 /// The per-component range is trained on the rows present (a sample of at most
 /// [`BuildCodes::TRAIN_SAMPLE`]) and widened by a margin on each side. Rows added later are
@@ -214,6 +218,8 @@ pub(crate) fn encode(kind: QuantKind, metric: Metric, vectors: &[f32], dim: usiz
 #[derive(Debug, PartialEq)]
 pub(crate) struct BuildCodes {
     dim: usize,
+    /// Bits a component: 4 or 8.
+    bits: u8,
     metric: Metric,
     /// Each component's lowest level, then its step between levels (`dim` each).
     params: Vec<f32>,
@@ -225,8 +231,8 @@ pub(crate) struct BuildCodes {
     trained: usize,
 }
 
-/// The highest of a build code's levels (4 bits).
-const BUILD_LEVELS: f32 = 15.0;
+/// Fewest components for which build codes take 4 bits a component (sq8 below).
+const BUILD_U4_MIN_DIM: usize = 256;
 
 impl BuildCodes {
     /// Rows needed before the range is first trained.
@@ -240,6 +246,7 @@ impl BuildCodes {
     pub(crate) fn train(metric: Metric, vectors: &[f32], dim: usize) -> BuildCodes {
         let mut b = BuildCodes {
             dim,
+            bits: if dim >= BUILD_U4_MIN_DIM { 4 } else { 8 },
             metric,
             params: Vec::new(),
             codes: Vec::new(),
@@ -250,14 +257,28 @@ impl BuildCodes {
         b
     }
 
-    /// Components of a row with its padding (whole blocks).
+    /// Components of a row with its padding (whole blocks of 4-bit codes).
     fn padded(&self) -> usize {
-        self.dim.div_ceil(U4_BLOCK) * U4_BLOCK
+        match self.bits {
+            4 => self.dim.div_ceil(U4_BLOCK) * U4_BLOCK,
+            _ => self.dim,
+        }
     }
 
     /// Bytes of one row's codes.
     fn row_bytes(&self) -> usize {
-        self.padded() / 2
+        match self.bits {
+            4 => self.padded() / 2,
+            _ => self.dim,
+        }
+    }
+
+    /// The highest level of a component's code.
+    fn levels(&self) -> f32 {
+        match self.bits {
+            4 => 15.0,
+            _ => 255.0,
+        }
     }
 
     /// Train the range on `vectors` (every row so far) and encode them all again.
@@ -277,7 +298,7 @@ impl BuildCodes {
             };
             let pad = (h - l) * Self::MARGIN;
             params.push(l - pad);
-            let step = (h - l + 2.0 * pad) / BUILD_LEVELS;
+            let step = (h - l + 2.0 * pad) / self.levels();
             // A constant component: every code 0 decodes to it exactly.
             steps.push(if step > 0.0 { step } else { 1.0 });
         }
@@ -351,12 +372,19 @@ impl BuildCodes {
     /// outside the range (and were clamped).
     fn encode(&mut self, vectors: &[f32]) -> usize {
         use rayon::prelude::*;
-        let (dim, rb) = (self.dim, self.row_bytes());
+        let (dim, rb, top, bits, metric) = (
+            self.dim,
+            self.row_bytes(),
+            self.levels(),
+            self.bits,
+            self.metric,
+        );
         let rows = vectors.len() / dim.max(1);
         let start = self.rows();
         self.codes.resize((start + rows) * rb, 0);
         self.factors.resize(start + rows, 0.0);
-        let (lo, step) = self.params.split_at(dim);
+        let p = &self.params;
+        let (lo, step) = p.split_at(dim);
         let padded = self.padded();
         let codes = &mut self.codes[start * rb..];
         let factors = &mut self.factors[start..];
@@ -373,10 +401,14 @@ impl BuildCodes {
                     .zip(f.iter_mut())
                     .zip(v.chunks_exact(dim))
                     .map(|((c, f), v)| {
-                        *f = encode_u4(lo, step, v, &mut levels, c);
+                        if bits == 4 {
+                            *f = encode_u4(lo, step, v, &mut levels, c);
+                        } else {
+                            encode_row(QuantKind::Sq8, metric, p, v, c, std::slice::from_mut(f));
+                        }
                         v.iter()
                             .zip(lo.iter().zip(step))
-                            .filter(|(x, (l, s))| **x < **l || **x > **l + BUILD_LEVELS * **s)
+                            .filter(|(x, (l, s))| **x < **l || **x > **l + top * **s)
                             .count()
                     })
                     .sum::<usize>()
@@ -395,8 +427,9 @@ impl BuildCodes {
             .zip(step)
             .map(|(a, s)| (a * s).abs())
             .fold(0f32, f32::max);
-        // `15 * w * padded` stays below 2^31, so the integer sum never overflows.
-        let limit = ((i32::MAX as usize) / (15 * padded.max(1))).clamp(1, 16_383) as f32;
+        // `levels * w * padded` stays below 2^31, so the integer sum never overflows.
+        let top = self.levels() as usize;
+        let limit = ((i32::MAX as usize) / (top * padded.max(1))).clamp(1, 16_383) as f32;
         let sigma = if maxw > 0.0 { maxw / limit } else { 1.0 };
         out.weights.clear();
         out.weights
@@ -430,7 +463,7 @@ impl BuildCodes {
 fn encode_u4(lo: &[f32], step: &[f32], v: &[f32], levels: &mut [u8], code: &mut [u8]) -> f32 {
     let dim = v.len();
     for d in 0..dim {
-        let t = ((v[d] - lo[d]) / step[d]).clamp(0.0, BUILD_LEVELS);
+        let t = ((v[d] - lo[d]) / step[d]).clamp(0.0, 15.0);
         levels[d] = (t + 0.5) as u8;
     }
     levels[dim..].fill(0);
@@ -484,8 +517,12 @@ impl hnsw_search::Dist for BuildDist<'_> {
         let p = self.prepared;
         for (ns, out) in ns.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
             let dots = &mut dots[..ns.len()];
-            self.kernels
-                .dot_u4_i16_rows(&self.codes.codes, ns, &p.weights, dots);
+            let codes = &self.codes.codes;
+            if self.codes.bits == 4 {
+                self.kernels.dot_u4_i16_rows(codes, ns, &p.weights, dots);
+            } else {
+                self.kernels.dot_u8_i16_rows(codes, ns, &p.weights, dots);
+            }
             for ((o, &r), &i) in out.iter_mut().zip(ns).zip(dots.iter()) {
                 let norm = if p.add_norm {
                     self.codes.factors[r as usize]

@@ -120,9 +120,9 @@ const BUILD_CODES_MIN_DIM: usize = 128;
 
 /// Size of the float rows from which a graph's build scores codes: below it the rows stay in
 /// a core's own cache (2 MiB of L2 on the machine measured) and the codes only add work.
-/// Measured on text-minilm-dev (384 dimensions) loaded through the Python API (seal
-/// threshold 2,000, batches of 1,000, `wait_idle()`; the chain of growing segments ends as one
-/// 20,000-row graph), six alternated loads each: converged median 1.92 s with codes from
+/// Measured with sq8 build codes on text-minilm-dev (384 dimensions) loaded through the Python
+/// API (seal threshold 2,000, batches of 1,000, `wait_idle()`; the chain of growing segments
+/// ends as one 20,000-row graph), six alternated loads each: converged median 1.92 s with codes from
 /// 2 MiB (1,365 rows) against 2.09 s from 8 MiB (5,461 rows, the value before) and 2.35 s
 /// from 16 MiB, CPU 3.41 s against 3.70 s; from 1 MiB, 384 KiB or 256 rows 1.94-2.00 s (no
 /// better). Recall@10 at ef 10-64 within 0.003 of the 8 MiB build (500 queries, two builds

@@ -304,7 +304,18 @@ mod tests {
         batch: usize,
         tolerance: f64,
     ) {
-        let dim = 128;
+        codes_match_exact_dim(base, queries, 128, first, batch, tolerance);
+    }
+
+    /// [`codes_match_exact`] for rows of `dim` components.
+    fn codes_match_exact_dim(
+        base: &[f32],
+        queries: &[f32],
+        dim: usize,
+        first: usize,
+        batch: usize,
+        tolerance: f64,
+    ) {
         let vs = l2_set(base, dim);
         let coded = build_in_batches(&vs, first, batch, false);
         let n = base.len() / dim;
@@ -336,6 +347,16 @@ mod tests {
             0
         );
         codes_match_exact(&base, &data(100, 128, 2), 4000, 4000, 0.01);
+    }
+
+    /// From 256 components the build codes take 4 bits a component (sq8 below): such a build
+    /// links as well as an exact one too, on rows whose width is not a whole number of
+    /// 64-component blocks (the codes' padding is scored as zero).
+    #[test]
+    fn a_build_scoring_4_bit_codes_links_as_well_as_an_exact_one() {
+        let dim = 300;
+        let base = data(2000, dim, 3);
+        codes_match_exact_dim(&base, &data(100, dim, 4), dim, 2000, 2000, 0.01);
     }
 
     #[test]
