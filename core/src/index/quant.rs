@@ -476,9 +476,16 @@ fn encode_u4(lo: &[f32], step: &[f32], v: &[f32], levels: &mut [u8], code: &mut 
             c[j] = a[j] | (b[j] << 4);
         }
     }
+    decoded_norm(&levels[..dim], lo, step)
+}
+
+/// The squared norm of the row the levels `code` decode to (`lo + step * level` for each
+/// component), summed in eight lanes so that it vectorises.
+fn decoded_norm(code: &[u8], lo: &[f32], step: &[f32]) -> f32 {
+    let dim = code.len();
     let mut lanes = [0f64; 8];
     let whole = dim / 8 * 8;
-    for ((c, l), s) in levels[..whole]
+    for ((c, l), s) in code[..whole]
         .chunks_exact(8)
         .zip(lo[..whole].chunks_exact(8))
         .zip(step[..whole].chunks_exact(8))
@@ -489,7 +496,7 @@ fn encode_u4(lo: &[f32], step: &[f32], v: &[f32], levels: &mut [u8], code: &mut 
         }
     }
     for d in whole..dim {
-        let x = f64::from(lo[d] + step[d] * f32::from(levels[d]));
+        let x = f64::from(lo[d] + step[d] * f32::from(code[d]));
         lanes[0] += x * x;
     }
     lanes.iter().sum::<f64>() as f32
@@ -573,23 +580,7 @@ fn encode_row(
                 let t = ((v[d] - lo[d]) / step[d]).clamp(0.0, 255.0);
                 code[d] = (t + 0.5) as u8;
             }
-            let mut lanes = [0f64; 8];
-            let whole = dim / 8 * 8;
-            for ((c, l), s) in code[..whole]
-                .chunks_exact(8)
-                .zip(lo[..whole].chunks_exact(8))
-                .zip(step[..whole].chunks_exact(8))
-            {
-                for i in 0..8 {
-                    let x = f64::from(l[i] + s[i] * f32::from(c[i]));
-                    lanes[i] += x * x;
-                }
-            }
-            for d in whole..dim {
-                let x = f64::from(lo[d] + step[d] * f32::from(code[d]));
-                lanes[0] += x * x;
-            }
-            f[0] = lanes.iter().sum::<f64>() as f32;
+            f[0] = decoded_norm(code, lo, step);
         }
         QuantKind::Binary => {
             let mean = p;
