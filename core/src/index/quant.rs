@@ -419,32 +419,11 @@ impl BuildCodes {
     /// Prepare `q` (a float row of the graph's width) for scoring against the codes: its
     /// integer weights (zero on the padding), constant and scale, as for sq8.
     pub(crate) fn prepare(&self, q: &[f32], out: &mut Prepared) {
-        let (dim, padded) = (self.dim, self.padded());
-        let (lo, step) = self.params.split_at(dim);
-        let c = dot_f64(q, lo);
-        let maxw = q
-            .iter()
-            .zip(step)
-            .map(|(a, s)| (a * s).abs())
-            .fold(0f32, f32::max);
+        let (lo, step) = self.params.split_at(self.dim);
+        let (top, padded) = (self.levels() as usize, self.padded());
         // `levels * w * padded` stays below 2^31, so the integer sum never overflows.
-        let top = self.levels() as usize;
         let limit = ((i32::MAX as usize) / (top * padded.max(1))).clamp(1, 16_383) as f32;
-        let sigma = if maxw > 0.0 { maxw / limit } else { 1.0 };
-        out.weights.clear();
-        out.weights
-            .extend(q.iter().zip(step).map(|(a, s)| round_to_i16(a * s / sigma)));
-        out.weights.resize(padded, 0);
-        out.planes.clear();
-        // <q, x~> = c + sigma * I.
-        let (konst, scale) = match self.metric {
-            Metric::L2 => (dot_f64(q, q) - 2.0 * c, -2.0 * f64::from(sigma)),
-            Metric::Cosine => (1.0 - c, -f64::from(sigma)),
-            Metric::Dot => (-c, -f64::from(sigma)),
-        };
-        out.konst = konst as f32;
-        out.scale = scale as f32;
-        out.add_norm = self.metric == Metric::L2;
+        prepare_scalar(self.metric, q, lo, step, limit, padded, out);
     }
 
     /// Hint the CPU to load `row`'s codes.
@@ -767,6 +746,42 @@ fn round_to_i16(x: f32) -> i16 {
     (x + 0.5f32.copysign(x)) as i16
 }
 
+/// Prepare `q` against per-component levels `lo + step * code`: integer weights
+/// `round(q * step / sigma)` with the largest at `limit` (then zeros up to `padded`
+/// components), and the constant and scale that turn their integer product with a row's codes
+/// into the metric's estimate: `<q, x~> = c + sigma * I`. Shared by sq8 segments and build
+/// codes.
+fn prepare_scalar(
+    metric: Metric,
+    q: &[f32],
+    lo: &[f32],
+    step: &[f32],
+    limit: f32,
+    padded: usize,
+    out: &mut Prepared,
+) {
+    let c = dot_f64(q, lo);
+    let maxw = q
+        .iter()
+        .zip(step)
+        .map(|(a, s)| (a * s).abs())
+        .fold(0f32, f32::max);
+    let sigma = if maxw > 0.0 { maxw / limit } else { 1.0 };
+    out.weights.clear();
+    out.weights
+        .extend(q.iter().zip(step).map(|(a, s)| round_to_i16(a * s / sigma)));
+    out.weights.resize(padded.max(out.weights.len()), 0);
+    out.planes.clear();
+    let (konst, scale) = match metric {
+        Metric::L2 => (dot_f64(q, q) - 2.0 * c, -2.0 * f64::from(sigma)),
+        Metric::Cosine => (1.0 - c, -f64::from(sigma)),
+        Metric::Dot => (-c, -f64::from(sigma)),
+    };
+    out.konst = konst as f32;
+    out.scale = scale as f32;
+    out.add_norm = metric == Metric::L2;
+}
+
 /// Largest weight magnitude of a prepared sq8 query for `dim` components: `255 * w * dim`
 /// must stay below `2^31` (the integer dot product never overflows), and 16 bits hold it.
 fn weight_limit(dim: usize) -> f32 {
@@ -791,30 +806,7 @@ impl QuantView<'_> {
         match self.kind {
             QuantKind::Sq8 => {
                 let (lo, step) = self.params.split_at(dim);
-                let c = dot_f64(q, lo);
-                let maxw = q
-                    .iter()
-                    .zip(step)
-                    .map(|(a, s)| (a * s).abs())
-                    .fold(0f32, f32::max);
-                let sigma = if maxw > 0.0 {
-                    maxw / weight_limit(dim)
-                } else {
-                    1.0
-                };
-                out.weights.clear();
-                out.weights
-                    .extend(q.iter().zip(step).map(|(a, s)| round_to_i16(a * s / sigma)));
-                out.planes.clear();
-                // <q, x~> = c + sigma * I.
-                let (konst, scale) = match metric {
-                    Metric::L2 => (qq - 2.0 * c, -2.0 * f64::from(sigma)),
-                    Metric::Cosine => (1.0 - c, -f64::from(sigma)),
-                    Metric::Dot => (-c, -f64::from(sigma)),
-                };
-                out.konst = konst as f32;
-                out.scale = scale as f32;
-                out.add_norm = metric == Metric::L2;
+                prepare_scalar(metric, q, lo, step, weight_limit(dim), dim, out);
             }
             QuantKind::Binary => {
                 let mean = self.params;
