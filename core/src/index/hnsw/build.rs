@@ -894,25 +894,13 @@ pub(crate) fn link_unreachable(g: &mut FrozenGraph, vs: &VectorSet<'_>) -> usize
 mod tests {
     use super::*;
 
-    fn rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n * dim)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
-    }
-
     /// Re-scoring a beam a chunk at a time selects what re-scoring all of it and selecting
     /// in exact order does, when the estimates order the beam as the exact distances do —
     /// whether the links fill up in the first chunk or take every chunk (m = 400).
     #[test]
     fn chunked_rescoring_selects_as_a_whole_exact_selection() {
         let (dim, n) = (16, 400);
-        let data = rows(n, dim, 7);
+        let data = super::super::tests::data(n, dim, 7);
         for metric in [Metric::L2, Metric::Cosine] {
             let vs = VectorSet {
                 data: &data,

@@ -79,7 +79,7 @@ mod tests {
 
     /// Clustered data (20 fixed centres plus noise, like real embeddings); `seed` picks
     /// the noise, so base and queries share the centres.
-    fn data(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    pub(super) fn data(n: usize, dim: usize, seed: u64) -> Vec<f32> {
         let lcg = |s: &mut u64| {
             *s = s
                 .wrapping_mul(6_364_136_223_846_793_005)
